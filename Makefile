@@ -1,0 +1,35 @@
+# `make run`: set everything up and run the service in the foreground.
+# `make test`: set everything up and run the whole test suite.
+SHELL := /bin/bash
+VENV := .venv
+INSTALLED := $(VENV)/.installed
+NPROC := $(shell nproc)
+ENV ?= development
+
+.PHONY: run test rabbitmq system-packages status clean
+
+$(INSTALLED): pyproject.toml | system-packages
+	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+system-packages:
+	scripts/install-system-packages.sh
+
+rabbitmq: system-packages
+	scripts/ensure-rabbitmq.sh
+
+run: $(INSTALLED) rabbitmq
+	mkdir -p var/run var/log
+	IMAGE_SERVER_ENV=$(ENV) IMAGE_SERVER_FRONTENDS=$(NPROC) IMAGE_SERVER_PROCESSORS=$(NPROC) \
+		exec $(VENV)/bin/supervisord -n -c supervisord.conf
+
+test: $(INSTALLED) rabbitmq
+	$(VENV)/bin/python -m pytest
+
+status:
+	$(VENV)/bin/supervisorctl -c supervisord.conf status
+
+clean:
+	rm -rf var

@@ -1,0 +1,176 @@
+"""Settings: every key declared once, with type, default and meaning.
+
+A program loads `<config_dir>/<env>.json` once at start into a frozen
+`Settings`. An unknown key, a missing required key or a value of the wrong
+type raises `ConfigError` naming the key, and the program stops.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from pathlib import Path
+from typing import Any
+
+from common.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_DIR = REPO_ROOT / "config"
+REQUIRED = dataclasses.MISSING
+
+
+def _key(default: Any, meaning: str) -> Any:
+    if isinstance(default, (dict, list)):
+        frozen = default
+        return dataclasses.field(
+            default_factory=lambda: type(frozen)(frozen), metadata={"meaning": meaning}
+        )
+    if default is REQUIRED:
+        return dataclasses.field(metadata={"meaning": meaning})
+    return dataclasses.field(default=default, metadata={"meaning": meaning})
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Settings:
+    # Keys kept from the original service.
+    source_domain: str = _key(
+        REQUIRED, "Base URL of the originals; the source template is joined to it."
+    )
+    local_base_path: str = _key(
+        REQUIRED, "Directory of the local output cache, laid out like the URL path."
+    )
+    server_port: int = _key(7000, "Port of the public HTTP frontend.")
+    bind_address: str = _key("0.0.0.0", "Address the frontend's ports listen on.")
+    status_port: int = _key(
+        7001, "Port of the status page of frontend process 0; process N listens on status_port + N."
+    )
+    whitelisted_extensions: list[str] = _key(
+        ["jpg", "png", "webp"], "Output extensions served; others get 406."
+    )
+    maximum_width: int = _key(
+        1000, "Largest width (and height) an output may ask for; larger gets 406."
+    )
+    default_quality: dict[str, int] = _key(
+        {"jpg": 85, "webp": 80, "avif": 50},
+        "Encoder quality (1-100) per lossy output format when the URL has no -q suffix.",
+    )
+
+    # Where originals come from and how they are fetched.
+    source_path_template: str = _key(
+        "{model}/{image_type}/{id}/original.jpg",
+        "Path of an original under source_domain; fields {model}, {image_type}, {id}.",
+    )
+    originals_path: str = _key(
+        REQUIRED, "Directory where processors keep fetched originals (a disk cache)."
+    )
+    source_connect_timeout_s: float = _key(3.0, "Timeout to connect to the source.")
+    source_read_timeout_s: float = _key(10.0, "Timeout between bytes read from the source.")
+    max_source_bytes: int = _key(
+        50_000_000, "Largest original accepted; the download stops past it (502)."
+    )
+
+    # RabbitMQ and the request/reply path.
+    amqp_url: str = _key(
+        "amqp://guest:guest@127.0.0.1:5672/%2F", "RabbitMQ URL (vhost URL-encoded)."
+    )
+    resize_deadline_s: float = _key(
+        20.0, "How long the frontend waits for a ResizeResult before answering 504."
+    )
+    resize_queue_max_length: int = _key(
+        10_000, "Bound of the resize queue; a publish past it is refused (503)."
+    )
+    resize_delivery_limit: int = _key(
+        3, "Deliveries of one resize job before it is dead-lettered (a job that kills workers)."
+    )
+    processor_prefetch: int = _key(1, "Unacked jobs one processor holds (basic_qos).")
+    amqp_reconnect_delay_s: float = _key(1.0, "Pause before reconnecting to RabbitMQ.")
+
+    # HTTP answers.
+    cache_max_age_s: int = _key(
+        31_536_000, "Cache-Control max-age sent with every image."
+    )
+
+    log_level: str = _key("INFO", "Python logging level of every program.")
+
+    @property
+    def cache_dir(self) -> Path:
+        """local_base_path; a relative path is taken from the repository root."""
+        return REPO_ROOT / self.local_base_path
+
+    @property
+    def originals_dir(self) -> Path:
+        return REPO_ROOT / self.originals_path
+
+
+def describe() -> list[tuple[str, str, Any, str]]:
+    """(name, type, default, meaning) of every key, for documentation."""
+    rows = []
+    for field in dataclasses.fields(Settings):
+        if field.default is not dataclasses.MISSING:
+            default: Any = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            default = field.default_factory()
+        else:
+            default = "(required)"
+        rows.append((field.name, str(field.type), default, field.metadata["meaning"]))
+    return rows
+
+
+def _check_type(name: str, value: Any, expected: Any) -> Any:
+    origin = typing.get_origin(expected)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if origin is None:
+        if isinstance(value, bool) != (expected is bool) or not isinstance(value, expected):
+            raise ConfigError(f"config key {name!r} must be {expected.__name__}, got {value!r}")
+        return value
+    args = typing.get_args(expected)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"config key {name!r} must be a list, got {value!r}")
+        return [_check_type(f"{name}[{i}]", item, args[0]) for i, item in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {name!r} must be an object, got {value!r}")
+        return {k: _check_type(f"{name}.{k}", v, args[1]) for k, v in value.items()}
+    raise ConfigError(f"config key {name!r} has an unsupported declared type")
+
+
+def from_mapping(raw: dict[str, Any]) -> Settings:
+    hints = typing.get_type_hints(Settings)
+    fields = {field.name: field for field in dataclasses.fields(Settings)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown config key(s): {', '.join(unknown)}")
+    values = {}
+    for name, field in fields.items():
+        if name in raw:
+            values[name] = _check_type(name, raw[name], hints[name])
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"missing required config key {name!r}")
+    settings = Settings(**values)
+    _check_values(settings)
+    return settings
+
+
+def _check_values(settings: Settings) -> None:
+    for fmt, quality in settings.default_quality.items():
+        if not 1 <= quality <= 100:
+            raise ConfigError(f"config key 'default_quality.{fmt}' must be 1-100, got {quality}")
+    for name in ("maximum_width", "max_source_bytes", "resize_queue_max_length", "processor_prefetch"):
+        if getattr(settings, name) <= 0:
+            raise ConfigError(f"config key {name!r} must be positive")
+
+
+def load(env: str, config_dir: Path = DEFAULT_CONFIG_DIR) -> Settings:
+    path = Path(config_dir) / f"{env}.json"
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"no config file for environment {env!r}: {path}") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a JSON object")
+    return from_mapping(raw)

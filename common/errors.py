@@ -1,0 +1,95 @@
+"""The one exception tree of the project.
+
+Each class knows the HTTP status it maps to and whether trying again later
+can help (`retryable`). Handlers raise; the frontend's `write_error` maps.
+Errors cross the queue by class name (see `ResizeResult`), so the frontend
+raises the same class the processor did.
+"""
+
+from __future__ import annotations
+
+
+class ImageServerError(Exception):
+    status = 500
+    retryable = False
+    default_message = "internal error"
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or self.default_message)
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+
+class ConfigError(ImageServerError):
+    default_message = "invalid configuration"
+
+
+class BadRequest(ImageServerError):
+    status = 400
+    default_message = "bad request"
+
+
+class NotAcceptable(ImageServerError):
+    status = 406
+    default_message = "not acceptable"
+
+
+class SourceNotFound(ImageServerError):
+    status = 404
+    default_message = "original not found"
+
+
+class UnsupportedImage(ImageServerError):
+    status = 415
+    default_message = "the original is not an image that can be decoded"
+
+
+class SourceUnavailable(ImageServerError):
+    status = 502
+    retryable = True
+    default_message = "the source of the original is unavailable"
+
+
+class SourceTooLarge(ImageServerError):
+    status = 502
+    default_message = "the original is larger than max_source_bytes"
+
+
+class BrokerUnavailable(ImageServerError):
+    status = 503
+    retryable = True
+    default_message = "the job queue is unavailable"
+
+
+class QueueFull(ImageServerError):
+    status = 503
+    retryable = True
+    default_message = "too many pending resizes, retry later"
+
+
+class ResizeTimeout(ImageServerError):
+    status = 504
+    retryable = True
+    default_message = "the resize did not finish in time"
+
+
+class MessageDecodeError(ImageServerError):
+    default_message = "message cannot be decoded"
+
+
+def _all_subclasses(cls: type[ImageServerError]) -> list[type[ImageServerError]]:
+    found = []
+    for sub in cls.__subclasses__():
+        found.append(sub)
+        found.extend(_all_subclasses(sub))
+    return found
+
+
+def from_name(name: str, message: str) -> ImageServerError:
+    """Rebuild an error that crossed the queue by class name."""
+    for cls in [ImageServerError, *_all_subclasses(ImageServerError)]:
+        if cls.__name__ == name:
+            return cls(message)
+    return ImageServerError(message)

@@ -1,0 +1,122 @@
+"""Typed messages that cross RabbitMQ.
+
+Wire format: a 4-byte big-endian header length, a JSON header, then the raw
+payload bytes (image data is never base64-encoded). `decode()` raises
+`MessageDecodeError` for anything it cannot read, so a consumer can
+dead-letter the message instead of crashing on it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import struct
+from typing import Any, ClassVar, TypeVar
+
+from common.errors import ImageServerError, MessageDecodeError, from_name
+from common.urls import Fit
+
+_LENGTH = struct.Struct(">I")
+T = TypeVar("T", bound="_Message")
+
+
+def pack(header: dict[str, Any], payload: bytes = b"") -> bytes:
+    head = json.dumps(header, separators=(",", ":")).encode()
+    return b"".join((_LENGTH.pack(len(head)), head, payload))
+
+
+def unpack(body: bytes) -> tuple[dict[str, Any], bytes]:
+    if len(body) < _LENGTH.size:
+        raise MessageDecodeError("message shorter than its length prefix")
+    (length,) = _LENGTH.unpack_from(body)
+    end = _LENGTH.size + length
+    if end > len(body):
+        raise MessageDecodeError("message header runs past the body")
+    try:
+        header = json.loads(body[_LENGTH.size : end])
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MessageDecodeError(f"message header is not JSON: {exc}") from exc
+    if not isinstance(header, dict):
+        raise MessageDecodeError("message header is not an object")
+    return header, body[end:]
+
+
+class _Message:
+    """encode/decode for a frozen dataclass whose `payload` field (if any) is bytes."""
+
+    kind: ClassVar[str]
+
+    def encode(self) -> bytes:
+        fields = dataclasses.asdict(self)  # type: ignore[call-overload]
+        payload = fields.pop("payload", b"")
+        return pack({"kind": self.kind, **fields}, payload)
+
+    @classmethod
+    def decode(cls: type[T], body: bytes) -> T:
+        header, payload = unpack(body)
+        if header.pop("kind", None) != cls.kind:
+            raise MessageDecodeError(f"not a {cls.kind} message")
+        if "payload" in {f.name for f in dataclasses.fields(cls)}:  # type: ignore[arg-type]
+            header["payload"] = payload
+        try:
+            message = cls(**header)
+            message.validate()  # type: ignore[attr-defined]
+        except (TypeError, ValueError) as exc:
+            raise MessageDecodeError(f"malformed {cls.kind} message: {exc}") from exc
+        return message
+
+
+def _require(condition: bool, what: str) -> None:
+    if not condition:
+        raise ValueError(what)
+
+
+@dataclasses.dataclass(frozen=True)
+class ResizeJob(_Message):
+    kind: ClassVar[str] = "resize_job.v1"
+
+    cache_key: str
+    source_url: str
+    fit: str
+    width: int | None
+    height: int | None
+    format: str
+    quality: int
+    deadline_epoch_s: float
+
+    def validate(self) -> None:
+        Fit(self.fit)
+        _require(isinstance(self.source_url, str) and bool(self.source_url), "source_url")
+        _require(isinstance(self.cache_key, str) and bool(self.cache_key), "cache_key")
+        _require(isinstance(self.format, str), "format")
+        _require(isinstance(self.quality, int) and 1 <= self.quality <= 100, "quality")
+        for side in (self.width, self.height):
+            _require(side is None or (isinstance(side, int) and side > 0), "width/height")
+        _require(isinstance(self.deadline_epoch_s, (int, float)), "deadline_epoch_s")
+
+
+@dataclasses.dataclass(frozen=True)
+class ResizeResult(_Message):
+    """Either image bytes with their content type, or an error by class name."""
+
+    kind: ClassVar[str] = "resize_result.v1"
+
+    content_type: str = ""
+    error_name: str = ""
+    error_message: str = ""
+    payload: bytes = b""
+
+    @classmethod
+    def success(cls, content_type: str, data: bytes) -> ResizeResult:
+        return cls(content_type=content_type, payload=data)
+
+    @classmethod
+    def failure(cls, error: ImageServerError) -> ResizeResult:
+        return cls(error_name=type(error).__name__, error_message=error.message)
+
+    def validate(self) -> None:
+        _require(bool(self.content_type) != bool(self.error_name), "content_type xor error")
+
+    def raise_for_error(self) -> None:
+        if self.error_name:
+            raise from_name(self.error_name, self.error_message)

@@ -1,0 +1,41 @@
+"""Start-up steps every program shares: arguments, config, logging."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from common import config
+from common.errors import ConfigError
+
+
+def parse_args(description: str, argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("-e", "--env", default="development", help="config/<env>.json to load")
+    parser.add_argument(
+        "--config-dir", type=Path, default=config.DEFAULT_CONFIG_DIR, help="where <env>.json is"
+    )
+    parser.add_argument(
+        "--process-num", type=int, default=0, help="index of this process (supervisord numprocs)"
+    )
+    return parser.parse_args(argv)
+
+
+def load_settings(args: argparse.Namespace) -> config.Settings:
+    """Load the config or stop the program with a message naming the bad key."""
+    try:
+        return config.load(args.env, args.config_dir)
+    except ConfigError as exc:
+        sys.exit(f"configuration error: {exc.message}")
+
+
+def configure_logging(settings: config.Settings, name: str) -> None:
+    logging.basicConfig(
+        level=settings.log_level,
+        format=f"%(asctime)s {name}[%(process)d] %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # pika logs every connection step at INFO; its warnings are what matter.
+    logging.getLogger("pika").setLevel(max(logging.WARNING, logging.getLogger().level))

@@ -1,0 +1,155 @@
+"""HTTP handlers: the image URL grammar, and the status page."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import os
+from types import TracebackType
+from typing import Any
+
+import tornado.web
+
+from common.config import Settings
+from common.errors import ImageServerError
+from common.urls import check_allowed, parse_path
+from frontend.cache import CachedFile
+from frontend.rpc import ResizeClient
+from frontend.service import ImageService
+
+log = logging.getLogger(__name__)
+
+
+class ImageHandler(tornado.web.RequestHandler):
+    def initialize(self, settings: Settings, service: ImageService) -> None:
+        self.config = settings
+        self.service = service
+
+    def prepare(self) -> None:
+        self.service.active_requests += 1
+
+    def on_finish(self) -> None:
+        self.service.active_requests -= 1
+
+    async def get(self) -> None:
+        await self._serve(include_body=True)
+
+    async def head(self) -> None:
+        await self._serve(include_body=False)
+
+    async def _serve(self, include_body: bool) -> None:
+        self.service.counters["requests"] += 1
+        request = parse_path(self.request.path, self.get_query_argument("source", None))
+        check_allowed(request.output, self.config.whitelisted_extensions, self.config.maximum_width)
+        cached = await self.service.get(request)
+        self.set_header("Content-Type", request.output.content_type)
+        self.set_header("Cache-Control", f"public, max-age={self.config.cache_max_age_s}")
+        self.set_header("ETag", cached.etag)
+        self.set_header("Last-Modified", email.utils.formatdate(cached.mtime_s, usegmt=True))
+        if self._not_modified(cached):
+            self.set_status(304)
+            return
+        self.set_header("Content-Length", cached.size)
+        if include_body:
+            self.write(cached.data)
+
+    def _not_modified(self, cached: CachedFile) -> bool:
+        if_none_match = self.request.headers.get("If-None-Match")
+        if if_none_match is not None:
+            tags = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
+            return "*" in tags or cached.etag in tags
+        if_modified_since = self.request.headers.get("If-Modified-Since")
+        if if_modified_since is not None:
+            try:
+                since = email.utils.parsedate_to_datetime(if_modified_since)
+            except (TypeError, ValueError):
+                return False  # unparsable dates are ignored, as RFC 9110 says
+            return int(cached.mtime_s) <= since.timestamp()
+        return False
+
+    def compute_etag(self) -> None:
+        return None  # ours comes from the file, set in _serve
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        error = _app_error(kwargs.get("exc_info"))
+        if error is not None:
+            self.set_status(error.status)
+            self.service.counters[f"status_{error.status}"] += 1
+            message = error.message
+        else:
+            self.service.counters[f"status_{status_code}"] += 1
+            message = self._reason
+        for header in ("Content-Length", "ETag", "Last-Modified", "Cache-Control"):
+            self.clear_header(header)
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        if error is not None and error.retryable:
+            self.set_header("Retry-After", "1")
+        self.finish(message + "\n")
+
+    def log_exception(
+        self,
+        typ: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if isinstance(value, ImageServerError):
+            log.info("%s %s: %d %s", self.request.method, self.request.uri, value.status, value.message)
+        else:
+            super().log_exception(typ, value, tb)
+
+
+def _app_error(exc_info: Any) -> ImageServerError | None:
+    if exc_info and isinstance(exc_info[1], ImageServerError):
+        return exc_info[1]
+    return None
+
+
+class NotFoundHandler(tornado.web.RequestHandler):
+    """Paths outside the grammar (wrong number of segments) are a 400, like bad segments."""
+
+    def prepare(self) -> None:
+        self.set_status(400)
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish("expected /<model>/<imageType>/<id>/<output>\n")
+
+
+def make_app(settings: Settings, service: ImageService) -> tornado.web.Application:
+    return tornado.web.Application(
+        [(r"/[^/]+/[^/]+/[^/]+/[^/]+", ImageHandler, {"settings": settings, "service": service})],
+        default_handler_class=NotFoundHandler,
+        compress_response=False,
+    )
+
+
+class HealthHandler(tornado.web.RequestHandler):
+    def initialize(self, service: ImageService, rpc: ResizeClient) -> None:
+        self.service = service
+        self.rpc = rpc
+
+    def get(self) -> None:
+        self.set_header("Content-Type", "application/json")
+        if not self.rpc.ready:
+            self.set_status(503)
+        self.finish(json.dumps({"pid": os.getpid(), "broker_connected": self.rpc.ready}))
+
+
+class StatusHandler(HealthHandler):
+    def get(self) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.finish(
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "broker_connected": self.rpc.ready,
+                    "counters": dict(self.service.counters),
+                }
+            )
+        )
+
+
+def make_status_app(service: ImageService, rpc: ResizeClient) -> tornado.web.Application:
+    args = {"service": service, "rpc": rpc}
+    return tornado.web.Application(
+        [(r"/health", HealthHandler, args), (r"/status", StatusHandler, args)]
+    )

@@ -1,0 +1,185 @@
+"""Request/reply over RabbitMQ on Tornado's event loop (no thread per request).
+
+One connection and one channel per frontend process. Replies come back on
+direct reply-to (`amq.rabbitmq.reply-to`), matched by correlation_id;
+publishes are confirmed, and a nack (the queue is full) becomes `QueueFull`.
+When RabbitMQ goes away every waiting call fails with `BrokerUnavailable`
+and the client reconnects by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Any
+
+import pika
+import pika.exceptions
+from pika.adapters.tornado_connection import TornadoConnection
+from pika.channel import Channel
+from pika.spec import Basic, BasicProperties
+
+from common import amqp
+from common.config import Settings
+from common.errors import BrokerUnavailable, QueueFull, ResizeTimeout
+from common.messages import ResizeJob, ResizeResult
+
+log = logging.getLogger(__name__)
+
+
+class ResizeClient:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._connection: TornadoConnection | None = None
+        self._channel: Channel | None = None
+        self._ready = False
+        self._closing = False
+        self._next_delivery_tag = 1
+        self._confirms: dict[int, asyncio.Future[bool]] = {}
+        self._replies: dict[str, asyncio.Future[ResizeResult]] = {}
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    def start(self) -> None:
+        self._closing = False
+        self._connect()
+
+    def close(self) -> None:
+        self._closing = True
+        if self._connection is not None and not (
+            self._connection.is_closed or self._connection.is_closing
+        ):
+            self._connection.close()
+
+    async def call(self, job: ResizeJob, timeout_s: float) -> ResizeResult:
+        """Publish `job` and wait for its result, at most `timeout_s` in all."""
+        if not self._ready or self._channel is None:
+            raise BrokerUnavailable()
+        loop = asyncio.get_running_loop()
+        correlation_id = uuid.uuid4().hex
+        delivery_tag = self._next_delivery_tag
+        confirmed: asyncio.Future[bool] = loop.create_future()
+        reply: asyncio.Future[ResizeResult] = loop.create_future()
+        self._confirms[delivery_tag] = confirmed
+        self._replies[correlation_id] = reply
+        try:
+            try:
+                self._channel.basic_publish(
+                    "",
+                    amqp.RESIZE_QUEUE,
+                    job.encode(),
+                    amqp.persistent(correlation_id, amqp.DIRECT_REPLY_TO),
+                )
+            except pika.exceptions.AMQPError as exc:
+                raise BrokerUnavailable() from exc
+            self._next_delivery_tag += 1
+            try:
+                async with asyncio.timeout(timeout_s):
+                    if not await confirmed:
+                        raise QueueFull()
+                    return await reply
+            except TimeoutError as exc:
+                raise ResizeTimeout() from exc
+        finally:
+            self._confirms.pop(delivery_tag, None)
+            self._replies.pop(correlation_id, None)
+
+    # --- connection life cycle -------------------------------------------------
+
+    def _connect(self) -> None:
+        self._connection = TornadoConnection(
+            amqp.connection_parameters(self._settings),
+            on_open_callback=self._on_connection_open,
+            on_open_error_callback=self._on_connection_error,
+            on_close_callback=self._on_connection_closed,
+        )
+
+    def _reconnect_later(self) -> None:
+        self._ready = False
+        if not self._closing:
+            asyncio.get_running_loop().call_later(
+                self._settings.amqp_reconnect_delay_s, self._connect
+            )
+
+    def _on_connection_open(self, connection: TornadoConnection) -> None:
+        connection.channel(on_open_callback=self._on_channel_open)
+
+    def _on_connection_error(self, connection: TornadoConnection, error: BaseException) -> None:
+        log.warning("cannot connect to RabbitMQ: %s", error)
+        self._reconnect_later()
+
+    def _on_connection_closed(self, connection: TornadoConnection, reason: BaseException) -> None:
+        if not self._closing:
+            log.warning("RabbitMQ connection closed: %s", reason)
+        self._fail_pending()
+        self._reconnect_later()
+
+    def _on_channel_open(self, channel: Channel) -> None:
+        self._channel = channel
+        self._next_delivery_tag = 1
+        channel.add_on_close_callback(self._on_channel_closed)
+        channel.confirm_delivery(ack_nack_callback=self._on_confirm)
+        channel.queue_declare(amqp.RESIZE_DEAD_QUEUE, durable=True)
+        channel.queue_declare(
+            amqp.RESIZE_QUEUE,
+            durable=True,
+            arguments=amqp.resize_queue_arguments(self._settings),
+            callback=self._on_queue_declared,
+        )
+
+    def _on_queue_declared(self, frame: Any) -> None:
+        assert self._channel is not None
+        # Direct reply-to requires consuming (auto-ack) before the first publish.
+        self._channel.basic_consume(
+            amqp.DIRECT_REPLY_TO, self._on_reply, auto_ack=True, callback=self._on_consuming
+        )
+
+    def _on_consuming(self, frame: Any) -> None:
+        self._ready = True
+        log.info("connected to RabbitMQ")
+
+    def _on_channel_closed(self, channel: Channel, reason: BaseException) -> None:
+        self._ready = False
+        self._channel = None
+        self._fail_pending()
+        if self._closing:
+            return
+        log.warning("RabbitMQ channel closed: %s", reason)
+        if self._connection is not None and self._connection.is_open:
+            self._connection.close()  # the close callback reconnects
+
+    def _fail_pending(self) -> None:
+        for future in [*self._confirms.values(), *self._replies.values()]:
+            if not future.done():
+                future.set_exception(BrokerUnavailable("lost the connection to RabbitMQ"))
+        self._confirms.clear()
+        self._replies.clear()
+
+    # --- deliveries --------------------------------------------------------------
+
+    def _on_confirm(self, frame: Any) -> None:
+        method = frame.method
+        acked = isinstance(method, Basic.Ack)
+        tags = (
+            [tag for tag in self._confirms if tag <= method.delivery_tag]
+            if method.multiple
+            else [method.delivery_tag]
+        )
+        for tag in tags:
+            future = self._confirms.pop(tag, None)
+            if future is not None and not future.done():
+                future.set_result(acked)
+
+    def _on_reply(
+        self, channel: Channel, method: Basic.Deliver, properties: BasicProperties, body: bytes
+    ) -> None:
+        future = self._replies.get(properties.correlation_id or "")
+        if future is None or future.done():
+            return  # the caller gave up (timeout) before the reply came
+        try:
+            future.set_result(ResizeResult.decode(body))
+        except Exception as exc:  # MessageDecodeError: fail this call only
+            future.set_exception(exc)

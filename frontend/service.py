@@ -1,0 +1,103 @@
+"""Turns a parsed request into a cached output: hit, or one coalesced resize."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+
+from common.config import Settings
+from common.errors import ResizeTimeout
+from common.messages import ResizeJob
+from common.urls import ImageRequest
+from frontend.cache import CachedFile, OutputCache
+from frontend.rpc import ResizeClient
+
+log = logging.getLogger(__name__)
+_LOCK_POLL_S = 0.02
+
+
+class ImageService:
+    def __init__(self, settings: Settings, cache: OutputCache, rpc: ResizeClient) -> None:
+        self._settings = settings
+        self._cache = cache
+        self._rpc = rpc
+        self._in_flight: dict[str, asyncio.Future[None]] = {}
+        self.counters: collections.Counter[str] = collections.Counter()
+        self.active_requests = 0  # kept by the handler; a graceful stop waits for 0
+
+    async def get(self, request: ImageRequest) -> CachedFile:
+        """The output for `request`, from the cache or made now (at most once)."""
+        key = request.cache_key
+        cached = self._cache.read(key)
+        if cached is not None:
+            self.counters["cache_hits"] += 1
+            return cached
+        self.counters["cache_misses"] += 1
+        pending = self._in_flight.get(key)
+        if pending is not None:
+            self.counters["coalesced"] += 1
+            await asyncio.shield(pending)
+        else:
+            await self._produce_once(request)
+        cached = self._cache.read(key)
+        if cached is None:  # evicted between write and read: vanishingly rare
+            raise ResizeTimeout("the output disappeared from the cache")
+        return cached
+
+    async def _produce_once(self, request: ImageRequest) -> None:
+        key = request.cache_key
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._in_flight[key] = done
+        try:
+            await self._produce(request)
+            done.set_result(None)
+        except BaseException as exc:
+            done.set_exception(exc)
+            done.exception()  # retrieved: no "never retrieved" noise without followers
+            raise
+        finally:
+            del self._in_flight[key]
+
+    async def _produce(self, request: ImageRequest) -> None:
+        deadline = time.monotonic() + self._settings.resize_deadline_s
+        lock = self._cache.lock(request.cache_key)
+        try:
+            # Another frontend process of this host may be producing the same
+            # output; wait for its lock and then use its file.
+            while not lock.try_acquire():
+                if time.monotonic() > deadline:
+                    raise ResizeTimeout()
+                await asyncio.sleep(_LOCK_POLL_S)
+            if self._cache.read(request.cache_key) is not None:
+                return
+            job = self.job_for(request)
+            self.counters["resizes_requested"] += 1
+            result = await self._rpc.call(job, deadline - time.monotonic())
+            result.raise_for_error()
+            self._cache.write(request.cache_key, result.payload)
+        finally:
+            lock.close()
+
+    def job_for(self, request: ImageRequest) -> ResizeJob:
+        output = request.output
+        quality = output.quality or self._settings.default_quality.get(output.format, 100)
+        return ResizeJob(
+            cache_key=request.cache_key,
+            source_url=self.source_url(request),
+            fit=output.fit.value,
+            width=output.width,
+            height=output.height,
+            format=output.format,
+            quality=quality,
+            deadline_epoch_s=time.time() + self._settings.resize_deadline_s,
+        )
+
+    def source_url(self, request: ImageRequest) -> str:
+        if request.source is not None:
+            return request.source
+        path = self._settings.source_path_template.format(
+            model=request.model, image_type=request.image_type, id=request.id
+        )
+        return self._settings.source_domain.rstrip("/") + "/" + path

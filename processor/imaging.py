@@ -1,0 +1,106 @@
+"""Resize and encode with libvips. The only module that imports pyvips."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pyvips
+
+from common.errors import ImageServerError, UnsupportedImage
+from common.urls import CONTENT_TYPES, Fit
+
+# Loaders whose formats are accepted as originals.
+ALLOWED_LOADERS = {
+    "jpegload_buffer",
+    "pngload_buffer",
+    "webpload_buffer",
+    "gifload_buffer",
+    "heifload_buffer",
+}
+# libvips' largest coordinate: as a thumbnail height it means "any height".
+_ANY_SIZE = 10_000_000
+_KEEP_NO_METADATA = 0  # VIPS_FOREIGN_KEEP_NONE
+
+
+def configure(threads: int) -> None:
+    """Per-process libvips settings: the processor runs one job at a time and
+    every original is new, so libvips' operation cache only costs memory."""
+    pyvips.cache_set_max(0)
+    pyvips.concurrency_set(threads)
+
+
+@dataclasses.dataclass(frozen=True)
+class Rendition:
+    fit: Fit
+    width: int | None
+    height: int | None
+    format: str
+    quality: int
+
+
+def render(original: bytes, rendition: Rendition) -> bytes:
+    """Return `original` resized and encoded as `rendition` asks."""
+    try:
+        _check_decodable(original)
+        image = _resize(original, rendition)
+        image = _to_srgb(image)
+        if rendition.format == "jpg" and image.hasalpha():
+            image = image.flatten(background=[255])
+        return _encode(image, rendition)
+    except pyvips.Error as exc:
+        raise UnsupportedImage(f"cannot process the original: {_first_line(exc)}") from exc
+
+
+def _check_decodable(original: bytes) -> None:
+    try:
+        header = pyvips.Image.new_from_buffer(original, "", access="sequential")
+    except pyvips.Error as exc:
+        raise UnsupportedImage("the original is not an image libvips can decode") from exc
+    loader = header.get("vips-loader")
+    if loader not in ALLOWED_LOADERS:
+        raise UnsupportedImage(f"originals of type {loader} are not accepted")
+
+
+def _resize(original: bytes, rendition: Rendition) -> pyvips.Image:
+    if rendition.fit is Fit.NONE:
+        image = pyvips.Image.new_from_buffer(original, "", access="sequential")
+        return image.autorot()
+    if rendition.fit is Fit.WIDTH:
+        # size="down": never upscale past the original.
+        return pyvips.Image.thumbnail_buffer(
+            original, rendition.width, height=_ANY_SIZE, size="down"
+        )
+    return pyvips.Image.thumbnail_buffer(
+        original, rendition.width, height=rendition.height, crop="centre", size="both"
+    )
+
+
+def _to_srgb(image: pyvips.Image) -> pyvips.Image:
+    if image.interpretation == "cmyk" or image.get_typeof("icc-profile-data") != 0:
+        image = image.icc_transform("srgb", embedded=True, intent="perceptual")
+    if image.interpretation in ("b-w", "grey16"):
+        target = "b-w"
+    else:
+        target = "srgb"
+    if image.interpretation != target or image.format != "uchar":
+        image = image.colourspace(target)
+    return image.cast("uchar") if image.format != "uchar" else image
+
+
+def _encode(image: pyvips.Image, rendition: Rendition) -> bytes:
+    fmt, quality = rendition.format, rendition.quality
+    if fmt == "jpg":
+        return image.jpegsave_buffer(Q=quality, optimize_coding=True, keep=_KEEP_NO_METADATA)
+    if fmt == "png":
+        return image.pngsave_buffer(compression=6, keep=_KEEP_NO_METADATA)
+    if fmt == "webp":
+        return image.webpsave_buffer(Q=quality, keep=_KEEP_NO_METADATA)
+    if fmt == "gif":
+        return image.gifsave_buffer(keep=_KEEP_NO_METADATA)
+    if fmt == "avif":
+        return image.heifsave_buffer(Q=quality, compression="av1", keep=_KEEP_NO_METADATA)
+    raise ImageServerError(f"no encoder for {fmt!r}; known: {sorted(CONTENT_TYPES)}")
+
+
+def _first_line(exc: pyvips.Error) -> str:
+    return str(exc.message).strip().splitlines()[0] if exc.message else "libvips error"

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs what the project needs from the distribution's packages, only when
+# it is missing: python3-venv and RabbitMQ. Idempotent.
+set -euo pipefail
+
+missing=()
+python3 -c "import ensurepip, venv" 2>/dev/null || missing+=(python3-venv)
+command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/sbin/rabbitmq-server ] || missing+=(rabbitmq-server)
+
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}"
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
