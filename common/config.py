@@ -158,6 +158,8 @@ def _check_values(settings: Settings) -> None:
     for fmt, quality in settings.default_quality.items():
         if not 1 <= quality <= 100:
             raise ConfigError(f"config key 'default_quality.{fmt}' must be 1-100, got {quality}")
+    if settings.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigError(f"config key 'log_level' must be a logging level, got {settings.log_level!r}")
     for name in ("maximum_width", "max_source_bytes", "resize_queue_max_length", "processor_prefetch"):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"config key {name!r} must be positive")

@@ -20,6 +20,10 @@ ALLOWED_LOADERS = {
 # libvips' largest coordinate: as a thumbnail height it means "any height".
 _ANY_SIZE = 10_000_000
 _KEEP_NO_METADATA = 0  # VIPS_FOREIGN_KEEP_NONE
+# A truncated original is an error (415), not an image padded with grey.
+# thumbnail_buffer ignores its own fail_on: it must reach the loader as an option.
+_FAIL_ON = "truncated"
+_LOAD_OPTIONS = f"fail_on={_FAIL_ON}"
 
 
 def configure(threads: int) -> None:
@@ -63,15 +67,22 @@ def _check_decodable(original: bytes) -> None:
 
 def _resize(original: bytes, rendition: Rendition) -> pyvips.Image:
     if rendition.fit is Fit.NONE:
-        image = pyvips.Image.new_from_buffer(original, "", access="sequential")
+        image = pyvips.Image.new_from_buffer(
+            original, "", access="sequential", fail_on=_FAIL_ON
+        )
         return image.autorot()
     if rendition.fit is Fit.WIDTH:
         # size="down": never upscale past the original.
         return pyvips.Image.thumbnail_buffer(
-            original, rendition.width, height=_ANY_SIZE, size="down"
+            original, rendition.width, height=_ANY_SIZE, size="down", option_string=_LOAD_OPTIONS
         )
     return pyvips.Image.thumbnail_buffer(
-        original, rendition.width, height=rendition.height, crop="centre", size="both"
+        original,
+        rendition.width,
+        height=rendition.height,
+        crop="centre",
+        size="both",
+        option_string=_LOAD_OPTIONS,
     )
 
 

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from common import config
+from common.errors import ConfigError
+from tests.harness import REPO
+
+MINIMAL = {"source_domain": "http://127.0.0.1/", "local_base_path": "c", "originals_path": "o"}
+
+
+@pytest.mark.parametrize("env", ["development", "test", "production"])
+def test_shipped_configs_load(env: str) -> None:
+    settings = config.load(env)
+    assert settings.server_port > 0
+    assert "jpg" in settings.whitelisted_extensions
+
+
+def test_defaults_fill_optional_keys() -> None:
+    settings = config.from_mapping(MINIMAL)
+    assert settings.server_port == 7000
+    assert settings.status_port == 7001
+    assert settings.maximum_width == 1000
+    assert settings.whitelisted_extensions == ["jpg", "png", "webp"]
+    assert settings.default_quality["jpg"] == 85
+
+
+@pytest.mark.parametrize(
+    ("raw", "named"),
+    [
+        ({**MINIMAL, "server_prot": 7000}, "server_prot"),
+        ({"source_domain": "x", "local_base_path": "c"}, "originals_path"),
+        ({**MINIMAL, "server_port": "7000"}, "server_port"),
+        ({**MINIMAL, "server_port": True}, "server_port"),
+        ({**MINIMAL, "whitelisted_extensions": "jpg"}, "whitelisted_extensions"),
+        ({**MINIMAL, "whitelisted_extensions": ["jpg", 3]}, "whitelisted_extensions[1]"),
+        ({**MINIMAL, "default_quality": {"jpg": "high"}}, "default_quality.jpg"),
+        ({**MINIMAL, "default_quality": {"jpg": 0}}, "default_quality.jpg"),
+        ({**MINIMAL, "maximum_width": 0}, "maximum_width"),
+        ({**MINIMAL, "log_level": "LOUD"}, "log_level"),
+    ],
+)
+def test_bad_keys_are_named(raw: dict[str, Any], named: str) -> None:
+    with pytest.raises(ConfigError, match=named.replace("[", r"\[").replace("]", r"\]")):
+        config.from_mapping(raw)
+
+
+def test_ints_are_accepted_for_floats() -> None:
+    assert config.from_mapping({**MINIMAL, "resize_deadline_s": 3}).resize_deadline_s == 3.0
+
+
+def test_every_key_has_a_meaning() -> None:
+    for name, _type, _default, meaning in config.describe():
+        assert meaning, name
+
+
+@pytest.mark.parametrize("program", ["frontend", "processor"])
+def test_a_program_with_a_bad_key_stops_at_start_naming_it(tmp_path: Path, program: str) -> None:
+    (tmp_path / "broken.json").write_text(json.dumps({**MINIMAL, "maximum_widht": 10}))
+    done = subprocess.run(
+        [sys.executable, "-m", program, "--config-dir", str(tmp_path), "-e", "broken"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode != 0
+    assert "maximum_widht" in done.stderr
+    assert "Traceback" not in done.stderr

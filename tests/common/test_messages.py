@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import pytest
+
+from common.errors import MessageDecodeError, SourceNotFound
+from common.messages import ResizeJob, ResizeResult, pack
+
+JOB = ResizeJob(
+    cache_key="user/avatar/1/w500.jpg",
+    source_url="http://127.0.0.1/user/avatar/1/original.jpg",
+    fit="width",
+    width=500,
+    height=None,
+    format="jpg",
+    quality=85,
+    deadline_epoch_s=1.5,
+)
+
+
+def test_job_round_trip() -> None:
+    assert ResizeJob.decode(JOB.encode()) == JOB
+
+
+def test_result_round_trip_keeps_bytes_unencoded() -> None:
+    payload = bytes(range(256)) * 10
+    result = ResizeResult.success("image/jpeg", payload)
+    body = result.encode()
+    assert payload in body  # raw, not base64
+    assert ResizeResult.decode(body) == result
+
+
+def test_failure_result_raises_the_same_error_class() -> None:
+    result = ResizeResult.decode(ResizeResult.failure(SourceNotFound("gone")).encode())
+    with pytest.raises(SourceNotFound, match="gone"):
+        result.raise_for_error()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"\x00\x00",
+        b"\x00\x00\x00\x10{}",
+        b"\x00\x00\x00\x02[]",
+        b"\x00\x00\x00\x03\xff\xfe\xfd",
+        b"garbage that is not a message at all",
+        pack({"kind": "resize_result.v1", "content_type": "image/jpeg"}),
+        pack({"kind": "resize_job.v1"}),
+        pack({**{k: v for k, v in JOB.__dict__.items()}, "kind": "resize_job.v1", "fit": "zoom"}),
+        pack({**{k: v for k, v in JOB.__dict__.items()}, "kind": "resize_job.v1", "quality": 0}),
+        pack({**{k: v for k, v in JOB.__dict__.items()}, "kind": "resize_job.v1", "extra": 1}),
+        pack({**{k: v for k, v in JOB.__dict__.items()}, "kind": "resize_job.v1", "width": "5"}),
+    ],
+)
+def test_undecodable_jobs_raise_one_typed_error(body: bytes) -> None:
+    with pytest.raises(MessageDecodeError):
+        ResizeJob.decode(body)

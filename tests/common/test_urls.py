@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import pytest
+
+from common.errors import BadRequest, NotAcceptable
+from common.urls import Fit, OutputSpec, check_allowed, parse_output, parse_path
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("w500.jpg", OutputSpec(Fit.WIDTH, 500, None, None, "jpg")),
+        ("x600.jpg", OutputSpec(Fit.COVER, 600, 600, None, "jpg")),
+        ("300x400.jpg", OutputSpec(Fit.COVER, 300, 400, None, "jpg")),
+        ("full_size.webp", OutputSpec(Fit.NONE, None, None, None, "webp")),
+        ("x50-q60.jpg", OutputSpec(Fit.COVER, 50, 50, 60, "jpg")),
+        ("x50-c60.jpg", OutputSpec(Fit.COVER, 50, 50, 60, "jpg")),
+        ("w500.jpeg", OutputSpec(Fit.WIDTH, 500, None, None, "jpg")),
+        ("w1-q100.png", OutputSpec(Fit.WIDTH, 1, None, 100, "png")),
+        ("full_size-q10.jpg", OutputSpec(Fit.NONE, None, None, 10, "jpg")),
+    ],
+)
+def test_outputs_in_the_grammar(name: str, expected: OutputSpec) -> None:
+    assert parse_output(name) == expected
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "random.jpg", "w0.jpg", "x0.jpg", "0x10.jpg", "w0500.jpg", "w500", "w500.",
+        "w500.JPG", "w-5.jpg", "x50-q0.jpg", "x50-q101.jpg", "x50-q.jpg", "w500-q60-q70.jpg",
+        "full_size", "w500.jpg.exe", "ww500.jpg", "w1234567.jpg", "",
+    ],
+)
+def test_outputs_outside_the_grammar_are_bad_requests(name: str) -> None:
+    with pytest.raises(BadRequest):
+        parse_output(name)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/user/avatar/../w500.jpg",
+        "/user/avatar/3589782/../x.jpg",
+        "/user/avatar/w500.jpg",
+        "/user/avatar/1/2/w500.jpg",
+        "user/avatar/1/w500.jpg",
+        "/user/ava tar/1/w500.jpg",
+        "/user/avatar/%2e%2e/w500.jpg",
+        "/user//1/w500.jpg",
+    ],
+)
+def test_paths_outside_the_grammar_are_bad_requests(path: str) -> None:
+    with pytest.raises(BadRequest):
+        parse_path(path)
+
+
+def test_path_parts_and_cache_key() -> None:
+    request = parse_path("/user/avatar/3589782/w500.jpg")
+    assert (request.model, request.image_type, request.id) == ("user", "avatar", "3589782")
+    assert request.cache_key == "user/avatar/3589782/w500.jpg"
+
+
+def test_an_explicit_source_gets_its_own_cache_key() -> None:
+    plain = parse_path("/a/b/1/w10.jpg")
+    one = parse_path("/a/b/1/w10.jpg", source="http://example.com/one.jpg")
+    two = parse_path("/a/b/1/w10.jpg", source="http://example.com/two.jpg")
+    assert len({plain.cache_key, one.cache_key, two.cache_key}) == 3
+    assert one.cache_key.startswith("a/b/1/src-") and one.cache_key.endswith("/w10.jpg")
+
+
+def test_extension_not_whitelisted_is_not_acceptable() -> None:
+    with pytest.raises(NotAcceptable):
+        check_allowed(parse_output("w500.pdf"), ["jpg", "png", "webp"], 1000)
+    with pytest.raises(NotAcceptable):
+        check_allowed(parse_output("w500.gif"), ["jpg", "png", "webp"], 1000)
+    check_allowed(parse_output("w500.jpeg"), ["jpg"], 1000)
+
+
+@pytest.mark.parametrize("name", ["w1001.jpg", "x1001.jpg", "10x1001.jpg", "1001x10.jpg"])
+def test_sizes_above_maximum_width_are_not_acceptable(name: str) -> None:
+    with pytest.raises(NotAcceptable):
+        check_allowed(parse_output(name), ["jpg"], 1000)
+
+
+def test_sizes_up_to_maximum_width_are_served() -> None:
+    check_allowed(parse_output("w1000.jpg"), ["jpg"], 1000)
+    check_allowed(parse_output("1000x1000.jpg"), ["jpg"], 1000)

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness import REPO, Origin, Stack, Vhost
+
+
+@pytest.fixture(scope="session", autouse=True)
+def rabbitmq() -> None:
+    """The real local RabbitMQ, started by the same script `make test` uses."""
+    subprocess.run([str(REPO / "scripts" / "ensure-rabbitmq.sh")], check=True, timeout=180)
+
+
+@pytest.fixture(scope="session")
+def origin() -> Iterator[Origin]:
+    server = Origin()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, origin: Origin) -> Iterator[Stack]:
+    """Shared stack shaped like production: two frontends on one port, two processors."""
+    vhost = Vhost()
+    running = Stack(tmp_path_factory.mktemp("stack"), vhost, origin, frontends=2)
+    try:
+        yield running.start(processors=2)
+    finally:
+        running.stop()
+        vhost.delete()
+
+
+@pytest.fixture
+def make_stack(tmp_path: Path, origin: Origin) -> Iterator[Callable[..., Stack]]:
+    """Builds a stack of its own for a test that kills or reconfigures things."""
+    made: list[tuple[Stack, Vhost]] = []
+
+    def build(**overrides: Any) -> Stack:
+        vhost = Vhost()
+        new = Stack(tmp_path / f"stack{len(made)}", vhost, origin, **overrides)
+        made.append((new, vhost))
+        return new
+
+    yield build
+    for built, vhost in made:
+        built.stop()
+        vhost.delete()

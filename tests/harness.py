@@ -1,0 +1,274 @@
+"""Real parts for the tests: a RabbitMQ vhost, an HTTP origin, the programs.
+
+Nothing here is a mock: the origin is a Tornado app on a loopback port, the
+broker is the local RabbitMQ (one vhost per stack, deleted afterwards), and
+the frontend and processors run as the same subprocesses supervisord runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import uuid
+from pathlib import Path
+from typing import Any
+
+import tornado.httpserver
+import tornado.netutil
+import tornado.web
+import urllib3
+
+REPO = Path(__file__).resolve().parent.parent
+MANAGEMENT = "http://127.0.0.1:15672/api"
+_http = urllib3.PoolManager(headers=urllib3.make_headers(basic_auth="guest:guest"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(condition: Any, timeout_s: float = 15.0, what: str = "condition") -> None:
+    give_up = time.monotonic() + timeout_s
+    while time.monotonic() < give_up:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+# --- RabbitMQ ---------------------------------------------------------------------
+
+
+def management(method: str, path: str, body: Any = None) -> Any:
+    response = _http.request(
+        method,
+        f"{MANAGEMENT}{path}",
+        body=json.dumps(body) if body is not None else None,
+        headers={**_http.headers, "content-type": "application/json"},
+    )
+    assert response.status < 300, f"{method} {path}: {response.status} {response.data!r}"
+    return json.loads(response.data) if response.data else None
+
+
+class Vhost:
+    """A fresh RabbitMQ vhost, so that stacks never see each other's queues."""
+
+    def __init__(self) -> None:
+        self.name = f"test-{uuid.uuid4().hex[:12]}"
+        quoted = urllib.parse.quote(self.name, safe="")
+        self._path = f"/vhosts/{quoted}"
+        management("PUT", self._path, {})
+        management(
+            "PUT", f"/permissions/{quoted}/guest", {"configure": ".*", "write": ".*", "read": ".*"}
+        )
+        self.amqp_url = f"amqp://guest:guest@127.0.0.1:5672/{quoted}"
+
+    def queue(self, name: str) -> dict[str, Any]:
+        quoted = urllib.parse.quote(self.name, safe="")
+        result: dict[str, Any] = management("GET", f"/queues/{quoted}/{name}")
+        return result
+
+    def delete(self) -> None:
+        management("DELETE", self._path)
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=120)
+
+
+# --- the origin -------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Route:
+    body: bytes
+    status: int = 200
+    content_type: str = "image/jpeg"
+    delay_first_s: float = 0.0  # the first request waits this long, later ones do not
+
+
+class _OriginHandler(tornado.web.RequestHandler):
+    def initialize(self, origin: Origin) -> None:
+        self.origin = origin
+
+    async def get(self, path: str) -> None:
+        self.origin.hits[path] += 1
+        route = self.origin.routes.get(path)
+        if route is None:
+            self.set_status(404)
+            self.finish("no such original")
+            return
+        if route.delay_first_s and self.origin.hits[path] == 1:
+            self.origin.started[path].set()
+            await asyncio.sleep(route.delay_first_s)
+        self.set_status(route.status)
+        self.set_header("Content-Type", route.content_type)
+        self.finish(route.body)
+
+
+class Origin:
+    """A real HTTP origin on a loopback port, in a thread of the test process."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, Route] = {}
+        self.hits: collections.Counter[str] = collections.Counter()
+        self.started: collections.defaultdict[str, threading.Event] = collections.defaultdict(
+            threading.Event
+        )
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+
+    def add(self, path: str, body: bytes, **kwargs: Any) -> str:
+        """Serve `body` at `path` (no leading slash); returns its URL."""
+        self.routes[path] = Route(body, **kwargs)
+        return self.url(path)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{path}"
+
+    def _run(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self._loop)
+        sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
+        self.port = sockets[0].getsockname()[1]
+        app = tornado.web.Application([(r"/(.*)", _OriginHandler, {"origin": self})])
+        server = tornado.httpserver.HTTPServer(app)
+        server.add_sockets(sockets)
+        self._ready.set()
+        self._loop.run_forever()
+        server.stop()
+        self._loop.run_until_complete(server.close_all_connections())
+        self._loop.close()
+
+    def stop(self) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+# --- the programs -----------------------------------------------------------------
+
+
+class Stack:
+    """Frontends and processors of one config, started as real subprocesses."""
+
+    def __init__(
+        self, workdir: Path, vhost: Vhost, origin: Origin, frontends: int = 1, **overrides: Any
+    ) -> None:
+        self.workdir = workdir
+        self.vhost = vhost
+        self.origin = origin
+        base = json.loads((REPO / "config" / "test.json").read_text())
+        self.config = {
+            **base,
+            "server_port": free_port(),
+            "status_port": free_port(),
+            "source_domain": origin.url(""),
+            "local_base_path": str(workdir / "cache"),
+            "originals_path": str(workdir / "originals"),
+            "amqp_url": vhost.amqp_url,
+            **overrides,
+        }
+        (workdir / "config").mkdir(parents=True, exist_ok=True)
+        (workdir / "config" / "test.json").write_text(json.dumps(self.config))
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._frontends = frontends
+        self.http = urllib3.PoolManager(maxsize=64, retries=False, timeout=30)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.config['server_port']}"
+
+    def get(self, path: str, method: str = "GET", **kwargs: Any) -> urllib3.BaseHTTPResponse:
+        return self.http.request(method, self.base_url + path, **kwargs)
+
+    def log_path(self, name: str) -> Path:
+        return self.workdir / f"{name}.log"
+
+    def spawn(self, name: str, program: str, process_num: int = 0) -> subprocess.Popen[bytes]:
+        log = open(self.log_path(name), "ab")  # noqa: SIM115 - lives as long as the process
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", program,
+                "--config-dir", str(self.workdir / "config"), "-e", "test",
+                "--process-num", str(process_num),
+            ],
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        log.close()
+        self.processes[name] = process
+        return process
+
+    def start_frontend(self, index: int) -> None:
+        name = f"frontend_{index}"
+        self.spawn(name, "frontend", index)
+        health = f"http://127.0.0.1:{self.config['status_port'] + index}/health"
+        wait_until(lambda: self._status_of(health) == 200, what=f"{name} healthy")
+
+    def start_processor(self, index: int) -> None:
+        name = f"processor_{index}"
+        self.spawn(name, "processor", index)
+        wait_until(lambda: "consuming" in self.log(name), what=f"{name} consuming")
+
+    def start(self, processors: int = 2) -> Stack:
+        for index in range(processors):
+            self.start_processor(index)
+        for index in range(self._frontends):
+            self.start_frontend(index)
+        return self
+
+    def _status_of(self, url: str) -> int:
+        try:
+            return self.http.request("GET", url, timeout=1).status
+        except urllib3.exceptions.HTTPError:
+            return 0
+
+    def log(self, name: str) -> str:
+        path = self.log_path(name)
+        return path.read_text() if path.exists() else ""
+
+    def resizes(self, cache_key: str) -> int:
+        """How many times processors resized `cache_key`, read from their logs."""
+        needle = f"resized {cache_key} "
+        return sum(
+            self.log(name).count(needle) for name in self.processes if name.startswith("processor")
+        )
+
+    def kill(self, name: str, signum: int = signal.SIGKILL) -> None:
+        process = self.processes[name]
+        process.send_signal(signum)
+        process.wait(30)
+
+    def alive(self) -> dict[str, bool]:
+        return {name: process.poll() is None for name, process in self.processes.items()}
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes.values():
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.http.clear()
