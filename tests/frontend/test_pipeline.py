@@ -1,0 +1,192 @@
+"""End to end: HTTP in, RabbitMQ, libvips processors, HTTP out."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import email.utils
+import itertools
+import json
+
+import pytest
+
+from tests.harness import Origin, Stack, free_port
+from tests.images import decode, loader, photo, with_alpha
+
+_ids = itertools.count(1000)
+
+
+def new_image(origin: Origin, body: bytes | None = None, **kwargs: object) -> str:
+    """Put an original at a fresh id on the origin; returns the URL prefix for it."""
+    image_id = next(_ids)
+    origin.add(f"user/avatar/{image_id}/original.jpg", photo() if body is None else body, **kwargs)
+    return f"/user/avatar/{image_id}"
+
+
+@pytest.mark.parametrize(
+    ("output", "size", "expected_loader", "content_type"),
+    [
+        ("w500.jpg", (500, 313), "jpegload_buffer", "image/jpeg"),
+        ("x600.jpg", (600, 600), "jpegload_buffer", "image/jpeg"),
+        ("300x400.jpg", (300, 400), "jpegload_buffer", "image/jpeg"),
+        ("full_size.webp", (1600, 1000), "webpload_buffer", "image/webp"),
+        ("x50-q60.jpg", (50, 50), "jpegload_buffer", "image/jpeg"),
+        ("w120-c70.jpeg", (120, 75), "jpegload_buffer", "image/jpeg"),
+        ("w200.png", (200, 125), "pngload_buffer", "image/png"),
+    ],
+)
+def test_outputs_of_the_grammar(
+    stack: Stack,
+    origin: Origin,
+    output: str,
+    size: tuple[int, int],
+    expected_loader: str,
+    content_type: str,
+) -> None:
+    response = stack.get(f"{new_image(origin)}/{output}")
+    assert response.status == 200, response.data
+    assert response.headers["Content-Type"] == content_type
+    assert int(response.headers["Content-Length"]) == len(response.data)
+    image = decode(response.data)
+    assert (image.width, image.height) == size
+    assert loader(response.data) == expected_loader
+
+
+def test_quality_suffix_changes_the_encoding(stack: Stack, origin: Origin) -> None:
+    prefix = new_image(origin)
+    low = stack.get(f"{prefix}/w500-q20.jpg").data
+    default = stack.get(f"{prefix}/w500.jpg").data
+    assert len(low) < len(default) * 0.6
+
+
+def test_width_never_upscales(stack: Stack, origin: Origin) -> None:
+    response = stack.get(f"{new_image(origin)}/w1000.jpg")
+    assert decode(response.data).width == 1000
+    small = new_image(origin, with_alpha(300, 200))
+    response = stack.get(f"{small}/w800.png")
+    assert (decode(response.data).width, decode(response.data).height) == (300, 200)
+
+
+def test_source_parameter_overrides_the_original(stack: Stack, origin: Origin) -> None:
+    source = origin.add("elsewhere/picture.png", with_alpha(400, 200), content_type="image/png")
+    response = stack.get("/user/avatar/404404/w100.png", fields={"source": source})
+    assert response.status == 200, response.data
+    image = decode(response.data)
+    assert (image.width, image.height, image.hasalpha()) == (100, 50, True)
+    # Without `source`, the same path looks in source_domain, where nothing is.
+    assert stack.get("/user/avatar/404404/w100.png").status == 404
+
+
+def test_head_answers_headers_without_body(stack: Stack, origin: Origin) -> None:
+    prefix = new_image(origin)
+    head = stack.get(f"{prefix}/w300.jpg", method="HEAD")
+    assert head.status == 200
+    assert head.data == b""
+    get = stack.get(f"{prefix}/w300.jpg")
+    assert int(head.headers["Content-Length"]) == len(get.data)
+    assert head.headers["ETag"] == get.headers["ETag"]
+
+
+def test_cache_hit_headers_and_conditional_requests(stack: Stack, origin: Origin) -> None:
+    prefix = new_image(origin)
+    first = stack.get(f"{prefix}/w400.jpg")
+    key = f"{prefix.lstrip('/')}/w400.jpg"
+    second = stack.get(f"{prefix}/w400.jpg")
+    assert second.data == first.data
+    assert stack.resizes(key) == 1
+    assert second.headers["Cache-Control"] == "public, max-age=31536000"
+    etag = second.headers["ETag"]
+    assert email.utils.parsedate_to_datetime(second.headers["Last-Modified"])
+    by_etag = stack.get(f"{prefix}/w400.jpg", headers={"If-None-Match": etag})
+    assert by_etag.status == 304 and by_etag.data == b""
+    by_date = stack.get(
+        f"{prefix}/w400.jpg", headers={"If-Modified-Since": second.headers["Last-Modified"]}
+    )
+    assert by_date.status == 304
+    stale = stack.get(f"{prefix}/w400.jpg", headers={"If-None-Match": '"other"'})
+    assert stale.status == 200 and stale.data == first.data
+    cached = stack.workdir / "cache" / key
+    assert cached.read_bytes() == first.data
+
+
+def test_fifty_simultaneous_requests_cause_one_resize(stack: Stack, origin: Origin) -> None:
+    prefix = new_image(origin)
+    path = f"{prefix}/x321.jpg"
+    with concurrent.futures.ThreadPoolExecutor(50) as pool:
+        responses = list(pool.map(lambda _: stack.get(path), range(50)))
+    assert [r.status for r in responses] == [200] * 50
+    assert len({r.data for r in responses}) == 1
+    assert stack.resizes(path.lstrip("/")) == 1
+    assert origin.hits[f"{prefix.lstrip('/')}/original.jpg"] == 1
+
+
+def test_originals_are_fetched_once_for_many_sizes(stack: Stack, origin: Origin) -> None:
+    prefix = new_image(origin)
+    for output in ("w100.jpg", "w200.jpg", "x50.png", "full_size.webp"):
+        assert stack.get(f"{prefix}/{output}").status == 200
+    assert origin.hits[f"{prefix.lstrip('/')}/original.jpg"] == 1
+
+
+# --- the error table ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/user/avatar/1/random.jpg", 400),
+        ("/user/avatar/1/w0.jpg", 400),
+        ("/user/avatar/..%2F/x.jpg", 400),
+        ("/user/avatar/1/..", 400),
+        ("/user/avatar/w500.jpg", 400),
+        ("/user/avatar/1/w500.pdf", 406),
+        ("/user/avatar/1/w1001.jpg", 406),
+        ("/user/avatar/1/w500.gif", 406),
+    ],
+)
+def test_requests_refused_before_any_work(stack: Stack, path: str, status: int) -> None:
+    response = stack.get(path)
+    assert response.status == status
+    assert response.headers["Content-Type"].startswith("text/plain")
+    assert b"Traceback" not in response.data and len(response.data) < 200
+
+
+def test_original_not_found_is_404(stack: Stack, origin: Origin) -> None:
+    assert stack.get("/user/avatar/987654321/w100.jpg").status == 404
+    gone = new_image(origin, b"gone", status=410)
+    assert stack.get(f"{gone}/w100.jpg").status == 404
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"<html><body>Welcome!</body></html>", b"\x00" * 64, b"", photo()[:5000]],
+    ids=["html", "zeros", "empty", "truncated-jpeg"],
+)
+def test_source_bytes_that_are_not_an_image_are_415(
+    stack: Stack, origin: Origin, body: bytes
+) -> None:
+    response = stack.get(f"{new_image(origin, body)}/w100.jpg")
+    assert response.status == 415
+    assert b"Traceback" not in response.data
+    assert all(stack.alive().values())
+
+
+def test_source_5xx_and_unreachable_are_502(stack: Stack, origin: Origin) -> None:
+    broken = new_image(origin, b"oops", status=503)
+    assert stack.get(f"{broken}/w100.jpg").status == 502
+    closed = f"http://127.0.0.1:{free_port()}/nothing.jpg"
+    response = stack.get("/user/avatar/1/w100.jpg", fields={"source": closed})
+    assert response.status == 502
+    assert all(stack.alive().values())
+
+
+def test_errors_are_not_cached(stack: Stack, origin: Origin) -> None:
+    prefix = new_image(origin, b"oops", status=500)
+    assert stack.get(f"{prefix}/w100.jpg").status == 502
+    origin.add(f"{prefix.lstrip('/')}/original.jpg", photo())
+    assert stack.get(f"{prefix}/w100.jpg").status == 200
+
+
+def test_status_page_counts(stack: Stack) -> None:
+    status_url = f"http://127.0.0.1:{stack.config['status_port']}/status"
+    body = json.loads(stack.http.request("GET", status_url).data)
+    assert body["broker_connected"] is True
+    assert body["counters"]["requests"] > 0
