@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 NPROC := $(shell nproc)
 ENV ?= development
 
-.PHONY: run test rabbitmq system-packages status clean
+.PHONY: run test lint rabbitmq system-packages status clean
 
 $(INSTALLED): pyproject.toml | system-packages
 	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
@@ -25,8 +25,13 @@ run: $(INSTALLED) rabbitmq
 	IMAGE_SERVER_ENV=$(ENV) IMAGE_SERVER_FRONTENDS=$(NPROC) IMAGE_SERVER_PROCESSORS=$(NPROC) \
 		exec $(VENV)/bin/supervisord -n -c supervisord.conf
 
-test: $(INSTALLED) rabbitmq
+test: $(INSTALLED) rabbitmq lint
 	$(VENV)/bin/python -m pytest
+
+lint: $(INSTALLED)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy common frontend processor uploader
 
 status:
 	$(VENV)/bin/supervisorctl -c supervisord.conf status

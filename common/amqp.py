@@ -43,7 +43,9 @@ def declare_resize_queues(channel: BlockingChannel, settings: Settings) -> None:
     channel.queue_declare(RESIZE_QUEUE, durable=True, arguments=resize_queue_arguments(settings))
 
 
-def persistent(correlation_id: str | None = None, reply_to: str | None = None) -> pika.BasicProperties:
+def persistent(
+    correlation_id: str | None = None, reply_to: str | None = None
+) -> pika.BasicProperties:
     return pika.BasicProperties(
         delivery_mode=pika.DeliveryMode.Persistent,
         correlation_id=correlation_id,

@@ -87,9 +87,7 @@ class Settings:
     amqp_reconnect_delay_s: float = _key(1.0, "Pause before reconnecting to RabbitMQ.")
 
     # HTTP answers.
-    cache_max_age_s: int = _key(
-        31_536_000, "Cache-Control max-age sent with every image."
-    )
+    cache_max_age_s: int = _key(31_536_000, "Cache-Control max-age sent with every image.")
 
     log_level: str = _key("INFO", "Python logging level of every program.")
 
@@ -159,8 +157,15 @@ def _check_values(settings: Settings) -> None:
         if not 1 <= quality <= 100:
             raise ConfigError(f"config key 'default_quality.{fmt}' must be 1-100, got {quality}")
     if settings.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-        raise ConfigError(f"config key 'log_level' must be a logging level, got {settings.log_level!r}")
-    for name in ("maximum_width", "max_source_bytes", "resize_queue_max_length", "processor_prefetch"):
+        raise ConfigError(
+            f"config key 'log_level' must be a logging level, got {settings.log_level!r}"
+        )
+    for name in (
+        "maximum_width",
+        "max_source_bytes",
+        "resize_queue_max_length",
+        "processor_prefetch",
+    ):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"config key {name!r} must be positive")
 

@@ -89,7 +89,8 @@ def _all_subclasses(cls: type[ImageServerError]) -> list[type[ImageServerError]]
 
 def from_name(name: str, message: str) -> ImageServerError:
     """Rebuild an error that crossed the queue by class name."""
-    for cls in [ImageServerError, *_all_subclasses(ImageServerError)]:
+    known: list[type[ImageServerError]] = [ImageServerError, *_all_subclasses(ImageServerError)]
+    for cls in known:
         if cls.__name__ == name:
             return cls(message)
     return ImageServerError(message)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
-from enum import Enum
+from enum import StrEnum
 
 from common.errors import BadRequest, NotAcceptable
 
@@ -31,7 +31,7 @@ CONTENT_TYPES = {
 }
 
 
-class Fit(str, Enum):
+class Fit(StrEnum):
     WIDTH = "width"  # height by aspect ratio, never upscaled
     COVER = "cover"  # exact box: scale to cover, centre crop
     NONE = "none"  # full_size: no resize

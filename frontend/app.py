@@ -94,7 +94,9 @@ class ImageHandler(tornado.web.RequestHandler):
         tb: TracebackType | None,
     ) -> None:
         if isinstance(value, ImageServerError):
-            log.info("%s %s: %d %s", self.request.method, self.request.uri, value.status, value.message)
+            log.info(
+                "%s %s: %d %s", self.request.method, self.request.uri, value.status, value.message
+            )
         else:
             super().log_exception(typ, value, tb)
 

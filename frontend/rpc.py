@@ -152,7 +152,8 @@ class ResizeClient:
             self._connection.close()  # the close callback reconnects
 
     def _fail_pending(self) -> None:
-        for future in [*self._confirms.values(), *self._replies.values()]:
+        pending: list[asyncio.Future[Any]] = [*self._confirms.values(), *self._replies.values()]
+        for future in pending:
             if not future.done():
                 future.set_exception(BrokerUnavailable("lost the connection to RabbitMQ"))
         self._confirms.clear()

@@ -67,9 +67,7 @@ def _check_decodable(original: bytes) -> None:
 
 def _resize(original: bytes, rendition: Rendition) -> pyvips.Image:
     if rendition.fit is Fit.NONE:
-        image = pyvips.Image.new_from_buffer(
-            original, "", access="sequential", fail_on=_FAIL_ON
-        )
+        image = pyvips.Image.new_from_buffer(original, "", access="sequential", fail_on=_FAIL_ON)
         return image.autorot()
     if rendition.fit is Fit.WIDTH:
         # size="down": never upscale past the original.
@@ -100,17 +98,20 @@ def _to_srgb(image: pyvips.Image) -> pyvips.Image:
 
 def _encode(image: pyvips.Image, rendition: Rendition) -> bytes:
     fmt, quality = rendition.format, rendition.quality
+    data: bytes
     if fmt == "jpg":
-        return image.jpegsave_buffer(Q=quality, optimize_coding=True, keep=_KEEP_NO_METADATA)
-    if fmt == "png":
-        return image.pngsave_buffer(compression=6, keep=_KEEP_NO_METADATA)
-    if fmt == "webp":
-        return image.webpsave_buffer(Q=quality, keep=_KEEP_NO_METADATA)
-    if fmt == "gif":
-        return image.gifsave_buffer(keep=_KEEP_NO_METADATA)
-    if fmt == "avif":
-        return image.heifsave_buffer(Q=quality, compression="av1", keep=_KEEP_NO_METADATA)
-    raise ImageServerError(f"no encoder for {fmt!r}; known: {sorted(CONTENT_TYPES)}")
+        data = image.jpegsave_buffer(Q=quality, optimize_coding=True, keep=_KEEP_NO_METADATA)
+    elif fmt == "png":
+        data = image.pngsave_buffer(compression=6, keep=_KEEP_NO_METADATA)
+    elif fmt == "webp":
+        data = image.webpsave_buffer(Q=quality, keep=_KEEP_NO_METADATA)
+    elif fmt == "gif":
+        data = image.gifsave_buffer(keep=_KEEP_NO_METADATA)
+    elif fmt == "avif":
+        data = image.heifsave_buffer(Q=quality, compression="av1", keep=_KEEP_NO_METADATA)
+    else:
+        raise ImageServerError(f"no encoder for {fmt!r}; known: {sorted(CONTENT_TYPES)}")
+    return data
 
 
 def _first_line(exc: pyvips.Error) -> str:

@@ -59,7 +59,11 @@ class Processor:
                 connection.close()
 
     def _on_message(
-        self, channel: BlockingChannel, method: Basic.Deliver, properties: BasicProperties, body: bytes
+        self,
+        channel: BlockingChannel,
+        method: Basic.Deliver,
+        properties: BasicProperties,
+        body: bytes,
     ) -> None:
         try:
             job = ResizeJob.decode(body)

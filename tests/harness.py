@@ -205,9 +205,15 @@ class Stack:
         log = open(self.log_path(name), "ab")  # noqa: SIM115 - lives as long as the process
         process = subprocess.Popen(
             [
-                sys.executable, "-m", program,
-                "--config-dir", str(self.workdir / "config"), "-e", "test",
-                "--process-num", str(process_num),
+                sys.executable,
+                "-m",
+                program,
+                "--config-dir",
+                str(self.workdir / "config"),
+                "-e",
+                "test",
+                "--process-num",
+                str(process_num),
             ],
             cwd=REPO,
             stdout=log,

@@ -65,7 +65,10 @@ def test_a_program_with_a_bad_key_stops_at_start_naming_it(tmp_path: Path, progr
     (tmp_path / "broken.json").write_text(json.dumps({**MINIMAL, "maximum_widht": 10}))
     done = subprocess.run(
         [sys.executable, "-m", program, "--config-dir", str(tmp_path), "-e", "broken"],
-        cwd=REPO, capture_output=True, text=True, timeout=60,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode != 0
     assert "maximum_widht" in done.stderr

@@ -27,9 +27,24 @@ def test_outputs_in_the_grammar(name: str, expected: OutputSpec) -> None:
 @pytest.mark.parametrize(
     "name",
     [
-        "random.jpg", "w0.jpg", "x0.jpg", "0x10.jpg", "w0500.jpg", "w500", "w500.",
-        "w500.JPG", "w-5.jpg", "x50-q0.jpg", "x50-q101.jpg", "x50-q.jpg", "w500-q60-q70.jpg",
-        "full_size", "w500.jpg.exe", "ww500.jpg", "w1234567.jpg", "",
+        "random.jpg",
+        "w0.jpg",
+        "x0.jpg",
+        "0x10.jpg",
+        "w0500.jpg",
+        "w500",
+        "w500.",
+        "w500.JPG",
+        "w-5.jpg",
+        "x50-q0.jpg",
+        "x50-q101.jpg",
+        "x50-q.jpg",
+        "w500-q60-q70.jpg",
+        "full_size",
+        "w500.jpg.exe",
+        "ww500.jpg",
+        "w1234567.jpg",
+        "",
     ],
 )
 def test_outputs_outside_the_grammar_are_bad_requests(name: str) -> None:

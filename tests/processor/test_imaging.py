@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-import pyvips
 import pytest
+import pyvips
 
 from common.errors import UnsupportedImage
 from common.urls import Fit
@@ -50,8 +50,13 @@ def test_full_size_converts_format_without_resizing() -> None:
 
 @pytest.mark.parametrize(
     ("fmt", "expected_loader"),
-    [("jpg", "jpegload_buffer"), ("png", "pngload_buffer"), ("webp", "webpload_buffer"),
-     ("gif", "gifload_buffer"), ("avif", "heifload_buffer")],
+    [
+        ("jpg", "jpegload_buffer"),
+        ("png", "pngload_buffer"),
+        ("webp", "webpload_buffer"),
+        ("gif", "gifload_buffer"),
+        ("avif", "heifload_buffer"),
+    ],
 )
 def test_every_output_format(fmt: str, expected_loader: str) -> None:
     assert loader(render(photo(), rendition(Fit.WIDTH, 100, None, fmt))) == expected_loader
