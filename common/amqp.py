@@ -11,6 +11,9 @@ from common.config import Settings
 
 RESIZE_QUEUE = "image.resize"
 RESIZE_DEAD_QUEUE = "image.resize.dead"
+UPLOAD_QUEUE = "image.upload"
+UPLOAD_DEAD_QUEUE = "image.upload.dead"
+UPLOAD_DELIVERY_LIMIT = 5
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 
 
@@ -41,6 +44,45 @@ def declare_resize_queues(channel: BlockingChannel, settings: Settings) -> None:
     """Declare the resize queue and its dead-letter queue (blocking channel)."""
     channel.queue_declare(RESIZE_DEAD_QUEUE, durable=True)
     channel.queue_declare(RESIZE_QUEUE, durable=True, arguments=resize_queue_arguments(settings))
+
+
+def upload_delay_queue(delay_s: float) -> str:
+    """The queue where a failed upload waits `delay_s` before its retry.
+
+    Named by its delay, so a change of upload_retry_delays_s declares new
+    queues instead of clashing with the TTL of existing ones.
+    """
+    return f"image.upload.delay.{round(delay_s * 1000)}ms"
+
+
+def declare_upload_queues(channel: BlockingChannel, settings: Settings) -> None:
+    """image.upload, its dead-letter queue, and one delay queue per retry.
+
+    A failed upload is published to the delay queue of its attempt; its TTL
+    expires and RabbitMQ dead-letters it back into image.upload. No consumer
+    sleeps. Delays come from upload_retry_delays_s.
+    """
+    channel.queue_declare(UPLOAD_DEAD_QUEUE, durable=True)
+    channel.queue_declare(
+        UPLOAD_QUEUE,
+        durable=True,
+        arguments={
+            "x-queue-type": "quorum",
+            "x-delivery-limit": UPLOAD_DELIVERY_LIMIT,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": UPLOAD_DEAD_QUEUE,
+        },
+    )
+    for delay_s in settings.upload_retry_delays_s:
+        channel.queue_declare(
+            upload_delay_queue(delay_s),
+            durable=True,
+            arguments={
+                "x-message-ttl": round(delay_s * 1000),
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": UPLOAD_QUEUE,
+            },
+        )
 
 
 def persistent(

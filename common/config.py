@@ -86,6 +86,38 @@ class Settings:
     processor_prefetch: int = _key(1, "Unacked jobs one processor holds (basic_qos).")
     amqp_reconnect_delay_s: float = _key(1.0, "Pause before reconnecting to RabbitMQ.")
 
+    # Object storage (results persisted by the uploader, shared between hosts).
+    storage_backend: str = _key("filesystem", "Where results are persisted: filesystem or s3.")
+    storage_path: str = _key("var/storage", "Root directory of the filesystem backend.")
+    storage_key_prefix: str = _key(
+        "public/images/development", "Prefix of every object key (no trailing slash)."
+    )
+    storage_read_enabled: bool = _key(
+        True, "On a local cache miss, look in object storage before queueing a resize."
+    )
+    storage_timeout_s: float = _key(5.0, "Connect and read timeout of object storage calls.")
+    s3_endpoint: str = _key("127.0.0.1:9000", "host:port of the S3-compatible endpoint.")
+    s3_bucket: str = _key("images", "Bucket of the s3 backend.")
+    s3_region: str = _key("us-east-1", "Region of the bucket.")
+    s3_access_key: str = _key("", "S3 access key.")
+    s3_secret_key: str = _key("", "S3 secret key.")
+    s3_secure: bool = _key(False, "Use TLS (https) to reach the endpoint.")
+    s3_create_bucket: bool = _key(True, "Create the bucket when it is missing.")
+
+    # The uploader.
+    upload_rate_per_s: float = _key(20.0, "Most objects the uploader stores per second.")
+    upload_concurrency: int = _key(4, "Most uploads in progress at once, per uploader.")
+    upload_retry_delays_s: list[float] = _key(
+        [1.0, 5.0, 30.0, 120.0, 600.0],
+        "Delay before each retry of a failed upload; when all are spent it is dead-lettered.",
+    )
+
+    # Graphite (plaintext protocol, via graphitesend).
+    graphite_enabled: bool = _key(False, "Send events to Graphite.")
+    graphite_host: str = _key("127.0.0.1", "Graphite (carbon) host.")
+    graphite_port: int = _key(2003, "Graphite plaintext port.")
+    graphite_prefix: str = _key("stats.image_server", "Prefix of every metric name.")
+
     # HTTP answers.
     cache_max_age_s: int = _key(31_536_000, "Cache-Control max-age sent with every image.")
 
@@ -160,11 +192,17 @@ def _check_values(settings: Settings) -> None:
         raise ConfigError(
             f"config key 'log_level' must be a logging level, got {settings.log_level!r}"
         )
+    if settings.storage_backend not in ("filesystem", "s3"):
+        raise ConfigError("config key 'storage_backend' must be 'filesystem' or 's3'")
+    if any(delay <= 0 for delay in settings.upload_retry_delays_s):
+        raise ConfigError("config key 'upload_retry_delays_s' must hold positive delays")
     for name in (
         "maximum_width",
         "max_source_bytes",
         "resize_queue_max_length",
         "processor_prefetch",
+        "upload_rate_per_s",
+        "upload_concurrency",
     ):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"config key {name!r} must be positive")

@@ -75,6 +75,18 @@ class ResizeTimeout(ImageServerError):
     default_message = "the resize did not finish in time"
 
 
+class StorageUnavailable(ImageServerError):
+    status = 503
+    retryable = True
+    default_message = "object storage is unavailable"
+
+
+class StorageRefused(ImageServerError):
+    """Object storage answered, and will keep answering, no (bad credentials, bad key)."""
+
+    default_message = "object storage refused the request"
+
+
 class MessageDecodeError(ImageServerError):
     default_message = "message cannot be decoded"
 

@@ -120,3 +120,20 @@ class ResizeResult(_Message):
     def raise_for_error(self) -> None:
         if self.error_name:
             raise from_name(self.error_name, self.error_message)
+
+
+@dataclasses.dataclass(frozen=True)
+class UploadJob(_Message):
+    """An object to persist: a resize result, or an original fetched from its source."""
+
+    kind: ClassVar[str] = "upload_job.v1"
+
+    key: str
+    content_type: str
+    attempt: int = 0  # failed uploads so far; picks the next retry delay
+    payload: bytes = b""
+
+    def validate(self) -> None:
+        _require(isinstance(self.key, str) and bool(self.key), "key")
+        _require(isinstance(self.content_type, str) and bool(self.content_type), "content_type")
+        _require(isinstance(self.attempt, int) and self.attempt >= 0, "attempt")

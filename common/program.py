@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
+from types import FrameType
 
 from common import config
 from common.errors import ConfigError
 
 
-def parse_args(description: str, argv: list[str] | None = None) -> argparse.Namespace:
+def argument_parser(description: str) -> argparse.ArgumentParser:
+    """The options every program takes; a program may add its own."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("-e", "--env", default="development", help="config/<env>.json to load")
     parser.add_argument(
@@ -20,7 +24,11 @@ def parse_args(description: str, argv: list[str] | None = None) -> argparse.Name
     parser.add_argument(
         "--process-num", type=int, default=0, help="index of this process (supervisord numprocs)"
     )
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(description: str, argv: list[str] | None = None) -> argparse.Namespace:
+    return argument_parser(description).parse_args(argv)
 
 
 def load_settings(args: argparse.Namespace) -> config.Settings:
@@ -39,3 +47,16 @@ def configure_logging(settings: config.Settings, name: str) -> None:
     )
     # pika logs every connection step at INFO; its warnings are what matter.
     logging.getLogger("pika").setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+def stop_event_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT: a worker finishes what it holds, then exits."""
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        logging.getLogger(__name__).info("signal %d: stopping after the work in hand", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    return stop

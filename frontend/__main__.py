@@ -11,6 +11,8 @@ import tornado.netutil
 
 from common import program
 from common.config import Settings
+from common.metrics import Metrics
+from common.storage import open_store
 from frontend.app import make_app, make_status_app
 from frontend.cache import OutputCache
 from frontend.rpc import ResizeClient
@@ -30,12 +32,13 @@ def stop_on_signals() -> asyncio.Event:
 async def serve(settings: Settings, process_num: int) -> None:
     rpc = ResizeClient(settings)
     rpc.start()
-    service = ImageService(settings, OutputCache(settings.cache_dir), rpc)
+    store = open_store(settings) if settings.storage_read_enabled else None
+    service = ImageService(settings, OutputCache(settings.cache_dir), rpc, store)
     # Every frontend process binds the same port; the kernel spreads connections.
     sockets = tornado.netutil.bind_sockets(
         settings.server_port, settings.bind_address, reuse_port=True
     )
-    server = tornado.httpserver.HTTPServer(make_app(settings, service))
+    server = tornado.httpserver.HTTPServer(make_app(settings, service, Metrics(settings)))
     server.add_sockets(sockets)
     status_server = tornado.httpserver.HTTPServer(make_status_app(service, rpc))
     status_server.listen(settings.status_port + process_num, settings.bind_address)

@@ -11,8 +11,10 @@ from typing import Any
 
 import tornado.web
 
+from common import metrics
 from common.config import Settings
 from common.errors import ImageServerError
+from common.metrics import Metrics
 from common.urls import check_allowed, parse_path
 from frontend.cache import CachedFile
 from frontend.rpc import ResizeClient
@@ -22,9 +24,10 @@ log = logging.getLogger(__name__)
 
 
 class ImageHandler(tornado.web.RequestHandler):
-    def initialize(self, settings: Settings, service: ImageService) -> None:
+    def initialize(self, settings: Settings, service: ImageService, metrics: Metrics) -> None:
         self.config = settings
         self.service = service
+        self.metrics = metrics
 
     def prepare(self) -> None:
         self.service.active_requests += 1
@@ -72,6 +75,7 @@ class ImageHandler(tornado.web.RequestHandler):
         return None  # ours comes from the file, set in _serve
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.metrics.event(metrics.IMAGE_REQUEST_FAIL)
         error = _app_error(kwargs.get("exc_info"))
         if error is not None:
             self.set_status(error.status)
@@ -107,19 +111,13 @@ def _app_error(exc_info: Any) -> ImageServerError | None:
     return None
 
 
-class NotFoundHandler(tornado.web.RequestHandler):
-    """Paths outside the grammar (wrong number of segments) are a 400, like bad segments."""
-
-    def prepare(self) -> None:
-        self.set_status(400)
-        self.set_header("Content-Type", "text/plain; charset=utf-8")
-        self.finish("expected /<model>/<imageType>/<id>/<output>\n")
-
-
-def make_app(settings: Settings, service: ImageService) -> tornado.web.Application:
+def make_app(
+    settings: Settings, service: ImageService, metrics: Metrics
+) -> tornado.web.Application:
+    handler_args = {"settings": settings, "service": service, "metrics": metrics}
     return tornado.web.Application(
-        [(r"/[^/]+/[^/]+/[^/]+/[^/]+", ImageHandler, {"settings": settings, "service": service})],
-        default_handler_class=NotFoundHandler,
+        # Every path goes to ImageHandler: one that is not in the grammar is its 400.
+        [(r"/.*", ImageHandler, handler_args)],
         compress_response=False,
     )
 

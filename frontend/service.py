@@ -1,28 +1,43 @@
-"""Turns a parsed request into a cached output: hit, or one coalesced resize."""
+"""Turns a parsed request into a cached output.
+
+Looked for in order: the local cache, object storage (results of other
+hosts), then one resize for all the requests waiting on the same output.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import logging
 import time
 
 from common.config import Settings
-from common.errors import ResizeTimeout
+from common.errors import ResizeTimeout, StorageUnavailable
 from common.messages import ResizeJob
+from common.storage import ObjectStore, output_key
 from common.urls import ImageRequest
 from frontend.cache import CachedFile, OutputCache
 from frontend.rpc import ResizeClient
 
 log = logging.getLogger(__name__)
 _LOCK_POLL_S = 0.02
+_STORE_THREADS = 8  # the object store client blocks: a small pool keeps it off the loop
 
 
 class ImageService:
-    def __init__(self, settings: Settings, cache: OutputCache, rpc: ResizeClient) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        cache: OutputCache,
+        rpc: ResizeClient,
+        store: ObjectStore | None,
+    ) -> None:
         self._settings = settings
         self._cache = cache
         self._rpc = rpc
+        self._store = store
+        self._store_pool = concurrent.futures.ThreadPoolExecutor(_STORE_THREADS, "store")
         self._in_flight: dict[str, asyncio.Future[None]] = {}
         self.counters: collections.Counter[str] = collections.Counter()
         self.active_requests = 0  # kept by the handler; a graceful stop waits for 0
@@ -72,6 +87,8 @@ class ImageService:
                 await asyncio.sleep(_LOCK_POLL_S)
             if self._cache.read(request.cache_key) is not None:
                 return
+            if await self._fill_from_store(request.cache_key):
+                return
             job = self.job_for(request)
             self.counters["resizes_requested"] += 1
             result = await self._rpc.call(job, deadline - time.monotonic())
@@ -79,6 +96,23 @@ class ImageService:
             self._cache.write(request.cache_key, result.payload)
         finally:
             lock.close()
+
+    async def _fill_from_store(self, cache_key: str) -> bool:
+        """Copy the output from object storage into the local cache, if it is there."""
+        if self._store is None:
+            return False
+        key = output_key(self._settings, cache_key)
+        loop = asyncio.get_running_loop()
+        try:
+            data = await loop.run_in_executor(self._store_pool, self._store.get, key)
+        except StorageUnavailable as exc:
+            log.warning("object storage unavailable, resizing instead: %s", exc.message)
+            return False
+        if data is None:
+            return False
+        self.counters["store_hits"] += 1
+        self._cache.write(cache_key, data)
+        return True
 
     def job_for(self, request: ImageRequest) -> ResizeJob:
         output = request.output

@@ -1,4 +1,8 @@
-"""Originals: fetched once over HTTP, kept on disk, concurrent fetches coalesced."""
+"""Originals: fetched once, kept on disk, concurrent fetches coalesced.
+
+Looked for in this order: the local disk, object storage (where another
+host's processor may have put it), the source over HTTP.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,9 @@ from pathlib import Path
 import urllib3
 
 from common.config import Settings
-from common.errors import SourceNotFound, SourceTooLarge, SourceUnavailable
+from common.errors import SourceNotFound, SourceTooLarge, SourceUnavailable, StorageUnavailable
 from common.files import KeyLock, write_atomic
+from common.storage import ObjectStore, original_key
 
 log = logging.getLogger(__name__)
 _CHUNK_BYTES = 256 * 1024
@@ -18,7 +23,9 @@ _MAX_REDIRECTS = 5
 
 
 class OriginalStore:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, shared: ObjectStore | None) -> None:
+        self._settings = settings
+        self._shared = shared
         self._dir = settings.originals_dir
         self._max_bytes = settings.max_source_bytes
         self._http = urllib3.PoolManager(
@@ -31,7 +38,7 @@ class OriginalStore:
         )
 
     def get(self, url: str) -> tuple[bytes, bool]:
-        """The original's bytes, and whether they were downloaded just now."""
+        """The original's bytes, and whether they were downloaded from the source just now."""
         path = self._path(url)
         data = _read_if_present(path)
         if data is not None:
@@ -42,9 +49,21 @@ class OriginalStore:
             data = _read_if_present(path)
             if data is not None:
                 return data, False
-            data = self._download(url)
+            data = self._from_shared_store(url)
+            downloaded = data is None
+            if data is None:
+                data = self._download(url)
             write_atomic(path, data)
-            return data, True
+            return data, downloaded
+
+    def _from_shared_store(self, url: str) -> bytes | None:
+        if self._shared is None:
+            return None
+        try:
+            return self._shared.get(original_key(self._settings, url))
+        except StorageUnavailable as exc:
+            log.warning("object storage unavailable, going to the source: %s", exc.message)
+            return None
 
     def _path(self, url: str) -> Path:
         digest = hashlib.sha256(url.encode()).hexdigest()

@@ -1,7 +1,8 @@
-"""The processor's consumer loop: one job at a time, reply, then ack."""
+"""The processor's consumer loop: one job at a time; queue uploads, reply, then ack."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -11,10 +12,12 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.spec import Basic, BasicProperties
 
-from common import amqp
+from common import amqp, metrics
 from common.config import Settings
-from common.errors import ImageServerError, MessageDecodeError
-from common.messages import ResizeJob, ResizeResult
+from common.errors import ImageServerError, MessageDecodeError, SourceNotFound
+from common.messages import ResizeJob, ResizeResult, UploadJob
+from common.metrics import Metrics
+from common.storage import ObjectStore, original_key, output_key
 from common.urls import CONTENT_TYPES, Fit
 from processor import imaging
 from processor.originals import OriginalStore
@@ -23,11 +26,20 @@ log = logging.getLogger(__name__)
 _POLL_S = 0.5
 
 
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    result: ResizeResult
+    uploads: list[UploadJob]
+
+
 class Processor:
-    def __init__(self, settings: Settings, stop: threading.Event) -> None:
+    def __init__(
+        self, settings: Settings, store: ObjectStore, metrics: Metrics, stop: threading.Event
+    ) -> None:
         self._settings = settings
         self._stop = stop
-        self._originals = OriginalStore(settings)
+        self._metrics = metrics
+        self._originals = OriginalStore(settings, store if settings.storage_read_enabled else None)
 
     def run(self) -> None:
         """Consume until asked to stop; reconnect whenever RabbitMQ goes away."""
@@ -44,12 +56,16 @@ class Processor:
             channel = connection.channel()
             amqp.declare_resize_queues(channel, self._settings)
             channel.basic_qos(prefetch_count=self._settings.processor_prefetch)
+            # Uploads are confirmed; replies (on the consuming channel) need not be.
+            upload_channel = connection.channel()
+            amqp.declare_upload_queues(upload_channel, self._settings)
+            upload_channel.confirm_delivery()
             log.info("consuming %s", amqp.RESIZE_QUEUE)
             for method, properties, body in channel.consume(
                 amqp.RESIZE_QUEUE, inactivity_timeout=_POLL_S
             ):
                 if method is not None:
-                    self._on_message(channel, method, properties, body)
+                    self._on_message(channel, upload_channel, method, properties, body)
                 if self._stop.is_set():
                     break
             # Hands back prefetched jobs that were not started.
@@ -61,6 +77,7 @@ class Processor:
     def _on_message(
         self,
         channel: BlockingChannel,
+        upload_channel: BlockingChannel,
         method: Basic.Deliver,
         properties: BasicProperties,
         body: bytes,
@@ -75,30 +92,42 @@ class Processor:
             log.info("dropping %s: its deadline passed before it was started", job.cache_key)
             channel.basic_ack(method.delivery_tag)
             return
-        result = self.process(job)
+        outcome = self.process(job)
+        # Uploads are queued (and confirmed) before the reply: once a client has
+        # its image, the object store will get it too.
+        for upload in outcome.uploads:
+            upload_channel.basic_publish("", amqp.UPLOAD_QUEUE, upload.encode(), amqp.persistent())
         if properties.reply_to:
             channel.basic_publish(
                 "",
                 properties.reply_to,
-                result.encode(),
+                outcome.result.encode(),
                 pika.BasicProperties(correlation_id=properties.correlation_id),
             )
         channel.basic_ack(method.delivery_tag)
 
-    def process(self, job: ResizeJob) -> ResizeResult:
+    def process(self, job: ResizeJob) -> Outcome:
         started = time.perf_counter()
+        uploads = []
         try:
             original, downloaded = self._originals.get(job.source_url)
+            if downloaded:
+                self._metrics.event(metrics.ORIGINAL_DOWNLOADED)
+                key = original_key(self._settings, job.source_url)
+                uploads.append(UploadJob(key, "application/octet-stream", payload=original))
             rendition = imaging.Rendition(
                 Fit(job.fit), job.width, job.height, job.format, job.quality
             )
             data = imaging.render(original, rendition)
         except ImageServerError as exc:
             log.info("job %s failed: %s %s", job.cache_key, type(exc).__name__, exc.message)
-            return ResizeResult.failure(exc)
+            if isinstance(exc, SourceNotFound):
+                self._metrics.event(metrics.ORIGINAL_UNAVAILABLE)
+            return Outcome(ResizeResult.failure(exc), uploads)
         except Exception as exc:  # a bug must cost one job, never the worker
             log.exception("job %s crashed", job.cache_key)
-            return ResizeResult.failure(ImageServerError(f"internal error ({type(exc).__name__})"))
+            error = ImageServerError(f"internal error ({type(exc).__name__})")
+            return Outcome(ResizeResult.failure(error), uploads)
         log.info(
             "resized %s in %.1f ms (%d bytes%s)",
             job.cache_key,
@@ -106,4 +135,10 @@ class Processor:
             len(data),
             ", original downloaded" if downloaded else "",
         )
-        return ResizeResult.success(CONTENT_TYPES[job.format], data)
+        content_type = CONTENT_TYPES[job.format]
+        uploads.append(
+            UploadJob(output_key(self._settings, job.cache_key), content_type, payload=data)
+        )
+        self._metrics.event(metrics.IMAGE_REQUEST)
+        self._metrics.event(f"{metrics.IMAGE_REQUEST}.{job.format}")
+        return Outcome(ResizeResult.success(content_type, data), uploads)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import REPO, Origin, Stack, Vhost
+from tests.harness import REPO, Origin, S3Server, Stack, Vhost
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -50,3 +50,11 @@ def make_stack(tmp_path: Path, origin: Origin) -> Iterator[Callable[..., Stack]]
     for built, vhost in made:
         built.stop()
         vhost.delete()
+
+
+@pytest.fixture
+def s3(tmp_path: Path) -> Iterator[S3Server]:
+    server = S3Server(tmp_path)
+    server.start()
+    yield server
+    server.stop()

@@ -56,7 +56,7 @@ def test_undecodable_job_is_dead_lettered_and_the_worker_survives(
         channel.confirm_delivery()
         channel.basic_publish("", amqp.RESIZE_QUEUE, b"\x00\x00\x00\x05hello", amqp.persistent())
         wait_until(
-            lambda: stack.vhost.queue(amqp.RESIZE_DEAD_QUEUE).get("messages") == 1,
+            lambda: stack.vhost.message_count(amqp.RESIZE_DEAD_QUEUE) == 1,
             timeout_s=20,
             what="the bad job in the dead-letter queue",
         )

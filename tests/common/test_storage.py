@@ -1,0 +1,78 @@
+"""Both storage backends against real storage: moto's S3 server and a directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import minio
+import pytest
+
+from common.config import from_mapping
+from common.errors import StorageRefused, StorageUnavailable
+from common.storage import FilesystemStore, ObjectStore, S3Store
+from tests.harness import REPO, S3Server
+
+
+def s3_store(server: S3Server, **overrides: object) -> S3Store:
+    raw = json.loads((REPO / "config" / "test.json").read_text())
+    return S3Store(from_mapping({**raw, **server.config(), **overrides}))
+
+
+def client(server: S3Server) -> minio.Minio:
+    return minio.Minio(
+        server.endpoint, S3Server.ACCESS_KEY, S3Server.SECRET_KEY, secure=False, region="us-east-1"
+    )
+
+
+@pytest.fixture(params=["s3", "filesystem"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
+    if request.param == "filesystem":
+        backend: ObjectStore = FilesystemStore(tmp_path / "objects")
+    else:
+        backend = s3_store(request.getfixturevalue("s3"))
+    backend.prepare()
+    return backend
+
+
+def test_put_then_get(store: ObjectStore) -> None:
+    store.put("public/images/test/a/b/1/w10.jpg", b"\xff\xd8bytes", "image/jpeg")
+    assert store.get("public/images/test/a/b/1/w10.jpg") == b"\xff\xd8bytes"
+    store.put("public/images/test/a/b/1/w10.jpg", b"\xff\xd8bytes", "image/jpeg")  # idempotent
+    assert store.get("public/images/test/a/b/1/w10.jpg") == b"\xff\xd8bytes"
+
+
+def test_missing_object_is_none(store: ObjectStore) -> None:
+    assert store.get("public/images/test/nothing/here.jpg") is None
+
+
+def test_s3_objects_keep_their_content_type(s3: S3Server) -> None:
+    store = s3_store(s3)
+    store.prepare()
+    store.put("k/w1.webp", b"RIFF....WEBP", "image/webp")
+    stat = client(s3).stat_object("images", "k/w1.webp")
+    assert stat.content_type == "image/webp"
+    assert stat.size == 12
+
+
+def test_s3_bucket_is_created_when_allowed_and_refused_otherwise(s3: S3Server) -> None:
+    s3_store(s3, s3_bucket="made-at-start").prepare()
+    assert client(s3).bucket_exists("made-at-start")
+    with pytest.raises(StorageRefused):
+        s3_store(s3, s3_bucket="not-allowed", s3_create_bucket=False).prepare()
+
+
+def test_s3_down_is_unavailable_not_a_crash(s3: S3Server) -> None:
+    store = s3_store(s3)
+    store.prepare()
+    s3.stop()
+    with pytest.raises(StorageUnavailable):
+        store.put("k/x.jpg", b"x", "image/jpeg")
+    with pytest.raises(StorageUnavailable):
+        store.get("k/x.jpg")
+
+
+def test_filesystem_keys_cannot_leave_the_root(tmp_path: Path) -> None:
+    store = FilesystemStore(tmp_path / "objects")
+    with pytest.raises(StorageRefused):
+        store.put("../escape.jpg", b"x", "image/jpeg")

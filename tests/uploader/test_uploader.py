@@ -1,0 +1,243 @@
+"""The uploader against real storage (moto's S3 server, a directory) and a real RabbitMQ."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import minio
+import pika
+import pytest
+
+from common import amqp
+from common.messages import UploadJob
+from tests.harness import REPO, Origin, S3Server, Stack, wait_until
+from tests.images import photo
+
+PREFIX = "public/images/test"
+
+
+class StoredObjects:
+    """Reads what landed in storage, through the backend's own API (S3) or the directory."""
+
+    def __init__(self, config: dict[str, Any], s3: S3Server | None) -> None:
+        self._root = Path(config["storage_path"])
+        self._bucket = config.get("s3_bucket", "images")
+        self._client = (
+            minio.Minio(s3.endpoint, s3.ACCESS_KEY, s3.SECRET_KEY, secure=False, region="us-east-1")
+            if s3 is not None and config["storage_backend"] == "s3"
+            else None
+        )
+
+    def get(self, key: str) -> bytes | None:
+        if self._client is None:
+            path = self._root / key
+            return path.read_bytes() if path.exists() else None
+        try:
+            response = self._client.get_object(self._bucket, key)
+        except minio.error.S3Error:
+            return None
+        except Exception:  # the server is down or restarting
+            return None
+        try:
+            return bytes(response.read())
+        finally:
+            response.close()
+            response.release_conn()
+
+    def content_type(self, key: str) -> str:
+        assert self._client is not None
+        return str(self._client.stat_object(self._bucket, key).content_type)
+
+
+def storage_config(backend: str, s3: S3Server | None, shared_dir: Path) -> dict[str, Any]:
+    if backend == "s3":
+        assert s3 is not None
+        return s3.config()
+    return {"storage_backend": "filesystem", "storage_path": str(shared_dir)}
+
+
+@pytest.mark.parametrize("backend", ["s3", "filesystem"])
+def test_results_and_originals_land_and_other_hosts_read_them(
+    backend: str,
+    make_stack: Callable[..., Stack],
+    origin: Origin,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    s3 = request.getfixturevalue("s3") if backend == "s3" else None
+    storage = storage_config(backend, s3, tmp_path / "shared-storage")
+    host_a = make_stack(**storage)
+    host_a.start(processors=1, uploader=True)
+    objects = StoredObjects(host_a.config, s3)
+    origin.add(f"upload/{backend}/1/original.jpg", photo())
+
+    answer = host_a.get(f"/upload/{backend}/1/w200.webp")
+    assert answer.status == 200
+    output_key = f"{PREFIX}/upload/{backend}/1/w200.webp"
+    wait_until(lambda: objects.get(output_key) is not None, what="the output in storage")
+    assert objects.get(output_key) == answer.data
+    original_url = origin.url(f"upload/{backend}/1/original.jpg")
+    original_key = f"{PREFIX}/originals/{hashlib.sha256(original_url.encode()).hexdigest()}"
+    wait_until(lambda: objects.get(original_key) is not None, what="the original in storage")
+    assert objects.get(original_key) == photo()
+    if backend == "s3":
+        assert objects.content_type(output_key) == "image/webp"
+
+    # Another host: empty local cache, no processor at all. The output comes
+    # from object storage, and a new size is made from the stored original.
+    host_b = make_stack(**storage)
+    host_b.start(processors=0)
+    again = host_b.get(f"/upload/{backend}/1/w200.webp")
+    assert again.status == 200 and again.data == answer.data
+    assert (host_b.workdir / "cache" / f"upload/{backend}/1/w200.webp").exists()
+    host_b.start_processor(0)
+    assert host_b.get(f"/upload/{backend}/1/w300.jpg").status == 200
+    assert origin.hits[f"upload/{backend}/1/original.jpg"] == 1
+
+
+def publish_backlog(amqp_url: str, settings_dir: Path, count: int) -> None:
+    from common.config import load
+
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        channel = connection.channel()
+        amqp.declare_upload_queues(channel, load("test", settings_dir))
+        channel.confirm_delivery()
+        for index in range(count):
+            job = UploadJob(f"{PREFIX}/rate/{index}.png", "image/png", payload=b"x" * 100)
+            channel.basic_publish("", amqp.UPLOAD_QUEUE, job.encode(), amqp.persistent())
+    finally:
+        connection.close()
+
+
+def test_the_rate_limit_holds_over_a_backlog(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack(upload_rate_per_s=20.0, upload_concurrency=4)
+    publish_backlog(stack.vhost.amqp_url, stack.workdir / "config", 200)
+    stack.start(processors=0, uploader=True)
+    root = Path(stack.config["storage_path"]) / PREFIX / "rate"
+    wait_until(
+        lambda: root.exists() and len(list(root.iterdir())) == 200, timeout_s=60, what="200 uploads"
+    )
+    times = sorted(path.stat().st_mtime for path in root.iterdir())
+    # No one-second window holds more than the limit (one extra for the window's edges).
+    busiest = max(sum(1 for t in times[i:] if t < start + 1.0) for i, start in enumerate(times))
+    assert busiest <= 21, busiest
+    overall_rate = (len(times) - 1) / (times[-1] - times[0])
+    assert overall_rate <= 20.5, overall_rate
+
+
+def test_storage_outage_loses_nothing(
+    make_stack: Callable[..., Stack], origin: Origin, s3: S3Server
+) -> None:
+    stack = make_stack(**s3.config())
+    stack.start(processors=2, uploader=True)
+    objects = StoredObjects(stack.config, s3)
+    origin.add("outage/s3/1/original.jpg", photo())
+    s3.stop()
+    answers = {}
+    for width in range(101, 201):
+        response = stack.get(f"/outage/s3/1/w{width}.jpg")
+        assert response.status == 200
+        answers[f"{PREFIX}/outage/s3/1/w{width}.jpg"] = response.data
+    s3.start()  # a fresh, empty server: the uploader recreates the bucket
+    wait_until(
+        lambda: all(objects.get(key) is not None for key in answers),
+        timeout_s=90,
+        what="all 100 objects after the outage",
+    )
+    for key, data in answers.items():
+        assert objects.get(key) == data, key
+    assert "retry" in stack.log("uploader")
+    assert stack.vhost.message_count(amqp.UPLOAD_DEAD_QUEUE) == 0
+
+
+def test_refused_uploads_are_dead_lettered_then_replayed(
+    make_stack: Callable[..., Stack], s3: S3Server
+) -> None:
+    admin = minio.Minio(s3.endpoint, s3.ACCESS_KEY, s3.SECRET_KEY, secure=False, region="us-east-1")
+    admin.make_bucket("vanishing")
+    stack = make_stack(**{**s3.config(bucket="vanishing"), "s3_create_bucket": False})
+    stack.start(processors=0, uploader=True)
+    admin.remove_bucket("vanishing")  # now every put is refused: NoSuchBucket, may not create
+    publish_backlog(stack.vhost.amqp_url, stack.workdir / "config", 3)
+    wait_until(
+        lambda: stack.vhost.message_count(amqp.UPLOAD_DEAD_QUEUE) == 3,
+        timeout_s=30,
+        what="3 refused uploads in the dead-letter queue",
+    )
+    assert stack.alive()["uploader"]
+    assert "retry" not in stack.log("uploader")  # refusals are permanent: no retries
+
+    admin.make_bucket("vanishing")
+    replay = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "uploader.replay",
+            "--config-dir",
+            str(stack.workdir / "config"),
+            "-e",
+            "test",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert replay.returncode == 0, replay.stderr
+    assert "replayed 3" in replay.stdout
+    objects = StoredObjects(stack.config, s3)
+    wait_until(
+        lambda: all(objects.get(f"{PREFIX}/rate/{i}.png") == b"x" * 100 for i in range(3)),
+        timeout_s=30,
+        what="the replayed uploads stored",
+    )
+
+
+def test_failing_storage_exhausts_retries_into_the_dead_letter_queue(
+    make_stack: Callable[..., Stack], tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the storage directory should be")
+    stack = make_stack(storage_path=str(blocker), upload_retry_delays_s=[0.2, 0.2, 0.2])
+    stack.start(processors=0, uploader=True)
+    publish_backlog(stack.vhost.amqp_url, stack.workdir / "config", 1)
+    wait_until(
+        lambda: stack.vhost.message_count(amqp.UPLOAD_DEAD_QUEUE) == 1,
+        timeout_s=30,
+        what="the upload dead-lettered after its retries",
+    )
+    log = stack.log("uploader")
+    assert log.count("retry") == 3
+    assert "failed for good after 4 attempts" in log
+    assert stack.alive()["uploader"]
+
+
+def test_undecodable_upload_is_dead_lettered(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack()
+    stack.start(processors=0, uploader=True)
+    connection = pika.BlockingConnection(pika.URLParameters(stack.vhost.amqp_url))
+    try:
+        connection.channel().basic_publish("", amqp.UPLOAD_QUEUE, b"junk", amqp.persistent())
+    finally:
+        connection.close()
+    wait_until(
+        lambda: stack.vhost.message_count(amqp.UPLOAD_DEAD_QUEUE) == 1,
+        timeout_s=30,
+        what="the junk message dead-lettered",
+    )
+    assert stack.alive()["uploader"]
+
+
+def test_uploader_stops_at_start_when_the_bucket_is_missing_and_may_not_be_made(
+    make_stack: Callable[..., Stack], s3: S3Server
+) -> None:
+    stack = make_stack(**{**s3.config(bucket="absent"), "s3_create_bucket": False})
+    process = stack.spawn("uploader", "uploader")
+    assert process.wait(30) != 0
+    assert "bucket 'absent' does not exist" in stack.log("uploader")

@@ -1,0 +1,59 @@
+"""Move dead-lettered uploads back into image.upload, their attempts reset.
+
+    .venv/bin/python -m uploader.replay -e production [--limit N]
+
+Each message is republished (confirmed) before it is acked on the
+dead-letter queue, so a crash midway loses nothing (at worst one is queued
+twice; uploads are idempotent).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pika
+
+from common import amqp, program
+from common.config import Settings
+from common.errors import MessageDecodeError
+from common.messages import UploadJob
+
+log = logging.getLogger("uploader.replay")
+
+
+def replay(settings: Settings, limit: int | None = None) -> int:
+    """Replay up to `limit` dead uploads (all when None); returns how many moved."""
+    connection = pika.BlockingConnection(amqp.connection_parameters(settings))
+    moved = 0
+    try:
+        channel = connection.channel()
+        amqp.declare_upload_queues(channel, settings)
+        channel.confirm_delivery()
+        while limit is None or moved < limit:
+            method, _properties, body = channel.basic_get(amqp.UPLOAD_DEAD_QUEUE)
+            if method is None:
+                break
+            try:
+                job = UploadJob.decode(body)
+                body = UploadJob(job.key, job.content_type, 0, job.payload).encode()
+            except MessageDecodeError:
+                log.warning("replaying an undecodable message as it is")
+            channel.basic_publish("", amqp.UPLOAD_QUEUE, body, amqp.persistent())
+            channel.basic_ack(method.delivery_tag)
+            moved += 1
+    finally:
+        connection.close()
+    return moved
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = program.argument_parser("Replay dead-lettered uploads")
+    parser.add_argument("--limit", type=int, default=None, help="replay at most this many")
+    args = parser.parse_args(argv)
+    settings = program.load_settings(args)
+    program.configure_logging(settings, "replay")
+    print(f"replayed {replay(settings, args.limit)} upload(s) from {amqp.UPLOAD_DEAD_QUEUE}")
+
+
+if __name__ == "__main__":
+    main()
