@@ -8,6 +8,7 @@ type raises `ConfigError` naming the key, and the program stops.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import typing
 from pathlib import Path
@@ -18,6 +19,7 @@ from common.errors import ConfigError
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_DIR = REPO_ROOT / "config"
 REQUIRED = dataclasses.MISSING
+SOURCE_FORMATS = {"jpeg", "png", "webp", "gif", "heif", "tiff", "svg", "pdf"}
 
 
 def _key(default: Any, meaning: str) -> Any:
@@ -63,6 +65,33 @@ class Settings:
     )
     originals_path: str = _key(
         REQUIRED, "Directory where processors keep fetched originals (a disk cache)."
+    )
+    allowed_sources: list[str] = _key(
+        [],
+        "Hosts a `source` URL may name besides the host of source_domain: exact names or "
+        "*.example.com (subdomains); compared as strings.",
+    )
+    allowed_private_networks: list[str] = _key(
+        [],
+        "CIDR networks the fetcher may connect to although they are loopback, private, "
+        "link-local... (development and tests need 127.0.0.0/8).",
+    )
+    max_source_redirects: int = _key(5, "Redirects followed when fetching an original.")
+    allowed_source_formats: list[str] = _key(
+        ["jpeg", "png", "webp", "gif", "heif"],
+        "Formats accepted as originals (jpeg, png, webp, gif, heif, tiff, svg, pdf); others 415.",
+    )
+    max_source_pixels: int = _key(
+        50_000_000, "Largest width x height of an original, read from its header (413)."
+    )
+    job_timeout_s: float = _key(
+        10.0, "Longest a processor works on one job; past it the job is abandoned (504)."
+    )
+    signing_keys: list[str] = _key(
+        [], "HMAC-SHA256 keys; when any is set every request must be signed (several: rotation)."
+    )
+    max_pending_requests: int = _key(
+        1000, "Cache misses one frontend process waits on at once; past it 503 at once."
     )
     source_connect_timeout_s: float = _key(3.0, "Timeout to connect to the source.")
     source_read_timeout_s: float = _key(10.0, "Timeout between bytes read from the source.")
@@ -196,7 +225,22 @@ def _check_values(settings: Settings) -> None:
         raise ConfigError("config key 'storage_backend' must be 'filesystem' or 's3'")
     if any(delay <= 0 for delay in settings.upload_retry_delays_s):
         raise ConfigError("config key 'upload_retry_delays_s' must hold positive delays")
+    for cidr in settings.allowed_private_networks:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError as exc:
+            message = f"config key 'allowed_private_networks': bad network {cidr!r}"
+            raise ConfigError(message) from exc
+    unknown_formats = set(settings.allowed_source_formats) - SOURCE_FORMATS
+    if unknown_formats:
+        raise ConfigError(
+            f"config key 'allowed_source_formats': unknown {sorted(unknown_formats)}, "
+            f"known {sorted(SOURCE_FORMATS)}"
+        )
     for name in (
+        "max_source_pixels",
+        "max_pending_requests",
+        "job_timeout_s",
         "maximum_width",
         "max_source_bytes",
         "resize_queue_max_length",

@@ -53,8 +53,26 @@ class SourceUnavailable(ImageServerError):
 
 
 class SourceTooLarge(ImageServerError):
-    status = 502
+    status = 413
     default_message = "the original is larger than max_source_bytes"
+
+
+class ImageTooLarge(ImageServerError):
+    status = 413
+    default_message = "the original has more pixels than max_source_pixels"
+
+
+class Forbidden(ImageServerError):
+    status = 403
+    default_message = "forbidden"
+
+
+class SourceForbidden(Forbidden):
+    default_message = "this source may not be fetched"
+
+
+class BadSignature(Forbidden):
+    default_message = "missing or invalid signature"
 
 
 class BrokerUnavailable(ImageServerError):

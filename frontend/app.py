@@ -15,6 +15,8 @@ from common import metrics
 from common.config import Settings
 from common.errors import ImageServerError
 from common.metrics import Metrics
+from common.signing import verify
+from common.sources import check_source_url
 from common.urls import check_allowed, parse_path
 from frontend.cache import CachedFile
 from frontend.rpc import ResizeClient
@@ -43,8 +45,14 @@ class ImageHandler(tornado.web.RequestHandler):
 
     async def _serve(self, include_body: bool) -> None:
         self.service.counters["requests"] += 1
-        request = parse_path(self.request.path, self.get_query_argument("source", None))
+        source = self.get_query_argument("source", None)
+        if self.config.signing_keys:
+            given = self.get_query_argument("signature", None)
+            verify(self.config.signing_keys, self.request.path, source, given)
+        request = parse_path(self.request.path, source)
         check_allowed(request.output, self.config.whitelisted_extensions, self.config.maximum_width)
+        if request.source is not None:
+            check_source_url(request.source, self.service.allowed_hosts)
         cached = await self.service.get(request)
         self.set_header("Content-Type", request.output.content_type)
         self.set_header("Cache-Control", f"public, max-age={self.config.cache_max_age_s}")

@@ -13,8 +13,9 @@ import logging
 import time
 
 from common.config import Settings
-from common.errors import ResizeTimeout, StorageUnavailable
+from common.errors import QueueFull, ResizeTimeout, StorageUnavailable
 from common.messages import ResizeJob
+from common.sources import allowed_hosts
 from common.storage import ObjectStore, output_key
 from common.urls import ImageRequest
 from frontend.cache import CachedFile, OutputCache
@@ -38,9 +39,11 @@ class ImageService:
         self._rpc = rpc
         self._store = store
         self._store_pool = concurrent.futures.ThreadPoolExecutor(_STORE_THREADS, "store")
+        self.allowed_hosts = allowed_hosts(settings)
         self._in_flight: dict[str, asyncio.Future[None]] = {}
         self.counters: collections.Counter[str] = collections.Counter()
         self.active_requests = 0  # kept by the handler; a graceful stop waits for 0
+        self._waiting = 0  # cache misses waiting on a resize, bounded by max_pending_requests
 
     async def get(self, request: ImageRequest) -> CachedFile:
         """The output for `request`, from the cache or made now (at most once)."""
@@ -50,12 +53,18 @@ class ImageService:
             self.counters["cache_hits"] += 1
             return cached
         self.counters["cache_misses"] += 1
-        pending = self._in_flight.get(key)
-        if pending is not None:
-            self.counters["coalesced"] += 1
-            await asyncio.shield(pending)
-        else:
-            await self._produce_once(request)
+        if self._waiting >= self._settings.max_pending_requests:
+            raise QueueFull("this frontend is waiting on too many resizes, retry later")
+        self._waiting += 1
+        try:
+            pending = self._in_flight.get(key)
+            if pending is not None:
+                self.counters["coalesced"] += 1
+                await asyncio.shield(pending)
+            else:
+                await self._produce_once(request)
+        finally:
+            self._waiting -= 1
         cached = self._cache.read(key)
         if cached is None:  # evicted between write and read: vanishingly rare
             raise ResizeTimeout("the output disappeared from the cache")

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import pyvips
 
-from common.errors import ImageServerError, UnsupportedImage
+from common.errors import ImageServerError, ImageTooLarge, ResizeTimeout, UnsupportedImage
 from common.urls import CONTENT_TYPES, Fit
 
-# Loaders whose formats are accepted as originals.
-ALLOWED_LOADERS = {
-    "jpegload_buffer",
-    "pngload_buffer",
-    "webpload_buffer",
-    "gifload_buffer",
-    "heifload_buffer",
+# allowed_source_formats names -> the libvips loader that reads each.
+LOADERS = {
+    "jpeg": "jpegload_buffer",
+    "png": "pngload_buffer",
+    "webp": "webpload_buffer",
+    "gif": "gifload_buffer",
+    "heif": "heifload_buffer",
+    "tiff": "tiffload_buffer",
+    "svg": "svgload_buffer",
+    "pdf": "pdfload_buffer",
 }
 # libvips' largest coordinate: as a thumbnail height it means "any height".
 _ANY_SIZE = 10_000_000
@@ -42,27 +46,53 @@ class Rendition:
     quality: int
 
 
-def render(original: bytes, rendition: Rendition) -> bytes:
-    """Return `original` resized and encoded as `rendition` asks."""
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    formats: frozenset[str]  # names from LOADERS
+    max_pixels: int
+    deadline: float  # time.monotonic() past which the work is abandoned
+
+
+def render(original: bytes, rendition: Rendition, limits: Limits) -> bytes:
+    """Return `original` resized and encoded as `rendition` asks, within `limits`."""
     try:
-        _check_decodable(original)
+        _check_header(original, limits)
         image = _resize(original, rendition)
         image = _to_srgb(image)
         if rendition.format == "jpg" and image.hasalpha():
             image = image.flatten(background=[255])
+        _abandon_after(image, limits.deadline)
         return _encode(image, rendition)
     except pyvips.Error as exc:
+        if time.monotonic() > limits.deadline:
+            raise ResizeTimeout("the resize took longer than job_timeout_s") from exc
         raise UnsupportedImage(f"cannot process the original: {_first_line(exc)}") from exc
 
 
-def _check_decodable(original: bytes) -> None:
+def _check_header(original: bytes, limits: Limits) -> None:
+    """Refuse by format and by declared size before any pixel is decoded."""
     try:
         header = pyvips.Image.new_from_buffer(original, "", access="sequential")
     except pyvips.Error as exc:
         raise UnsupportedImage("the original is not an image libvips can decode") from exc
     loader = header.get("vips-loader")
-    if loader not in ALLOWED_LOADERS:
+    if loader not in {LOADERS[name] for name in limits.formats}:
         raise UnsupportedImage(f"originals of type {loader} are not accepted")
+    if header.width * header.height > limits.max_pixels:
+        raise ImageTooLarge(
+            f"the original is {header.width}x{header.height}, above max_source_pixels"
+        )
+
+
+def _abandon_after(image: pyvips.Image, deadline: float) -> None:
+    """Make libvips stop computing `image` once `deadline` has passed."""
+
+    def on_eval(evaluated: pyvips.Image, progress: object) -> None:
+        if time.monotonic() > deadline:
+            evaluated.set_kill(True)
+
+    image.set_progress(True)
+    image.signal_connect("eval", on_eval)
 
 
 def _resize(original: bytes, rendition: Rendition) -> pyvips.Image:

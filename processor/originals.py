@@ -10,32 +10,23 @@ import hashlib
 import logging
 from pathlib import Path
 
-import urllib3
-
 from common.config import Settings
-from common.errors import SourceNotFound, SourceTooLarge, SourceUnavailable, StorageUnavailable
+from common.errors import StorageUnavailable
 from common.files import KeyLock, write_atomic
 from common.storage import ObjectStore, original_key
+from processor.fetch import SourceFetcher
 
 log = logging.getLogger(__name__)
-_CHUNK_BYTES = 256 * 1024
-_MAX_REDIRECTS = 5
 
 
 class OriginalStore:
-    def __init__(self, settings: Settings, shared: ObjectStore | None) -> None:
+    def __init__(
+        self, settings: Settings, shared: ObjectStore | None, fetcher: SourceFetcher
+    ) -> None:
         self._settings = settings
         self._shared = shared
         self._dir = settings.originals_dir
-        self._max_bytes = settings.max_source_bytes
-        self._http = urllib3.PoolManager(
-            num_pools=32,
-            maxsize=1,
-            timeout=urllib3.Timeout(
-                connect=settings.source_connect_timeout_s, read=settings.source_read_timeout_s
-            ),
-            retries=urllib3.Retry(total=None, connect=0, read=0, status=0, redirect=_MAX_REDIRECTS),
-        )
+        self._fetcher = fetcher
 
     def get(self, url: str) -> tuple[bytes, bool]:
         """The original's bytes, and whether they were downloaded from the source just now."""
@@ -52,7 +43,7 @@ class OriginalStore:
             data = self._from_shared_store(url)
             downloaded = data is None
             if data is None:
-                data = self._download(url)
+                data = self._fetcher.fetch(url)
             write_atomic(path, data)
             return data, downloaded
 
@@ -68,38 +59,6 @@ class OriginalStore:
     def _path(self, url: str) -> Path:
         digest = hashlib.sha256(url.encode()).hexdigest()
         return self._dir / digest[:2] / digest
-
-    def _download(self, url: str) -> bytes:
-        try:
-            response = self._http.request("GET", url, preload_content=False)
-        except urllib3.exceptions.HTTPError as exc:
-            raise SourceUnavailable(f"cannot reach the source: {type(exc).__name__}") from exc
-        try:
-            if response.status in (404, 410):
-                raise SourceNotFound(f"the source answered {response.status}")
-            if response.status != 200:
-                raise SourceUnavailable(f"the source answered {response.status}")
-            data = self._read_capped(response)
-        except BaseException:
-            response.close()  # unread bytes may remain: never reuse this connection
-            raise
-        response.release_conn()
-        return data
-
-    def _read_capped(self, response: urllib3.BaseHTTPResponse) -> bytes:
-        declared = response.headers.get("Content-Length")
-        if declared and declared.isdigit() and int(declared) > self._max_bytes:
-            raise SourceTooLarge()
-        chunks, size = [], 0
-        try:
-            for chunk in response.stream(_CHUNK_BYTES):
-                size += len(chunk)
-                if size > self._max_bytes:
-                    raise SourceTooLarge()
-                chunks.append(chunk)
-        except urllib3.exceptions.HTTPError as exc:
-            raise SourceUnavailable(f"reading the source failed: {type(exc).__name__}") from exc
-        return b"".join(chunks)
 
 
 def _read_if_present(path: Path) -> bytes | None:

@@ -20,6 +20,7 @@ from common.metrics import Metrics
 from common.storage import ObjectStore, original_key, output_key
 from common.urls import CONTENT_TYPES, Fit
 from processor import imaging
+from processor.fetch import SourceFetcher
 from processor.originals import OriginalStore
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,8 @@ class Processor:
         self._settings = settings
         self._stop = stop
         self._metrics = metrics
-        self._originals = OriginalStore(settings, store if settings.storage_read_enabled else None)
+        shared = store if settings.storage_read_enabled else None
+        self._originals = OriginalStore(settings, shared, SourceFetcher(settings))
 
     def run(self) -> None:
         """Consume until asked to stop; reconnect whenever RabbitMQ goes away."""
@@ -106,6 +108,15 @@ class Processor:
             )
         channel.basic_ack(method.delivery_tag)
 
+    def _limits(self, job: ResizeJob) -> imaging.Limits:
+        own_deadline = time.monotonic() + self._settings.job_timeout_s
+        client_deadline = time.monotonic() + (job.deadline_epoch_s - time.time())
+        return imaging.Limits(
+            formats=frozenset(self._settings.allowed_source_formats),
+            max_pixels=self._settings.max_source_pixels,
+            deadline=min(own_deadline, client_deadline),
+        )
+
     def process(self, job: ResizeJob) -> Outcome:
         started = time.perf_counter()
         uploads = []
@@ -118,7 +129,7 @@ class Processor:
             rendition = imaging.Rendition(
                 Fit(job.fit), job.width, job.height, job.format, job.quality
             )
-            data = imaging.render(original, rendition)
+            data = imaging.render(original, rendition, self._limits(job))
         except ImageServerError as exc:
             log.info("job %s failed: %s %s", job.cache_key, type(exc).__name__, exc.message)
             if isinstance(exc, SourceNotFound):

@@ -102,6 +102,7 @@ class Route:
     status: int = 200
     content_type: str = "image/jpeg"
     delay_first_s: float = 0.0  # the first request waits this long, later ones do not
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 class _OriginHandler(tornado.web.RequestHandler):
@@ -120,6 +121,8 @@ class _OriginHandler(tornado.web.RequestHandler):
             await asyncio.sleep(route.delay_first_s)
         self.set_status(route.status)
         self.set_header("Content-Type", route.content_type)
+        for name, value in route.headers.items():
+            self.set_header(name, value)
         self.finish(route.body)
 
 

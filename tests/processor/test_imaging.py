@@ -1,12 +1,24 @@
 from __future__ import annotations
 
+import time
+
 import pytest
 import pyvips
 
 from common.errors import UnsupportedImage
 from common.urls import Fit
-from processor.imaging import Rendition, render
+from processor.imaging import LOADERS, Limits, Rendition
+from processor.imaging import render as render_within
 from tests.images import decode, loader, mean_abs_difference, photo, solid, with_alpha
+
+
+def render(original: bytes, rendition: Rendition) -> bytes:
+    """Render with the default limits: every format, 50 Mpx, a minute."""
+    return render_within(
+        original,
+        rendition,
+        Limits(frozenset(LOADERS) - {"svg", "pdf"}, 50_000_000, time.monotonic() + 60),
+    )
 
 
 def rendition(fit: Fit, width: int | None, height: int | None, fmt: str = "jpg") -> Rendition:

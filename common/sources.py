@@ -1,0 +1,102 @@
+"""Which sources may be fetched: host allow-list and address classes.
+
+The allow-list holds exact host names and `*.example.com` suffixes, compared
+as lower-case strings, never as regular expressions. Addresses are refused
+unless public: loopback, private, link-local, CGNAT, multicast, reserved,
+unspecified, and IPv6 addresses that embed an IPv4 address (mapped, 6to4,
+NAT64, Teredo), except networks listed in `allowed_private_networks`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import urlsplit
+
+from common.config import Settings
+from common.errors import SourceForbidden
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+ALLOWED_SCHEMES = ("http", "https")
+_CGNAT = ipaddress.ip_network("100.64.0.0/10")
+_NAT64 = [ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48")]
+
+
+def normalise_host(host: str) -> str:
+    return host.strip("[]").rstrip(".").lower()
+
+
+def host_of(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        parts.port  # noqa: B018 - raises ValueError for a malformed port
+    except ValueError as exc:
+        raise SourceForbidden(f"malformed source URL {url!r}") from exc
+    if parts.scheme not in ALLOWED_SCHEMES:
+        raise SourceForbidden(f"source scheme {parts.scheme!r} is not allowed")
+    if not host:
+        raise SourceForbidden("source URL has no host")
+    return normalise_host(host)
+
+
+def allowed_hosts(settings: Settings) -> list[str]:
+    """The allow-list: the host of source_domain plus allowed_sources."""
+    return [host_of(settings.source_domain), *map(normalise_host, settings.allowed_sources)]
+
+
+def host_allowed(host: str, patterns: list[str]) -> bool:
+    host = normalise_host(host)
+    for pattern in patterns:
+        if pattern.startswith("*."):
+            if host.endswith(pattern[1:]):  # "*.example.com": subdomains, not example.com
+                return True
+        elif host == pattern:
+            return True
+    return False
+
+
+def check_source_url(url: str, patterns: list[str]) -> None:
+    """Raise SourceForbidden unless `url` is http(s) on an allowed host."""
+    host = host_of(url)
+    if not host_allowed(host, patterns):
+        raise SourceForbidden(f"source host {host!r} is not allowed")
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    if any(address in network for network in _NAT64):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def address_refusal(address: IPAddress, exempt: list[Network]) -> str | None:
+    """Why `address` may not be connected to, or None when it may."""
+    if any(address.version == network.version and address in network for network in exempt):
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and embedded_ipv4(address) is not None:
+        return "an IPv6 address that embeds an IPv4 address"
+    if address.is_unspecified:
+        return "an unspecified address"
+    if address.is_loopback:
+        return "a loopback address"
+    if address.is_link_local:
+        return "a link-local address"
+    if address.is_multicast:
+        return "a multicast address"
+    if address.version == 4 and address in _CGNAT:
+        return "a CGNAT address"
+    if address.is_private or address.is_reserved or not address.is_global:
+        return "a private or reserved address"
+    return None
+
+
+def exempt_networks(settings: Settings) -> list[Network]:
+    return [ipaddress.ip_network(cidr, strict=False) for cidr in settings.allowed_private_networks]

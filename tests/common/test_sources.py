@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from common.errors import SourceForbidden
+from common.sources import address_refusal, check_source_url, host_allowed
+
+REFUSED = [
+    "127.0.0.1",
+    "127.8.9.10",
+    "10.0.0.1",
+    "172.16.0.1",
+    "192.168.1.1",
+    "169.254.169.254",
+    "100.64.0.1",
+    "100.127.255.254",
+    "224.0.0.1",
+    "239.1.2.3",
+    "0.0.0.0",
+    "255.255.255.255",
+    "::",
+    "::1",
+    "fe80::1",
+    "fc00::1",
+    "fd12:3456::1",
+    "ff02::1",
+    "ff0e::1",
+    "::ffff:127.0.0.1",
+    "::ffff:8.8.8.8",
+    "2002:7f00:1::",
+    "2002:808:808::1",
+    "64:ff9b::7f00:1",
+    "64:ff9b::808:808",
+    "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+]
+ALLOWED = ["8.8.8.8", "1.1.1.1", "93.184.216.34", "2606:4700:4700::1111", "100.128.0.1"]
+
+
+@pytest.mark.parametrize("address", REFUSED)
+def test_refused_address_classes(address: str) -> None:
+    assert address_refusal(ipaddress.ip_address(address), []) is not None
+
+
+@pytest.mark.parametrize("address", ALLOWED)
+def test_public_addresses_are_allowed(address: str) -> None:
+    assert address_refusal(ipaddress.ip_address(address), []) is None
+
+
+def test_exempt_networks_allow_exactly_themselves() -> None:
+    exempt = [ipaddress.ip_network("127.0.0.1/32")]
+    assert address_refusal(ipaddress.ip_address("127.0.0.1"), exempt) is None
+    assert address_refusal(ipaddress.ip_address("127.0.0.2"), exempt) is not None
+    # An IPv4-mapped form of an exempt address is still refused: no side doors.
+    assert address_refusal(ipaddress.ip_address("::ffff:127.0.0.1"), exempt) is not None
+
+
+@pytest.mark.parametrize(
+    ("host", "patterns", "allowed"),
+    [
+        ("images.example.com", ["images.example.com"], True),
+        ("IMAGES.Example.COM.", ["images.example.com"], True),
+        ("a.example.com", ["*.example.com"], True),
+        ("a.b.example.com", ["*.example.com"], True),
+        ("example.com", ["*.example.com"], False),
+        ("evil-example.com", ["*.example.com"], False),
+        ("example.com.evil.net", ["*.example.com"], False),
+        ("imagesxexample.com", ["images.example.com"], False),  # a dot is not a regex wildcard
+        ("anything.com", [".*"], False),
+        ("a.example.com", ["*example.com"], False),
+    ],
+)
+def test_allow_list_compares_strings_not_regexes(
+    host: str, patterns: list[str], allowed: bool
+) -> None:
+    assert host_allowed(host, patterns) is allowed
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "file:///etc/passwd",
+        "gopher://example.com/",
+        "ftp://example.com/a.jpg",
+        "http://evil.com/a.jpg",
+        "http:///a.jpg",
+        "http://example.com:99999/a.jpg",
+        "//example.com/a.jpg",
+        "javascript:alert(1)",
+    ],
+)
+def test_sources_refused(url: str) -> None:
+    with pytest.raises(SourceForbidden):
+        check_source_url(url, ["example.com"])
+
+
+def test_http_and_https_on_allowed_hosts_pass() -> None:
+    check_source_url("http://example.com/a.jpg", ["example.com"])
+    check_source_url("https://example.com:8443/a.jpg?x=1", ["example.com"])
