@@ -19,7 +19,8 @@ from common.errors import BadSignature
 
 
 def _message(path: str, source: str | None) -> bytes:
-    return (path if source is None else f"{path}\nsource={source}").encode()
+    text = path if source is None else f"{path}\nsource={source}"
+    return text.encode("utf-8", "surrogatepass")
 
 
 def signature(key: str, path: str, source: str | None = None) -> str:
@@ -31,7 +32,10 @@ def verify(keys: list[str], path: str, source: str | None, given: str | None) ->
     """Raise BadSignature unless `given` signs `path` and `source` with one of `keys`."""
     if not given:
         raise BadSignature("this server only answers signed URLs")
-    matches = [hmac.compare_digest(signature(key, path, source), given) for key in keys]
+    given_bytes = given.encode("utf-8", "surrogatepass")
+    matches = [
+        hmac.compare_digest(signature(key, path, source).encode(), given_bytes) for key in keys
+    ]
     if not any(matches):
         raise BadSignature()
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import signal
 import threading
+import time
 from collections.abc import Callable
 
 import pika
+import pytest
 import urllib3
 
 from common import amqp
+from common.messages import ResizeJob
 from tests.harness import Origin, Stack, rabbitmqctl, wait_until
 from tests.images import decode, photo
 
@@ -92,3 +96,120 @@ def test_broker_stopped_hits_still_served_misses_503_then_recovers(
         what="the frontend and processor to reconnect",
     )
     assert all(stack.alive().values())
+
+
+def background_get(
+    stack: Stack, path: str
+) -> tuple[threading.Thread, list[urllib3.BaseHTTPResponse]]:
+    answers: list[urllib3.BaseHTTPResponse] = []
+    thread = threading.Thread(target=lambda: answers.append(stack.get(path)))
+    thread.start()
+    return thread, answers
+
+
+def test_a_full_resize_queue_answers_503_at_once(
+    make_stack: Callable[..., Stack], origin: Origin
+) -> None:
+    stack = make_stack(resize_queue_max_length=1)
+    stack.start(processors=0)
+    origin.add("full/queue/1/original.jpg", photo())
+    # A quorum queue checks its bound after accepting: it takes max_length + 1.
+    waiting = [background_get(stack, f"/full/queue/1/w{width}.jpg") for width in (100, 101)]
+    wait_until(lambda: stack.vhost.message_count(amqp.RESIZE_QUEUE) == 2, what="queued jobs")
+    refused = stack.get("/full/queue/1/w102.jpg")
+    assert refused.status == 503
+    assert refused.headers["Retry-After"] == "1"
+    stack.start_processor(0)  # the queued jobs are still done
+    for thread, answers in waiting:
+        thread.join(30)
+        assert answers[0].status == 200
+
+
+def test_a_frontend_bounds_the_misses_it_waits_on(
+    make_stack: Callable[..., Stack], origin: Origin
+) -> None:
+    stack = make_stack(max_pending_requests=1)
+    stack.start(processors=0)
+    origin.add("pending/bound/1/original.jpg", photo())
+    waiting, answers = background_get(stack, "/pending/bound/1/w100.jpg")
+    wait_until(lambda: stack.vhost.message_count(amqp.RESIZE_QUEUE) == 1, what="one queued job")
+    assert stack.get("/pending/bound/1/w102.jpg").status == 503
+    stack.start_processor(0)
+    waiting.join(30)
+    assert answers[0].status == 200
+
+
+def test_a_job_past_its_timeout_is_abandoned_and_the_worker_survives(
+    make_stack: Callable[..., Stack], origin: Origin
+) -> None:
+    import pyvips
+
+    stack = make_stack(job_timeout_s=0.3, max_source_pixels=100_000_000)
+    stack.start(processors=1)
+    noise = pyvips.Image.gaussnoise(6000, 6000, sigma=60).cast("uchar")
+    big = noise.bandjoin([noise, noise]).copy(interpretation="srgb").jpegsave_buffer(Q=95)
+    origin.add("slow/resize/1/original.jpg", big)
+    assert stack.get("/slow/resize/1/full_size.webp").status == 504
+    assert stack.alive()["processor_0"]
+    origin.add("slow/resize/2/original.jpg", photo())
+    assert stack.get("/slow/resize/2/w100.jpg").status == 200
+
+
+def test_a_job_that_kills_every_worker_is_dead_lettered(
+    make_stack: Callable[..., Stack],
+) -> None:
+    """Each delivery ends like a crashed worker (channel gone, no ack); RabbitMQ counts them."""
+    stack = make_stack(resize_delivery_limit=2)
+    stack.start(processors=0)  # the frontend declares the queue
+    job = ResizeJob("k/w/1/w1.jpg", "http://127.0.0.1/x.jpg", "width", 1, None, "jpg", 80, 1e12)
+    connection = pika.BlockingConnection(pika.URLParameters(stack.vhost.amqp_url))
+    try:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        channel.basic_publish("", amqp.RESIZE_QUEUE, job.encode(), amqp.persistent())
+        deliveries = 0
+        while stack.vhost.message_count(amqp.RESIZE_DEAD_QUEUE) == 0 and deliveries < 10:
+            crashing = connection.channel()
+            method, _props, _body = crashing.basic_get(amqp.RESIZE_QUEUE)
+            if method is not None:
+                deliveries += 1
+            crashing.close()  # unacked: back to the queue, or dead-lettered at the limit
+            time.sleep(0.1)
+    finally:
+        connection.close()
+    assert stack.vhost.message_count(amqp.RESIZE_DEAD_QUEUE) == 1
+    assert deliveries == 3  # the first delivery plus resize_delivery_limit redeliveries
+
+
+def test_sigterm_lets_a_frontend_finish_its_requests(
+    make_stack: Callable[..., Stack], origin: Origin
+) -> None:
+    stack = make_stack()
+    stack.start(processors=1)
+    path = "graceful/frontend/1/original.jpg"
+    origin.add(path, photo(), delay_first_s=1.5)
+    waiting, answers = background_get(stack, "/graceful/frontend/1/w100.jpg")
+    assert origin.started[path].wait(10)
+    stack.processes["frontend_0"].send_signal(signal.SIGTERM)
+    waiting.join(30)
+    assert answers[0].status == 200
+    assert stack.processes["frontend_0"].wait(30) == 0
+    with pytest.raises(urllib3.exceptions.HTTPError):
+        stack.get("/graceful/frontend/1/w100.jpg")
+
+
+def test_sigterm_lets_a_processor_finish_and_ack_its_job(
+    make_stack: Callable[..., Stack], origin: Origin
+) -> None:
+    stack = make_stack()
+    stack.start(processors=1)
+    path = "graceful/processor/1/original.jpg"
+    origin.add(path, photo(), delay_first_s=1.5)
+    waiting, answers = background_get(stack, "/graceful/processor/1/w100.jpg")
+    assert origin.started[path].wait(10)
+    stack.processes["processor_0"].send_signal(signal.SIGTERM)
+    waiting.join(30)
+    assert answers[0].status == 200
+    assert stack.processes["processor_0"].wait(30) == 0
+    assert stack.vhost.message_count(amqp.RESIZE_QUEUE) == 0  # acked, not handed back
+    assert origin.hits[path] == 1

@@ -6,8 +6,11 @@ import concurrent.futures
 import email.utils
 import itertools
 import json
+import string
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.harness import Origin, Stack, free_port
 from tests.images import decode, loader, photo, with_alpha
@@ -190,3 +193,21 @@ def test_status_page_counts(stack: Stack) -> None:
     body = json.loads(stack.http.request("GET", status_url).data)
     assert body["broker_connected"] is True
     assert body["counters"]["requests"] > 0
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.text(alphabet=string.ascii_letters + string.digits + "_-.%~!$&'()*+,;=:@", max_size=12),
+        max_size=6,
+    ),
+    st.none() | st.text(alphabet=string.printable, max_size=30),
+)
+def test_no_request_is_answered_with_a_500(
+    stack: Stack, segments: list[str], source: str | None
+) -> None:
+    path = "/" + "/".join(segments)
+    fields = {"source": source} if source is not None else None
+    response = stack.get(path, fields=fields)
+    assert response.status != 500, (path, source, response.data)
+    assert b"Traceback" not in response.data
