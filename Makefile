@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 NPROC := $(shell nproc)
 ENV ?= development
 
-.PHONY: run test lint rabbitmq system-packages status clean
+.PHONY: run test lint bench rabbitmq system-packages status clean
 
 $(INSTALLED): pyproject.toml | system-packages
 	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
@@ -32,6 +32,10 @@ lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy common frontend processor uploader
+
+bench: $(INSTALLED) rabbitmq
+	bench/setup.sh
+	PATH="$$PATH:/usr/sbin" $(VENV)/bin/python -m bench.run $(BENCH_ARGS)
 
 status:
 	$(VENV)/bin/supervisorctl -c supervisord.conf status

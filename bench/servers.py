@@ -1,0 +1,306 @@
+"""The programs under test, each started for real on loopback, and their memory."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+ORIGIN_PORT = 7400
+OURS_PORT = 7200
+THUMBOR_PORT = 7300
+JPEG_QUALITY = 85
+
+
+def wait_for_port(port: int, timeout_s: float = 60) -> None:
+    give_up = time.monotonic() + timeout_s
+    while time.monotonic() < give_up:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def process_tree(pid: int) -> list[int]:
+    tree = [pid]
+    for child in _children(pid):
+        tree.extend(process_tree(child))
+    return tree
+
+
+def rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class PeakRss:
+    """Samples the summed RSS of a set of processes; keeps the peak."""
+
+    def __init__(self, pids: callable) -> None:  # type: ignore[valid-type]
+        self._pids = pids
+        self.peak_kib = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_kib = max(self.peak_kib, sum(rss_kib(pid) for pid in self._pids()))
+            self._stop.wait(0.1)
+
+
+class Nginx:
+    def __init__(self, work: Path) -> None:
+        self.work = work / "nginx"
+        self.docroot = self.work / "docroot"
+        self.docroot.mkdir(parents=True, exist_ok=True)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        conf = self.work / "nginx.conf"
+        conf.write_text(
+            f"""
+worker_processes 1;
+daemon off;
+pid {self.work}/nginx.pid;
+error_log {self.work}/error.log;
+events {{ worker_connections 4096; }}
+http {{
+    access_log {self.work}/access.log;
+    client_body_temp_path {self.work}/tmp;
+    proxy_temp_path {self.work}/tmp;
+    fastcgi_temp_path {self.work}/tmp;
+    uwsgi_temp_path {self.work}/tmp;
+    scgi_temp_path {self.work}/tmp;
+    sendfile on;
+    keepalive_requests 100000;
+    types {{ image/jpeg jpg; image/png png; image/webp webp; }}
+    server {{ listen 127.0.0.1:{ORIGIN_PORT}; root {self.docroot}; }}
+}}
+"""
+        )
+        (self.work / "tmp").mkdir(exist_ok=True)
+        self.process = subprocess.Popen(["nginx", "-c", str(conf)])
+        wait_for_port(ORIGIN_PORT)
+
+    def hits(self, path_part: str) -> int:
+        log = self.work / "access.log"
+        return (
+            sum(path_part in line for line in log.read_text().splitlines()) if log.exists() else 0
+        )
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(15)
+
+
+class Ours:
+    """This project under its own supervisord, production-like: filesystem store, uploader on."""
+
+    def __init__(self, work: Path, processes: int) -> None:
+        self.work = work / "ours"
+        self.processes = processes
+        self.supervisord: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        if self.work.exists():
+            shutil.rmtree(self.work)
+        (self.work / "log").mkdir(parents=True)
+        production = json.loads((REPO / "config" / "production.json").read_text())
+        config = {
+            **production,
+            "server_port": OURS_PORT,
+            "status_port": OURS_PORT + 1,
+            "bind_address": "127.0.0.1",
+            "source_domain": f"http://127.0.0.1:{ORIGIN_PORT}/",
+            "allowed_private_networks": ["127.0.0.1/32"],
+            "local_base_path": str(self.work / "cache"),
+            "originals_path": str(self.work / "originals"),
+            "storage_backend": "filesystem",
+            "storage_path": str(self.work / "storage"),
+            "graphite_enabled": False,
+            "default_quality": {**production["default_quality"], "jpg": JPEG_QUALITY},
+            "maximum_width": 1000,
+            "amqp_url": "amqp://guest:guest@127.0.0.1:5672/bench",
+        }
+        (self.work / "bench.json").write_text(json.dumps(config, indent=2))
+        python = sys.executable
+        programs = []
+        for name, count in (("frontend", self.processes), ("processor", self.processes)):
+            programs.append(
+                f"""
+[program:{name}]
+command={python} -m {name} --config-dir {self.work} -e bench --process-num %(process_num)d
+process_name=%(program_name)s_%(process_num)d
+numprocs={count}
+directory={REPO}
+stopsignal=TERM
+redirect_stderr=true
+stdout_logfile={self.work}/log/%(program_name)s_%(process_num)d.log
+"""
+            )
+        programs.append(
+            f"""
+[program:uploader]
+command={python} -m uploader --config-dir {self.work} -e bench
+directory={REPO}
+redirect_stderr=true
+stdout_logfile={self.work}/log/uploader.log
+"""
+        )
+        (self.work / "supervisord.conf").write_text(
+            f"""
+[unix_http_server]
+file={self.work}/supervisor.sock
+[supervisord]
+logfile={self.work}/log/supervisord.log
+pidfile={self.work}/supervisord.pid
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+[supervisorctl]
+serverurl=unix://{self.work}/supervisor.sock
+"""
+            + "".join(programs)
+        )
+        # A vhost of its own, new each run: no queue of an earlier run interferes.
+        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", "bench"], capture_output=True)
+        for command in (
+            ["add_vhost", "bench"],
+            ["set_permissions", "-p", "bench", "guest", ".*", ".*", ".*"],
+        ):
+            subprocess.run(["rabbitmqctl", "-q", *command], check=True, capture_output=True)
+        supervisord = Path(python).parent / "supervisord"
+        self.supervisord = subprocess.Popen(
+            [str(supervisord), "-n", "-c", str(self.work / "supervisord.conf")]
+        )
+        wait_for_port(OURS_PORT)
+        for index in range(self.processes):
+            wait_for_port(OURS_PORT + 1 + index)
+        time.sleep(1.0)  # processors connect
+
+    def pids(self) -> list[int]:
+        if self.supervisord is None:
+            return []
+        return process_tree(self.supervisord.pid)[1:]  # the programs, not supervisord
+
+    def resizes_requested(self) -> int:
+        import urllib.request
+
+        total = 0
+        for index in range(self.processes):
+            url = f"http://127.0.0.1:{OURS_PORT + 1 + index}/status"
+            with urllib.request.urlopen(url, timeout=5) as response:
+                total += json.loads(response.read())["counters"].get("resizes_requested", 0)
+        return total
+
+    def path(self, image: str, width: int) -> str:
+        return f"/bench/img/{image}/w{width}.jpg"
+
+    def stop(self) -> None:
+        if self.supervisord is not None:
+            self.supervisord.terminate()
+            self.supervisord.wait(60)
+
+
+class Thumbor:
+    """thumbor from PyPI in its own venv: Pillow engine, HTTP loader, file result storage."""
+
+    def __init__(self, work: Path, venv: Path, processes: int) -> None:
+        self.work = work / "thumbor"
+        self.venv = venv
+        self.processes = processes
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        if self.work.exists():
+            shutil.rmtree(self.work)
+        self.work.mkdir(parents=True)
+        conf = self.work / "thumbor.conf"
+        conf.write_text(
+            f"""
+LOADER = 'thumbor.loaders.http_loader'
+ENGINE = 'thumbor.engines.pil'
+STORAGE = 'thumbor.storages.file_storage'
+FILE_STORAGE_ROOT_PATH = '{self.work}/storage'
+RESULT_STORAGE = 'thumbor.result_storages.file_storage'
+RESULT_STORAGE_FILE_STORAGE_ROOT_PATH = '{self.work}/result'
+RESULT_STORAGE_STORES_UNSAFE = True
+ALLOW_UNSAFE_URL = True
+QUALITY = {JPEG_QUALITY}
+AUTO_WEBP = False
+MAX_AGE = 31536000
+"""
+        )
+        log = open(self.work / "thumbor.log", "ab")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [
+                str(self.venv / "bin" / "thumbor"),
+                "-c",
+                str(conf),
+                "-i",
+                "127.0.0.1",
+                "-p",
+                str(THUMBOR_PORT),
+                "--processes",
+                str(self.processes),
+                "-l",
+                "error",
+            ],
+            stdout=log,
+            stderr=log,
+        )
+        wait_for_port(THUMBOR_PORT)
+        time.sleep(1.0)  # the forked workers
+
+    def pids(self) -> list[int]:
+        return process_tree(self.process.pid) if self.process is not None else []
+
+    def path(self, image: str, width: int) -> str:
+        source = f"127.0.0.1:{ORIGIN_PORT}/bench/img/{image}/original.jpg"
+        return f"/unsafe/{width}x0/filters:format(jpeg)/{source}"
+
+    def stop(self) -> None:
+        if self.process is not None:
+            for pid in reversed(self.pids()):
+                try:
+                    os.kill(pid, 15)
+                except ProcessLookupError:
+                    pass
+            self.process.wait(30)
