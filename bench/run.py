@@ -234,8 +234,8 @@ def render_report(
         "",
         "Both servers get the whole machine (one process per core each, ours also runs one",
         "uploader; RabbitMQ runs beside it and is not counted in our RSS), originals come from",
-        f"nginx on loopback, JPEG quality {servers.JPEG_QUALITY}, load from wrk on the same machine",
-        f"({load.WRK_THREADS} threads; {MISS_CONNECTIONS} connections for misses, "
+        f"nginx on loopback, JPEG quality {servers.JPEG_QUALITY}, load from wrk on the same",
+        f"machine ({load.WRK_THREADS} threads; {MISS_CONNECTIONS} connections for misses, "
         f"{HIT_CONNECTIONS} for hits).",
         "Cache-miss URLs are all different (image x width 100-1000, shuffled, the same list for",
         "both); each side has fetched every original once before (both keep originals on disk).",
@@ -251,7 +251,8 @@ def render_report(
         "",
         "## Results",
         "",
-        "| scenario | server | req/s | p50 ms | p95 ms | p99 ms | errors | peak RSS MiB | output bytes/req | ours / this |",
+        "| scenario | server | req/s | p50 ms | p95 ms | p99 ms | errors | peak RSS MiB"
+        " | response bytes/req | ours / this |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     by_scenario: dict[str, list[Row]] = {}
