@@ -81,6 +81,11 @@ class Settings:
         ["jpeg", "png", "webp", "gif", "heif"],
         "Formats accepted as originals (jpeg, png, webp, gif, heif, tiff, svg, pdf); others 415.",
     )
+    masters_enabled: bool = _key(
+        True,
+        "Make every output but full_size from a pre-shrunk master of the original "
+        "(short side maximum_width), kept beside the originals.",
+    )
     max_source_pixels: int = _key(
         50_000_000, "Largest width x height of an original, read from its header (413)."
     )

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
+import os
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pyvips
 
@@ -55,21 +60,68 @@ class Limits:
 
 def render(original: bytes, rendition: Rendition, limits: Limits) -> bytes:
     """Return `original` resized and encoded as `rendition` asks, within `limits`."""
-    try:
+    with _translated_errors(limits):
         _check_header(original, limits)
-        image = _resize(original, rendition)
+        return _render(original, rendition, limits)
+
+
+def render_master(master: Path, rendition: Rendition, limits: Limits) -> bytes:
+    """Like render, from a master written by make_master (not for full_size)."""
+    with _translated_errors(limits):
+        return _render(str(master), rendition, limits)
+
+
+def make_master(original: bytes, short_side: int, limits: Limits, path: Path) -> bool:
+    """Write a pre-shrunk master of `original` to `path`; False if it is small already.
+
+    The master is upright, 8-bit sRGB, without metadata, its short side
+    `short_side`: large enough for every output that may be asked of it
+    (maximum_width, box crops included), and quick to load (libvips' own
+    uncompressed format, memory-mapped).
+    """
+    with _translated_errors(limits):
+        header = _check_header(original, limits)
+        short, long = sorted((header.width, header.height))
+        if short <= short_side:
+            return False
+        box = math.ceil(long * short_side / short)
+        image = pyvips.Image.thumbnail_buffer(
+            original, box, height=box, size="down", option_string=_LOAD_OPTIONS
+        )
         image = _to_srgb(image)
-        if rendition.format == "jpg" and image.hasalpha():
-            image = image.flatten(background=[255])
         _abandon_after(image, limits.deadline)
-        return _encode(image, rendition)
+        # Rebuilt from bare pixels: no profile or orientation of the original
+        # survives (libvips' saver adds only a minimal EXIF, orientation 1).
+        pixels = pyvips.Image.new_from_memory(
+            image.write_to_memory(), image.width, image.height, image.bands, image.format
+        ).copy(interpretation=image.interpretation)
+        tmp = path.with_name(f".{os.getpid()}-{path.name}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pixels.vipssave(str(tmp))
+        os.replace(tmp, path)
+        return True
+
+
+@contextlib.contextmanager
+def _translated_errors(limits: Limits) -> Iterator[None]:
+    try:
+        yield
     except pyvips.Error as exc:
         if time.monotonic() > limits.deadline:
             raise ResizeTimeout("the resize took longer than job_timeout_s") from exc
         raise UnsupportedImage(f"cannot process the original: {_first_line(exc)}") from exc
 
 
-def _check_header(original: bytes, limits: Limits) -> None:
+def _render(source: bytes | str, rendition: Rendition, limits: Limits) -> bytes:
+    image = _resize(source, rendition)
+    image = _to_srgb(image)
+    if rendition.format == "jpg" and image.hasalpha():
+        image = image.flatten(background=[255])
+    _abandon_after(image, limits.deadline)
+    return _encode(image, rendition)
+
+
+def _check_header(original: bytes, limits: Limits) -> pyvips.Image:
     """Refuse by format and by declared size before any pixel is decoded."""
     try:
         header = pyvips.Image.new_from_buffer(original, "", access="sequential")
@@ -82,6 +134,7 @@ def _check_header(original: bytes, limits: Limits) -> None:
         raise ImageTooLarge(
             f"the original is {header.width}x{header.height}, above max_source_pixels"
         )
+    return header
 
 
 def _abandon_after(image: pyvips.Image, deadline: float) -> None:
@@ -95,23 +148,23 @@ def _abandon_after(image: pyvips.Image, deadline: float) -> None:
     image.signal_connect("eval", on_eval)
 
 
-def _resize(original: bytes, rendition: Rendition) -> pyvips.Image:
+def _resize(source: bytes | str, rendition: Rendition) -> pyvips.Image:
+    """Resize an original (bytes) or a master (a file path)."""
     if rendition.fit is Fit.NONE:
-        image = pyvips.Image.new_from_buffer(original, "", access="sequential", fail_on=_FAIL_ON)
+        assert isinstance(source, bytes), "full_size is made from the original"
+        image = pyvips.Image.new_from_buffer(source, "", access="sequential", fail_on=_FAIL_ON)
         return image.autorot()
+    assert rendition.width is not None
     if rendition.fit is Fit.WIDTH:
         # size="down": never upscale past the original.
-        return pyvips.Image.thumbnail_buffer(
-            original, rendition.width, height=_ANY_SIZE, size="down", option_string=_LOAD_OPTIONS
-        )
-    return pyvips.Image.thumbnail_buffer(
-        original,
-        rendition.width,
-        height=rendition.height,
-        crop="centre",
-        size="both",
-        option_string=_LOAD_OPTIONS,
-    )
+        return _thumbnail(source, rendition.width, height=_ANY_SIZE, size="down")
+    return _thumbnail(source, rendition.width, height=rendition.height, crop="centre", size="both")
+
+
+def _thumbnail(source: bytes | str, width: int, **options: object) -> pyvips.Image:
+    if isinstance(source, bytes):
+        return pyvips.Image.thumbnail_buffer(source, width, option_string=_LOAD_OPTIONS, **options)
+    return pyvips.Image.thumbnail(source, width, **options)
 
 
 def _to_srgb(image: pyvips.Image) -> pyvips.Image:

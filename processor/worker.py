@@ -21,6 +21,7 @@ from common.storage import ObjectStore, original_key, output_key
 from common.urls import CONTENT_TYPES, Fit
 from processor import imaging
 from processor.fetch import SourceFetcher
+from processor.masters import MasterStore
 from processor.originals import OriginalStore
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class Processor:
         self._metrics = metrics
         shared = store if settings.storage_read_enabled else None
         self._originals = OriginalStore(settings, shared, SourceFetcher(settings))
+        self._masters = MasterStore(settings) if settings.masters_enabled else None
 
     def run(self) -> None:
         """Consume until asked to stop; reconnect whenever RabbitMQ goes away."""
@@ -117,19 +119,33 @@ class Processor:
             deadline=min(own_deadline, client_deadline),
         )
 
+    def _render(
+        self, job: ResizeJob, rendition: imaging.Rendition, uploads: list[UploadJob]
+    ) -> tuple[bytes, bool]:
+        """The output, from the master when there is one; and whether the original was
+        downloaded (then queued for upload)."""
+        limits = self._limits(job)
+        masters = self._masters if rendition.fit is not Fit.NONE else None
+        if masters is not None and masters.path(job.source_url).exists():
+            return imaging.render_master(masters.path(job.source_url), rendition, limits), False
+        original, downloaded = self._originals.get(job.source_url)
+        if downloaded:
+            self._metrics.event(metrics.ORIGINAL_DOWNLOADED)
+            key = original_key(self._settings, job.source_url)
+            uploads.append(UploadJob(key, "application/octet-stream", payload=original))
+        master = masters.make(job.source_url, original, limits) if masters is not None else None
+        if master is not None:
+            return imaging.render_master(master, rendition, limits), downloaded
+        return imaging.render(original, rendition, limits), downloaded
+
     def process(self, job: ResizeJob) -> Outcome:
         started = time.perf_counter()
-        uploads = []
+        uploads: list[UploadJob] = []
         try:
-            original, downloaded = self._originals.get(job.source_url)
-            if downloaded:
-                self._metrics.event(metrics.ORIGINAL_DOWNLOADED)
-                key = original_key(self._settings, job.source_url)
-                uploads.append(UploadJob(key, "application/octet-stream", payload=original))
             rendition = imaging.Rendition(
                 Fit(job.fit), job.width, job.height, job.format, job.quality
             )
-            data = imaging.render(original, rendition, self._limits(job))
+            data, downloaded = self._render(job, rendition, uploads)
         except ImageServerError as exc:
             log.info("job %s failed: %s %s", job.cache_key, type(exc).__name__, exc.message)
             if isinstance(exc, SourceNotFound):
