@@ -45,8 +45,9 @@ def configure_logging(settings: config.Settings, name: str) -> None:
         format=f"%(asctime)s {name}[%(process)d] %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # pika logs every connection step at INFO; its warnings are what matter.
-    logging.getLogger("pika").setLevel(max(logging.WARNING, logging.getLogger().level))
+    # pika logs every connection step, and every failed reconnect as an ERROR;
+    # our programs log the one line that matters when they lose RabbitMQ.
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 
 def stop_event_on_signals() -> threading.Event:

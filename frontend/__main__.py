@@ -15,6 +15,7 @@ from common.metrics import Metrics
 from common.storage import open_store
 from frontend.app import make_app, make_status_app
 from frontend.cache import OutputCache
+from frontend.hits import CacheHitsFirst
 from frontend.rpc import ResizeClient
 from frontend.service import ImageService
 
@@ -38,7 +39,8 @@ async def serve(settings: Settings, process_num: int) -> None:
     sockets = tornado.netutil.bind_sockets(
         settings.server_port, settings.bind_address, reuse_port=True
     )
-    server = tornado.httpserver.HTTPServer(make_app(settings, service, Metrics(settings)))
+    app = make_app(settings, service, Metrics(settings))
+    server = tornado.httpserver.HTTPServer(CacheHitsFirst(app, settings, service))
     server.add_sockets(sockets)
     status_server = tornado.httpserver.HTTPServer(make_status_app(service, rpc))
     status_server.listen(settings.status_port + process_num, settings.bind_address)

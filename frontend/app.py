@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
 import os
@@ -18,7 +17,7 @@ from common.metrics import Metrics
 from common.signing import verify
 from common.sources import check_source_url
 from common.urls import check_allowed, parse_path
-from frontend.cache import CachedFile
+from frontend.answers import image_headers, not_modified
 from frontend.rpc import ResizeClient
 from frontend.service import ImageService
 
@@ -54,30 +53,15 @@ class ImageHandler(tornado.web.RequestHandler):
         if request.source is not None:
             check_source_url(request.source, self.service.allowed_hosts)
         cached = await self.service.get(request)
-        self.set_header("Content-Type", request.output.content_type)
-        self.set_header("Cache-Control", f"public, max-age={self.config.cache_max_age_s}")
-        self.set_header("ETag", cached.etag)
-        self.set_header("Last-Modified", email.utils.formatdate(cached.mtime_s, usegmt=True))
-        if self._not_modified(cached):
+        max_age_s = self.config.cache_max_age_s
+        for name, value in image_headers(cached, request.output.content_type, max_age_s).items():
+            self.set_header(name, value)
+        if not_modified(cached, self.request.headers):
             self.set_status(304)
             return
         self.set_header("Content-Length", cached.size)
         if include_body:
             self.write(cached.data)
-
-    def _not_modified(self, cached: CachedFile) -> bool:
-        if_none_match = self.request.headers.get("If-None-Match")
-        if if_none_match is not None:
-            tags = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
-            return "*" in tags or cached.etag in tags
-        if_modified_since = self.request.headers.get("If-Modified-Since")
-        if if_modified_since is not None:
-            try:
-                since = email.utils.parsedate_to_datetime(if_modified_since)
-            except (TypeError, ValueError):
-                return False  # unparsable dates are ignored, as RFC 9110 says
-            return int(cached.mtime_s) <= since.timestamp()
-        return False
 
     def compute_etag(self) -> None:
         return None  # ours comes from the file, set in _serve

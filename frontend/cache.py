@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from pathlib import Path
 
 from common.files import KeyLock, write_atomic
@@ -15,6 +16,7 @@ class CachedFile:
     size: int
     mtime_s: float
     etag: str
+    read_at_s: float  # when it was read: the Date of the answer
 
 
 class OutputCache:
@@ -32,7 +34,7 @@ class OutputCache:
             stat = os.fstat(fd)
             data = file.read()
         etag = f'"{stat.st_size:x}-{stat.st_mtime_ns:x}"'
-        return CachedFile(data, stat.st_size, stat.st_mtime, etag)
+        return CachedFile(data, stat.st_size, stat.st_mtime, etag, time.time())
 
     def write(self, key: str, data: bytes) -> None:
         write_atomic(self._root / key, data)

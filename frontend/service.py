@@ -45,6 +45,14 @@ class ImageService:
         self.active_requests = 0  # kept by the handler; a graceful stop waits for 0
         self._waiting = 0  # cache misses waiting on a resize, bounded by max_pending_requests
 
+    def cache_hit(self, key: str) -> CachedFile | None:
+        """The output if the local cache has it (counted as a request and a hit)."""
+        cached = self._cache.read(key)
+        if cached is not None:
+            self.counters["requests"] += 1
+            self.counters["cache_hits"] += 1
+        return cached
+
     async def get(self, request: ImageRequest) -> CachedFile:
         """The output for `request`, from the cache or made now (at most once)."""
         key = request.cache_key

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import email.utils
+import http.client
 import itertools
 import json
 import string
@@ -81,12 +82,28 @@ def test_source_parameter_overrides_the_original(stack: Stack, origin: Origin) -
 
 def test_head_answers_headers_without_body(stack: Stack, origin: Origin) -> None:
     prefix = new_image(origin)
-    head = stack.get(f"{prefix}/w300.jpg", method="HEAD")
+    head = stack.get(f"{prefix}/w300.jpg", method="HEAD")  # a miss: made, then answered
     assert head.status == 200
     assert head.data == b""
     get = stack.get(f"{prefix}/w300.jpg")
     assert int(head.headers["Content-Length"]) == len(get.data)
     assert head.headers["ETag"] == get.headers["ETag"]
+    head_hit = stack.get(f"{prefix}/w300.jpg", method="HEAD")  # a hit, on the fast path
+    assert head_hit.status == 200 and head_hit.data == b""
+    assert head_hit.headers["Content-Length"] == head.headers["Content-Length"]
+
+
+def test_hits_answer_the_same_on_both_paths(stack: Stack, origin: Origin) -> None:
+    """A plain hit is served below the web layer; with a query it goes through the handler."""
+    prefix = new_image(origin)
+    stack.get(f"{prefix}/w250.jpg")
+    fast = stack.get(f"{prefix}/w250.jpg")
+    full = stack.get(f"{prefix}/w250.jpg", fields={"unrelated": "1"})
+    assert fast.status == full.status == 200
+    assert fast.data == full.data
+    for name in ("Content-Type", "Content-Length", "ETag", "Last-Modified", "Cache-Control"):
+        assert fast.headers[name] == full.headers[name], name
+    assert email.utils.parsedate_to_datetime(fast.headers["Date"])
 
 
 def test_cache_hit_headers_and_conditional_requests(stack: Stack, origin: Origin) -> None:
@@ -211,3 +228,18 @@ def test_no_request_is_answered_with_a_500(
     response = stack.get(path, fields=fields)
     assert response.status != 500, (path, source, response.data)
     assert b"Traceback" not in response.data
+
+
+def test_hits_keep_the_connection_alive(stack: Stack, origin: Origin) -> None:
+    prefix = new_image(origin)
+    assert stack.get(f"{prefix}/w90.jpg").status == 200
+    connection = http.client.HTTPConnection("127.0.0.1", stack.config["server_port"], timeout=10)
+    try:
+        for method in ("GET", "HEAD", "GET"):
+            connection.request(method, f"{prefix}/w90.jpg")
+            response = connection.getresponse()
+            response.read()
+            assert response.status == 200
+            assert not response.will_close
+    finally:
+        connection.close()

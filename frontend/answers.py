@@ -1,0 +1,34 @@
+"""The headers of an image answer and the conditional-request check, shared by both paths."""
+
+from __future__ import annotations
+
+import email.utils
+
+from tornado.httputil import HTTPHeaders
+
+from frontend.cache import CachedFile
+
+
+def image_headers(cached: CachedFile, content_type: str, max_age_s: int) -> dict[str, str]:
+    return {
+        "Content-Type": content_type,
+        "Cache-Control": f"public, max-age={max_age_s}",
+        "ETag": cached.etag,
+        "Last-Modified": email.utils.formatdate(cached.mtime_s, usegmt=True),
+    }
+
+
+def not_modified(cached: CachedFile, request_headers: HTTPHeaders) -> bool:
+    """True when the client's copy (If-None-Match, else If-Modified-Since) is current."""
+    if_none_match = request_headers.get("If-None-Match")
+    if if_none_match is not None:
+        tags = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
+        return "*" in tags or cached.etag in tags
+    if_modified_since = request_headers.get("If-Modified-Since")
+    if if_modified_since is not None:
+        try:
+            since = email.utils.parsedate_to_datetime(if_modified_since)
+        except (TypeError, ValueError):
+            return False  # unparsable dates are ignored, as RFC 9110 says
+        return int(cached.mtime_s) <= since.timestamp()
+    return False
