@@ -125,6 +125,7 @@ def main() -> None:
     rows: list[Row] = []
     burst_counts: dict[str, str] = {}
     try:
+        (nginx.work / "access.log").unlink(missing_ok=True)  # counts are per run
         nginx.start()
         ours.start()
         thumbor.start()

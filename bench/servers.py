@@ -192,6 +192,7 @@ file={self.work}/supervisor.sock
 [supervisord]
 logfile={self.work}/log/supervisord.log
 pidfile={self.work}/supervisord.pid
+environment=MALLOC_ARENA_MAX="2"
 [rpcinterface:supervisor]
 supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 [supervisorctl]

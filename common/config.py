@@ -153,6 +153,9 @@ class Settings:
     graphite_prefix: str = _key("stats.image_server", "Prefix of every metric name.")
 
     # HTTP answers.
+    hot_cache_bytes: int = _key(
+        16_000_000, "Memory each frontend process keeps of recently read outputs (0: none)."
+    )
     cache_max_age_s: int = _key(31_536_000, "Cache-Control max-age sent with every image.")
 
     log_level: str = _key("INFO", "Python logging level of every program.")

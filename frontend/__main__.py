@@ -34,7 +34,9 @@ async def serve(settings: Settings, process_num: int) -> None:
     rpc = ResizeClient(settings)
     rpc.start()
     store = open_store(settings) if settings.storage_read_enabled else None
-    service = ImageService(settings, OutputCache(settings.cache_dir), rpc, store)
+    service = ImageService(
+        settings, OutputCache(settings.cache_dir, settings.hot_cache_bytes), rpc, store
+    )
     # Every frontend process binds the same port; the kernel spreads connections.
     sockets = tornado.netutil.bind_sockets(
         settings.server_port, settings.bind_address, reuse_port=True

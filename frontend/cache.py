@@ -1,10 +1,16 @@
-"""The local cache of outputs: files under local_base_path, laid out like the URL path."""
+"""The local cache of outputs: files under local_base_path, laid out like the URL path.
+
+Recently read files are also kept in memory (up to `memory_bytes`), checked
+against the file's size and mtime on every read: one stat() instead of an
+open, a read and a copy, and a file replaced or deleted on disk is never
+served stale.
+"""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
-import time
 from pathlib import Path
 
 from common.files import KeyLock, write_atomic
@@ -15,26 +21,57 @@ class CachedFile:
     data: bytes
     size: int
     mtime_s: float
-    etag: str
-    read_at_s: float  # when it was read: the Date of the answer
+    mtime_ns: int
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.size:x}-{self.mtime_ns:x}"'
 
 
 class OutputCache:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, memory_bytes: int = 0) -> None:
         self._root = root
         self._lock_dir = root / ".locks"
+        self._memory: collections.OrderedDict[str, CachedFile] = collections.OrderedDict()
+        self._memory_bytes = 0
+        self._memory_limit = memory_bytes
 
     def read(self, key: str) -> CachedFile | None:
         """The cached output, or None on a miss."""
+        path = self._root / key
         try:
-            fd = os.open(self._root / key, os.O_RDONLY)
+            stat = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
+            self._forget(key)
             return None
-        with os.fdopen(fd, "rb") as file:
-            stat = os.fstat(fd)
-            data = file.read()
-        etag = f'"{stat.st_size:x}-{stat.st_mtime_ns:x}"'
-        return CachedFile(data, stat.st_size, stat.st_mtime, etag, time.time())
+        kept = self._memory.get(key)
+        if kept is not None and (kept.size, kept.mtime_ns) == (stat.st_size, stat.st_mtime_ns):
+            self._memory.move_to_end(key)
+            return kept
+        try:
+            with open(path, "rb") as file:
+                stat = os.fstat(file.fileno())
+                data = file.read()
+        except FileNotFoundError:
+            return None
+        cached = CachedFile(data, stat.st_size, stat.st_mtime, stat.st_mtime_ns)
+        self._remember(key, cached)
+        return cached
+
+    def _remember(self, key: str, cached: CachedFile) -> None:
+        self._forget(key)
+        if cached.size > self._memory_limit // 8:
+            return  # large files would push out many small hot ones
+        self._memory[key] = cached
+        self._memory_bytes += cached.size
+        while self._memory_bytes > self._memory_limit:
+            _, evicted = self._memory.popitem(last=False)
+            self._memory_bytes -= evicted.size
+
+    def _forget(self, key: str) -> None:
+        dropped = self._memory.pop(key, None)
+        if dropped is not None:
+            self._memory_bytes -= dropped.size
 
     def write(self, key: str, data: bytes) -> None:
         write_atomic(self._root / key, data)

@@ -10,7 +10,8 @@ import pytest
 
 from common.config import from_mapping
 from common.errors import StorageRefused, StorageUnavailable
-from common.storage import FilesystemStore, ObjectStore, S3Store
+from common.s3 import S3Store
+from common.storage import FilesystemStore, ObjectStore
 from tests.harness import REPO, S3Server
 
 

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from frontend.cache import OutputCache
+
+
+def test_written_outputs_are_read_back(tmp_path: Path) -> None:
+    cache = OutputCache(tmp_path, memory_bytes=1000)
+    assert cache.read("a/b/1/w10.jpg") is None
+    cache.write("a/b/1/w10.jpg", b"first")
+    first = cache.read("a/b/1/w10.jpg")
+    assert first is not None and first.data == b"first" and first.size == 5
+
+
+def test_memory_never_serves_a_replaced_or_deleted_file(tmp_path: Path) -> None:
+    cache = OutputCache(tmp_path, memory_bytes=1000)
+    cache.write("k.jpg", b"first")
+    assert cache.read("k.jpg").data == b"first"  # type: ignore[union-attr]
+    cache.write("k.jpg", b"second!")
+    assert cache.read("k.jpg").data == b"second!"  # type: ignore[union-attr]
+    os.unlink(tmp_path / "k.jpg")
+    assert cache.read("k.jpg") is None
+
+
+def test_memory_is_bounded(tmp_path: Path) -> None:
+    cache = OutputCache(tmp_path, memory_bytes=800)
+    for index in range(50):
+        cache.write(f"k{index}.jpg", bytes(100))
+        cache.read(f"k{index}.jpg")
+    assert cache._memory_bytes <= 800  # noqa: SLF001
+    assert len(cache._memory) == 8  # noqa: SLF001
+    assert all(cache.read(f"k{index}.jpg") is not None for index in range(50))
+
+
+def test_etag_changes_with_the_file(tmp_path: Path) -> None:
+    cache = OutputCache(tmp_path)
+    cache.write("k.jpg", b"one")
+    before = cache.read("k.jpg").etag  # type: ignore[union-attr]
+    os.utime(tmp_path / "k.jpg", ns=(1, 1))
+    assert cache.read("k.jpg").etag != before  # type: ignore[union-attr]
