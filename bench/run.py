@@ -157,8 +157,9 @@ def main() -> None:
                 wrapped = " (list wrapped: some hits)" if result.requests > len(paths) else ""
                 rows.append(Row(title, name, result, peak, note=wrapped))
             files = {image_id(o): o.path for o in subset}
-            rate = raw.resizes_per_s(files, jobs, cores, min(args.seconds, 15))
-            rows.append(Row(title, f"raw libvips, {cores} workers", rate=rate))
+            for from_masters, label in ((False, "originals"), (True, "masters")):
+                rate = raw.resizes_per_s(files, jobs, cores, min(args.seconds, 15), from_masters)
+                rows.append(Row(title, f"raw libvips from {label}, {cores} workers", rate=rate))
 
         # 3. Cache hits: a hot set of 100 outputs, made once, then asked again and again.
         hot = jobs_for(jpegs, 3)[:100]

@@ -32,9 +32,12 @@ class KeyLock:
     """
 
     def __init__(self, lock_dir: Path, key: str) -> None:
-        lock_dir.mkdir(parents=True, exist_ok=True)
         name = hashlib.sha256(key.encode()).hexdigest()
-        self._fd = os.open(lock_dir / name, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self._fd = os.open(lock_dir / name, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # the first lock of this directory
+            lock_dir.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(lock_dir / name, os.O_RDWR | os.O_CREAT, 0o644)
 
     def try_acquire(self) -> bool:
         try:

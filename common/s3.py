@@ -17,6 +17,8 @@ _RETRYABLE_S3_CODES = {"SlowDown", "InternalError", "ServiceUnavailable", "Reque
 
 
 class S3Store:
+    reads_are_local = False
+
     def __init__(self, settings: Settings) -> None:
         self._bucket = settings.s3_bucket
         self._create_bucket = settings.s3_create_bucket

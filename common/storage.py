@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 
 
 class ObjectStore(Protocol):
+    # True when get() is a local disk read, cheap enough for an event loop.
+    reads_are_local: bool
+
     def prepare(self) -> None:
         """Start-up step: the bucket (or directory) exists, created when allowed."""
         ...
@@ -43,6 +46,8 @@ def original_key(settings: Settings, source_url: str) -> str:
 
 
 class FilesystemStore:
+    reads_are_local = True
+
     def __init__(self, root: Path) -> None:
         self._root = root
 

@@ -119,9 +119,12 @@ class ImageService:
         if self._store is None:
             return False
         key = output_key(self._settings, cache_key)
-        loop = asyncio.get_running_loop()
         try:
-            data = await loop.run_in_executor(self._store_pool, self._store.get, key)
+            if self._store.reads_are_local:
+                data = self._store.get(key)
+            else:
+                loop = asyncio.get_running_loop()
+                data = await loop.run_in_executor(self._store_pool, self._store.get, key)
         except StorageUnavailable as exc:
             log.warning("object storage unavailable, resizing instead: %s", exc.message)
             return False
