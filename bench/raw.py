@@ -28,10 +28,10 @@ def _init(sources: dict[str, bytes | Path]) -> None:
     _sources.update(sources)
 
 
-def _work(batch: list[tuple[str, int]]) -> int:
+def _work(batch: list[tuple[str, int, int]]) -> int:
     limits = _limits()
-    for name, width in batch:
-        rendition = imaging.Rendition(Fit.WIDTH, width, None, "jpg", 85)
+    for name, width, quality in batch:
+        rendition = imaging.Rendition(Fit.WIDTH, width, None, "jpg", quality)
         source = _sources[name]
         if isinstance(source, Path):
             imaging.render_master(source, rendition, limits)
@@ -42,7 +42,7 @@ def _work(batch: list[tuple[str, int]]) -> int:
 
 def resizes_per_s(
     files: dict[str, Path],
-    jobs: list[tuple[str, int]],
+    jobs: list[tuple[str, int, int]],
     workers: int,
     seconds: float,
     from_masters: bool,
@@ -62,7 +62,7 @@ def resizes_per_s(
 
 
 def _measure(
-    sources: dict[str, bytes | Path], jobs: list[tuple[str, int]], workers: int, seconds: float
+    sources: dict[str, bytes | Path], jobs: list[tuple[str, int, int]], workers: int, seconds: float
 ) -> float:
     batches = [jobs[i : i + 4] for i in range(0, len(jobs), 4)]
     done = 0

@@ -231,8 +231,9 @@ serverurl=unix://{self.work}/supervisor.sock
                 total += json.loads(response.read())["counters"].get("resizes_requested", 0)
         return total
 
-    def path(self, image: str, width: int) -> str:
-        return f"/bench/img/{image}/w{width}.jpg"
+    def path(self, image: str, width: int, quality: int = JPEG_QUALITY) -> str:
+        suffix = "" if quality == JPEG_QUALITY else f"-q{quality}"
+        return f"/bench/img/{image}/w{width}{suffix}.jpg"
 
     def stop(self) -> None:
         if self.supervisord is not None:
@@ -293,9 +294,9 @@ MAX_AGE = 31536000
     def pids(self) -> list[int]:
         return process_tree(self.process.pid) if self.process is not None else []
 
-    def path(self, image: str, width: int) -> str:
+    def path(self, image: str, width: int, quality: int = JPEG_QUALITY) -> str:
         source = f"127.0.0.1:{ORIGIN_PORT}/bench/img/{image}/original.jpg"
-        return f"/unsafe/{width}x0/filters:format(jpeg)/{source}"
+        return f"/unsafe/{width}x0/filters:format(jpeg):quality({quality})/{source}"
 
     def stop(self) -> None:
         if self.process is not None:
