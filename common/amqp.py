@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import pika
+import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
 from common.config import Settings
+
+log = logging.getLogger(__name__)
 
 RESIZE_QUEUE = "image.resize"
 RESIZE_DEAD_QUEUE = "image.resize.dead"
@@ -93,3 +99,15 @@ def persistent(
         correlation_id=correlation_id,
         reply_to=reply_to,
     )
+
+
+def consume_until_stopped(
+    consume: Callable[[], None], stop: threading.Event, settings: Settings
+) -> None:
+    """Run a blocking consumer until `stop` is set, reconnecting whenever RabbitMQ goes away."""
+    while not stop.is_set():
+        try:
+            consume()
+        except pika.exceptions.AMQPError as exc:
+            log.warning("RabbitMQ connection lost (%s); reconnecting", type(exc).__name__)
+            stop.wait(settings.amqp_reconnect_delay_s)

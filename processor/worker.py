@@ -47,12 +47,7 @@ class Processor:
 
     def run(self) -> None:
         """Consume until asked to stop; reconnect whenever RabbitMQ goes away."""
-        while not self._stop.is_set():
-            try:
-                self._consume()
-            except pika.exceptions.AMQPError as exc:
-                log.warning("RabbitMQ connection lost (%s); reconnecting", type(exc).__name__)
-                self._stop.wait(self._settings.amqp_reconnect_delay_s)
+        amqp.consume_until_stopped(self._consume, self._stop, self._settings)
 
     def _consume(self) -> None:
         connection = pika.BlockingConnection(amqp.connection_parameters(self._settings))

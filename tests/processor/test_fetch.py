@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from common import sources
 from common.config import Settings, from_mapping
 from common.errors import SourceForbidden, SourceUnavailable
 from processor.fetch import SourceFetcher, resolve
@@ -128,13 +129,17 @@ def refused_urls(port: int, unspecified_port: int) -> list[str]:
     ]
 
 
+def hosts_of(urls: list[str]) -> list[str]:
+    """Put every host on the allow-list, so that only the address checks can refuse."""
+    return [sources.host_of(url) for url in urls]
+
+
 def test_refused_addresses_are_never_connected_to(
     origin: Origin, trap: tuple[int, list[Listener]]
 ) -> None:
     port, listeners = trap
     urls = refused_urls(port, listeners[1].sock.getsockname()[1])
-    hosts = [url.split("//")[1].rsplit(":", 1)[0].split("/")[0].strip("[]") for url in urls]
-    fetcher = SourceFetcher(settings_for(origin, allowed_sources=hosts), table_resolver)
+    fetcher = SourceFetcher(settings_for(origin, allowed_sources=hosts_of(urls)), table_resolver)
     _connects.clear()
     for url in urls:
         with pytest.raises(SourceForbidden):
@@ -148,8 +153,7 @@ def test_redirects_to_refused_addresses_are_never_followed(
 ) -> None:
     port, listeners = trap
     targets = refused_urls(port, listeners[1].sock.getsockname()[1])
-    hosts = [url.split("//")[1].rsplit(":", 1)[0].split("/")[0].strip("[]") for url in targets]
-    fetcher = SourceFetcher(settings_for(origin, allowed_sources=hosts), table_resolver)
+    fetcher = SourceFetcher(settings_for(origin, allowed_sources=hosts_of(targets)), table_resolver)
     for index, target in enumerate(targets):
         redirect = origin.add(
             f"ssrf/redirect/{index}", b"", status=302, headers={"Location": target}
