@@ -213,3 +213,46 @@ def test_sigterm_lets_a_processor_finish_and_ack_its_job(
     assert stack.processes["processor_0"].wait(30) == 0
     assert stack.vhost.message_count(amqp.RESIZE_QUEUE) == 0  # acked, not handed back
     assert origin.hits[path] == 1
+
+
+def test_an_original_above_max_source_bytes_is_413(
+    make_stack: Callable[..., Stack], origin: Origin
+) -> None:
+    stack = make_stack(max_source_bytes=len(photo()) - 1)
+    stack.start(processors=1)
+    origin.add("too/large/1/original.jpg", photo())
+    response = stack.get("/too/large/1/w100.jpg")
+    assert response.status == 413
+    assert b"max_source_bytes" in response.data
+    assert stack.alive()["processor_0"]
+
+
+def test_broker_restart_under_traffic(make_stack: Callable[..., Stack], origin: Origin) -> None:
+    """Requests in flight may fail with 503/504; none hangs, nothing needs a restart."""
+    stack = make_stack(resize_deadline_s=5.0)
+    stack.start(processors=2)
+    origin.add("restart/traffic/1/original.jpg", photo())
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def traffic() -> None:
+        width = 100
+        while not stop.wait(0.05) and width < 1000:  # paced: each URL new, a miss
+            statuses.append(stack.get(f"/restart/traffic/1/w{width}.jpg").status)
+            width += 1
+
+    client = threading.Thread(target=traffic)
+    client.start()
+    wait_until(lambda: len(statuses) >= 5, what="traffic flowing")
+    rabbitmqctl("stop_app")
+    rabbitmqctl("start_app")
+    wait_until(
+        lambda: statuses[-3:] == [200, 200, 200] and len(statuses) > 10,
+        timeout_s=60,
+        what="traffic succeeding again",
+    )
+    stop.set()
+    client.join(30)
+    assert set(statuses) <= {200, 503, 504}, statuses
+    assert 503 in statuses or 504 in statuses  # the restart was felt...
+    assert all(stack.alive().values())  # ...and survived without a restart of ours
