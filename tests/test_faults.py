@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import signal
 import threading
 import time
@@ -256,3 +257,20 @@ def test_broker_restart_under_traffic(make_stack: Callable[..., Stack], origin: 
     assert set(statuses) <= {200, 503, 504}, statuses
     assert 503 in statuses or 504 in statuses  # the restart was felt...
     assert all(stack.alive().values())  # ...and survived without a restart of ours
+
+
+def test_processor_killed_under_load(make_stack: Callable[..., Stack], origin: Origin) -> None:
+    """SIGKILL to a busy processor: every request still gets its image, none hangs."""
+    stack = make_stack(resize_deadline_s=15.0)
+    stack.start(processors=2)
+    origin.add("kill/load/1/original.jpg", photo())
+    paths = [f"/kill/load/1/w{width}.jpg" for width in range(100, 160)]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = pool.map(lambda path: stack.get(path).status, paths)
+        done = lambda: stack.log("processor_0").count("resized kill/load/1/")  # noqa: E731
+        wait_until(lambda: done() >= 3, what="processor_0 busy")
+        stack.kill("processor_0")  # SIGKILL, in the middle of the load
+        statuses = list(answers)
+    assert statuses == [200] * len(paths)
+    assert stack.alive()["processor_1"]
+    assert stack.log("processor_1").count("resized kill/load/1/") > 0  # it took the rest
