@@ -57,7 +57,11 @@ def fetch_debian(cache: Path) -> Path:
         return target
     debs = cache / "debs"
     debs.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["apt-get", "download", *PACKAGES], cwd=debs, check=True, capture_output=True)
+    download = ["apt-get", "download", *PACKAGES]
+    if subprocess.run(download, cwd=debs, capture_output=True).returncode != 0:
+        # A fresh machine has no package lists yet.
+        subprocess.run(["apt-get", "update", "-qq"], check=True, capture_output=True)
+        subprocess.run(download, cwd=debs, check=True, capture_output=True)
     extracted = cache / "extracted"
     for deb in debs.glob("*.deb"):
         subprocess.run(["dpkg", "-x", str(deb), str(extracted)], check=True)
