@@ -31,7 +31,7 @@ test: $(INSTALLED) rabbitmq lint
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy common frontend processor uploader
+	$(VENV)/bin/mypy common frontend processor uploader bench
 
 bench: $(INSTALLED) rabbitmq
 	bench/setup.sh

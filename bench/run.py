@@ -65,7 +65,6 @@ def jobs_for(
 
 
 def measure(
-    server: servers.Ours | servers.Thumbor | None,
     port: int,
     paths: list[str],
     seconds: int,
@@ -135,7 +134,10 @@ def main() -> None:
         nginx.start()
         ours.start()
         thumbor.start()
-        contenders = [("ours", ours, servers.OURS_PORT), ("thumbor", thumbor, servers.THUMBOR_PORT)]
+        contenders: list[tuple[str, servers.Ours | servers.Thumbor, int]] = [
+            ("ours", ours, servers.OURS_PORT),
+            ("thumbor", thumbor, servers.THUMBOR_PORT),
+        ]
 
         # Warm-up: every original fetched once by each side (both keep originals on disk).
         for _name, server, port in contenders:
@@ -158,7 +160,7 @@ def main() -> None:
             for name, server, port in contenders:  # alternating, same URLs in the same order
                 paths = [server.path(*job) for job in jobs]
                 result, peak = measure(
-                    server, port, paths, seconds, MISS_CONNECTIONS, args.work, server.pids
+                    port, paths, seconds, MISS_CONNECTIONS, args.work, server.pids
                 )
                 assert result.requests <= len(paths), "the URL list wrapped: hits in a miss run"
                 rows.append(Row(title, name, result, peak))
@@ -174,7 +176,7 @@ def main() -> None:
             for path in paths:
                 assert load.fetch(f"http://127.0.0.1:{port}{path}")[0] == 200
             result, peak = measure(
-                server, port, paths * 50, args.seconds, HIT_CONNECTIONS, args.work, server.pids
+                port, paths * 50, args.seconds, HIT_CONNECTIONS, args.work, server.pids
             )
             rows.append(Row("3. cache hit, 100 hot outputs", name, result, peak))
         # Baseline: nginx serving the very same 100 output files.
@@ -185,9 +187,8 @@ def main() -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(cached, target)
             static_paths.append(f"/hot/{image}/w{width}.jpg")
-        nginx_pids = lambda: servers.process_tree(nginx.process.pid)  # noqa: E731
+        nginx_pids = nginx.pids
         result, peak = measure(
-            None,
             servers.ORIGIN_PORT,
             static_paths * 50,
             args.seconds,

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -65,7 +66,7 @@ def rss_kib(pid: int) -> int:
 class PeakRss:
     """Samples the summed RSS of a set of processes; keeps the peak."""
 
-    def __init__(self, pids: callable) -> None:  # type: ignore[valid-type]
+    def __init__(self, pids: Callable[[], list[int]]) -> None:
         self._pids = pids
         self.peak_kib = 0
         self._stop = threading.Event()
@@ -118,6 +119,9 @@ http {{
         (self.work / "tmp").mkdir(exist_ok=True)
         self.process = subprocess.Popen(["nginx", "-c", str(conf)])
         wait_for_port(ORIGIN_PORT)
+
+    def pids(self) -> list[int]:
+        return process_tree(self.process.pid) if self.process is not None else []
 
     def hits(self, path_part: str) -> int:
         log = self.work / "access.log"

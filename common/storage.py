@@ -49,11 +49,11 @@ class FilesystemStore:
     reads_are_local = True
 
     def __init__(self, root: Path) -> None:
-        self._root = root
+        self._root = root.resolve()
 
     def _path(self, key: str) -> Path:
         path = (self._root / key).resolve()
-        if not path.is_relative_to(self._root.resolve()):
+        if not path.is_relative_to(self._root):
             raise StorageRefused(f"key {key!r} leaves the storage directory")
         return path
 

@@ -15,8 +15,6 @@ from common.config import Settings
 from common.errors import ImageServerError
 from common.metrics import Metrics
 from common.signing import verify
-from common.sources import check_source_url
-from common.urls import check_allowed, parse_path
 from frontend.answers import image_headers, not_modified
 from frontend.rpc import ResizeClient
 from frontend.service import ImageService
@@ -48,10 +46,7 @@ class ImageHandler(tornado.web.RequestHandler):
         if self.config.signing_keys:
             given = self.get_query_argument("signature", None)
             verify(self.config.signing_keys, self.request.path, source, given)
-        request = parse_path(self.request.path, source)
-        check_allowed(request.output, self.config.whitelisted_extensions, self.config.maximum_width)
-        if request.source is not None:
-            check_source_url(request.source, self.service.allowed_hosts)
+        request = self.service.parse(self.request.path, source)
         cached = await self.service.get(request)
         max_age_s = self.config.cache_max_age_s
         for name, value in image_headers(cached, request.output.content_type, max_age_s).items():
@@ -120,24 +115,19 @@ class HealthHandler(tornado.web.RequestHandler):
         self.rpc = rpc
 
     def get(self) -> None:
-        self.set_header("Content-Type", "application/json")
         if not self.rpc.ready:
             self.set_status(503)
-        self.finish(json.dumps({"pid": os.getpid(), "broker_connected": self.rpc.ready}))
+        self.report()
+
+    def report(self, **extra: object) -> None:
+        self.set_header("Content-Type", "application/json")
+        report = {"pid": os.getpid(), "broker_connected": self.rpc.ready, **extra}
+        self.finish(json.dumps(report))
 
 
 class StatusHandler(HealthHandler):
     def get(self) -> None:
-        self.set_header("Content-Type", "application/json")
-        self.finish(
-            json.dumps(
-                {
-                    "pid": os.getpid(),
-                    "broker_connected": self.rpc.ready,
-                    "counters": dict(self.service.counters),
-                }
-            )
-        )
+        self.report(counters=dict(self.service.counters))
 
 
 def make_status_app(service: ImageService, rpc: ResizeClient) -> tornado.web.Application:

@@ -17,7 +17,7 @@ from tornado import httputil
 
 from common.config import Settings
 from common.errors import ImageServerError
-from common.urls import ImageRequest, check_allowed, parse_path
+from common.urls import ImageRequest
 from frontend.answers import image_headers, not_modified
 from frontend.service import ImageService
 
@@ -34,13 +34,9 @@ class CacheHitsFirst(httputil.HTTPServerConnectionDelegate):
 
     def _parse_uncached(self, path: str) -> ImageRequest | None:
         try:
-            request = parse_path(path)
-            check_allowed(
-                request.output, self._settings.whitelisted_extensions, self._settings.maximum_width
-            )
+            return self._service.parse(path, None)
         except ImageServerError:
             return None
-        return request
 
     def start_request(
         self, server_conn: object, request_conn: httputil.HTTPConnection

@@ -15,9 +15,9 @@ import time
 from common.config import Settings
 from common.errors import QueueFull, ResizeTimeout, StorageUnavailable
 from common.messages import ResizeJob
-from common.sources import allowed_hosts
+from common.sources import allowed_hosts, check_source_url
 from common.storage import ObjectStore, output_key
-from common.urls import ImageRequest
+from common.urls import ImageRequest, check_allowed, parse_path
 from frontend.cache import CachedFile, OutputCache
 from frontend.rpc import ResizeClient
 
@@ -44,6 +44,16 @@ class ImageService:
         self.counters: collections.Counter[str] = collections.Counter()
         self.active_requests = 0  # kept by the handler; a graceful stop waits for 0
         self._waiting = 0  # cache misses waiting on a resize, bounded by max_pending_requests
+
+    def parse(self, path: str, source: str | None) -> ImageRequest:
+        """The request, validated: grammar (400), served outputs (406), allowed source (403)."""
+        request = parse_path(path, source)
+        check_allowed(
+            request.output, self._settings.whitelisted_extensions, self._settings.maximum_width
+        )
+        if request.source is not None:
+            check_source_url(request.source, self.allowed_hosts)
+        return request
 
     def cache_hit(self, key: str) -> CachedFile | None:
         """The output if the local cache has it (counted as a request and a hit)."""
@@ -106,9 +116,10 @@ class ImageService:
                 return
             if await self._fill_from_store(request.cache_key):
                 return
-            job = self.job_for(request)
+            remaining_s = deadline - time.monotonic()
+            job = self.job_for(request, remaining_s)
             self.counters["resizes_requested"] += 1
-            result = await self._rpc.call(job, deadline - time.monotonic())
+            result = await self._rpc.call(job, remaining_s)
             result.raise_for_error()
             self._cache.write(request.cache_key, result.payload)
         finally:
@@ -134,7 +145,7 @@ class ImageService:
         self._cache.write(cache_key, data)
         return True
 
-    def job_for(self, request: ImageRequest) -> ResizeJob:
+    def job_for(self, request: ImageRequest, timeout_s: float) -> ResizeJob:
         output = request.output
         quality = output.quality or self._settings.default_quality.get(output.format, 100)
         return ResizeJob(
@@ -145,7 +156,7 @@ class ImageService:
             height=output.height,
             format=output.format,
             quality=quality,
-            deadline_epoch_s=time.time() + self._settings.resize_deadline_s,
+            deadline_epoch_s=time.time() + timeout_s,
         )
 
     def source_url(self, request: ImageRequest) -> str:

@@ -121,16 +121,16 @@ class Processor:
         downloaded (then queued for upload)."""
         limits = self._limits(job)
         masters = self._masters if rendition.fit is not Fit.NONE else None
-        if masters is not None and masters.path(job.source_url).exists():
-            return imaging.render_master(masters.path(job.source_url), rendition, limits), False
+        if masters is not None and (master := masters.path(job.source_url)).exists():
+            return imaging.render_master(master, rendition, limits), False
         original, downloaded = self._originals.get(job.source_url)
         if downloaded:
             self._metrics.event(metrics.ORIGINAL_DOWNLOADED)
             key = original_key(self._settings, job.source_url)
             uploads.append(UploadJob(key, "application/octet-stream", payload=original))
-        master = masters.make(job.source_url, original, limits) if masters is not None else None
-        if master is not None:
-            return imaging.render_master(master, rendition, limits), downloaded
+        made = masters.make(job.source_url, original, limits) if masters is not None else None
+        if made is not None:
+            return imaging.render_master(made, rendition, limits), downloaded
         return imaging.render(original, rendition, limits), downloaded
 
     def process(self, job: ResizeJob) -> Outcome:

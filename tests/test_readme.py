@@ -1,15 +1,24 @@
 from __future__ import annotations
 
+import json
+import re
+
 from common.config import describe
 from tests.harness import REPO
 
+README = (REPO / "README.md").read_text()
 
-def test_readme_documents_every_config_key() -> None:
-    readme = (REPO / "README.md").read_text()
-    missing = [name for name, *_ in describe() if f"| `{name}` |" not in readme]
-    assert missing == []
+
+def test_readme_documents_every_config_key_with_its_type_and_default() -> None:
+    wrong = []
+    for name, type_name, default, _meaning in describe():
+        row = re.search(rf"^\| `{re.escape(name)}` \| ([^|]+) \| ([^|]+) \|", README, re.M)
+        shown = "required" if default == "(required)" else f"`{json.dumps(default)}`"
+        if row is None or (row[1].strip(), row[2].strip()) != (type_name, shown):
+            wrong.append(name)
+    assert wrong == []
 
 
 def test_readme_opens_with_the_two_commands() -> None:
-    opening = "\n".join((REPO / "README.md").read_text().splitlines()[:12])
+    opening = "\n".join(README.splitlines()[:12])
     assert "make run" in opening and "make test" in opening
