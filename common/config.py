@@ -100,8 +100,21 @@ class Settings:
     )
     source_connect_timeout_s: float = _key(3.0, "Timeout to connect to the source.")
     source_read_timeout_s: float = _key(10.0, "Timeout between bytes read from the source.")
+    source_download_timeout_s: float = _key(
+        8.0,
+        "Longest a whole download of an original may take (never past job_timeout_s); past it 504.",
+    )
+    max_downloads_per_source_host: int = _key(
+        8,
+        "Downloads from one source host one processor runs at once; a job past it gets 503 "
+        "at once (a slow source cannot hold every job slot).",
+    )
     max_source_bytes: int = _key(
-        50_000_000, "Largest original accepted; the download stops past it (502)."
+        50_000_000, "Largest original accepted; the download stops past it (413)."
+    )
+    max_output_bytes: int = _key(
+        50_000_000,
+        "Largest output a processor sends back (it travels through RabbitMQ); larger is 413.",
     )
 
     # RabbitMQ and the request/reply path.
@@ -117,7 +130,11 @@ class Settings:
     resize_delivery_limit: int = _key(
         3, "Deliveries of one resize job before it is dead-lettered (a job that kills workers)."
     )
-    processor_prefetch: int = _key(1, "Unacked jobs one processor holds (basic_qos).")
+    processor_prefetch: int = _key(
+        16,
+        "Jobs one processor holds at once (basic_qos): their downloads run concurrently, "
+        "their resizes one at a time.",
+    )
     amqp_reconnect_delay_s: float = _key(1.0, "Pause before reconnecting to RabbitMQ.")
 
     # Object storage (results persisted by the uploader, shared between hosts).
@@ -251,6 +268,9 @@ def _check_values(settings: Settings) -> None:
         "job_timeout_s",
         "maximum_width",
         "max_source_bytes",
+        "max_output_bytes",
+        "source_download_timeout_s",
+        "max_downloads_per_source_host",
         "resize_queue_max_length",
         "processor_prefetch",
         "upload_rate_per_s",

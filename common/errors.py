@@ -52,6 +52,18 @@ class SourceUnavailable(ImageServerError):
     default_message = "the source of the original is unavailable"
 
 
+class SourceTimeout(ImageServerError):
+    status = 504
+    retryable = True
+    default_message = "the original did not arrive within source_download_timeout_s"
+
+
+class SourceBusy(ImageServerError):
+    status = 503
+    retryable = True
+    default_message = "too many downloads from this source are in progress, retry later"
+
+
 class SourceTooLarge(ImageServerError):
     status = 413
     default_message = "the original is larger than max_source_bytes"
@@ -60,6 +72,11 @@ class SourceTooLarge(ImageServerError):
 class ImageTooLarge(ImageServerError):
     status = 413
     default_message = "the original has more pixels than max_source_pixels"
+
+
+class OutputTooLarge(ImageServerError):
+    status = 413
+    default_message = "the output would be larger than max_output_bytes"
 
 
 class Forbidden(ImageServerError):

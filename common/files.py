@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -27,35 +28,62 @@ class KeyLock:
     """An exclusive lock on a key, shared by every process of this host.
 
     flock is released by the kernel when its holder dies, so a crashed
-    process never leaves a stale lock behind. The lock files stay (empty,
-    one per key) because unlinking a flock file races with new holders.
+    process never leaves a stale lock. The holder removes the lock file
+    before it lets go, so files do not pile up (one per key ever asked);
+    whoever was waiting on the removed file finds, once it holds it, that
+    the path no longer names it, and starts again with the current file.
     """
 
     def __init__(self, lock_dir: Path, key: str) -> None:
-        name = hashlib.sha256(key.encode()).hexdigest()
-        try:
-            self._fd = os.open(lock_dir / name, os.O_RDWR | os.O_CREAT, 0o644)
-        except FileNotFoundError:  # the first lock of this directory
-            lock_dir.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(lock_dir / name, os.O_RDWR | os.O_CREAT, 0o644)
+        self._path = lock_dir / hashlib.sha256(key.encode()).hexdigest()
+        self._fd: int | None = None
 
     def try_acquire(self) -> bool:
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True
+        return self._lock(blocking=False)
 
     def acquire(self) -> None:
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        self._lock(blocking=True)
 
-    def close(self) -> None:
-        """Release the lock (if held) and the file descriptor."""
+    def release(self) -> None:
+        """Release the lock if held (its file is removed first)."""
+        if self._fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._path)
         os.close(self._fd)
+        self._fd = None
+
+    def _lock(self, blocking: bool) -> bool:
+        while True:
+            fd = self._open()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            if self._still_named(fd):
+                self._fd = fd
+                return True
+            os.close(fd)  # its holder removed it after we opened it
+
+    def _open(self) -> int:
+        try:
+            return os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # the first lock of this directory
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            return os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+
+    def _still_named(self, fd: int) -> bool:
+        try:
+            current = os.stat(self._path)
+        except FileNotFoundError:
+            return False
+        mine = os.fstat(fd)
+        return (current.st_dev, current.st_ino) == (mine.st_dev, mine.st_ino)
 
     def __enter__(self) -> KeyLock:
         self.acquire()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.close()
+        self.release()

@@ -40,9 +40,14 @@ def output_key(settings: Settings, cache_key: str) -> str:
     return f"{settings.storage_key_prefix}/{cache_key}"
 
 
+# A name no model of the URL grammar can take (segments never hold a dot), so
+# that outputs and originals never share a key.
+ORIGINALS_DIR = ".originals"
+
+
 def original_key(settings: Settings, source_url: str) -> str:
     digest = hashlib.sha256(source_url.encode()).hexdigest()
-    return f"{settings.storage_key_prefix}/originals/{digest}"
+    return f"{settings.storage_key_prefix}/{ORIGINALS_DIR}/{digest}"
 
 
 class FilesystemStore:

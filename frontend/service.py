@@ -123,7 +123,7 @@ class ImageService:
             result.raise_for_error()
             self._cache.write(request.cache_key, result.payload)
         finally:
-            lock.close()
+            lock.release()
 
     async def _fill_from_store(self, cache_key: str) -> bool:
         """Copy the output from object storage into the local cache, if it is there."""

@@ -9,10 +9,14 @@ allow-list and addresses), at most max_source_redirects of them.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import ipaddress
 import logging
 import socket
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
 from urllib.parse import urljoin, urlsplit
 
 import certifi
@@ -20,12 +24,20 @@ import urllib3
 
 from common import sources
 from common.config import Settings
-from common.errors import SourceForbidden, SourceNotFound, SourceTooLarge, SourceUnavailable
+from common.errors import (
+    SourceBusy,
+    SourceForbidden,
+    SourceNotFound,
+    SourceTimeout,
+    SourceTooLarge,
+    SourceUnavailable,
+)
 
 log = logging.getLogger(__name__)
 _CHUNK_BYTES = 256 * 1024
 _REDIRECTS = (301, 302, 303, 307, 308)
 _MAX_POOLS = 64
+_POOL_CONNECTIONS = 4  # idle connections kept per pool; more may be open at once
 
 Resolver = Callable[[str, int], list[sources.IPAddress]]
 
@@ -46,29 +58,66 @@ class SourceFetcher:
         self._allowed_hosts = sources.allowed_hosts(settings)
         self._exempt = sources.exempt_networks(settings)
         self._resolve = resolver
-        self._timeout = urllib3.Timeout(
-            connect=settings.source_connect_timeout_s, read=settings.source_read_timeout_s
-        )
+        self._connect_timeout_s = settings.source_connect_timeout_s
+        self._read_timeout_s = settings.source_read_timeout_s
+        self._download_timeout_s = settings.source_download_timeout_s
+        self._per_host = settings.max_downloads_per_source_host
+        self._downloading: collections.Counter[str] = collections.Counter()
+        self._lock = threading.Lock()  # fetch() is called from several job threads
         self._pools: dict[tuple[str, str, int, str], urllib3.HTTPConnectionPool] = {}
 
-    def fetch(self, url: str) -> bytes:
-        """The body of `url`, following checked redirects; raises an ImageServerError."""
-        for _hop in range(self._max_redirects + 1):
-            response = self._request(url)
-            location = response.headers.get("Location")
-            if response.status in _REDIRECTS and location:
-                response.close()  # its body may be anything: do not read it
-                url = urljoin(url, location)
-                continue
-            return self._body(response)
+    def fetch(self, url: str, deadline: float | None = None) -> bytes:
+        """The body of `url`, following checked redirects; raises an ImageServerError.
+
+        `deadline` (time.monotonic()) bounds the whole download, together with
+        source_download_timeout_s from now, whichever comes first.
+        """
+        own = time.monotonic() + self._download_timeout_s
+        deadline = own if deadline is None else min(deadline, own)
+        sources.check_source_url(url, self._allowed_hosts)
+        with self._slot(sources.host_of(url)):
+            for _hop in range(self._max_redirects + 1):
+                response = self._request(url, deadline)
+                location = response.headers.get("Location")
+                if response.status in _REDIRECTS and location:
+                    response.close()  # its body may be anything: do not read it
+                    url = urljoin(url, location)
+                    continue
+                return self._body(response, deadline)
         raise SourceUnavailable(f"more than {self._max_redirects} redirects")
 
-    def _request(self, url: str) -> urllib3.BaseHTTPResponse:
+    @contextlib.contextmanager
+    def _slot(self, host: str) -> Iterator[None]:
+        with self._lock:
+            if self._downloading[host] >= self._per_host:
+                raise SourceBusy(
+                    f"{self._per_host} downloads from {host!r} are already in progress"
+                )
+            self._downloading[host] += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._downloading[host] -= 1
+                if not self._downloading[host]:
+                    del self._downloading[host]
+
+    def _timeout(self, deadline: float) -> urllib3.Timeout:
+        remaining_s = deadline - time.monotonic()
+        if remaining_s <= 0:
+            raise SourceTimeout()
+        return urllib3.Timeout(
+            connect=min(self._connect_timeout_s, remaining_s),
+            read=min(self._read_timeout_s, remaining_s),
+        )
+
+    def _request(self, url: str, deadline: float) -> urllib3.BaseHTTPResponse:
         sources.check_source_url(url, self._allowed_hosts)
         parts = urlsplit(url)
         host = sources.normalise_host(parts.hostname or "")
         port = parts.port or (443 if parts.scheme == "https" else 80)
         address = self._checked_address(host, port)
+        timeout = self._timeout(deadline)
         pool = self._pool(parts.scheme, address, port, host)
         path = parts.path or "/"
         if parts.query:
@@ -82,8 +131,11 @@ class SourceFetcher:
                 retries=False,
                 preload_content=False,
                 assert_same_host=False,
+                timeout=timeout,
             )
         except urllib3.exceptions.HTTPError as exc:
+            if time.monotonic() >= deadline:
+                raise SourceTimeout() from exc
             raise SourceUnavailable(f"cannot reach the source: {type(exc).__name__}") from exc
 
     def _checked_address(self, host: str, port: int) -> str:
@@ -97,6 +149,12 @@ class SourceFetcher:
         return str(addresses[0])
 
     def _pool(self, scheme: str, address: str, port: int, host: str) -> urllib3.HTTPConnectionPool:
+        with self._lock:
+            return self._pool_locked(scheme, address, port, host)
+
+    def _pool_locked(
+        self, scheme: str, address: str, port: int, host: str
+    ) -> urllib3.HTTPConnectionPool:
         key = (scheme, address, port, host)
         pool = self._pools.get(key)
         if pool is None:
@@ -107,42 +165,56 @@ class SourceFetcher:
                 pool = urllib3.HTTPSConnectionPool(
                     address,
                     port,
-                    timeout=self._timeout,
-                    maxsize=1,
+                    maxsize=_POOL_CONNECTIONS,
                     server_hostname=host,
                     assert_hostname=host,
                     cert_reqs="CERT_REQUIRED",
                     ca_certs=certifi.where(),
                 )
             else:
-                pool = urllib3.HTTPConnectionPool(address, port, timeout=self._timeout, maxsize=1)
+                pool = urllib3.HTTPConnectionPool(address, port, maxsize=_POOL_CONNECTIONS)
             self._pools[key] = pool
         return pool
 
-    def _body(self, response: urllib3.BaseHTTPResponse) -> bytes:
+    def _body(self, response: urllib3.BaseHTTPResponse, deadline: float) -> bytes:
         try:
             if response.status in (404, 410):
                 raise SourceNotFound(f"the source answered {response.status}")
             if response.status != 200:
                 raise SourceUnavailable(f"the source answered {response.status}")
-            data = self._read_capped(response)
+            data = self._read_capped(response, deadline)
         except BaseException:
             response.close()  # unread bytes may remain: never reuse this connection
             raise
         response.release_conn()
         return data
 
-    def _read_capped(self, response: urllib3.BaseHTTPResponse) -> bytes:
+    def _read_capped(self, response: urllib3.BaseHTTPResponse, deadline: float) -> bytes:
         declared = response.headers.get("Content-Length")
         if declared and declared.isdigit() and int(declared) > self._max_bytes:
             raise SourceTooLarge()
         chunks, size = [], 0
         try:
-            for chunk in response.stream(_CHUNK_BYTES):
+            while True:
+                # One socket read at a time, each waiting no longer than what is
+                # left of the deadline: a source that trickles cannot stretch it.
+                _limit_next_read(response, self._timeout(deadline))
+                chunk = response.read1(_CHUNK_BYTES)
+                if not chunk:
+                    break
                 size += len(chunk)
                 if size > self._max_bytes:
                     raise SourceTooLarge()
                 chunks.append(chunk)
         except urllib3.exceptions.HTTPError as exc:
+            if time.monotonic() >= deadline:
+                raise SourceTimeout() from exc
             raise SourceUnavailable(f"reading the source failed: {type(exc).__name__}") from exc
         return b"".join(chunks)
+
+
+def _limit_next_read(response: urllib3.BaseHTTPResponse, timeout: urllib3.Timeout) -> None:
+    connection = getattr(response, "connection", None)
+    sock = getattr(connection, "sock", None)
+    if sock is not None and isinstance(timeout.read_timeout, float):
+        sock.settimeout(timeout.read_timeout)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import math
 import os
 import time
@@ -15,6 +16,7 @@ import pyvips
 from common.errors import ImageServerError, ImageTooLarge, ResizeTimeout, UnsupportedImage
 from common.urls import CONTENT_TYPES, Fit
 
+log = logging.getLogger(__name__)
 # allowed_source_formats names -> the libvips loader that reads each.
 LOADERS = {
     "jpeg": "jpegload_buffer",
@@ -104,12 +106,16 @@ def make_master(original: bytes, short_side: int, limits: Limits, path: Path) ->
 
 @contextlib.contextmanager
 def _translated_errors(limits: Limits) -> Iterator[None]:
+    if time.monotonic() > limits.deadline:
+        raise ResizeTimeout("the job waited past its deadline before its resize began")
     try:
         yield
     except pyvips.Error as exc:
         if time.monotonic() > limits.deadline:
             raise ResizeTimeout("the resize took longer than job_timeout_s") from exc
-        raise UnsupportedImage(f"cannot process the original: {_first_line(exc)}") from exc
+        # The client learns what is wrong with the original; the log keeps libvips' words.
+        log.info("libvips: %s", _first_line(exc))
+        raise UnsupportedImage("the original is truncated or corrupt") from exc
 
 
 def _render(source: bytes | str, rendition: Rendition, limits: Limits) -> bytes:

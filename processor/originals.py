@@ -1,22 +1,37 @@
-"""Originals: fetched once, kept on disk, concurrent fetches coalesced.
+"""Originals: fetched once, kept on disk once they have decoded, concurrent fetches coalesced.
 
 Looked for in this order: the local disk, object storage (where another
-host's processor may have put it), the source over HTTP.
+host's processor may have put it), the source over HTTP. A downloaded
+original is kept (on disk here; in object storage by the processor) only
+when the work done with it succeeded: an HTML error page or a truncated
+body answered with 200 is never cached, and the next request asks the
+source again.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import logging
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from common.config import Settings
-from common.errors import StorageUnavailable
+from common.errors import ResizeTimeout, StorageUnavailable
 from common.files import KeyLock, write_atomic
 from common.storage import ObjectStore, original_key
 from processor.fetch import SourceFetcher
 
 log = logging.getLogger(__name__)
+_LOCK_POLL_S = 0.02
+
+
+@dataclasses.dataclass(frozen=True)
+class Original:
+    data: bytes
+    downloaded: bool  # from the source just now (not yet stored anywhere)
 
 
 class OriginalStore:
@@ -28,24 +43,37 @@ class OriginalStore:
         self._dir = settings.originals_dir
         self._fetcher = fetcher
 
-    def get(self, url: str) -> tuple[bytes, bool]:
-        """The original's bytes, and whether they were downloaded from the source just now."""
+    def is_local(self, url: str) -> bool:
+        return self._path(url).exists()
+
+    @contextlib.contextmanager
+    def open(self, url: str, deadline: float) -> Iterator[Original]:
+        """The original of `url`. A downloaded one is written to disk when the
+        `with` block ends without an exception, not before."""
         path = self._path(url)
         data = _read_if_present(path)
         if data is not None:
-            return data, False
-        # Another processor may be downloading the same original: wait for it
-        # and use its file rather than downloading again.
-        with KeyLock(self._dir / ".locks", url):
+            yield Original(data, downloaded=False)
+            return
+        # Another job (of this process or another) may be downloading the same
+        # original: wait for it and use its file rather than downloading again.
+        lock = KeyLock(self._dir / ".locks", url)
+        try:
+            _acquire_before(lock, deadline)
             data = _read_if_present(path)
             if data is not None:
-                return data, False
+                yield Original(data, downloaded=False)
+                return
             data = self._from_shared_store(url)
-            downloaded = data is None
-            if data is None:
-                data = self._fetcher.fetch(url)
-            write_atomic(path, data)
-            return data, downloaded
+            if data is not None:
+                write_atomic(path, data)  # stored only after it had decoded once
+                yield Original(data, downloaded=False)
+                return
+            original = Original(self._fetcher.fetch(url, deadline), downloaded=True)
+            yield original
+            write_atomic(path, original.data)
+        finally:
+            lock.release()
 
     def _from_shared_store(self, url: str) -> bytes | None:
         if self._shared is None:
@@ -59,6 +87,13 @@ class OriginalStore:
     def _path(self, url: str) -> Path:
         digest = hashlib.sha256(url.encode()).hexdigest()
         return self._dir / digest[:2] / digest
+
+
+def _acquire_before(lock: KeyLock, deadline: float) -> None:
+    while not lock.try_acquire():
+        if time.monotonic() > deadline:
+            raise ResizeTimeout("waited too long for another download of the same original")
+        time.sleep(_LOCK_POLL_S)
 
 
 def _read_if_present(path: Path) -> bytes | None:

@@ -1,20 +1,42 @@
-"""The processor's consumer loop: one job at a time; queue uploads, reply, then ack."""
+"""The processor's consumer: jobs download concurrently, resize one at a time.
+
+pika runs on the main thread only. Each delivered job (at most
+processor_prefetch of them) runs on a job thread: it finds the original
+(disk, object storage or the source: waiting on the network there, holding
+no CPU), then hands its resize to the one resize thread, in arrival order.
+The outcome goes back to pika's thread (`add_callback_threadsafe`), which
+queues the output's upload (confirmed), replies, and only then acks. A
+downloaded original is stored in object storage by its job thread after the
+reply; only when that fails does it travel through RabbitMQ (an UploadJob).
+
+Which image a resize reads: the master when there is one; straight from the
+original (shrink-on-load) for the first size asked of an image; the master,
+made now, for a second size (the original was already on disk).
+"""
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import functools
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import pika
 import pika.exceptions
-from pika.adapters.blocking_connection import BlockingChannel
+from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika.spec import Basic, BasicProperties
 
 from common import amqp, metrics
 from common.config import Settings
-from common.errors import ImageServerError, MessageDecodeError, SourceNotFound
+from common.errors import (
+    ImageServerError,
+    MessageDecodeError,
+    OutputTooLarge,
+    SourceNotFound,
+)
 from common.messages import ResizeJob, ResizeResult, UploadJob
 from common.metrics import Metrics
 from common.storage import ObjectStore, original_key, output_key
@@ -25,13 +47,27 @@ from processor.masters import MasterStore
 from processor.originals import OriginalStore
 
 log = logging.getLogger(__name__)
-_POLL_S = 0.5
+_POLL_S = 0.2
+_STOP_GRACE_S = 30.0
+_ORIGINAL_TYPE = "application/octet-stream"
 
 
 @dataclasses.dataclass(frozen=True)
 class Outcome:
     result: ResizeResult
     uploads: list[UploadJob]
+    downloaded_original: bytes | None = None  # to store once the client has its answer
+
+
+@dataclasses.dataclass(frozen=True)
+class _Delivery:
+    """What pika's thread needs to answer one job."""
+
+    connection: BlockingConnection
+    channel: BlockingChannel
+    upload_channel: BlockingChannel
+    method: Basic.Deliver
+    properties: BasicProperties
 
 
 class Processor:
@@ -39,18 +75,27 @@ class Processor:
         self, settings: Settings, store: ObjectStore, metrics: Metrics, stop: threading.Event
     ) -> None:
         self._settings = settings
+        self._store = store
         self._stop = stop
         self._metrics = metrics
         shared = store if settings.storage_read_enabled else None
         self._originals = OriginalStore(settings, shared, SourceFetcher(settings))
         self._masters = MasterStore(settings) if settings.masters_enabled else None
+        # libvips gets one core's worth of work per processor: resizes queue here.
+        self._resizer = concurrent.futures.ThreadPoolExecutor(1, "resize")
+        self._in_progress = 0  # touched by pika's thread only
 
     def run(self) -> None:
         """Consume until asked to stop; reconnect whenever RabbitMQ goes away."""
-        amqp.consume_until_stopped(self._consume, self._stop, self._settings)
+        try:
+            amqp.consume_until_stopped(self._consume, self._stop, self._settings)
+        finally:
+            self._resizer.shutdown(wait=False, cancel_futures=True)
 
     def _consume(self) -> None:
         connection = pika.BlockingConnection(amqp.connection_parameters(self._settings))
+        self._in_progress = 0
+        jobs = concurrent.futures.ThreadPoolExecutor(self._settings.processor_prefetch, "job")
         try:
             channel = connection.channel()
             amqp.declare_resize_queues(channel, self._settings)
@@ -59,24 +104,29 @@ class Processor:
             upload_channel = connection.channel()
             amqp.declare_upload_queues(upload_channel, self._settings)
             upload_channel.confirm_delivery()
+            on_message = functools.partial(self._on_message, connection, upload_channel, jobs)
+            consumer_tag = channel.basic_consume(amqp.RESIZE_QUEUE, on_message)
             log.info("consuming %s", amqp.RESIZE_QUEUE)
-            for method, properties, body in channel.consume(
-                amqp.RESIZE_QUEUE, inactivity_timeout=_POLL_S
-            ):
-                if method is not None:
-                    self._on_message(channel, upload_channel, method, properties, body)
-                if self._stop.is_set():
-                    break
-            # Hands back prefetched jobs that were not started.
-            channel.cancel()
+            while not self._stop.is_set():
+                connection.process_data_events(time_limit=_POLL_S)
+            channel.basic_cancel(consumer_tag)
+            # Graceful stop: jobs in hand finish and are acked.
+            give_up = time.monotonic() + _STOP_GRACE_S
+            while self._in_progress and time.monotonic() < give_up:
+                connection.process_data_events(time_limit=_POLL_S)
         finally:
+            jobs.shutdown(wait=False, cancel_futures=True)
             if connection.is_open:
                 connection.close()
 
+    # --- pika's thread ---------------------------------------------------------
+
     def _on_message(
         self,
-        channel: BlockingChannel,
+        connection: BlockingConnection,
         upload_channel: BlockingChannel,
+        jobs: concurrent.futures.ThreadPoolExecutor,
+        channel: BlockingChannel,
         method: Basic.Deliver,
         properties: BasicProperties,
         body: bytes,
@@ -91,19 +141,50 @@ class Processor:
             log.info("dropping %s: its deadline passed before it was started", job.cache_key)
             channel.basic_ack(method.delivery_tag)
             return
-        outcome = self.process(job)
+        self._in_progress += 1
+        delivery = _Delivery(connection, channel, upload_channel, method, properties)
+        jobs.submit(self._run_job, delivery, job)
+
+    def _answer(self, delivery: _Delivery, outcome: Outcome) -> None:
+        self._in_progress -= 1
         # Uploads are queued (and confirmed) before the reply: once a client has
         # its image, the object store will get it too.
         for upload in outcome.uploads:
-            upload_channel.basic_publish("", amqp.UPLOAD_QUEUE, upload.encode(), amqp.persistent())
-        if properties.reply_to:
-            channel.basic_publish(
+            self._queue_upload(delivery, upload)
+        if delivery.properties.reply_to:
+            delivery.channel.basic_publish(
                 "",
-                properties.reply_to,
+                delivery.properties.reply_to,
                 outcome.result.encode(),
-                pika.BasicProperties(correlation_id=properties.correlation_id),
+                pika.BasicProperties(correlation_id=delivery.properties.correlation_id),
             )
-        channel.basic_ack(method.delivery_tag)
+        delivery.channel.basic_ack(delivery.method.delivery_tag)
+
+    def _queue_upload(self, delivery: _Delivery, upload: UploadJob) -> None:
+        delivery.upload_channel.basic_publish(
+            "", amqp.UPLOAD_QUEUE, upload.encode(), amqp.persistent()
+        )
+
+    # --- job threads -------------------------------------------------------------
+
+    def _run_job(self, delivery: _Delivery, job: ResizeJob) -> None:
+        outcome = self.process(job)
+        if not _on_pika_thread(delivery, functools.partial(self._answer, delivery, outcome)):
+            return  # the connection is gone: RabbitMQ redelivers the job
+        if outcome.downloaded_original is not None:
+            self._store_original(delivery, job.source_url, outcome.downloaded_original)
+
+    def _store_original(self, delivery: _Delivery, url: str, data: bytes) -> None:
+        """Put a new original in object storage, off the resize thread; when
+        storage fails, hand it to the uploader (which retries) instead."""
+        key = original_key(self._settings, url)
+        try:
+            self._store.put(key, data, _ORIGINAL_TYPE)
+            return
+        except ImageServerError as exc:
+            log.warning("storing original %s failed (%s): queued for the uploader", key, exc)
+        upload = UploadJob(key, _ORIGINAL_TYPE, payload=data)
+        _on_pika_thread(delivery, functools.partial(self._queue_upload, delivery, upload))
 
     def _limits(self, job: ResizeJob) -> imaging.Limits:
         own_deadline = time.monotonic() + self._settings.job_timeout_s
@@ -114,53 +195,68 @@ class Processor:
             deadline=min(own_deadline, client_deadline),
         )
 
-    def _render(
-        self, job: ResizeJob, rendition: imaging.Rendition, uploads: list[UploadJob]
-    ) -> tuple[bytes, bool]:
-        """The output, from the master when there is one; and whether the original was
-        downloaded (then queued for upload)."""
+    def _resize(self, work: Callable[[], bytes]) -> bytes:
+        """Run `work` on the resize thread (in arrival order) and wait for it."""
+        return self._resizer.submit(work).result()
+
+    def _render(self, job: ResizeJob, rendition: imaging.Rendition) -> tuple[bytes, bytes | None]:
+        """The output, and the original's bytes when they were downloaded for it."""
         limits = self._limits(job)
         masters = self._masters if rendition.fit is not Fit.NONE else None
         if masters is not None and (master := masters.path(job.source_url)).exists():
-            return imaging.render_master(master, rendition, limits), False
-        original, downloaded = self._originals.get(job.source_url)
-        if downloaded:
-            self._metrics.event(metrics.ORIGINAL_DOWNLOADED)
-            key = original_key(self._settings, job.source_url)
-            uploads.append(UploadJob(key, "application/octet-stream", payload=original))
-        made = masters.make(job.source_url, original, limits) if masters is not None else None
-        if made is not None:
-            return imaging.render_master(made, rendition, limits), downloaded
-        return imaging.render(original, rendition, limits), downloaded
+            return self._resize(lambda: imaging.render_master(master, rendition, limits)), None
+        with self._originals.open(job.source_url, limits.deadline) as original:
+            if original.downloaded:
+                self._metrics.event(metrics.ORIGINAL_DOWNLOADED)
+            data = original.data
+            if masters is None or original.downloaded:
+                # The first size of an image: no master yet, maybe never needed.
+                output = self._resize(lambda: imaging.render(data, rendition, limits))
+            else:
+                output = self._resize(
+                    lambda: masters.render(job.source_url, data, rendition, limits)
+                )
+            if len(output) > self._settings.max_output_bytes:
+                raise OutputTooLarge(
+                    f"the output is {len(output)} bytes, above max_output_bytes "
+                    f"({self._settings.max_output_bytes})"
+                )
+        return output, data if original.downloaded else None
 
     def process(self, job: ResizeJob) -> Outcome:
         started = time.perf_counter()
-        uploads: list[UploadJob] = []
         try:
             rendition = imaging.Rendition(
                 Fit(job.fit), job.width, job.height, job.format, job.quality
             )
-            data, downloaded = self._render(job, rendition, uploads)
+            data, downloaded = self._render(job, rendition)
         except ImageServerError as exc:
             log.info("job %s failed: %s %s", job.cache_key, type(exc).__name__, exc.message)
             if isinstance(exc, SourceNotFound):
                 self._metrics.event(metrics.ORIGINAL_UNAVAILABLE)
-            return Outcome(ResizeResult.failure(exc), uploads)
+            return Outcome(ResizeResult.failure(exc), [])
         except Exception as exc:  # a bug must cost one job, never the worker
             log.exception("job %s crashed", job.cache_key)
             error = ImageServerError(f"internal error ({type(exc).__name__})")
-            return Outcome(ResizeResult.failure(error), uploads)
+            return Outcome(ResizeResult.failure(error), [])
         log.info(
             "resized %s in %.1f ms (%d bytes%s)",
             job.cache_key,
             (time.perf_counter() - started) * 1000,
             len(data),
-            ", original downloaded" if downloaded else "",
+            ", original downloaded" if downloaded is not None else "",
         )
         content_type = CONTENT_TYPES[job.format]
-        uploads.append(
-            UploadJob(output_key(self._settings, job.cache_key), content_type, payload=data)
-        )
+        upload = UploadJob(output_key(self._settings, job.cache_key), content_type, payload=data)
         self._metrics.event(metrics.IMAGE_REQUEST)
         self._metrics.event(f"{metrics.IMAGE_REQUEST}.{job.format}")
-        return Outcome(ResizeResult.success(content_type, data), uploads)
+        return Outcome(ResizeResult.success(content_type, data), [upload], downloaded)
+
+
+def _on_pika_thread(delivery: _Delivery, callback: Callable[[], None]) -> bool:
+    """Schedule `callback` on pika's thread; False when the connection is gone."""
+    try:
+        delivery.connection.add_callback_threadsafe(callback)
+    except pika.exceptions.AMQPError:
+        return False
+    return True

@@ -82,7 +82,7 @@ def test_results_and_originals_land_and_other_hosts_read_them(
     wait_until(lambda: objects.get(output_key) is not None, what="the output in storage")
     assert objects.get(output_key) == answer.data
     original_url = origin.url(f"upload/{backend}/1/original.jpg")
-    original_key = f"{PREFIX}/originals/{hashlib.sha256(original_url.encode()).hexdigest()}"
+    original_key = f"{PREFIX}/.originals/{hashlib.sha256(original_url.encode()).hexdigest()}"
     wait_until(lambda: objects.get(original_key) is not None, what="the original in storage")
     assert objects.get(original_key) == photo()
     if backend == "s3":
