@@ -31,6 +31,7 @@ QUALITIES = range(80, 90)
 MISS_CONNECTIONS = 8
 HIT_CONNECTIONS = 32
 BURST = 50
+FOUR_SIZES = (100, 300, 640, 1000)
 
 
 @dataclasses.dataclass
@@ -39,6 +40,7 @@ class Row:
     server: str
     result: LoadResult | None = None
     peak_rss_mib: float | None = None
+    broker_rss_mib: float | None = None  # RabbitMQ's peak during the run (ours only)
     rate: float | None = None  # for baselines without HTTP: operations per second
 
     @property
@@ -64,6 +66,62 @@ def jobs_for(
     return jobs
 
 
+def selected(only: str, title: str) -> bool:
+    return not only or title.split(".")[0] in only.split(",")
+
+
+def new_images(
+    nginx: servers.Nginx, subset: list[corpus.Original], label: str, count: int, seed: int
+) -> dict[str, corpus.Original]:
+    """`count` image ids never asked before, each a link to a corpus file, in request order."""
+    rng = random.Random(seed)
+    images = {}
+    for n in range(count):
+        original = subset[rng.randrange(len(subset))]
+        image = f"{label}_{n}"
+        target = nginx.docroot / "bench" / "img" / image / "original.jpg"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(original.path.resolve())
+        images[image] = original
+    return images
+
+
+def one_size_each(images: dict[str, corpus.Original], seed: int) -> list[Job]:
+    rng = random.Random(seed)
+    return [(image, rng.choice(WIDTHS), servers.JPEG_QUALITY) for image in images]
+
+
+def four_sizes_each(images: dict[str, corpus.Original]) -> list[Job]:
+    """Each image asked in four sizes one after the other by the same wrk thread
+    (whose connections send them together, as a page with four sizes would)."""
+    groups = [[(image, w, servers.JPEG_QUALITY) for w in FOUR_SIZES] for image in images]
+    per_thread = [
+        [job for group in groups[t :: load.WRK_THREADS] for job in group]
+        for t in range(load.WRK_THREADS)
+    ]
+    length = min(len(jobs) for jobs in per_thread)
+    # paths.lua gives wrk thread t every line n with n % threads == t.
+    return [per_thread[t][i] for i in range(length) for t in range(load.WRK_THREADS)]
+
+
+def run_misses(
+    rows: list[Row],
+    title: str,
+    contenders: list[tuple[str, servers.Ours | servers.Thumbor, int]],
+    jobs: list[Job],
+    seconds: int,
+    work: Path,
+) -> None:
+    """Both sides, one after the other, the same URLs in the same order."""
+    for name, server, port in contenders:
+        paths = [server.path(*job) for job in jobs]
+        with servers.PeakRss(servers.broker_pids) as broker:
+            result, peak = measure(port, paths, seconds, MISS_CONNECTIONS, work, server.pids)
+        assert result.requests <= len(paths), "the URL list wrapped: hits in a miss run"
+        broker_mib = broker.peak_kib / 1024 if name == "ours" else None
+        rows.append(Row(title, name, result, peak, broker_rss_mib=broker_mib))
+
+
 def measure(
     port: int,
     paths: list[str],
@@ -79,8 +137,13 @@ def measure(
 
 def versions(thumbor_venv: Path) -> dict[str, str]:
     def run(*command: str) -> str:
-        done = subprocess.run(command, capture_output=True, text=True)
-        return (done.stdout + done.stderr).strip().splitlines()[0] if done.returncode == 0 else "?"
+        # Some tools (wrk -v) print their version and exit 1: the text is what counts.
+        try:
+            done = subprocess.run(command, capture_output=True, text=True)
+        except OSError:
+            return "?"
+        text = (done.stdout + done.stderr).strip()
+        return text.splitlines()[0] if text else "?"
 
     freeze = subprocess.run(
         [str(thumbor_venv / "bin" / "pip"), "freeze"], capture_output=True, text=True
@@ -92,7 +155,7 @@ def versions(thumbor_venv: Path) -> dict[str, str]:
         "thumbor": pins.get("thumbor", "?"),
         "Pillow": pins.get("pillow", pins.get("Pillow", "?")),
         "nginx": run("nginx", "-v"),
-        "wrk": run("wrk", "--version"),
+        "wrk": run("wrk", "-v"),
         "rabbitmq": run("rabbitmqctl", "-q", "version"),
     }
 
@@ -110,6 +173,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=20, help="length of each load run")
     parser.add_argument("--thumbor-venv", type=Path, default=BENCH / ".thumbor-venv")
     parser.add_argument("--work", type=Path, default=BENCH / ".work")
+    parser.add_argument(
+        "--only", default="", help="comma-separated scenario numbers to run (default: all)"
+    )
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     args.work.mkdir(parents=True, exist_ok=True)
@@ -139,67 +205,83 @@ def main() -> None:
             ("thumbor", thumbor, servers.THUMBOR_PORT),
         ]
 
-        # Warm-up: every original fetched once by each side (both keep originals on disk).
+        # Cold scenarios first, before either side has seen any original: every
+        # request names an image id nobody asked for before (each id a link in
+        # nginx's docroot to a corpus file), the same list for both sides.
+        cold_count = max(2000, 150 * args.seconds)
+        cold_scenarios = [
+            ("1. cold miss, JPEG originals", jpegs, 11, False),
+            ("2. cold miss, mixed originals", originals, 12, False),
+            ("3. new image, then w100, w300, w640, w1000 of it", jpegs, 13, True),
+        ]
+        for title, subset, seed, four_sizes in cold_scenarios:
+            if not selected(args.only, title):
+                continue
+            images = new_images(nginx, subset, f"cold{seed}", cold_count, seed)
+            jobs = four_sizes_each(images) if four_sizes else one_size_each(images, seed)
+            run_misses(rows, title, contenders, jobs, args.seconds, args.work)
+            if not four_sizes:
+                files = {image: o.path for image, o in images.items()}
+                rate = raw.resizes_per_s(files, jobs, cores, min(args.seconds, 15), False)
+                rows.append(Row(title, f"raw libvips from originals, {cores} workers", rate=rate))
+
+        # Warm-up for the scenarios below: every original fetched once by each
+        # side (both keep originals on disk; ours also makes masters then).
         for _name, server, port in contenders:
             for original in originals:
-                status, _ = load.fetch(
-                    f"http://127.0.0.1:{port}{server.path(image_id(original), 64)}"
-                )
-                assert status == 200, (server, original.name, status)
+                for width in (64, 96):  # a second size: ours makes the master
+                    status, _ = load.fetch(
+                        f"http://127.0.0.1:{port}{server.path(image_id(original), width)}"
+                    )
+                    assert status == 200, (server, original.name, status)
 
-        miss_scenarios = [
-            ("1. cache miss, JPEG-only", jpegs, 1),
-            ("2. cache miss, mixed", originals, 2),
-            ("5. cache miss, 5120x2880 only (memory)", big, 5),
+        known_scenarios = [
+            ("4. new size of a known image, JPEG", jpegs, 1),
+            ("5. new size of a known image, mixed", originals, 2),
+            ("6. new size of a known image, 5120x2880 only", big, 5),
         ]
-        for title, subset, seed in miss_scenarios:
-            if not subset:
+        for title, subset, seed in known_scenarios:
+            if not subset or not selected(args.only, title):
                 continue
             jobs = jobs_for(subset, seed)
-            seconds = args.seconds if not title.startswith("5.") else max(5, args.seconds // 2)
-            for name, server, port in contenders:  # alternating, same URLs in the same order
-                paths = [server.path(*job) for job in jobs]
-                result, peak = measure(
-                    port, paths, seconds, MISS_CONNECTIONS, args.work, server.pids
-                )
-                assert result.requests <= len(paths), "the URL list wrapped: hits in a miss run"
-                rows.append(Row(title, name, result, peak))
+            seconds = args.seconds if not title.startswith("6.") else max(5, args.seconds // 2)
+            run_misses(rows, title, contenders, jobs, seconds, args.work)
             files = {image_id(o): o.path for o in subset}
             for from_masters, label in ((False, "originals"), (True, "masters")):
                 rate = raw.resizes_per_s(files, jobs, cores, min(args.seconds, 15), from_masters)
                 rows.append(Row(title, f"raw libvips from {label}, {cores} workers", rate=rate))
 
-        # 3. Cache hits: a hot set of 100 outputs, made once, then asked again and again.
+        # 7. Cache hits: a hot set of 100 outputs, made once, then asked again and again.
         hot = jobs_for(jpegs, 3, range(servers.JPEG_QUALITY, servers.JPEG_QUALITY + 1))[:100]
-        for name, server, port in contenders:
+        for name, server, port in contenders if selected(args.only, "7.") else []:
             paths = [server.path(*job) for job in hot]
             for path in paths:
                 assert load.fetch(f"http://127.0.0.1:{port}{path}")[0] == 200
             result, peak = measure(
                 port, paths * 50, args.seconds, HIT_CONNECTIONS, args.work, server.pids
             )
-            rows.append(Row("3. cache hit, 100 hot outputs", name, result, peak))
+            rows.append(Row("7. cache hit, 100 hot outputs", name, result, peak))
         # Baseline: nginx serving the very same 100 output files.
         static_paths = []
-        for image, width, _quality in hot:
+        for image, width, _quality in hot if selected(args.only, "7.") else []:
             cached = ours.work / "cache" / "bench" / "img" / image / f"w{width}.jpg"
             target = nginx.docroot / "hot" / image / f"w{width}.jpg"
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(cached, target)
             static_paths.append(f"/hot/{image}/w{width}.jpg")
-        nginx_pids = nginx.pids
-        result, peak = measure(
-            servers.ORIGIN_PORT,
-            static_paths * 50,
-            args.seconds,
-            HIT_CONNECTIONS,
-            args.work,
-            nginx_pids,
-        )
-        rows.append(Row("3. cache hit, 100 hot outputs", "nginx static files", result, peak))
+        if static_paths:
+            result, peak = measure(
+                servers.ORIGIN_PORT,
+                static_paths * 50,
+                args.seconds,
+                HIT_CONNECTIONS,
+                args.work,
+                nginx.pids,
+            )
+            rows.append(Row("7. cache hit, 100 hot outputs", "nginx static files", result, peak))
 
-        # 4. A burst of 50 identical new URLs.
-        for name, server, port in contenders:
+        # 8. A burst of 50 identical new URLs.
+        for name, server, port in contenders if selected(args.only, "8.") else []:
             burst_id = f"burst_{name}"
             source = nginx.docroot / "bench" / "img" / image_id(jpegs[0]) / "original.jpg"
             target = nginx.docroot / "bench" / "img" / burst_id / "original.jpg"
@@ -222,7 +304,8 @@ def main() -> None:
         nginx.stop()
 
     report = render_report(rows, burst_counts, originals, cores, versions(args.thumbor_venv))
-    (BENCH / "RESULTS.md").write_text(report)
+    # Only a full run makes bench/RESULTS.md; a partial one leaves its report in --work.
+    (args.work if args.only else BENCH).joinpath("RESULTS.md").write_text(report)
     print(report)
 
 
@@ -242,12 +325,18 @@ def render_report(
         + ".",
         "",
         "Both servers get the whole machine (one process per core each, ours also runs one",
-        "uploader; RabbitMQ runs beside it and is not counted in our RSS), originals come from",
-        f"nginx on loopback, JPEG quality {servers.JPEG_QUALITY}, load from wrk on the same",
+        "uploader; RabbitMQ runs beside it: its peak RSS is its own column, not in ours),",
+        f"originals come from nginx on loopback, JPEG quality {servers.JPEG_QUALITY}, both encode",
+        "baseline JPEG (thumbor with `PROGRESSIVE_JPEG = False`), load from wrk on the same",
         f"machine ({load.WRK_THREADS} threads; {MISS_CONNECTIONS} connections for misses, "
         f"{HIT_CONNECTIONS} for hits).",
-        "Cache-miss URLs are all different (image x width 100-1000, shuffled, the same list for",
-        "both); each side has fetched every original once before (both keep originals on disk).",
+        "Every miss URL is different (the same list for both sides, in the same order):",
+        "- 1-3 are cold: run first, every request names an image id nobody asked for before",
+        "  (each id a link to a corpus file), so each side downloads and decodes an original;",
+        "  in 3 each new image is asked in four sizes at once, as a page would.",
+        "- 4-6 are new sizes (width 100-1000 x quality 80-89) of images each side has seen: a",
+        "  warm-up asked w64 and w96 of every original first, so both keep the originals on",
+        "  disk and ours has made its pre-shrunk masters (thumbor has no such thing).",
         "",
         "## Corpus",
         "",
@@ -261,8 +350,8 @@ def render_report(
         "## Results",
         "",
         "| scenario | server | req/s | p50 ms | p95 ms | p99 ms | errors | peak RSS MiB"
-        " | response bytes/req | ours / this |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        " | RabbitMQ peak RSS MiB | response bytes/req | ours / this |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     by_scenario: dict[str, list[Row]] = {}
     for row in rows:
@@ -282,6 +371,7 @@ def render_report(
             cells += [
                 str(r.errors) if r else "",
                 f"{row.peak_rss_mib:.0f}" if row.peak_rss_mib is not None else "",
+                f"{row.broker_rss_mib:.0f}" if row.broker_rss_mib is not None else "",
                 f"{r.bytes / max(r.requests, 1):,.0f}" if r else "",
                 f"{ours.rps / row.rps:.2f}" if row is not ours and row.rps else "",
             ]

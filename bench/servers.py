@@ -63,6 +63,19 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def broker_pids() -> list[int]:
+    """RabbitMQ's Erlang VM (beam.smp), which ours needs and thumbor does not."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "beam.smp":
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
 class PeakRss:
     """Samples the summed RSS of a set of processes; keeps the peak."""
 
@@ -270,6 +283,7 @@ RESULT_STORAGE_FILE_STORAGE_ROOT_PATH = '{self.work}/result'
 RESULT_STORAGE_STORES_UNSAFE = True
 ALLOW_UNSAFE_URL = True
 QUALITY = {JPEG_QUALITY}
+PROGRESSIVE_JPEG = False
 AUTO_WEBP = False
 MAX_AGE = 31536000
 """
