@@ -21,8 +21,10 @@ rabbitmq: system-packages
 	scripts/ensure-rabbitmq.sh
 
 run: $(INSTALLED) rabbitmq
+	scripts/ensure-vhost.sh $(ENV)
 	mkdir -p var/run var/log
 	IMAGE_SERVER_ENV=$(ENV) IMAGE_SERVER_FRONTENDS=$(NPROC) IMAGE_SERVER_PROCESSORS=$(NPROC) \
+		IMAGE_SERVER_SAMPLE_ORIGIN=$(if $(filter development,$(ENV)),true,false) \
 		exec $(VENV)/bin/supervisord -n -c supervisord.conf
 
 test: $(INSTALLED) rabbitmq lint

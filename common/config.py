@@ -119,7 +119,9 @@ class Settings:
 
     # RabbitMQ and the request/reply path.
     amqp_url: str = _key(
-        "amqp://guest:guest@127.0.0.1:5672/%2F", "RabbitMQ URL (vhost URL-encoded)."
+        "amqp://guest:guest@127.0.0.1:5672/image-server",
+        "RabbitMQ URL (vhost URL-encoded); one vhost per environment, so that nothing "
+        "made for one is consumed by another.",
     )
     resize_deadline_s: float = _key(
         20.0, "How long the frontend waits for a ResizeResult before answering 504."

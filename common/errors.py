@@ -31,6 +31,11 @@ class BadRequest(ImageServerError):
     default_message = "bad request"
 
 
+class UriTooLong(ImageServerError):
+    status = 414
+    default_message = "the request path is too long"
+
+
 class NotAcceptable(ImageServerError):
     status = 406
     default_message = "not acceptable"

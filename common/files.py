@@ -7,6 +7,7 @@ import fcntl
 import hashlib
 import os
 import tempfile
+import time
 from pathlib import Path
 
 
@@ -43,6 +44,14 @@ class KeyLock:
 
     def acquire(self) -> None:
         self._lock(blocking=True)
+
+    def acquire_before(self, deadline: float, poll_s: float = 0.02) -> bool:
+        """Wait for the lock until `deadline` (time.monotonic()); False if it did not come."""
+        while not self.try_acquire():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(poll_s)
+        return True
 
     def release(self) -> None:
         """Release the lock if held (its file is removed first)."""

@@ -3,7 +3,8 @@
 The allow-list holds exact host names and `*.example.com` suffixes, compared
 as lower-case strings, never as regular expressions. Addresses are refused
 unless public: loopback, private, link-local, CGNAT, multicast, reserved,
-unspecified, and IPv6 addresses that embed an IPv4 address (mapped, 6to4,
+unspecified, IPv6 site-local and documentation (fec0::/10, 3fff::/20), and
+IPv6 addresses that embed an IPv4 address (mapped, 6to4,
 NAT64, Teredo), except networks listed in `allowed_private_networks`.
 """
 
@@ -19,6 +20,9 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 ALLOWED_SCHEMES = ("http", "https")
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 _NAT64 = [ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48")]
+# Not public, although Python's is_private / is_global let them through:
+# deprecated site-local (RFC 3879) and the documentation prefix of RFC 9637.
+_NOT_GLOBAL_V6 = [ipaddress.ip_network("fec0::/10"), ipaddress.ip_network("3fff::/20")]
 
 
 def normalise_host(host: str) -> str:
@@ -93,6 +97,8 @@ def address_refusal(address: IPAddress, exempt: list[Network]) -> str | None:
         return "a multicast address"
     if address.version == 4 and address in _CGNAT:
         return "a CGNAT address"
+    if address.version == 6 and any(address in network for network in _NOT_GLOBAL_V6):
+        return "a site-local or documentation address"
     if address.is_private or address.is_reserved or not address.is_global:
         return "a private or reserved address"
     return None

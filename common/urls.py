@@ -2,7 +2,9 @@
 
 `output` is `w<W>`, `x<N>`, `<W>x<H>` or `full_size`, an optional quality
 suffix `-q<Q>` (or `-c<Q>`, the same), then `.<ext>`. Numbers are written
-without leading zeros so that one output has one URL and one cache file.
+without leading zeros. Names that mean the same output (`w120.jpeg`,
+`w120-c85.jpg`, `120x120.png` and `x120-q7.png`...) share one canonical name,
+which is the cache key and the object key: see `canonical_name`.
 """
 
 from __future__ import annotations
@@ -10,11 +12,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
+from collections.abc import Mapping
 from enum import StrEnum
 
-from common.errors import BadRequest, NotAcceptable
+from common.errors import BadRequest, NotAcceptable, UriTooLong
 
-SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
+MAX_SEGMENT_CHARS = 128
+MAX_PATH_CHARS = 1024
+SEGMENT = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_SEGMENT_CHARS}}}")
 _NUMBER = r"[1-9][0-9]{0,5}"
 OUTPUT = re.compile(
     rf"(?:w(?P<w>{_NUMBER})|x(?P<n>{_NUMBER})|(?P<bw>{_NUMBER})x(?P<bh>{_NUMBER})|(?P<full>full_size))"
@@ -22,6 +27,7 @@ OUTPUT = re.compile(
     r"\.(?P<ext>[a-z0-9]+)"
 )
 EXTENSION_ALIASES = {"jpeg": "jpg"}
+LOSSLESS_FORMATS = frozenset({"png", "gif"})  # quality means nothing to them
 CONTENT_TYPES = {
     "jpg": "image/jpeg",
     "png": "image/png",
@@ -74,9 +80,9 @@ class ImageRequest:
 
 
 def parse_output(name: str) -> OutputSpec:
-    match = OUTPUT.fullmatch(name)
+    match = OUTPUT.fullmatch(name) if len(name) <= MAX_SEGMENT_CHARS else None
     if match is None:
-        raise BadRequest(f"unknown output {name!r}")
+        raise BadRequest(f"unknown output {name[:MAX_SEGMENT_CHARS]!r}")
     quality = int(match["q"]) if match["q"] else None
     if quality is not None and quality > 100:
         raise BadRequest("quality must be 1-100")
@@ -91,17 +97,53 @@ def parse_output(name: str) -> OutputSpec:
     return OutputSpec(Fit.NONE, None, None, quality, ext)
 
 
-def parse_path(path: str, source: str | None = None) -> ImageRequest:
-    """Parse a request path; raise BadRequest when it is not in the grammar."""
+def effective_quality(output: OutputSpec, default_quality: Mapping[str, int]) -> int:
+    """The encoder quality of `output`: its own, else the format's default, else 100."""
+    return output.quality or default_quality.get(output.format, 100)
+
+
+def canonical_name(output: OutputSpec, default_quality: Mapping[str, int]) -> str:
+    """The one name of an output: `x<N>` for a square, `-q<Q>` only when Q is not
+    the format's default, no quality for a lossless format, one extension per format."""
+    if output.fit is Fit.WIDTH:
+        size = f"w{output.width}"
+    elif output.fit is Fit.COVER:
+        size = (
+            f"x{output.width}"
+            if output.width == output.height
+            else (f"{output.width}x{output.height}")
+        )
+    else:
+        size = "full_size"
+    quality = effective_quality(output, default_quality)
+    default = default_quality.get(output.format, 100)
+    suffix = "" if output.format in LOSSLESS_FORMATS or quality == default else f"-q{quality}"
+    return f"{size}{suffix}.{output.format}"
+
+
+def parse_path(
+    path: str, source: str | None = None, default_quality: Mapping[str, int] | None = None
+) -> ImageRequest:
+    """Parse a request path; raise BadRequest when it is not in the grammar (UriTooLong
+    past MAX_PATH_CHARS). The request's output name is the canonical one."""
+    if len(path) > MAX_PATH_CHARS:
+        raise UriTooLong(f"the path is longer than {MAX_PATH_CHARS} characters")
     segments = path.split("/")
     if len(segments) != 5 or segments[0] != "":
         raise BadRequest("expected /<model>/<imageType>/<id>/<output>")
     model, image_type, image_id, output_name = segments[1:]
     for segment in (model, image_type, image_id):
         if not SEGMENT.fullmatch(segment):
-            raise BadRequest(f"invalid path segment {segment!r}")
+            raise BadRequest(_segment_problem(segment))
     output = parse_output(output_name)
-    return ImageRequest(model, image_type, image_id, output_name, output, source)
+    name = canonical_name(output, default_quality or {})
+    return ImageRequest(model, image_type, image_id, name, output, source)
+
+
+def _segment_problem(segment: str) -> str:
+    if len(segment) > MAX_SEGMENT_CHARS:
+        return f"a path segment is longer than {MAX_SEGMENT_CHARS} characters"
+    return f"invalid path segment {segment[:MAX_SEGMENT_CHARS]!r}"
 
 
 def check_allowed(

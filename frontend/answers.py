@@ -8,9 +8,14 @@ from tornado.httputil import HTTPHeaders
 
 from frontend.cache import CachedFile
 
+# Sent with every answer: error bodies echo parts of the request, and no
+# browser may guess that they are HTML.
+NO_SNIFF = ("X-Content-Type-Options", "nosniff")
+
 
 def image_headers(cached: CachedFile, content_type: str, max_age_s: int) -> dict[str, str]:
     return {
+        NO_SNIFF[0]: NO_SNIFF[1],
         "Content-Type": content_type,
         "Cache-Control": f"public, max-age={max_age_s}",
         "ETag": cached.etag,

@@ -15,7 +15,7 @@ from common.config import Settings
 from common.errors import ImageServerError
 from common.metrics import Metrics
 from common.signing import verify
-from frontend.answers import image_headers, not_modified
+from frontend.answers import NO_SNIFF, image_headers, not_modified
 from frontend.rpc import ResizeClient
 from frontend.service import ImageService
 
@@ -27,6 +27,9 @@ class ImageHandler(tornado.web.RequestHandler):
         self.config = settings
         self.service = service
         self.metrics = metrics
+
+    def set_default_headers(self) -> None:
+        self.set_header(*NO_SNIFF)
 
     def prepare(self) -> None:
         self.service.active_requests += 1
@@ -103,8 +106,11 @@ def make_app(
 ) -> tornado.web.Application:
     handler_args = {"settings": settings, "service": service, "metrics": metrics}
     return tornado.web.Application(
-        # Every path goes to ImageHandler: one that is not in the grammar is its 400.
+        # Every request target goes to ImageHandler, `*` and relative ones
+        # included: one that is not in the grammar is its plain-text 400.
         [(r"/.*", ImageHandler, handler_args)],
+        default_handler_class=ImageHandler,
+        default_handler_args=handler_args,
         compress_response=False,
     )
 
@@ -113,6 +119,9 @@ class HealthHandler(tornado.web.RequestHandler):
     def initialize(self, service: ImageService, rpc: ResizeClient) -> None:
         self.service = service
         self.rpc = rpc
+
+    def set_default_headers(self) -> None:
+        self.set_header(*NO_SNIFF)
 
     def get(self) -> None:
         if not self.rpc.ready:

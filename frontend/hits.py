@@ -9,6 +9,7 @@ RequestHandler, no routing. That halves the cost of a hit. Everything else
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from collections.abc import Awaitable
 
@@ -20,6 +21,8 @@ from common.errors import ImageServerError
 from common.urls import ImageRequest
 from frontend.answers import image_headers, not_modified
 from frontend.service import ImageService
+
+log = logging.getLogger(__name__)
 
 
 class CacheHitsFirst(httputil.HTTPServerConnectionDelegate):
@@ -49,7 +52,17 @@ class CacheHitsFirst(httputil.HTTPServerConnectionDelegate):
     def hit_answer(
         self, start_line: httputil.RequestStartLine, headers: httputil.HTTPHeaders
     ) -> _Answer | None:
-        """The answer to a plain cache hit; None leaves the request to the Application."""
+        """The answer to a plain cache hit; None leaves the request to the Application,
+        which also gets anything unexpected here (and answers it, 500 at worst)."""
+        try:
+            return self._hit_answer(start_line, headers)
+        except Exception:
+            log.exception("the cache-hit path failed on %r", start_line.path[:200])
+            return None
+
+    def _hit_answer(
+        self, start_line: httputil.RequestStartLine, headers: httputil.HTTPHeaders
+    ) -> _Answer | None:
         if start_line.method not in ("GET", "HEAD") or "?" in start_line.path:
             return None
         if self._settings.signing_keys:

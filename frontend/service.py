@@ -17,7 +17,7 @@ from common.errors import QueueFull, ResizeTimeout, StorageUnavailable
 from common.messages import ResizeJob
 from common.sources import allowed_hosts, check_source_url
 from common.storage import ObjectStore, output_key
-from common.urls import ImageRequest, check_allowed, parse_path
+from common.urls import ImageRequest, check_allowed, effective_quality, parse_path
 from frontend.cache import CachedFile, OutputCache
 from frontend.rpc import ResizeClient
 
@@ -47,7 +47,7 @@ class ImageService:
 
     def parse(self, path: str, source: str | None) -> ImageRequest:
         """The request, validated: grammar (400), served outputs (406), allowed source (403)."""
-        request = parse_path(path, source)
+        request = parse_path(path, source, self._settings.default_quality)
         check_allowed(
             request.output, self._settings.whitelisted_extensions, self._settings.maximum_width
         )
@@ -147,7 +147,7 @@ class ImageService:
 
     def job_for(self, request: ImageRequest, timeout_s: float) -> ResizeJob:
         output = request.output
-        quality = output.quality or self._settings.default_quality.get(output.format, 100)
+        quality = effective_quality(output, self._settings.default_quality)
         return ResizeJob(
             cache_key=request.cache_key,
             source_url=self.source_url(request),

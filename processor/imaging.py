@@ -73,23 +73,20 @@ def render_master(master: Path, rendition: Rendition, limits: Limits) -> bytes:
         return _render(str(master), rendition, limits)
 
 
-def make_master(original: bytes, short_side: int, limits: Limits, path: Path) -> bool:
+def make_master(original: bytes, long_side: int, limits: Limits, path: Path) -> bool:
     """Write a pre-shrunk master of `original` to `path`; False if it is small already.
 
-    The master is upright, 8-bit sRGB, without metadata, its short side
-    `short_side`: large enough for every output that may be asked of it
-    (maximum_width, box crops included), and quick to load (libvips' own
-    uncompressed format, memory-mapped).
+    The master is upright, 8-bit sRGB, without metadata, its long side
+    `long_side` (maximum_width): every width-fit output fits in it, and so do
+    most crops (`master_covers` tells). Made with shrink-on-load, it costs
+    about what the largest output made straight from the original costs; it
+    is libvips' own uncompressed format, memory-mapped when read.
     """
     with _translated_errors(limits):
         header = _check_header(original, limits)
-        short, long = sorted((header.width, header.height))
-        if short <= short_side:
+        if max(header.width, header.height) <= long_side:
             return False
-        box = math.ceil(long * short_side / short)
-        image = pyvips.Image.thumbnail_buffer(
-            original, box, height=box, size="down", option_string=_LOAD_OPTIONS
-        )
+        image = _shrunk_on_load(original, header, long_side)
         image = _to_srgb(image)
         _abandon_after(image, limits.deadline)
         # Rebuilt from bare pixels: no profile or orientation of the original
@@ -102,6 +99,41 @@ def make_master(original: bytes, short_side: int, limits: Limits, path: Path) ->
         pixels.vipssave(str(tmp))
         os.replace(tmp, path)
         return True
+
+
+def _shrunk_on_load(original: bytes, header: pyvips.Image, long_side: int) -> pyvips.Image:
+    """`original` upright, its long side at least `long_side`, as cheaply as can be.
+
+    A JPEG is decoded at 1/2, 1/4 or 1/8 scale by its DCT (the largest that
+    keeps `long_side`) and not resampled further: the master is a step on the
+    way, and a lanczos pass here would cost as much again as the decode.
+    Other formats go through thumbnail (which shrinks WebP on load too).
+    """
+    long = max(header.width, header.height)
+    if header.get("vips-loader") == "jpegload_buffer":
+        shrink = max(f for f in (1, 2, 4, 8) if math.ceil(long / f) >= long_side)
+        # Turning an image upright reads it out of order: only then random access.
+        upright = header.get_typeof("orientation") == 0 or header.get("orientation") == 1
+        access = "sequential" if upright else "random"
+        image = pyvips.Image.new_from_buffer(
+            original, "", shrink=shrink, access=access, fail_on=_FAIL_ON
+        )
+        return image.autorot()
+    return pyvips.Image.thumbnail_buffer(
+        original, long_side, height=long_side, size="down", option_string=_LOAD_OPTIONS
+    )
+
+
+def master_covers(master: Path, rendition: Rendition) -> bool:
+    """True when `rendition` is made from `master` by shrinking only: a crop
+    taller (or wider) than the master's short side needs the original."""
+    if rendition.fit is Fit.NONE:
+        return False
+    if rendition.fit is Fit.WIDTH:
+        return True
+    header = pyvips.Image.new_from_file(str(master))  # reads the header only
+    assert rendition.width is not None and rendition.height is not None
+    return bool(rendition.width <= header.width and rendition.height <= header.height)
 
 
 @contextlib.contextmanager
@@ -173,8 +205,22 @@ def _thumbnail(source: bytes | str, width: int, **options: object) -> pyvips.Ima
     return pyvips.Image.thumbnail(source, width, **options)
 
 
+def _foreign_profile(image: pyvips.Image) -> bool:
+    """True when the image carries an ICC profile other than sRGB IEC61966-2.1.
+
+    Most photographs embed that very profile: their pixels are sRGB already, and
+    transforming them through it costs a third of a resize (lcms builds the
+    transform each time) for nothing. The ICC header names it: device
+    manufacturer "IEC ", model "sRGB" (bytes 48-55).
+    """
+    if image.get_typeof("icc-profile-data") == 0:
+        return False
+    profile = image.get("icc-profile-data")
+    return bytes(profile[48:56]) != b"IEC sRGB"
+
+
 def _to_srgb(image: pyvips.Image) -> pyvips.Image:
-    if image.interpretation == "cmyk" or image.get_typeof("icc-profile-data") != 0:
+    if image.interpretation == "cmyk" or _foreign_profile(image):
         image = image.icc_transform("srgb", embedded=True, intent="perceptual")
     if image.interpretation in ("b-w", "grey16"):
         target = "b-w"

@@ -1,17 +1,21 @@
 """Pre-shrunk masters: every output but full_size is made from one, not from the original.
 
-A master is made once per original (short side maximum_width, upright,
-sRGB, libvips' own format on disk) when a second size of it is asked; every
-further size of that image is then a resize of about a megapixel instead of
-a decode of the original. The first size is made straight from the original.
+A master is made once per original (long side maximum_width, upright, sRGB,
+libvips' own format on disk) when a second size of it is asked; every further
+size of that image is then a resize of at most maximum_width² pixels instead
+of a decode of the original. The first size is made straight from the
+original, and so is any crop that the master cannot cover without upscaling.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from common.config import Settings
+from common.errors import ResizeTimeout
 from common.files import KeyLock
 from processor import imaging
 
@@ -19,7 +23,7 @@ from processor import imaging
 class MasterStore:
     def __init__(self, settings: Settings) -> None:
         self._dir = settings.originals_dir / "masters"
-        self._short_side = settings.maximum_width
+        self._long_side = settings.maximum_width
 
     def path(self, source_url: str) -> Path:
         digest = hashlib.sha256(source_url.encode()).hexdigest()
@@ -31,12 +35,25 @@ class MasterStore:
         original: bytes,
         rendition: imaging.Rendition,
         limits: imaging.Limits,
+        on_resize_thread: Callable[[Callable[[], Any]], Any],
     ) -> bytes:
         """`rendition` from the master of `original`, made now if needed; straight
-        from the original when it is no larger than a master would be."""
+        from the original when it is no larger than a master would be.
+
+        libvips work goes through `on_resize_thread`; waiting for another job
+        that is making the same master happens here, on the caller's thread, so
+        that the resize thread never sits idle behind a lock.
+        """
         path = self.path(source_url)
-        with KeyLock(self._dir / ".locks", source_url):
-            made = path.exists() or imaging.make_master(original, self._short_side, limits, path)
-        if made:
-            return imaging.render_master(path, rendition, limits)
-        return imaging.render(original, rendition, limits)
+        lock = KeyLock(self._dir / ".locks", source_url)
+        if not lock.acquire_before(limits.deadline):
+            raise ResizeTimeout("waited too long for the master of this original")
+        try:
+            made = path.exists() or on_resize_thread(
+                lambda: imaging.make_master(original, self._long_side, limits, path)
+            )
+        finally:
+            lock.release()
+        if made and imaging.master_covers(path, rendition):
+            return bytes(on_resize_thread(lambda: imaging.render_master(path, rendition, limits)))
+        return bytes(on_resize_thread(lambda: imaging.render(original, rendition, limits)))

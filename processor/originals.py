@@ -14,7 +14,6 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +24,6 @@ from common.storage import ObjectStore, original_key
 from processor.fetch import SourceFetcher
 
 log = logging.getLogger(__name__)
-_LOCK_POLL_S = 0.02
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +57,8 @@ class OriginalStore:
         # original: wait for it and use its file rather than downloading again.
         lock = KeyLock(self._dir / ".locks", url)
         try:
-            _acquire_before(lock, deadline)
+            if not lock.acquire_before(deadline):
+                raise ResizeTimeout("waited too long for another download of the same original")
             data = _read_if_present(path)
             if data is not None:
                 yield Original(data, downloaded=False)
@@ -87,13 +86,6 @@ class OriginalStore:
     def _path(self, url: str) -> Path:
         digest = hashlib.sha256(url.encode()).hexdigest()
         return self._dir / digest[:2] / digest
-
-
-def _acquire_before(lock: KeyLock, deadline: float) -> None:
-    while not lock.try_acquire():
-        if time.monotonic() > deadline:
-            raise ResizeTimeout("waited too long for another download of the same original")
-        time.sleep(_LOCK_POLL_S)
 
 
 def _read_if_present(path: Path) -> bytes | None:

@@ -23,6 +23,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 import pika
 import pika.exceptions
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 _POLL_S = 0.2
 _STOP_GRACE_S = 30.0
 _ORIGINAL_TYPE = "application/octet-stream"
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,7 +197,7 @@ class Processor:
             deadline=min(own_deadline, client_deadline),
         )
 
-    def _resize(self, work: Callable[[], bytes]) -> bytes:
+    def _resize(self, work: Callable[[], T]) -> T:
         """Run `work` on the resize thread (in arrival order) and wait for it."""
         return self._resizer.submit(work).result()
 
@@ -203,7 +205,8 @@ class Processor:
         """The output, and the original's bytes when they were downloaded for it."""
         limits = self._limits(job)
         masters = self._masters if rendition.fit is not Fit.NONE else None
-        if masters is not None and (master := masters.path(job.source_url)).exists():
+        master = masters.path(job.source_url) if masters is not None else None
+        if master is not None and master.exists() and imaging.master_covers(master, rendition):
             return self._resize(lambda: imaging.render_master(master, rendition, limits)), None
         with self._originals.open(job.source_url, limits.deadline) as original:
             if original.downloaded:
@@ -213,9 +216,7 @@ class Processor:
                 # The first size of an image: no master yet, maybe never needed.
                 output = self._resize(lambda: imaging.render(data, rendition, limits))
             else:
-                output = self._resize(
-                    lambda: masters.render(job.source_url, data, rendition, limits)
-                )
+                output = masters.render(job.source_url, data, rendition, limits, self._resize)
             if len(output) > self._settings.max_output_bytes:
                 raise OutputTooLarge(
                     f"the output is {len(output)} bytes, above max_output_bytes "

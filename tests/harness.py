@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import pika
+import tornado.http1connection
 import tornado.httpserver
+import tornado.iostream
 import tornado.netutil
 import tornado.web
 import urllib3
@@ -103,6 +105,10 @@ class Route:
     content_type: str = "image/jpeg"
     delay_first_s: float = 0.0  # the first request waits this long, later ones do not
     headers: dict[str, str] = dataclasses.field(default_factory=dict)
+    # Headers (with the full Content-Length) at once, then one byte per interval.
+    trickle_interval_s: float = 0.0
+    # HTTP/1.0 style: no Content-Length, the body ends when the connection closes.
+    close_delimited: bool = False
 
 
 class _OriginHandler(tornado.web.RequestHandler):
@@ -119,11 +125,43 @@ class _OriginHandler(tornado.web.RequestHandler):
         if route.delay_first_s and self.origin.hits[path] == 1:
             self.origin.started[path].set()
             await asyncio.sleep(route.delay_first_s)
+        if route.close_delimited:
+            await self._close_delimited(route)
+            return
+        if route.trickle_interval_s:
+            await self._trickle(path, route)
+            return
         self.set_status(route.status)
         self.set_header("Content-Type", route.content_type)
         for name, value in route.headers.items():
             self.set_header(name, value)
         self.finish(route.body)
+
+    async def _close_delimited(self, route: Route) -> None:
+        connection = self.request.connection
+        assert isinstance(connection, tornado.http1connection.HTTP1Connection)
+        stream = connection.detach()
+        head = f"HTTP/1.1 {route.status} OK\r\nContent-Type: {route.content_type}\r\n"
+        await stream.write(head.encode() + b"Connection: close\r\n\r\n" + route.body)
+        stream.close()
+
+    async def _trickle(self, path: str, route: Route) -> None:
+        self.set_status(route.status)
+        self.set_header("Content-Type", route.content_type)
+        self.set_header("Content-Length", str(len(route.body)))
+        self.origin.started[path].set()
+        connection = self.request.connection
+        assert isinstance(connection, tornado.http1connection.HTTP1Connection)
+        for index in range(len(route.body)):
+            if connection.stream.closed():
+                return
+            self.write(route.body[index : index + 1])
+            try:
+                await self.flush()
+            except tornado.iostream.StreamClosedError:
+                return
+            await asyncio.sleep(route.trickle_interval_s)
+        self.finish()
 
 
 class Origin:

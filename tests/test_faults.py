@@ -260,17 +260,28 @@ def test_broker_restart_under_traffic(make_stack: Callable[..., Stack], origin: 
 
 
 def test_processor_killed_under_load(make_stack: Callable[..., Stack], origin: Origin) -> None:
-    """SIGKILL to a busy processor: every request still gets its image, none hangs."""
-    stack = make_stack(resize_deadline_s=15.0)
-    stack.start(processors=2)
+    """SIGKILL to a busy processor while it holds a job for sure: that very client,
+    and every other one, still gets its image; none hangs."""
+    stack = make_stack(resize_deadline_s=20.0)
+    stack.start(processors=1)
+    victim = "kill/load/victim/original.jpg"
+    origin.add(victim, photo(), delay_first_s=6.0)
     origin.add("kill/load/1/original.jpg", photo())
     paths = [f"/kill/load/1/w{width}.jpg" for width in range(100, 160)]
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        answers = pool.map(lambda path: stack.get(path).status, paths)
+        held = pool.submit(stack.get, "/kill/load/victim/w300.jpg")
+        # processor_0 (the only one yet) is downloading the victim's original:
+        # its job is in flight, unacked, when the signal lands.
+        assert origin.started[victim].wait(10)
+        stack.start_processor(1)
+        answers = [pool.submit(stack.get, path) for path in paths]
         done = lambda: stack.log("processor_0").count("resized kill/load/1/")  # noqa: E731
-        wait_until(lambda: done() >= 3, what="processor_0 busy")
-        stack.kill("processor_0")  # SIGKILL, in the middle of the load
-        statuses = list(answers)
+        wait_until(lambda: done() >= 3, what="processor_0 busy with the load too")
+        assert not held.done()
+        stack.kill("processor_0")  # SIGKILL, in the middle of the load and of the job
+        statuses = [answer.result().status for answer in answers]
+        victim_answer = held.result()
     assert statuses == [200] * len(paths)
+    assert victim_answer.status == 200 and decode(victim_answer.data).width == 300
+    assert origin.hits[victim] == 2  # the job was redelivered and done again
     assert stack.alive()["processor_1"]
-    assert stack.log("processor_1").count("resized kill/load/1/") > 0  # it took the rest

@@ -34,6 +34,10 @@ REFUSED = [
     "64:ff9b::7f00:1",
     "64:ff9b::808:808",
     "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+    "fec0::1",  # deprecated site-local: Python's is_private misses it
+    "feff:ffff::1",
+    "3fff::1",  # documentation (RFC 9637): Python's is_global misses it
+    "3fff:fff:ffff::1",
 ]
 ALLOWED = ["8.8.8.8", "1.1.1.1", "93.184.216.34", "2606:4700:4700::1111", "100.128.0.1"]
 

@@ -1,0 +1,55 @@
+"""Downloads have one deadline for all of it, and one source host a bounded share."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from common.errors import SourceBusy, SourceTimeout
+from processor.fetch import SourceFetcher
+from tests.harness import Origin
+from tests.images import photo
+from tests.processor.test_fetch import settings_for
+
+
+def test_a_trickling_source_is_cut_off_at_the_download_deadline(origin: Origin) -> None:
+    # One byte every 50 ms is well within the between-bytes timeout (5 s), so
+    # only a deadline for the whole download can stop it before its ~1000 s end.
+    url = origin.add("downloads/trickle.jpg", photo()[:20_000], trickle_interval_s=0.05)
+    fetcher = SourceFetcher(settings_for(origin, source_download_timeout_s=1.0))
+    with pytest.raises(SourceTimeout):
+        fetcher.fetch(url)
+
+
+def test_the_callers_deadline_wins_when_it_is_sooner(origin: Origin) -> None:
+    url = origin.add("downloads/trickle-2.jpg", photo()[:20_000], trickle_interval_s=0.05)
+    fetcher = SourceFetcher(settings_for(origin, source_download_timeout_s=600.0))
+    with pytest.raises(SourceTimeout):
+        fetcher.fetch(url, deadline=time.monotonic() + 1.0)
+
+
+def test_one_host_gets_a_bounded_number_of_downloads_at_once(origin: Origin) -> None:
+    slow = origin.add("downloads/slow.jpg", photo()[:20_000], trickle_interval_s=0.05)
+    fast = origin.add("downloads/fast.jpg", photo())
+    fetcher = SourceFetcher(
+        settings_for(origin, max_downloads_per_source_host=1, source_download_timeout_s=2.0)
+    )
+    outcome: list[BaseException] = []
+
+    def slow_download() -> None:
+        try:
+            fetcher.fetch(slow)
+        except SourceTimeout as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=slow_download)
+    thread.start()
+    assert origin.started["downloads/slow.jpg"].wait(10)
+    with pytest.raises(SourceBusy):
+        fetcher.fetch(fast)
+    thread.join(30)
+    assert len(outcome) == 1
+    # The slot is free again once the slow download has given up.
+    assert fetcher.fetch(fast) == photo()
