@@ -33,7 +33,7 @@ test: $(INSTALLED) rabbitmq lint
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy common frontend processor uploader bench
+	$(VENV)/bin/mypy common frontend processor uploader bench tests
 
 bench: $(INSTALLED) rabbitmq
 	bench/setup.sh

@@ -275,8 +275,10 @@ def test_processor_killed_under_load(make_stack: Callable[..., Stack], origin: O
         assert origin.started[victim].wait(10)
         stack.start_processor(1)
         answers = [pool.submit(stack.get, path) for path in paths]
-        done = lambda: stack.log("processor_0").count("resized kill/load/1/")  # noqa: E731
-        wait_until(lambda: done() >= 3, what="processor_0 busy with the load too")
+        wait_until(
+            lambda: stack.log("processor_0").count("resized kill/load/1/") >= 3,
+            what="processor_0 busy with the load too",
+        )
         assert not held.done()
         stack.kill("processor_0")  # SIGKILL, in the middle of the load and of the job
         statuses = [answer.result().status for answer in answers]
