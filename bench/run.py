@@ -130,6 +130,7 @@ def measure(
     work: Path,
     pids: Callable[[], list[int]],
 ) -> tuple[LoadResult, float]:
+    servers.wait_until_idle()
     with servers.PeakRss(pids) as rss:
         result = load.wrk(port, paths, seconds, connections, work)
     return result, rss.peak_kib / 1024

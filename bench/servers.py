@@ -63,6 +63,25 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def _busy_jiffies() -> int:
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    idle = int(fields[3]) + int(fields[4])  # idle + iowait
+    return sum(int(f) for f in fields[:8]) - idle
+
+
+def wait_until_idle(timeout_s: float = 60.0, busy_share: float = 0.1) -> None:
+    """Wait until the machine is nearly idle: whatever one side left running (a
+    backlog of uploads, jobs still in a queue) must not slow the other side's run."""
+    give_up = time.monotonic() + timeout_s
+    cores = os.cpu_count() or 1
+    tick = os.sysconf("SC_CLK_TCK")
+    while time.monotonic() < give_up:
+        before = _busy_jiffies()
+        time.sleep(0.5)
+        if (_busy_jiffies() - before) / tick / 0.5 / cores < busy_share:
+            return
+
+
 def broker_pids() -> list[int]:
     """RabbitMQ's Erlang VM (beam.smp), which ours needs and thumbor does not."""
     found = []

@@ -160,6 +160,9 @@ class Settings:
     # The uploader.
     upload_rate_per_s: float = _key(20.0, "Most objects the uploader stores per second.")
     upload_concurrency: int = _key(4, "Most uploads in progress at once, per uploader.")
+    uploader_health_port: int = _key(
+        7090, "Port of the uploader's /health (object storage and RabbitMQ reachable)."
+    )
     upload_retry_delays_s: list[float] = _key(
         [1.0, 5.0, 30.0, 120.0, 600.0],
         "Delay before each retry of a failed upload; when all are spent it is dead-lettered.",

@@ -10,6 +10,12 @@ import pytest
 from tests.harness import REPO, Origin, S3Server, Stack, Vhost
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that stop the whole RabbitMQ node run last: if one fails and leaves the
+    broker down, every other result has been taken already."""
+    items.sort(key=lambda item: item.get_closest_marker("stops_broker") is not None)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def rabbitmq() -> None:
     """The real local RabbitMQ, started by the same script `make test` uses."""

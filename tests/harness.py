@@ -225,6 +225,7 @@ class Stack:
             **base,
             "server_port": free_port(),
             "status_port": free_port(),
+            "uploader_health_port": free_port(),
             "source_domain": origin.url(""),
             "local_base_path": str(workdir / "cache"),
             "originals_path": str(workdir / "originals"),

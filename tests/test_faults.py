@@ -72,6 +72,7 @@ def test_undecodable_job_is_dead_lettered_and_the_worker_survives(
     assert stack.alive()["processor_0"]
 
 
+@pytest.mark.stops_broker
 def test_broker_stopped_hits_still_served_misses_503_then_recovers(
     make_stack: Callable[..., Stack], origin: Origin
 ) -> None:
@@ -228,6 +229,7 @@ def test_an_original_above_max_source_bytes_is_413(
     assert stack.alive()["processor_0"]
 
 
+@pytest.mark.stops_broker
 def test_broker_restart_under_traffic(make_stack: Callable[..., Stack], origin: Origin) -> None:
     """Requests in flight may fail with 503/504; none hangs, nothing needs a restart."""
     stack = make_stack(resize_deadline_s=5.0)

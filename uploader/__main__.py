@@ -9,6 +9,7 @@ from common import program
 from common.errors import StorageRefused, StorageUnavailable
 from common.storage import open_store
 from uploader.consumer import Uploader
+from uploader.health import Health, serve
 
 log = logging.getLogger("uploader")
 
@@ -18,15 +19,20 @@ def main(argv: list[str] | None = None) -> None:
     settings = program.load_settings(args)
     program.configure_logging(settings, "uploader")
     store = open_store(settings)
+    health = Health()
+    server = serve(health, settings.bind_address, settings.uploader_health_port)
     try:
         store.prepare()
+        health.storage_ok()
     except StorageRefused as exc:
         sys.exit(f"object storage refuses us: {exc.message}")
     except StorageUnavailable as exc:
         # Not fatal: uploads wait in their queue and are retried until it is back.
-        log.warning("object storage is not reachable yet: %s", exc.message)
+        log.error("object storage is not reachable: %s (uploads wait in RabbitMQ)", exc.message)
+        health.storage_failed(exc.message)
     stop = program.stop_event_on_signals()
-    Uploader(settings, store, stop).run()
+    Uploader(settings, store, stop, health).run()
+    server.shutdown()
     log.info("stopped")
 
 

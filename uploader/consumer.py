@@ -24,6 +24,7 @@ from common.config import Settings
 from common.errors import ImageServerError, MessageDecodeError
 from common.messages import UploadJob
 from common.storage import ObjectStore
+from uploader.health import Health
 from uploader.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
@@ -31,8 +32,11 @@ _POLL_S = 0.2
 
 
 class Uploader:
-    def __init__(self, settings: Settings, store: ObjectStore, stop: threading.Event) -> None:
+    def __init__(
+        self, settings: Settings, store: ObjectStore, stop: threading.Event, health: Health
+    ) -> None:
         self._settings = settings
+        self._health = health
         self._store = store
         self._stop = stop
         self._limiter = RateLimiter(settings.upload_rate_per_s)
@@ -43,7 +47,9 @@ class Uploader:
         amqp.consume_until_stopped(self._consume, self._stop, self._settings)
 
     def _consume(self) -> None:
+        self._health.broker_connected = False
         connection = pika.BlockingConnection(amqp.connection_parameters(self._settings))
+        self._health.broker_connected = True
         self._in_progress = 0
         pool = concurrent.futures.ThreadPoolExecutor(self._settings.upload_concurrency)
         try:
@@ -62,6 +68,7 @@ class Uploader:
             while self._in_progress and time.monotonic() < give_up:
                 connection.process_data_events(time_limit=_POLL_S)
         finally:
+            self._health.broker_connected = False
             pool.shutdown(wait=False, cancel_futures=True)
             if connection.is_open:
                 connection.close()
@@ -96,8 +103,11 @@ class Uploader:
         failure: ImageServerError | None = None
         try:
             self._store.put(job.key, job.payload, job.content_type)
+            self._health.storage_ok()
         except ImageServerError as exc:
             failure = exc
+            if exc.retryable:
+                self._health.storage_failed(exc.message)
         except Exception as exc:  # a bug costs one upload attempt, never the uploader
             log.exception("upload of %s crashed", job.key)
             failure = ImageServerError(f"internal error ({type(exc).__name__})")

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.errors import BadRequest, NotAcceptable
-from common.urls import SEGMENT, check_allowed, parse_output, parse_path
+from common.errors import BadRequest, NotAcceptable, UriTooLong
+from common.urls import (
+    LOSSLESS_FORMATS,
+    SEGMENT,
+    canonical_name,
+    check_allowed,
+    effective_quality,
+    parse_output,
+    parse_path,
+)
 
 segment = st.from_regex(SEGMENT, fullmatch=True)
 output = st.from_regex(
@@ -44,6 +54,29 @@ def test_near_grammar_paths_parse_or_are_refused_cleanly(
 @given(st.text(max_size=40))
 def test_outputs_parse_or_are_bad_requests(name: str) -> None:
     try:
-        parse_output(name)
+        spec = parse_output(name)
     except BadRequest:
-        pass
+        return
+    # What parses is in the grammar: its canonical name parses to the same output.
+    assert parse_output(canonical_name(spec, {})) == dataclasses.replace(
+        spec, quality=None if spec.format in LOSSLESS_FORMATS else spec.quality
+    )
+
+
+@given(segment, segment, segment, output)
+def test_equivalent_names_have_one_canonical_name(
+    model: str, kind: str, image_id: str, name: str
+) -> None:
+    defaults = {"jpg": 85, "webp": 80}
+    try:
+        request = parse_path(f"/{model}/{kind}/{image_id}/{name}", None, defaults)
+    except (BadRequest, UriTooLong):
+        return
+    again = parse_path(f"/{model}/{kind}/{image_id}/{request.output_name}", None, defaults)
+    assert again.cache_key == request.cache_key  # canonical names are fixed points
+    assert effective_quality(again.output, defaults) == effective_quality(request.output, defaults)
+    assert (again.output.fit, again.output.width, again.output.height) == (
+        request.output.fit,
+        request.output.width,
+        request.output.height,
+    )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import PIL.Image
 import pytest
 
 from tests.harness import Origin, Stack
@@ -13,6 +15,7 @@ from tests.images import (
     animated_gif,
     decode,
     jpeg_bomb,
+    mean_abs_difference,
     photo,
     png_bomb,
     quadrants,
@@ -130,3 +133,21 @@ def test_exif_orientations_are_applied(
         corner = image.crop(2, 2, 8, 8).stats()
         means = [corner(4, band + 1)[0] for band in range(3)]
         assert all(abs(m - c) < 40 for m, c in zip(means, colour, strict=True)), (output, means)
+
+
+def test_an_animated_original_gives_its_first_frame_only(
+    hostile_stack: Stack, origin: Origin
+) -> None:
+    """A tall strip of every frame would also be at most 200 wide: check it is one frame."""
+    gif = animated_gif(200)
+    image_id = next(_ids)
+    origin.add(f"hostile/frames/{image_id}/original.jpg", gif)
+    response = hostile_stack.get(f"/hostile/frames/{image_id}/w200.png")
+    assert response.status == 200
+    ours = decode(response.data)
+    assert (ours.width, ours.height) == (64, 64)  # one 64x64 frame, never upscaled
+    with PIL.Image.open(io.BytesIO(gif)) as opened:  # Pillow reads the first frame
+        first = opened.convert("RGB")
+        buffer = io.BytesIO()
+        first.save(buffer, "PNG")
+    assert mean_abs_difference(ours[:3] if ours.bands > 3 else ours, decode(buffer.getvalue())) < 1

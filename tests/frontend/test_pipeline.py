@@ -8,6 +8,7 @@ import http.client
 import itertools
 import json
 import string
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -103,7 +104,8 @@ def test_hits_answer_the_same_on_both_paths(stack: Stack, origin: Origin) -> Non
     assert fast.data == full.data
     for name in ("Content-Type", "Content-Length", "ETag", "Last-Modified", "Cache-Control"):
         assert fast.headers[name] == full.headers[name], name
-    assert email.utils.parsedate_to_datetime(fast.headers["Date"])
+    answered = email.utils.parsedate_to_datetime(fast.headers["Date"]).timestamp()
+    assert abs(answered - time.time()) < 60  # the time of the answer, not of the file
 
 
 def test_cache_hit_headers_and_conditional_requests(stack: Stack, origin: Origin) -> None:
@@ -115,7 +117,9 @@ def test_cache_hit_headers_and_conditional_requests(stack: Stack, origin: Origin
     assert stack.resizes(key) == 1
     assert second.headers["Cache-Control"] == "public, max-age=31536000"
     etag = second.headers["ETag"]
-    assert email.utils.parsedate_to_datetime(second.headers["Last-Modified"])
+    cached = stack.workdir / "cache" / key
+    last_modified = email.utils.parsedate_to_datetime(second.headers["Last-Modified"])
+    assert last_modified.timestamp() == int(cached.stat().st_mtime)
     by_etag = stack.get(f"{prefix}/w400.jpg", headers={"If-None-Match": etag})
     assert by_etag.status == 304 and by_etag.data == b""
     by_date = stack.get(
@@ -124,7 +128,6 @@ def test_cache_hit_headers_and_conditional_requests(stack: Stack, origin: Origin
     assert by_date.status == 304
     stale = stack.get(f"{prefix}/w400.jpg", headers={"If-None-Match": '"other"'})
     assert stale.status == 200 and stale.data == first.data
-    cached = stack.workdir / "cache" / key
     assert cached.read_bytes() == first.data
 
 
@@ -205,11 +208,32 @@ def test_errors_are_not_cached(stack: Stack, origin: Origin) -> None:
     assert stack.get(f"{prefix}/w100.jpg").status == 200
 
 
-def test_status_page_counts(stack: Stack) -> None:
-    status_url = f"http://127.0.0.1:{stack.config['status_port']}/status"
-    body = json.loads(stack.http.request("GET", status_url).data)
-    assert body["broker_connected"] is True
-    assert body["counters"]["requests"] > 0
+def status_counters(stack: Stack) -> list[dict[str, int]]:
+    """The counters of every frontend process of the stack (one status port each)."""
+    found = []
+    for index in range(2):
+        url = f"http://127.0.0.1:{stack.config['status_port'] + index}/status"
+        body = json.loads(stack.http.request("GET", url).data)
+        assert body["broker_connected"] is True
+        found.append(body["counters"])
+    return found
+
+
+def test_status_page_counts(stack: Stack, origin: Origin) -> None:
+    """Counts of this test's own requests, summed over both frontends: it passes
+    alone and in any order."""
+    before = status_counters(stack)
+    prefix = new_image(origin)
+    for _ in range(3):
+        assert stack.get(f"{prefix}/w60.jpg").status == 200
+    assert stack.get("/user/avatar/1/random.jpg").status == 400
+    after = status_counters(stack)
+
+    def grew(name: str) -> int:
+        return sum(a.get(name, 0) - b.get(name, 0) for a, b in zip(after, before, strict=True))
+
+    assert [grew(name) for name in ("requests", "cache_misses", "resizes_requested")] == [4, 1, 1]
+    assert [grew(name) for name in ("cache_hits", "status_400")] == [2, 1]
 
 
 @settings(max_examples=150, deadline=None)

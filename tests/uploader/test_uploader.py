@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 from collections.abc import Callable
@@ -144,6 +145,13 @@ def test_storage_outage_loses_nothing(
         response = stack.get(f"/outage/s3/1/w{width}.jpg")
         assert response.status == 200
         answers[f"{PREFIX}/outage/s3/1/w{width}.jpg"] = response.data
+    delays = stack.config["upload_retry_delays_s"]
+
+    def waiting_for_retry() -> int:
+        return sum(stack.vhost.message_count(amqp.upload_delay_queue(d)) for d in delays)
+
+    # Failed uploads wait in the delay queues (not in a sleeping consumer).
+    wait_until(lambda: waiting_for_retry() > 0, what="uploads in a delay queue")
     s3.start()  # a fresh, empty server: the uploader recreates the bucket
     wait_until(
         lambda: all(objects.get(key) is not None for key in answers),
@@ -152,7 +160,7 @@ def test_storage_outage_loses_nothing(
     )
     for key, data in answers.items():
         assert objects.get(key) == data, key
-    assert "retry" in stack.log("uploader")
+    assert waiting_for_retry() == 0
     assert stack.vhost.message_count(amqp.UPLOAD_DEAD_QUEUE) == 0
 
 
@@ -241,3 +249,23 @@ def test_uploader_stops_at_start_when_the_bucket_is_missing_and_may_not_be_made(
     process = stack.spawn("uploader", "uploader")
     assert process.wait(30) != 0
     assert "bucket 'absent' does not exist" in stack.log("uploader")
+
+
+def test_unreachable_storage_is_reported_at_start(
+    make_stack: Callable[..., Stack], s3: S3Server
+) -> None:
+    s3.stop()
+    stack = make_stack(**s3.config())
+    stack.start(processors=0, uploader=True)
+    health_url = f"http://127.0.0.1:{stack.config['uploader_health_port']}/health"
+    answer = stack.http.request("GET", health_url)
+    assert answer.status == 503
+    assert json.loads(answer.data)["storage_reachable"] is False
+    assert "object storage is not reachable" in stack.log("uploader")
+    s3.start()
+    publish_backlog(stack.vhost.amqp_url, stack.workdir / "config", 1)  # it works again
+    wait_until(
+        lambda: stack.http.request("GET", health_url).status == 200,
+        timeout_s=30,
+        what="healthy once an upload succeeds",
+    )

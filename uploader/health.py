@@ -1,0 +1,61 @@
+"""The uploader's own health answer: is object storage reachable, is RabbitMQ.
+
+`GET /health` on uploader_health_port: 200 when both are, 503 with the
+reason otherwise (JSON either way). Storage's state is what the last start-up
+check or upload found, so an unreachable store is reported from the first
+second, not only after the first upload has failed.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+
+
+class Health:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.storage_problem: str | None = "not checked yet"
+        self.broker_connected = False
+
+    def storage_ok(self) -> None:
+        with self._lock:
+            self.storage_problem = None
+
+    def storage_failed(self, reason: str) -> None:
+        with self._lock:
+            self.storage_problem = reason
+
+    def report(self) -> tuple[int, dict[str, object]]:
+        with self._lock:
+            problem = self.storage_problem
+        healthy = problem is None and self.broker_connected
+        body: dict[str, object] = {
+            "storage_reachable": problem is None,
+            "storage_problem": problem,
+            "broker_connected": self.broker_connected,
+        }
+        return (200 if healthy else 503), body
+
+
+def serve(health: Health, address: str, port: int) -> http.server.ThreadingHTTPServer:
+    """Answer /health on a daemon thread; returns the server (shut it down to stop)."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
+            status, body = health.report() if self.path == "/health" else (404, {})
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("X-Content-Type-Options", "nosniff")
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return  # health checks every few seconds would flood the log
+
+    server = http.server.ThreadingHTTPServer((address, port), Handler)
+    threading.Thread(target=server.serve_forever, name="health", daemon=True).start()
+    return server
