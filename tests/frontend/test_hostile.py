@@ -150,4 +150,6 @@ def test_an_animated_original_gives_its_first_frame_only(
         first = opened.convert("RGB")
         buffer = io.BytesIO()
         first.save(buffer, "PNG")
-    assert mean_abs_difference(ours[:3] if ours.bands > 3 else ours, decode(buffer.getvalue())) < 1
+    # A black and white GIF may come back one band; Pillow's PNG may carry a tRNS alpha.
+    reference = decode(buffer.getvalue())[:3]
+    assert mean_abs_difference(ours.colourspace("srgb")[:3], reference) < 1
