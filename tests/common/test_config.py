@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 
 from common import config
 from common.errors import ConfigError
-from tests.harness import REPO
+from tests.harness import REPO, management
 
 MINIMAL = {"source_domain": "http://127.0.0.1/", "local_base_path": "c", "originals_path": "o"}
 
@@ -73,3 +74,34 @@ def test_a_program_with_a_bad_key_stops_at_start_naming_it(tmp_path: Path, progr
     assert done.returncode != 0
     assert "maximum_widht" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def vhost_of(env: str) -> str:
+    return urllib.parse.unquote(urllib.parse.urlsplit(config.load(env).amqp_url).path[1:])
+
+
+def test_each_environment_has_a_vhost_of_its_own() -> None:
+    vhosts = [vhost_of(env) for env in ("development", "production", "test")]
+    assert len(set(vhosts)) == 3
+    assert "" not in vhosts and "/" not in vhosts
+
+
+def test_the_set_up_creates_the_environments_vhost() -> None:
+    done = subprocess.run(
+        [str(REPO / "scripts" / "ensure-vhost.sh"), "development"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    quoted = urllib.parse.quote(vhost_of("development"), safe="")
+    permissions = management("GET", f"/vhosts/{quoted}/permissions")
+    assert [p["user"] for p in permissions] == ["guest"]
+
+
+def test_the_sample_origin_starts_only_where_it_is_asked_for() -> None:
+    conf = (REPO / "supervisord.conf").read_text()
+    program = conf.split("[program:sample-origin]", 1)[1].split("\n[", 1)[0]
+    assert "autostart=%(ENV_IMAGE_SERVER_SAMPLE_ORIGIN)s" in program
+    makefile = (REPO / "Makefile").read_text()
+    assert "IMAGE_SERVER_SAMPLE_ORIGIN=$(if $(filter development,$(ENV)),true,false)" in makefile
