@@ -31,19 +31,14 @@ class KeyLock:
     flock is released by the kernel when its holder dies, so a crashed
     process never leaves a stale lock. The holder removes the lock file
     before it lets go, so files do not pile up (one per key ever asked);
-    whoever was waiting on the removed file finds, once it holds it, that
-    the path no longer names it, and starts again with the current file.
+    whoever opened the file just before it was removed finds, once it holds
+    it, that the path no longer names it, and starts again with the current
+    file.
     """
 
     def __init__(self, lock_dir: Path, key: str) -> None:
         self._path = lock_dir / hashlib.sha256(key.encode()).hexdigest()
         self._fd: int | None = None
-
-    def try_acquire(self) -> bool:
-        return self._lock(blocking=False)
-
-    def acquire(self) -> None:
-        self._lock(blocking=True)
 
     def acquire_before(self, deadline: float, poll_s: float = 0.02) -> bool:
         """Wait for the lock until `deadline` (time.monotonic()); False if it did not come."""
@@ -62,18 +57,19 @@ class KeyLock:
         os.close(self._fd)
         self._fd = None
 
-    def _lock(self, blocking: bool) -> bool:
+    def try_acquire(self) -> bool:
+        """Take the lock if nobody holds it; never waits."""
         while True:
             fd = self._open()
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
                 return False
             if self._still_named(fd):
                 self._fd = fd
                 return True
-            os.close(fd)  # its holder removed it after we opened it
+            os.close(fd)  # its holder removed it after we opened it: try the new one
 
     def _open(self) -> int:
         try:
@@ -89,10 +85,3 @@ class KeyLock:
             return False
         mine = os.fstat(fd)
         return (current.st_dev, current.st_ino) == (mine.st_dev, mine.st_ino)
-
-    def __enter__(self) -> KeyLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.release()

@@ -38,7 +38,8 @@ class MasterStore:
         on_resize_thread: Callable[[Callable[[], Any]], Any],
     ) -> bytes:
         """`rendition` from the master of `original`, made now if needed; straight
-        from the original when it is no larger than a master would be.
+        from the original when it is no larger than a master would be, or when
+        the master cannot cover the crop without upscaling.
 
         libvips work goes through `on_resize_thread`; waiting for another job
         that is making the same master happens here, on the caller's thread, so

@@ -41,9 +41,6 @@ class OriginalStore:
         self._dir = settings.originals_dir
         self._fetcher = fetcher
 
-    def is_local(self, url: str) -> bool:
-        return self._path(url).exists()
-
     @contextlib.contextmanager
     def open(self, url: str, deadline: float) -> Iterator[Original]:
         """The original of `url`. A downloaded one is written to disk when the

@@ -1,0 +1,47 @@
+"""KeyLock: mutual exclusion between processes, and no lock file left behind."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from pathlib import Path
+
+from common.files import KeyLock
+
+
+def _contend(lock_dir: str, inside: str, rounds: int) -> int:
+    """Take the lock `rounds` times; inside it, check that nobody else is inside."""
+    overlaps = 0
+    marker = Path(inside)
+    for _ in range(rounds):
+        lock = KeyLock(Path(lock_dir), "one key")
+        assert lock.acquire_before(time.monotonic() + 60, poll_s=0.0005)
+        try:
+            if marker.exists():
+                overlaps += 1
+            marker.touch()
+            time.sleep(0.0002)
+            marker.unlink()
+        finally:
+            lock.release()
+    return overlaps
+
+
+def test_one_holder_at_a_time_across_processes_and_no_files_left(tmp_path: Path) -> None:
+    lock_dir = tmp_path / "locks"
+    args = (str(lock_dir), str(tmp_path / "inside"), 150)
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        overlaps = pool.starmap(_contend, [args] * 4)
+    assert overlaps == [0, 0, 0, 0]
+    assert list(lock_dir.iterdir()) == []
+
+
+def test_a_held_lock_is_not_taken_and_comes_free_on_release(tmp_path: Path) -> None:
+    first, second = KeyLock(tmp_path, "k"), KeyLock(tmp_path, "k")
+    assert first.try_acquire()
+    assert not second.try_acquire()
+    assert not second.acquire_before(time.monotonic() + 0.1)
+    first.release()
+    assert second.try_acquire()
+    assert KeyLock(tmp_path, "other key").try_acquire()  # keys are independent
+    second.release()
