@@ -143,8 +143,8 @@ def versions(thumbor_venv: Path) -> dict[str, str]:
             done = subprocess.run(command, capture_output=True, text=True)
         except OSError:
             return "?"
-        text = (done.stdout + done.stderr).strip()
-        return text.splitlines()[0] if text else "?"
+        found = re.search(r"\d+(\.\d+)+", done.stdout + done.stderr)
+        return found.group(0) if found else "?"
 
     freeze = subprocess.run(
         [str(thumbor_venv / "bin" / "pip"), "freeze"], capture_output=True, text=True

@@ -108,11 +108,8 @@ def canonical_name(output: OutputSpec, default_quality: Mapping[str, int]) -> st
     if output.fit is Fit.WIDTH:
         size = f"w{output.width}"
     elif output.fit is Fit.COVER:
-        size = (
-            f"x{output.width}"
-            if output.width == output.height
-            else (f"{output.width}x{output.height}")
-        )
+        square = output.width == output.height
+        size = f"x{output.width}" if square else f"{output.width}x{output.height}"
     else:
         size = "full_size"
     quality = effective_quality(output, default_quality)

@@ -185,7 +185,7 @@ def _abandon_after(image: pyvips.Image, deadline: float) -> None:
 
 def _resize_original(original: bytes, header: pyvips.Image, rendition: Rendition) -> pyvips.Image:
     if rendition.fit is Fit.NONE:
-        image = pyvips.Image.new_from_buffer(original, "", access="sequential", fail_on=_FAIL_ON)
+        image = pyvips.Image.new_from_buffer(original, "", access=_access(header), fail_on=_FAIL_ON)
         return image.autorot()
     if header.get("vips-loader") == "jpegload_buffer":
         # Our own shrink-on-load (see _jpeg_shrink), then thumbnail's resize and crop.

@@ -60,6 +60,18 @@ def test_full_size_converts_format_without_resizing() -> None:
     assert mean_abs_difference(out, source) < 4
 
 
+@pytest.mark.parametrize("fit", [Fit.NONE, Fit.WIDTH, Fit.COVER])
+def test_large_rotated_originals_come_out_upright(fit: Fit) -> None:
+    """Turning a large image upright reads it out of order: it must not be read as a stream."""
+    image = decode(photo()).resize(1.6).copy()  # 2560x1600, tagged "rotate 90 to view"
+    image.set_type(pyvips.GValue.gint_type, "orientation", 6)
+    tagged = bytes(image.jpegsave_buffer(Q=90))
+    width, height = {Fit.NONE: (None, None), Fit.WIDTH: (500, None), Fit.COVER: (300, 400)}[fit]
+    out = decode(render(tagged, rendition(fit, width, height, "jpg")))
+    expected = {Fit.NONE: (1600, 2560), Fit.WIDTH: (500, 800), Fit.COVER: (300, 400)}[fit]
+    assert (out.width, out.height) == expected
+
+
 @pytest.mark.parametrize(
     ("fmt", "expected_loader"),
     [
