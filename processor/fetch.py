@@ -74,7 +74,7 @@ class SourceFetcher:
         """
         own = time.monotonic() + self._download_timeout_s
         deadline = own if deadline is None else min(deadline, own)
-        sources.check_source_url(url, self._allowed_hosts)
+        # Counted by the host asked for; each hop is checked in _request.
         with self._slot(sources.host_of(url)):
             for _hop in range(self._max_redirects + 1):
                 response = self._request(url, deadline)
@@ -149,31 +149,13 @@ class SourceFetcher:
         return str(addresses[0])
 
     def _pool(self, scheme: str, address: str, port: int, host: str) -> urllib3.HTTPConnectionPool:
-        with self._lock:
-            return self._pool_locked(scheme, address, port, host)
-
-    def _pool_locked(
-        self, scheme: str, address: str, port: int, host: str
-    ) -> urllib3.HTTPConnectionPool:
         key = (scheme, address, port, host)
-        pool = self._pools.get(key)
-        if pool is None:
-            if len(self._pools) >= _MAX_POOLS:
-                self._pools.pop(next(iter(self._pools))).close()
-            if scheme == "https":
-                # Connect to the checked address, verify the certificate of the host name.
-                pool = urllib3.HTTPSConnectionPool(
-                    address,
-                    port,
-                    maxsize=_POOL_CONNECTIONS,
-                    server_hostname=host,
-                    assert_hostname=host,
-                    cert_reqs="CERT_REQUIRED",
-                    ca_certs=certifi.where(),
-                )
-            else:
-                pool = urllib3.HTTPConnectionPool(address, port, maxsize=_POOL_CONNECTIONS)
-            self._pools[key] = pool
+        with self._lock:  # job threads share the pools
+            pool = self._pools.get(key)
+            if pool is None:
+                if len(self._pools) >= _MAX_POOLS:
+                    self._pools.pop(next(iter(self._pools))).close()
+                pool = self._pools[key] = _new_pool(scheme, address, port, host)
         return pool
 
     def _body(self, response: urllib3.BaseHTTPResponse, deadline: float) -> bytes:
@@ -218,3 +200,18 @@ def _limit_next_read(response: urllib3.BaseHTTPResponse, timeout: urllib3.Timeou
     sock = getattr(connection, "sock", None)
     if sock is not None and isinstance(timeout.read_timeout, float):
         sock.settimeout(timeout.read_timeout)
+
+
+def _new_pool(scheme: str, address: str, port: int, host: str) -> urllib3.HTTPConnectionPool:
+    if scheme == "https":
+        # Connect to the checked address, verify the certificate of the host name.
+        return urllib3.HTTPSConnectionPool(
+            address,
+            port,
+            maxsize=_POOL_CONNECTIONS,
+            server_hostname=host,
+            assert_hostname=host,
+            cert_reqs="CERT_REQUIRED",
+            ca_certs=certifi.where(),
+        )
+    return urllib3.HTTPConnectionPool(address, port, maxsize=_POOL_CONNECTIONS)

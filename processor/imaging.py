@@ -110,13 +110,10 @@ def _shrunk_on_load(original: bytes, header: pyvips.Image, long_side: int) -> py
     way, and a lanczos pass here would cost as much again as the decode.
     Other formats go through thumbnail (which shrinks WebP on load too).
     """
-    long = max(header.width, header.height)
     if header.get("vips-loader") == "jpegload_buffer":
-        shrink = max(f for f in (1, 2, 4, 8) if math.ceil(long / f) >= long_side)
-        image = pyvips.Image.new_from_buffer(
-            original, "", shrink=shrink, access=_access(header), fail_on=_FAIL_ON
-        )
-        return image.autorot()
+        landscape = header.width >= header.height
+        need = (long_side, 1) if landscape else (1, long_side)
+        return _load(original, header, _dct_shrink(header.width, header.height, *need)).autorot()
     return pyvips.Image.thumbnail_buffer(
         original, long_side, height=long_side, size="down", option_string=_LOAD_OPTIONS
     )
@@ -185,17 +182,10 @@ def _abandon_after(image: pyvips.Image, deadline: float) -> None:
 
 def _resize_original(original: bytes, header: pyvips.Image, rendition: Rendition) -> pyvips.Image:
     if rendition.fit is Fit.NONE:
-        image = pyvips.Image.new_from_buffer(original, "", access=_access(header), fail_on=_FAIL_ON)
-        return image.autorot()
+        return _load(original, header).autorot()
     if header.get("vips-loader") == "jpegload_buffer":
         # Our own shrink-on-load (see _jpeg_shrink), then thumbnail's resize and crop.
-        image = pyvips.Image.new_from_buffer(
-            original,
-            "",
-            shrink=_jpeg_shrink(header, rendition),
-            access=_access(header),
-            fail_on=_FAIL_ON,
-        )
+        image = _load(original, header, _jpeg_shrink(header, rendition))
         return _thumbnail(image.thumbnail_image, rendition)
     return _thumbnail(
         functools.partial(pyvips.Image.thumbnail_buffer, original, option_string=_LOAD_OPTIONS),
@@ -216,16 +206,24 @@ def _thumbnail(thumbnail: Callable[..., pyvips.Image], rendition: Rendition) -> 
     return thumbnail(rendition.width, height=rendition.height, crop="centre", size="both")
 
 
-def _upright_size(header: pyvips.Image) -> tuple[int, int]:
-    if header.get_typeof("orientation") != 0 and header.get("orientation") in (5, 6, 7, 8):
-        return header.height, header.width
-    return header.width, header.height
+def _orientation(header: pyvips.Image) -> int:
+    """The EXIF orientation (1: upright already)."""
+    return int(header.get("orientation")) if header.get_typeof("orientation") != 0 else 1
 
 
-def _access(header: pyvips.Image) -> str:
-    """Turning an image upright reads it out of order: only then random access."""
-    upright = header.get_typeof("orientation") == 0 or header.get("orientation") == 1
-    return "sequential" if upright else "random"
+def _load(original: bytes, header: pyvips.Image, shrink: int = 1) -> pyvips.Image:
+    """Open `original` (a JPEG may be shrunk on load by its DCT: 1, 2, 4 or 8).
+
+    Turning an image upright reads it out of order: only then random access.
+    """
+    access = "sequential" if _orientation(header) == 1 else "random"
+    options = {"shrink": shrink} if shrink > 1 else {}
+    return pyvips.Image.new_from_buffer(original, "", access=access, fail_on=_FAIL_ON, **options)
+
+
+def _dct_shrink(width: int, height: int, need_width: int, need_height: int) -> int:
+    """The largest JPEG DCT scale-down that keeps at least need_width x need_height."""
+    return max(f for f in (1, 2, 4, 8) if width // f >= need_width and height // f >= need_height)
 
 
 def _jpeg_shrink(header: pyvips.Image, rendition: Rendition) -> int:
@@ -237,7 +235,9 @@ def _jpeg_shrink(header: pyvips.Image, rendition: Rendition) -> int:
     (thumbor) and imgproxy do, and costs about half. Masters are compared
     with Pillow's Lanczos in the tests.
     """
-    width, height = _upright_size(header)
+    width, height = header.width, header.height
+    if _orientation(header) in (5, 6, 7, 8):  # turned a quarter: sides swap
+        width, height = height, width
     assert rendition.width is not None
     if rendition.fit is Fit.WIDTH:
         need_width, need_height = min(rendition.width, width), 1
@@ -245,7 +245,7 @@ def _jpeg_shrink(header: pyvips.Image, rendition: Rendition) -> int:
         assert rendition.height is not None
         scale = max(rendition.width / width, rendition.height / height)
         need_width, need_height = math.ceil(width * scale), math.ceil(height * scale)
-    return max(f for f in (1, 2, 4, 8) if width // f >= need_width and height // f >= need_height)
+    return _dct_shrink(width, height, need_width, need_height)
 
 
 def _foreign_profile(image: pyvips.Image) -> bool:

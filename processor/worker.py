@@ -57,7 +57,7 @@ T = TypeVar("T")
 @dataclasses.dataclass(frozen=True)
 class Outcome:
     result: ResizeResult
-    uploads: list[UploadJob]
+    upload: UploadJob | None = None  # the output, for object storage
     downloaded_original: bytes | None = None  # to store once the client has its answer
 
 
@@ -151,8 +151,8 @@ class Processor:
         self._in_progress -= 1
         # Uploads are queued (and confirmed) before the reply: once a client has
         # its image, the object store will get it too.
-        for upload in outcome.uploads:
-            self._queue_upload(delivery, upload)
+        if outcome.upload is not None:
+            self._queue_upload(delivery, outcome.upload)
         if delivery.properties.reply_to:
             delivery.channel.basic_publish(
                 "",
@@ -230,28 +230,28 @@ class Processor:
             rendition = imaging.Rendition(
                 Fit(job.fit), job.width, job.height, job.format, job.quality
             )
-            data, downloaded = self._render(job, rendition)
+            data, downloaded_original = self._render(job, rendition)
         except ImageServerError as exc:
             log.info("job %s failed: %s %s", job.cache_key, type(exc).__name__, exc.message)
             if isinstance(exc, SourceNotFound):
                 self._metrics.event(metrics.ORIGINAL_UNAVAILABLE)
-            return Outcome(ResizeResult.failure(exc), [])
+            return Outcome(ResizeResult.failure(exc))
         except Exception as exc:  # a bug must cost one job, never the worker
             log.exception("job %s crashed", job.cache_key)
             error = ImageServerError(f"internal error ({type(exc).__name__})")
-            return Outcome(ResizeResult.failure(error), [])
+            return Outcome(ResizeResult.failure(error))
         log.info(
             "resized %s in %.1f ms (%d bytes%s)",
             job.cache_key,
             (time.perf_counter() - started) * 1000,
             len(data),
-            ", original downloaded" if downloaded is not None else "",
+            ", original downloaded" if downloaded_original is not None else "",
         )
         content_type = CONTENT_TYPES[job.format]
         upload = UploadJob(output_key(self._settings, job.cache_key), content_type, payload=data)
         self._metrics.event(metrics.IMAGE_REQUEST)
         self._metrics.event(f"{metrics.IMAGE_REQUEST}.{job.format}")
-        return Outcome(ResizeResult.success(content_type, data), [upload], downloaded)
+        return Outcome(ResizeResult.success(content_type, data), upload, downloaded_original)
 
 
 def _on_pika_thread(delivery: _Delivery, callback: Callable[[], None]) -> bool:

@@ -99,9 +99,39 @@ def test_the_set_up_creates_the_environments_vhost() -> None:
     assert [p["user"] for p in permissions] == ["guest"]
 
 
-def test_the_sample_origin_starts_only_where_it_is_asked_for() -> None:
-    conf = (REPO / "supervisord.conf").read_text()
-    program = conf.split("[program:sample-origin]", 1)[1].split("\n[", 1)[0]
-    assert "autostart=%(ENV_IMAGE_SERVER_SAMPLE_ORIGIN)s" in program
-    makefile = (REPO / "Makefile").read_text()
-    assert "IMAGE_SERVER_SAMPLE_ORIGIN=$(if $(filter development,$(ENV)),true,false)" in makefile
+def autostarts(tmp_path: Path, sample_origin: str) -> dict[str, bool]:
+    """Each program's autostart, as supervisord itself reads supervisord.conf."""
+    from supervisor.options import ServerOptions
+
+    (tmp_path / "var" / "log").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "var" / "run").mkdir(parents=True, exist_ok=True)
+    conf = tmp_path / "supervisord.conf"  # %(here)s is the file's directory
+    conf.write_text((REPO / "supervisord.conf").read_text())
+    environment = {
+        "IMAGE_SERVER_ENV": "x",
+        "IMAGE_SERVER_FRONTENDS": "1",
+        "IMAGE_SERVER_PROCESSORS": "1",
+        "IMAGE_SERVER_SAMPLE_ORIGIN": sample_origin,
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in environment.items():
+            patch.setenv(name, value)
+        options = ServerOptions()
+        options.configfile = str(conf)
+        options.process_config(do_usage=False)
+    return {
+        process.name: bool(process.autostart)
+        for group in options.process_group_configs
+        for process in group.process_configs
+    }
+
+
+def test_the_sample_origin_starts_only_in_development(tmp_path: Path) -> None:
+    for env, expected in (("development", "true"), ("production", "false")):
+        dry_run = subprocess.run(
+            ["make", "-n", "run", f"ENV={env}"], cwd=REPO, capture_output=True, text=True
+        ).stdout
+        assert f"IMAGE_SERVER_SAMPLE_ORIGIN={expected}" in dry_run
+    assert autostarts(tmp_path, "false")["sample-origin"] is False
+    assert autostarts(tmp_path, "true")["sample-origin"] is True
+    assert autostarts(tmp_path, "false")["uploader"] is True
