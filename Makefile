@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 NPROC := $(shell nproc)
 ENV ?= development
 
-.PHONY: run test lint bench rabbitmq system-packages status clean
+.PHONY: run test lint bench rabbitmq system-packages test-packages status clean
 
 $(INSTALLED): pyproject.toml | system-packages
 	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
@@ -16,6 +16,9 @@ $(INSTALLED): pyproject.toml | system-packages
 
 system-packages:
 	scripts/install-system-packages.sh
+
+test-packages:
+	scripts/install-system-packages.sh test
 
 rabbitmq: system-packages
 	scripts/ensure-rabbitmq.sh
@@ -27,7 +30,7 @@ run: $(INSTALLED) rabbitmq
 		IMAGE_SERVER_SAMPLE_ORIGIN=$(if $(filter development,$(ENV)),true,false) \
 		exec $(VENV)/bin/supervisord -n -c supervisord.conf
 
-test: $(INSTALLED) rabbitmq lint
+test: $(INSTALLED) test-packages rabbitmq lint
 	$(VENV)/bin/python -m pytest
 
 lint: $(INSTALLED)
@@ -35,7 +38,7 @@ lint: $(INSTALLED)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy common frontend processor uploader bench tests
 
-bench: $(INSTALLED) rabbitmq
+bench: $(INSTALLED) test-packages rabbitmq
 	bench/setup.sh
 	PATH="$$PATH:/usr/sbin" $(VENV)/bin/python -m bench.run $(BENCH_ARGS)
 

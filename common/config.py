@@ -54,8 +54,45 @@ class Settings:
         1000, "Largest width (and height) an output may ask for; larger gets 406."
     )
     default_quality: dict[str, int] = _key(
-        {"jpg": 85, "webp": 80, "avif": 50},
-        "Encoder quality (1-100) per lossy output format when the URL has no -q suffix.",
+        {"jpg": 78, "webp": 80, "avif": 50},
+        "Encoder quality (1-100) per lossy output format when the URL has no -q suffix "
+        "(chosen in bench/QUALITY.md: at least the original service's Q75 SSIM).",
+    )
+
+    # How outputs are encoded (bench/QUALITY.md measures each setting).
+    encoder_effort: dict[str, int] = _key(
+        {"webp": 4, "avif": 2, "png": 6},
+        "CPU spent for smaller files, per format: webp 0-6, avif 0-9 (AV1 speed), png 0-9 "
+        "(zlib level).",
+    )
+    jpeg_progressive: bool = _key(True, "Write progressive JPEG (a few % smaller, same pixels).")
+    jpeg_trellis: bool = _key(
+        False,
+        "mozjpeg's trellis quantisation, deringing, optimised scans and quant table 3: smaller "
+        "at the same Q, but lower SSIM per byte and 4x the encode time (see QUALITY.md).",
+    )
+    png_palette: bool = _key(
+        False, "Quantise PNG outputs to at most 256 colours (libimagequant): much smaller, lossy."
+    )
+    webp_lossless_sources: bool = _key(
+        False, "A lossless original (PNG, GIF, lossless WebP) gives a lossless WebP output."
+    )
+    auto_formats: list[str] = _key(
+        [],
+        "Formats a jpg request is answered in when its Accept header names them, in order of "
+        "preference (webp, avif; each must be in whitelisted_extensions); such answers carry "
+        "Vary: Accept. Empty: off.",
+    )
+    quality_target: float = _key(
+        0.0,
+        "When > 0 (e.g. 0.97): a jpg or webp output without -q gets the lowest quality (30-95) "
+        "whose SSIM against the resized picture is at least this (at most 4 encodes); 0: "
+        "default_quality applies.",
+    )
+    enlarge_width: bool = _key(
+        False,
+        "w<W> wider than the original scales it up (the original service's ImageMagick recipe "
+        "did); false: never wider than the original. Boxes (x<N>, <W>x<H>) always fill the box.",
     )
 
     # Where originals come from and how they are fetched.
@@ -111,6 +148,11 @@ class Settings:
     )
     max_source_bytes: int = _key(
         50_000_000, "Largest original accepted; the download stops past it (413)."
+    )
+    max_animation_frames: int = _key(
+        100,
+        "Frames an animated original (GIF, WebP) keeps in a gif or webp output; other outputs "
+        "take the first frame. Every kept frame counts towards max_source_pixels.",
     )
     max_output_bytes: int = _key(
         50_000_000,
@@ -244,6 +286,19 @@ def from_mapping(raw: dict[str, Any]) -> Settings:
 
 
 def _check_values(settings: Settings) -> None:
+    limits = {"webp": 6, "avif": 9, "png": 9}
+    for fmt, effort in settings.encoder_effort.items():
+        if fmt not in limits or not 0 <= effort <= limits[fmt]:
+            raise ConfigError(
+                f"config key 'encoder_effort.{fmt}': formats and ranges are {limits}, got {effort}"
+            )
+    if not 0 <= settings.quality_target < 1:
+        raise ConfigError("config key 'quality_target' must be 0 (off) or an SSIM below 1")
+    for fmt in settings.auto_formats:
+        if fmt not in ("webp", "avif") or fmt not in settings.whitelisted_extensions:
+            raise ConfigError(
+                f"config key 'auto_formats': {fmt!r} must be webp or avif and whitelisted"
+            )
     for fmt, quality in settings.default_quality.items():
         if not 1 <= quality <= 100:
             raise ConfigError(f"config key 'default_quality.{fmt}' must be 1-100, got {quality}")
@@ -274,6 +329,7 @@ def _check_values(settings: Settings) -> None:
         "maximum_width",
         "max_source_bytes",
         "max_output_bytes",
+        "max_animation_frames",
         "source_download_timeout_s",
         "max_downloads_per_source_host",
         "resize_queue_max_length",

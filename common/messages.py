@@ -83,6 +83,8 @@ class ResizeJob(_Message):
     format: str
     quality: int
     deadline_epoch_s: float
+    # > 0: the encoder picks the lowest quality whose output keeps this SSIM (imaging.py).
+    quality_target: float = 0.0
 
     def validate(self) -> None:
         Fit(self.fit)
@@ -93,6 +95,10 @@ class ResizeJob(_Message):
         for side in (self.width, self.height):
             _require(side is None or (isinstance(side, int) and side > 0), "width/height")
         _require(isinstance(self.deadline_epoch_s, (int, float)), "deadline_epoch_s")
+        _require(
+            isinstance(self.quality_target, (int, float)) and 0 <= self.quality_target < 1,
+            "quality_target",
+        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -64,6 +64,7 @@ class ImageRequest:
     output_name: str
     output: OutputSpec
     source: str | None  # the `source` query parameter, when given
+    varies: bool = False  # the format served depends on the Accept header (Vary: Accept)
 
     @property
     def cache_key(self) -> str:
@@ -135,6 +136,40 @@ def parse_path(
     output = parse_output(output_name)
     name = canonical_name(output, default_quality or {})
     return ImageRequest(model, image_type, image_id, name, output, source)
+
+
+NEGOTIABLE_FORMATS = frozenset({"webp", "avif"})
+
+
+def negotiate(
+    request: ImageRequest,
+    accept: str | None,
+    auto_formats: list[str],
+    default_quality: Mapping[str, int],
+) -> ImageRequest:
+    """`request` answered in the first of `auto_formats` that the Accept header
+    allows, when it asked for jpg; every such request varies with Accept, even
+    when the format stays. An explicit `-q` is kept; without one, the served
+    format's default quality applies."""
+    if not auto_formats or request.output.format != "jpg":
+        return request
+    accepted = _accepted_types(accept or "")
+    for fmt in auto_formats:
+        if CONTENT_TYPES[fmt] in accepted:
+            output = dataclasses.replace(request.output, format=fmt)
+            name = canonical_name(output, default_quality)
+            return dataclasses.replace(request, output=output, output_name=name, varies=True)
+    return dataclasses.replace(request, varies=True)
+
+
+def _accepted_types(accept: str) -> set[str]:
+    """The media types an Accept header names explicitly, without those given q=0."""
+    types = set()
+    for item in accept.split(","):
+        media, *params = (part.strip() for part in item.split(";"))
+        if not any(p.replace(" ", "") in ("q=0", "q=0.0", "q=0.00", "q=0.000") for p in params):
+            types.add(media.lower())
+    return types
 
 
 def _segment_problem(segment: str) -> str:

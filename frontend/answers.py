@@ -6,6 +6,7 @@ import email.utils
 
 from tornado.httputil import HTTPHeaders
 
+from common.urls import ImageRequest
 from frontend.cache import CachedFile
 
 # Sent with every answer: error bodies echo parts of the request, and no
@@ -13,14 +14,17 @@ from frontend.cache import CachedFile
 NO_SNIFF = ("X-Content-Type-Options", "nosniff")
 
 
-def image_headers(cached: CachedFile, content_type: str, max_age_s: int) -> dict[str, str]:
-    return {
+def image_headers(cached: CachedFile, request: ImageRequest, max_age_s: int) -> dict[str, str]:
+    headers = {
         NO_SNIFF[0]: NO_SNIFF[1],
-        "Content-Type": content_type,
+        "Content-Type": request.output.content_type,
         "Cache-Control": f"public, max-age={max_age_s}",
         "ETag": cached.etag,
         "Last-Modified": email.utils.formatdate(cached.mtime_s, usegmt=True),
     }
+    if request.varies:
+        headers["Vary"] = "Accept"
+    return headers
 
 
 def not_modified(cached: CachedFile, request_headers: HTTPHeaders) -> bool:

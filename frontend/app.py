@@ -50,9 +50,10 @@ class ImageHandler(tornado.web.RequestHandler):
             given = self.get_query_argument("signature", None)
             verify(self.config.signing_keys, self.request.path, source, given)
         request = self.service.parse(self.request.path, source)
+        request = self.service.negotiate(request, self.request.headers.get("Accept"))
         cached = await self.service.get(request)
         max_age_s = self.config.cache_max_age_s
-        for name, value in image_headers(cached, request.output.content_type, max_age_s).items():
+        for name, value in image_headers(cached, request, max_age_s).items():
             self.set_header(name, value)
         if not_modified(cached, self.request.headers):
             self.set_status(304)

@@ -70,11 +70,12 @@ class CacheHitsFirst(httputil.HTTPServerConnectionDelegate):
         request = self._parse(start_line.path)
         if request is None:
             return None  # the Application answers with the error
+        request = self._service.negotiate(request, headers.get("Accept"))
         cached = self._service.cache_hit(request.cache_key)
         if cached is None:
             return None
         answer = httputil.HTTPHeaders(
-            image_headers(cached, request.output.content_type, self._settings.cache_max_age_s)
+            image_headers(cached, request, self._settings.cache_max_age_s)
         )
         answer["Date"] = httputil.format_timestamp(time.time())
         if not_modified(cached, headers):

@@ -17,7 +17,7 @@ from common.errors import QueueFull, ResizeTimeout, StorageUnavailable
 from common.messages import ResizeJob
 from common.sources import allowed_hosts, check_source_url
 from common.storage import ObjectStore, output_key
-from common.urls import ImageRequest, check_allowed, effective_quality, parse_path
+from common.urls import ImageRequest, check_allowed, effective_quality, negotiate, parse_path
 from frontend.cache import CachedFile, OutputCache
 from frontend.rpc import ResizeClient
 
@@ -54,6 +54,11 @@ class ImageService:
         if request.source is not None:
             check_source_url(request.source, self.allowed_hosts)
         return request
+
+    def negotiate(self, request: ImageRequest, accept: str | None) -> ImageRequest:
+        """The format served for `request` given its Accept header (auto_formats)."""
+        settings = self._settings
+        return negotiate(request, accept, settings.auto_formats, settings.default_quality)
 
     def cache_hit(self, key: str) -> CachedFile | None:
         """The output if the local cache has it (counted as a request and a hit)."""
@@ -157,6 +162,8 @@ class ImageService:
             format=output.format,
             quality=quality,
             deadline_epoch_s=time.time() + timeout_s,
+            # An explicit -q is obeyed; without one, quality_target (when set) decides.
+            quality_target=self._settings.quality_target if output.quality is None else 0.0,
         )
 
     def source_url(self, request: ImageRequest) -> str:

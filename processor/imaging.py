@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import logging
 import math
 import os
@@ -32,6 +31,7 @@ LOADERS = {
 # libvips' largest coordinate: as a thumbnail height it means "any height".
 _ANY_SIZE = 10_000_000
 _KEEP_NO_METADATA = 0  # VIPS_FOREIGN_KEEP_NONE
+ANIMATED_FORMATS = frozenset({"gif", "webp"})  # outputs that keep an original's frames
 # A truncated original is an error (415), not an image padded with grey.
 # thumbnail_buffer ignores its own fail_on: it must reach the loader as an option.
 _FAIL_ON = "truncated"
@@ -46,47 +46,120 @@ def configure(threads: int) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
+class Encoding:
+    """Encoder settings beyond quality, from config (see README, "Formats and quality")."""
+
+    jpeg_progressive: bool = True
+    jpeg_trellis: bool = False  # mozjpeg's trellis quantisation, optimised scans, table 3
+    webp_effort: int = 4  # 0-6
+    avif_effort: int = 2  # 0-9
+    png_compression: int = 6  # zlib level 0-9
+    png_palette: bool = False  # quantise to 256 colours (libimagequant)
+    webp_lossless_sources: bool = False  # a lossless original gives a lossless WebP
+
+
+@dataclasses.dataclass(frozen=True)
 class Rendition:
     fit: Fit
     width: int | None
     height: int | None
     format: str
     quality: int
+    encoding: Encoding = Encoding()
+    enlarge: bool = False  # a width fit may scale up past the original, as ImageMagick's does
+    quality_target: float = 0.0  # > 0: the lowest quality keeping this SSIM (jpg, webp)
+
+
+@dataclasses.dataclass(frozen=True)
+class Geometry:
+    """Where an output comes from: the upright original scaled to exactly
+    resize_width x resize_height (each axis on its own, as ImageMagick and
+    Pillow map a whole image onto a whole image), then cropped."""
+
+    resize_width: int
+    resize_height: int
+    left: int
+    top: int
+    width: int
+    height: int
+
+
+def geometry(width: int, height: int, rendition: Rendition) -> Geometry:
+    """The geometry of the original service's ImageMagick recipe for an upright
+    `width` x `height` original: `-resize W` for w<W> (its height rounded), and
+    `-resize WxH^` then `-gravity center -extent WxH` for x<N> and <W>x<H>."""
+    assert rendition.fit is not Fit.NONE and rendition.width is not None
+    if rendition.fit is Fit.WIDTH:
+        if rendition.width >= width and not rendition.enlarge:
+            return Geometry(width, height, 0, 0, width, height)
+        out_height = max(1, math.floor(height * rendition.width / width + 0.5))
+        return Geometry(rendition.width, out_height, 0, 0, rendition.width, out_height)
+    assert rendition.height is not None
+    scale = max(rendition.width / width, rendition.height / height)
+    resize_width = max(rendition.width, math.floor(width * scale + 0.5))
+    resize_height = max(rendition.height, math.floor(height * scale + 0.5))
+    left = resize_width // 2 - rendition.width // 2
+    top = resize_height // 2 - rendition.height // 2
+    return Geometry(resize_width, resize_height, left, top, rendition.width, rendition.height)
 
 
 @dataclasses.dataclass(frozen=True)
 class Limits:
     formats: frozenset[str]  # names from LOADERS
-    max_pixels: int
+    max_pixels: int  # of one frame, and of every frame an output keeps
     deadline: float  # time.monotonic() past which the work is abandoned
+    max_frames: int = 100  # frames an animated output keeps at most
 
 
 def render(original: bytes, rendition: Rendition, limits: Limits) -> bytes:
     """Return `original` resized and encoded as `rendition` asks, within `limits`."""
     with _translated_errors(limits):
         header = _check_header(original, limits)
-        return _render(_resize_original(original, header, rendition), rendition, limits)
+        image = _resize_original(original, header, rendition, _frames(header, rendition, limits))
+        return _render(image, rendition, limits, _lossless(original, header))
 
 
 def render_master(master: Path, rendition: Rendition, limits: Limits) -> bytes:
     """Like render, from a master written by make_master (not for full_size)."""
     with _translated_errors(limits):
-        return _render(_resize_master(master, rendition), rendition, limits)
+        source = _master_source(master)
+        assert source is not None, "render_master needs a master that master_covers"
+        place = geometry(source.width, source.height, rendition)
+        image = pyvips.Image.thumbnail(
+            str(master), place.resize_width, height=place.resize_height, size="force"
+        )
+        return _render(_crop(image, place), rendition, limits, source.lossless)
+
+
+# What a master remembers of its original (libvips keeps these fields in its file).
+_MASTER_WIDTH = "image-server-original-width"
+_MASTER_HEIGHT = "image-server-original-height"
+_MASTER_LOSSLESS = "image-server-original-lossless"
+
+
+@dataclasses.dataclass(frozen=True)
+class _MasterSource:
+    width: int  # upright
+    height: int
+    lossless: bool
 
 
 def make_master(original: bytes, long_side: int, limits: Limits, path: Path) -> bool:
     """Write a pre-shrunk master of `original` to `path`; False if it is small already.
 
-    The master is upright, 8-bit sRGB, without metadata, its long side
-    `long_side` (maximum_width): every width-fit output fits in it, and so do
-    most crops (`master_covers` tells). Made with shrink-on-load, it costs
-    about what the largest output made straight from the original costs; it
-    is libvips' own uncompressed format, memory-mapped when read.
+    The master is upright, 8-bit sRGB, without metadata but the original's
+    upright size and whether it was lossless (outputs keep the geometry they
+    would have from the original), its long side at least `long_side`
+    (maximum_width): every width-fit output fits in it, and so do most crops
+    (`master_covers` tells). Made with shrink-on-load, it costs about what the
+    largest output made straight from the original costs; it is libvips' own
+    uncompressed format, memory-mapped when read.
     """
     with _translated_errors(limits):
         header = _check_header(original, limits)
-        if max(header.width, header.height) <= long_side:
-            return False
+        if max(header.width, header.height) <= long_side or _pages(header) > 1:
+            return False  # small already, or an animation (outputs may keep its frames)
+        width, height = _upright_size(header)
         image = _shrunk_on_load(original, header, long_side)
         image = _to_srgb(image)
         _abandon_after(image, limits.deadline)
@@ -95,6 +168,9 @@ def make_master(original: bytes, long_side: int, limits: Limits, path: Path) -> 
         pixels = pyvips.Image.new_from_memory(
             image.write_to_memory(), image.width, image.height, image.bands, image.format
         ).copy(interpretation=image.interpretation)
+        pixels.set_type(pyvips.GValue.gint_type, _MASTER_WIDTH, width)
+        pixels.set_type(pyvips.GValue.gint_type, _MASTER_HEIGHT, height)
+        pixels.set_type(pyvips.GValue.gint_type, _MASTER_LOSSLESS, int(_lossless(original, header)))
         tmp = path.with_name(f".{os.getpid()}-{path.name}")
         path.parent.mkdir(parents=True, exist_ok=True)
         pixels.vipssave(str(tmp))
@@ -119,16 +195,29 @@ def _shrunk_on_load(original: bytes, header: pyvips.Image, long_side: int) -> py
     )
 
 
+def _master_source(master: Path) -> _MasterSource | None:
+    """What `master` remembers of its original; None for a master without it."""
+    header = pyvips.Image.new_from_file(str(master))  # reads the header only
+    if header.get_typeof(_MASTER_WIDTH) == 0:
+        return None
+    return _MasterSource(
+        int(header.get(_MASTER_WIDTH)),
+        int(header.get(_MASTER_HEIGHT)),
+        bool(header.get(_MASTER_LOSSLESS)),
+    )
+
+
 def master_covers(master: Path, rendition: Rendition) -> bool:
-    """True when `rendition` is made from `master` by shrinking only: a crop
-    taller (or wider) than the master's short side needs the original."""
+    """True when `rendition` is made from `master` by shrinking only: an output
+    that needs more pixels than the master has comes from the original."""
     if rendition.fit is Fit.NONE:
         return False
-    if rendition.fit is Fit.WIDTH:
-        return True
-    header = pyvips.Image.new_from_file(str(master))  # reads the header only
-    assert rendition.width is not None and rendition.height is not None
-    return bool(rendition.width <= header.width and rendition.height <= header.height)
+    source = _master_source(master)
+    if source is None:
+        return False
+    header = pyvips.Image.new_from_file(str(master))
+    place = geometry(source.width, source.height, rendition)
+    return bool(place.resize_width <= header.width and place.resize_height <= header.height)
 
 
 @contextlib.contextmanager
@@ -145,12 +234,12 @@ def _translated_errors(limits: Limits) -> Iterator[None]:
         raise UnsupportedImage("the original is truncated or corrupt") from exc
 
 
-def _render(image: pyvips.Image, rendition: Rendition, limits: Limits) -> bytes:
+def _render(image: pyvips.Image, rendition: Rendition, limits: Limits, lossless: bool) -> bytes:
     image = _to_srgb(image)
     if rendition.format == "jpg" and image.hasalpha():
         image = image.flatten(background=[255])
     _abandon_after(image, limits.deadline)
-    return _encode(image, rendition)
+    return _encode(image, rendition, lossless)
 
 
 def _check_header(original: bytes, limits: Limits) -> pyvips.Image:
@@ -180,30 +269,77 @@ def _abandon_after(image: pyvips.Image, deadline: float) -> None:
     image.signal_connect("eval", on_eval)
 
 
-def _resize_original(original: bytes, header: pyvips.Image, rendition: Rendition) -> pyvips.Image:
+def _frames(header: pyvips.Image, rendition: Rendition, limits: Limits) -> int:
+    """How many frames the output keeps: an animated GIF or WebP stays animated
+    as gif or webp, up to max_frames; anything else takes the first frame."""
+    animated = header.get("vips-loader") in ("gifload_buffer", "webpload_buffer")
+    if not animated or rendition.format not in ANIMATED_FORMATS:
+        return 1
+    frames = min(_pages(header), limits.max_frames)
+    if frames * header.width * header.height > limits.max_pixels:
+        raise ImageTooLarge(
+            f"{frames} frames of {header.width}x{header.height} are above max_source_pixels"
+        )
+    return frames
+
+
+def _resize_original(
+    original: bytes, header: pyvips.Image, rendition: Rendition, frames: int
+) -> pyvips.Image:
     if rendition.fit is Fit.NONE:
-        return _load(original, header).autorot()
+        return _load(original, header, frames=frames).autorot()
+    width, height = _upright_size(header)
+    place = geometry(width, height, rendition)
+    size = {"height": place.resize_height, "size": "force"}
     if header.get("vips-loader") == "jpegload_buffer":
-        # Our own shrink-on-load (see _jpeg_shrink), then thumbnail's resize and crop.
-        image = _load(original, header, _jpeg_shrink(header, rendition))
-        return _thumbnail(image.thumbnail_image, rendition)
-    return _thumbnail(
-        functools.partial(pyvips.Image.thumbnail_buffer, original, option_string=_LOAD_OPTIONS),
-        rendition,
-    )
+        # Shrink-on-load by the largest DCT scale that still covers the output:
+        # libvips' thumbnail keeps a factor of two above the output for its own
+        # resampling, so a 2560-px JPEG asked at 1000 px would be decoded whole;
+        # decoding at 1/2 and resampling from there is what Pillow's draft mode
+        # (thumbor) and imgproxy do, and costs about half.
+        shrink = _dct_shrink(width, height, place.resize_width, place.resize_height)
+        image = _load(original, header, shrink).thumbnail_image(place.resize_width, **size)
+    else:
+        # An animation is resized frame by frame (`height` is a frame's).
+        options = f"{_LOAD_OPTIONS},n={frames}" if frames > 1 else _LOAD_OPTIONS
+        image = pyvips.Image.thumbnail_buffer(
+            original, place.resize_width, option_string=options, **size
+        )
+    return _crop(image, place)
 
 
-def _resize_master(master: Path, rendition: Rendition) -> pyvips.Image:
-    assert rendition.fit is not Fit.NONE, "full_size is made from the original"
-    return _thumbnail(functools.partial(pyvips.Image.thumbnail, str(master)), rendition)
+def _crop(image: pyvips.Image, place: Geometry) -> pyvips.Image:
+    """The box of `place` from every frame of `image`."""
+    frame_height = _frame_height(image)
+    if (image.width, frame_height) == (place.width, place.height):
+        return image
+    frames = [
+        image.crop(place.left, index * frame_height + place.top, place.width, place.height)
+        for index in range(image.height // frame_height)
+    ]
+    if len(frames) == 1:
+        return frames[0]
+    cropped = pyvips.Image.arrayjoin(frames, across=1).copy()
+    cropped.set_type(pyvips.GValue.gint_type, "page-height", place.height)
+    return cropped
 
 
-def _thumbnail(thumbnail: Callable[..., pyvips.Image], rendition: Rendition) -> pyvips.Image:
-    assert rendition.width is not None
-    if rendition.fit is Fit.WIDTH:
-        # size="down": never upscale past the original.
-        return thumbnail(rendition.width, height=_ANY_SIZE, size="down")
-    return thumbnail(rendition.width, height=rendition.height, crop="centre", size="both")
+def _frame_height(image: pyvips.Image) -> int:
+    """The height of one frame of an animation (of the whole image otherwise)."""
+    if image.get_typeof("page-height") == 0:
+        return int(image.height)
+    return int(image.get("page-height"))
+
+
+def _pages(header: pyvips.Image) -> int:
+    return int(header.get("n-pages")) if header.get_typeof("n-pages") != 0 else 1
+
+
+def _upright_size(header: pyvips.Image) -> tuple[int, int]:
+    """Width and height once the EXIF orientation is applied."""
+    if _orientation(header) in (5, 6, 7, 8):  # turned a quarter: sides swap
+        return header.height, header.width
+    return header.width, header.height
 
 
 def _orientation(header: pyvips.Image) -> int:
@@ -211,41 +347,23 @@ def _orientation(header: pyvips.Image) -> int:
     return int(header.get("orientation")) if header.get_typeof("orientation") != 0 else 1
 
 
-def _load(original: bytes, header: pyvips.Image, shrink: int = 1) -> pyvips.Image:
-    """Open `original` (a JPEG may be shrunk on load by its DCT: 1, 2, 4 or 8).
+def _load(original: bytes, header: pyvips.Image, shrink: int = 1, frames: int = 1) -> pyvips.Image:
+    """Open `original` (a JPEG may be shrunk on load by its DCT: 1, 2, 4 or 8;
+    an animation may keep `frames` frames).
 
     Turning an image upright reads it out of order: only then random access.
     """
     access = "sequential" if _orientation(header) == 1 else "random"
     options = {"shrink": shrink} if shrink > 1 else {}
+    if frames > 1:
+        options["n"] = frames
     return pyvips.Image.new_from_buffer(original, "", access=access, fail_on=_FAIL_ON, **options)
 
 
 def _dct_shrink(width: int, height: int, need_width: int, need_height: int) -> int:
     """The largest JPEG DCT scale-down that keeps at least need_width x need_height."""
-    return max(f for f in (1, 2, 4, 8) if width // f >= need_width and height // f >= need_height)
-
-
-def _jpeg_shrink(header: pyvips.Image, rendition: Rendition) -> int:
-    """The largest DCT scale-down (1, 2, 4 or 8) whose image still covers the output.
-
-    libvips' thumbnail keeps a factor of two above the output for its own
-    resampling, so a 2560-px JPEG asked at 1000 px is decoded whole; decoding
-    at 1/2 (1280 px) and resampling from there is what Pillow's draft mode
-    (thumbor) and imgproxy do, and costs about half. Masters are compared
-    with Pillow's Lanczos in the tests.
-    """
-    width, height = header.width, header.height
-    if _orientation(header) in (5, 6, 7, 8):  # turned a quarter: sides swap
-        width, height = height, width
-    assert rendition.width is not None
-    if rendition.fit is Fit.WIDTH:
-        need_width, need_height = min(rendition.width, width), 1
-    else:
-        assert rendition.height is not None
-        scale = max(rendition.width / width, rendition.height / height)
-        need_width, need_height = math.ceil(width * scale), math.ceil(height * scale)
-    return _dct_shrink(width, height, need_width, need_height)
+    fits = (f for f in (2, 4, 8) if width // f >= need_width and height // f >= need_height)
+    return max(fits, default=1)
 
 
 def _foreign_profile(image: pyvips.Image) -> bool:
@@ -274,22 +392,110 @@ def _to_srgb(image: pyvips.Image) -> pyvips.Image:
     return image.cast("uchar") if image.format != "uchar" else image
 
 
-def _encode(image: pyvips.Image, rendition: Rendition) -> bytes:
-    fmt, quality = rendition.format, rendition.quality
-    data: bytes
+def _lossless(original: bytes, header: pyvips.Image) -> bool:
+    """True for an original stored without loss: PNG, GIF or lossless WebP."""
+    loader = header.get("vips-loader")
+    if loader in ("pngload_buffer", "gifload_buffer"):
+        return True
+    # A WebP's first chunk is VP8L when lossless; an extended file (VP8X) lists
+    # its chunks, and a lossless one holds a VP8L among the first few.
+    return loader == "webpload_buffer" and b"VP8L" in original[12:4096]
+
+
+def _encode(image: pyvips.Image, rendition: Rendition, lossless: bool) -> bytes:
+    lossless_webp = lossless and rendition.encoding.webp_lossless_sources
+    targeted = rendition.quality_target > 0 and rendition.format in TARGETED_FORMATS
+    targeted = targeted and not (rendition.format == "webp" and lossless_webp)
+    if targeted:
+        image = image.copy_memory()  # resized once, encoded several times
+    encode = _encoder(image, rendition, lossless)
+    if targeted:
+        return _lowest_quality_keeping(image, encode, rendition.quality_target)
+    return encode(rendition.quality)
+
+
+# Per-image quality: the qualities tried, and the SSIM constants of Wang et al.
+TARGETED_FORMATS = frozenset({"jpg", "webp"})  # avif: each encode costs hundreds of ms
+_TARGET_QUALITIES = list(range(30, 96, 5))
+_C1, _C2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+
+
+def _lowest_quality_keeping(
+    image: pyvips.Image, encode: Callable[[int], bytes], target: float
+) -> bytes:
+    """The output at the lowest quality of _TARGET_QUALITIES whose SSIM against
+    `image` (the resized picture before encoding) is at least `target`: a
+    bisection of at most 4 encodes, and 95 when none reaches it. Easy pictures
+    get small files, detailed ones keep their detail."""
+    reference = _luma(image)
+    low, high = 0, len(_TARGET_QUALITIES) - 1
+    best = None
+    while low <= high:
+        middle = (low + high) // 2
+        data = encode(_TARGET_QUALITIES[middle])
+        if _ssim(reference, _luma(pyvips.Image.new_from_buffer(data, ""))) >= target:
+            best, high = data, middle - 1
+        else:
+            low = middle + 1
+    return best if best is not None else encode(_TARGET_QUALITIES[-1])
+
+
+def _luma(image: pyvips.Image) -> pyvips.Image:
+    if image.hasalpha():
+        image = image.flatten(background=[255] * (image.bands - 1))
+    return image.colourspace("b-w")[0].cast("float").copy_memory()
+
+
+def _ssim(x: pyvips.Image, y: pyvips.Image) -> float:
+    """Mean SSIM of two luma planes (Gaussian window, sigma 1.5)."""
+
+    def blur(plane: pyvips.Image) -> pyvips.Image:
+        return plane.gaussblur(1.5, min_ampl=0.01, precision="float")
+
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x * mu_x
+    var_y = blur(y * y) - mu_y * mu_y
+    cov = blur(x * y) - mu_x * mu_y
+    numerator = (mu_x * mu_y * 2 + _C1) * (cov * 2 + _C2)
+    denominator = (mu_x * mu_x + mu_y * mu_y + _C1) * (var_x + var_y + _C2)
+    return float((numerator / denominator).avg())
+
+
+def _encoder(image: pyvips.Image, rendition: Rendition, lossless: bool) -> Callable[[int], bytes]:
+    """A function that encodes `image` as `rendition.format` at a given quality."""
+    fmt, encoding, keep = rendition.format, rendition.encoding, _KEEP_NO_METADATA
     if fmt == "jpg":
-        data = image.jpegsave_buffer(Q=quality, optimize_coding=True, keep=_KEEP_NO_METADATA)
-    elif fmt == "png":
-        data = image.pngsave_buffer(compression=6, keep=_KEEP_NO_METADATA)
-    elif fmt == "webp":
-        data = image.webpsave_buffer(Q=quality, keep=_KEEP_NO_METADATA)
-    elif fmt == "gif":
-        data = image.gifsave_buffer(keep=_KEEP_NO_METADATA)
-    elif fmt == "avif":
-        data = image.heifsave_buffer(Q=quality, compression="av1", keep=_KEEP_NO_METADATA)
-    else:
-        raise ImageServerError(f"no encoder for {fmt!r}; known: {sorted(CONTENT_TYPES)}")
-    return data
+        # Chroma subsampling by quality: 4:2:0 below Q90, none from Q90 (libvips' auto).
+        trellis = encoding.jpeg_trellis
+        return lambda quality: image.jpegsave_buffer(
+            Q=quality,
+            optimize_coding=True,
+            interlace=encoding.jpeg_progressive,
+            trellis_quant=trellis,
+            overshoot_deringing=trellis,
+            optimize_scans=trellis and encoding.jpeg_progressive,
+            quant_table=3 if trellis else 0,
+            keep=keep,
+        )
+    if fmt == "png":
+        return lambda quality: image.pngsave_buffer(
+            compression=encoding.png_compression, palette=encoding.png_palette, Q=quality, keep=keep
+        )
+    if fmt == "webp":
+        return lambda quality: image.webpsave_buffer(
+            Q=quality,
+            effort=encoding.webp_effort,
+            smart_subsample=True,
+            lossless=lossless and encoding.webp_lossless_sources,
+            keep=keep,
+        )
+    if fmt == "gif":
+        return lambda quality: image.gifsave_buffer(keep=keep)
+    if fmt == "avif":
+        return lambda quality: image.heifsave_buffer(
+            Q=quality, compression="av1", effort=encoding.avif_effort, keep=keep
+        )
+    raise ImageServerError(f"no encoder for {fmt!r}; known: {sorted(CONTENT_TYPES)}")
 
 
 def _first_line(exc: pyvips.Error) -> str:

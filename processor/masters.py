@@ -27,7 +27,8 @@ class MasterStore:
 
     def path(self, source_url: str) -> Path:
         digest = hashlib.sha256(source_url.encode()).hexdigest()
-        return self._dir / digest[:2] / f"{digest}.v"
+        # "-2": masters that remember their original's size (older ones are ignored).
+        return self._dir / digest[:2] / f"{digest}-2.v"
 
     def render(
         self,

@@ -83,6 +83,7 @@ class Processor:
         shared = store if settings.storage_read_enabled else None
         self._originals = OriginalStore(settings, shared, SourceFetcher(settings))
         self._masters = MasterStore(settings) if settings.masters_enabled else None
+        self._encoding = encoding(settings)
         # libvips gets one core's worth of work per processor: resizes queue here.
         self._resizer = concurrent.futures.ThreadPoolExecutor(1, "resize")
         self._in_progress = 0  # touched by pika's thread only
@@ -195,6 +196,7 @@ class Processor:
             formats=frozenset(self._settings.allowed_source_formats),
             max_pixels=self._settings.max_source_pixels,
             deadline=min(own_deadline, client_deadline),
+            max_frames=self._settings.max_animation_frames,
         )
 
     def _resize(self, work: Callable[[], T]) -> T:
@@ -228,7 +230,14 @@ class Processor:
         started = time.perf_counter()
         try:
             rendition = imaging.Rendition(
-                Fit(job.fit), job.width, job.height, job.format, job.quality
+                Fit(job.fit),
+                job.width,
+                job.height,
+                job.format,
+                job.quality,
+                self._encoding,
+                self._settings.enlarge_width,
+                job.quality_target,
             )
             data, downloaded_original = self._render(job, rendition)
         except ImageServerError as exc:
@@ -252,6 +261,21 @@ class Processor:
         self._metrics.event(metrics.IMAGE_REQUEST)
         self._metrics.event(f"{metrics.IMAGE_REQUEST}.{job.format}")
         return Outcome(ResizeResult.success(content_type, data), upload, downloaded_original)
+
+
+def encoding(settings: Settings) -> imaging.Encoding:
+    """The encoder settings of `settings` (a format missing from encoder_effort keeps
+    imaging's default)."""
+    effort, default = settings.encoder_effort, imaging.Encoding()
+    return imaging.Encoding(
+        jpeg_progressive=settings.jpeg_progressive,
+        jpeg_trellis=settings.jpeg_trellis,
+        webp_effort=effort.get("webp", default.webp_effort),
+        avif_effort=effort.get("avif", default.avif_effort),
+        png_compression=effort.get("png", default.png_compression),
+        png_palette=settings.png_palette,
+        webp_lossless_sources=settings.webp_lossless_sources,
+    )
 
 
 def _on_pika_thread(delivery: _Delivery, callback: Callable[[], None]) -> bool:

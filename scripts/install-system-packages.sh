@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Installs what the project needs from the distribution's packages, only when
-# it is missing: python3-venv and RabbitMQ. Idempotent.
+# it is missing: python3-venv and RabbitMQ; with the argument `test`, also
+# ImageMagick (the tests compare our geometry with the original service's
+# ImageMagick recipe). Idempotent.
 set -euo pipefail
 
 missing=()
 python3 -c "import ensurepip, venv" 2>/dev/null || missing+=(python3-venv)
 command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/sbin/rabbitmq-server ] || missing+=(rabbitmq-server)
+if [ "${1:-}" = test ]; then
+  # `convert -version` names ImageMagick only when it is the real one.
+  convert -version 2>/dev/null | grep -q ImageMagick || missing+=(imagemagick)
+fi
 
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"

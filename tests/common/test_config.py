@@ -29,7 +29,7 @@ def test_defaults_fill_optional_keys() -> None:
     assert settings.status_port == 7001
     assert settings.maximum_width == 1000
     assert settings.whitelisted_extensions == ["jpg", "png", "webp"]
-    assert settings.default_quality["jpg"] == 85
+    assert settings.default_quality["jpg"] == 78
 
 
 @pytest.mark.parametrize(
@@ -45,6 +45,10 @@ def test_defaults_fill_optional_keys() -> None:
         ({**MINIMAL, "default_quality": {"jpg": 0}}, "default_quality.jpg"),
         ({**MINIMAL, "maximum_width": 0}, "maximum_width"),
         ({**MINIMAL, "log_level": "LOUD"}, "log_level"),
+        ({**MINIMAL, "auto_formats": ["avif"]}, "auto_formats"),  # avif not whitelisted
+        ({**MINIMAL, "auto_formats": ["png"]}, "auto_formats"),
+        ({**MINIMAL, "encoder_effort": {"webp": 7}}, "encoder_effort.webp"),
+        ({**MINIMAL, "encoder_effort": {"jpg": 1}}, "encoder_effort.jpg"),
     ],
 )
 def test_bad_keys_are_named(raw: dict[str, Any], named: str) -> None:

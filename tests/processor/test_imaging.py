@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+import io
 import time
 
 import pytest
 import pyvips
+from PIL import Image, ImageCms
 
-from common.errors import UnsupportedImage
+from bench.ssim import ssim
+from common.errors import ImageTooLarge, UnsupportedImage
 from common.urls import Fit
-from processor.imaging import LOADERS, Limits, Rendition
+from processor.imaging import LOADERS, Encoding, Limits, Rendition
 from processor.imaging import render as render_within
 from tests.images import decode, loader, mean_abs_difference, photo, solid, with_alpha
 
@@ -146,3 +149,154 @@ def test_svg_is_not_an_accepted_original() -> None:
     svg = b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"></svg>'
     with pytest.raises(UnsupportedImage):
         render(svg, rendition(Fit.WIDTH, 100, None))
+
+
+# --- encoders ---------------------------------------------------------------------
+
+
+def _encoded(original: bytes, fmt: str, encoding: Encoding, quality: int = 75) -> bytes:
+    return render(original, Rendition(Fit.WIDTH, 300, None, fmt, quality, encoding))
+
+
+def _jpeg_frame_marker(data: bytes) -> int:
+    """0xC0 (baseline) or 0xC2 (progressive): the first start-of-frame marker."""
+    index = 2
+    while data[index + 1] not in (0xC0, 0xC1, 0xC2):
+        index += 2 + int.from_bytes(data[index + 2 : index + 4], "big")
+    return data[index + 1]
+
+
+def test_jpeg_is_progressive_unless_configured_otherwise() -> None:
+    assert _jpeg_frame_marker(_encoded(photo(), "jpg", Encoding())) == 0xC2
+    assert _jpeg_frame_marker(_encoded(photo(), "jpg", Encoding(jpeg_progressive=False))) == 0xC0
+
+
+def test_trellis_makes_smaller_jpegs_of_the_same_picture() -> None:
+    plain = _encoded(photo(), "jpg", Encoding())
+    trellis = _encoded(photo(), "jpg", Encoding(jpeg_trellis=True))
+    assert len(trellis) < len(plain)
+    assert mean_abs_difference(decode(plain), decode(trellis)) < 3
+
+
+def test_png_palette_quantises_to_at_most_256_colours() -> None:
+    full = _encoded(photo(), "png", Encoding())
+    palette = _encoded(photo(), "png", Encoding(png_palette=True))
+    colour_type = 25  # byte of the IHDR chunk: 2 RGB, 3 palette
+    assert (full[colour_type], palette[colour_type]) == (2, 3)
+    assert len(palette) < len(full) / 2
+    assert mean_abs_difference(decode(full), decode(palette)) < 8
+
+
+def test_webp_is_lossless_from_a_lossless_original_when_configured() -> None:
+    png = photo_as(".png")
+    lossless = _encoded(png, "webp", Encoding(webp_lossless_sources=True))
+    assert lossless[12:16] == b"VP8L"
+    assert _encoded(png, "webp", Encoding())[12:16] == b"VP8 "  # lossy by default
+    # A lossy original never gives a lossless WebP: it would only be bigger.
+    assert _encoded(photo(), "webp", Encoding(webp_lossless_sources=True))[12:16] == b"VP8 "
+
+
+def photo_as(suffix: str) -> bytes:
+    return bytes(decode(photo()).write_to_buffer(suffix))
+
+
+def test_a_display_p3_original_is_converted_to_srgb_like_lcms_does() -> None:
+    # A P3 picture: the photo's numbers, tagged with libvips' built-in P3 profile.
+    tagged = decode(photo()).icc_transform("p3", embedded=False, input_profile="srgb")
+    p3 = bytes(tagged.write_to_buffer(".png"))
+    out = Image.open(io.BytesIO(render(p3, Rendition(Fit.NONE, None, None, "png", 75))))
+    profile = ImageCms.ImageCmsProfile(io.BytesIO(tagged.get("icc-profile-data")))
+    source = Image.open(io.BytesIO(p3))
+    expected = ImageCms.profileToProfile(
+        source, profile, ImageCms.createProfile("sRGB"), renderingIntent=ImageCms.Intent.PERCEPTUAL
+    )
+    assert expected is not None
+    ours = pyvips.Image.new_from_buffer(_png(out), "")
+    theirs = pyvips.Image.new_from_buffer(_png(expected), "")
+    assert mean_abs_difference(ours, theirs) < 2
+    # and the output is no longer the P3 numbers
+    assert mean_abs_difference(ours, decode(p3)) > 2
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+# --- animations -------------------------------------------------------------------
+
+
+def animation(fmt: str, frames: int = 4, width: int = 200, height: int = 120) -> bytes:
+    """`frames` frames of distinct solid colours, 100 ms each."""
+    strip = pyvips.Image.arrayjoin(
+        [(pyvips.Image.black(width, height) + [i * 60, 255 - i * 60, 90]) for i in range(frames)],
+        across=1,
+    ).cast("uchar")
+    strip = strip.copy(interpretation="srgb")
+    strip.set_type(pyvips.GValue.gint_type, "page-height", height)
+    strip.set_type(pyvips.GValue.array_int_type, "delay", [100] * frames)
+    return bytes(strip.write_to_buffer(f".{fmt}"))
+
+
+def frames_of(data: bytes) -> list[pyvips.Image]:
+    image = pyvips.Image.new_from_buffer(data, "", n=-1)
+    height = image.get("page-height")
+    return [image.crop(0, i * height, image.width, height) for i in range(image.height // height)]
+
+
+@pytest.mark.parametrize("source", ["gif", "webp"])
+@pytest.mark.parametrize("fmt", ["gif", "webp"])
+@pytest.mark.parametrize(
+    ("fit", "width", "height"),
+    [(Fit.WIDTH, 100, None), (Fit.COVER, 50, 50), (Fit.NONE, None, None)],
+)
+def test_animations_stay_animated_in_gif_and_webp(
+    source: str, fmt: str, fit: Fit, width: int | None, height: int | None
+) -> None:
+    out = render(animation(source), Rendition(fit, width, height, fmt, 90))
+    frames = frames_of(out)
+    assert len(frames) == 4
+    expected = {Fit.WIDTH: (100, 60), Fit.COVER: (50, 50), Fit.NONE: (200, 120)}[fit]
+    assert {(f.width, f.height) for f in frames} == {expected}
+    for index, frame in enumerate(frames):  # each frame keeps its own colour
+        red = frame.extract_band(0).avg()
+        assert abs(red - index * 60) < 6
+    assert list(pyvips.Image.new_from_buffer(out, "", n=-1).get("delay")) == [100] * 4
+
+
+def test_other_outputs_take_the_first_frame() -> None:
+    out = decode(render(animation("gif"), rendition(Fit.WIDTH, 100, None, "jpg")))
+    assert (out.width, out.height) == (100, 60)
+    assert abs(out.extract_band(1).avg() - 255) < 6  # frame 0: green 255
+
+
+def test_frames_past_max_frames_are_dropped_and_counted_as_pixels() -> None:
+    limits = Limits(frozenset(LOADERS), 50_000_000, time.monotonic() + 60, max_frames=3)
+    out = render_within(
+        animation("gif", frames=6), Rendition(Fit.WIDTH, 100, None, "gif", 90), limits
+    )
+    assert len(frames_of(out)) == 3
+    tight = Limits(frozenset(LOADERS), 200 * 120 * 5, time.monotonic() + 60)
+    with pytest.raises(ImageTooLarge):
+        render_within(animation("gif", frames=6), Rendition(Fit.WIDTH, 100, None, "gif", 90), tight)
+
+
+# --- quality targeting ------------------------------------------------------------
+
+
+def test_quality_target_gives_easy_pictures_small_files_and_keeps_detail() -> None:
+    flat = solid(600, 400, (120, 160, 200), ".jpg")  # nothing to lose
+    target = 0.97
+
+    def targeted(original: bytes) -> bytes:
+        return render(original, Rendition(Fit.WIDTH, 300, None, "jpg", 78, quality_target=target))
+
+    plain = render(flat, rendition(Fit.WIDTH, 300, None))
+    assert len(targeted(flat)) < len(plain)
+    # The photo keeps the target against the same resize without loss (a PNG of it).
+    lossless = render(photo(), Rendition(Fit.WIDTH, 300, None, "png", 100))
+    assert ssim(targeted(photo()), lossless) >= target - 0.005
+    # A stricter target needs more bytes.
+    stricter = render(photo(), Rendition(Fit.WIDTH, 300, None, "jpg", 78, quality_target=0.99))
+    assert len(stricter) > len(targeted(photo()))

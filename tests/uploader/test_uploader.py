@@ -125,9 +125,12 @@ def test_the_rate_limit_holds_over_a_backlog(make_stack: Callable[..., Stack]) -
         lambda: root.exists() and len(list(root.iterdir())) == 200, timeout_s=60, what="200 uploads"
     )
     times = sorted(path.stat().st_mtime for path in root.iterdir())
-    # No one-second window holds more than the limit (one extra for the window's edges).
+    # The limit is on starts; these are completions (file mtimes). An upload
+    # started in one second may finish in the next, so a one-second window holds
+    # at most the limit, plus the uploads in flight at its start (concurrency),
+    # plus one for the window's edges. The long-run rate is the limit itself.
     busiest = max(sum(1 for t in times[i:] if t < start + 1.0) for i, start in enumerate(times))
-    assert busiest <= 21, busiest
+    assert busiest <= 20 + 4 + 1, busiest
     overall_rate = (len(times) - 1) / (times[-1] - times[0])
     assert overall_rate <= 20.5, overall_rate
 

@@ -1,0 +1,66 @@
+"""Content negotiation (auto_formats), end to end: real programs, real RabbitMQ."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+
+from tests.harness import Origin, Stack
+from tests.images import loader, photo, solid
+
+_ids = itertools.count(70_000)
+ALL_FORMATS = ["jpg", "png", "webp", "avif", "gif"]
+
+
+def new_id(origin: Origin) -> str:
+    image_id = next(_ids)
+    origin.add(f"fmt/img/{image_id}/original.jpg", photo())
+    return f"/fmt/img/{image_id}"
+
+
+def test_a_jpg_request_gets_the_best_format_its_accept_header_allows(
+    make_stack: Callable[..., Stack], origin: Origin
+) -> None:
+    stack = make_stack(auto_formats=["avif", "webp"], whitelisted_extensions=ALL_FORMATS).start()
+    prefix = new_id(origin)
+    browsers = {
+        "image/avif,image/webp,image/apng,*/*;q=0.8": ("image/avif", "heifload_buffer"),
+        "image/webp,*/*": ("image/webp", "webpload_buffer"),
+        "image/avif;q=0, image/webp": ("image/webp", "webpload_buffer"),
+        "*/*": ("image/jpeg", "jpegload_buffer"),
+        "": ("image/jpeg", "jpegload_buffer"),
+    }
+    for _ in range(2):  # made, then a cache hit (the other path): the same answers
+        for accept, (content_type, expected_loader) in browsers.items():
+            response = stack.get(f"{prefix}/w200.jpg", headers={"Accept": accept})
+            assert response.status == 200
+            assert response.headers["Content-Type"] == content_type
+            assert response.headers["Vary"] == "Accept"
+            assert loader(response.data) == expected_loader
+    key = prefix.lstrip("/")
+    cached = sorted(p.name for p in (stack.workdir / "cache" / key).iterdir())
+    assert cached == ["w200.avif", "w200.jpg", "w200.webp"]  # keyed by the format served
+    for name in cached:
+        assert stack.resizes(f"{key}/{name}") == 1
+    # Another format asked by name is not negotiated and does not vary.
+    png = stack.get(f"{prefix}/w200.png", headers={"Accept": "image/webp"})
+    assert png.headers["Content-Type"] == "image/png" and "Vary" not in png.headers
+
+
+def test_without_auto_formats_the_extension_decides(stack: Stack, origin: Origin) -> None:
+    prefix = new_id(origin)
+    response = stack.get(f"{prefix}/w200.jpg", headers={"Accept": "image/avif,image/webp"})
+    assert response.headers["Content-Type"] == "image/jpeg"
+    assert "Vary" not in response.headers
+
+
+def test_quality_target_applies_only_without_an_explicit_quality(
+    make_stack: Callable[..., Stack], origin: Origin
+) -> None:
+    stack = make_stack(quality_target=0.95).start()
+    image_id = next(_ids)
+    origin.add(f"fmt/img/{image_id}/original.jpg", solid(800, 500, (90, 140, 210), ".jpg"))
+    targeted = stack.get(f"/fmt/img/{image_id}/w300.jpg")
+    explicit = stack.get(f"/fmt/img/{image_id}/w300-q90.jpg")
+    assert targeted.status == explicit.status == 200
+    assert len(targeted.data) < len(explicit.data)  # a flat picture needs little quality
