@@ -207,9 +207,9 @@ SETTINGS: list[tuple[str, str, int, imaging.Encoding, float]] = [
     ("webp", "Q80, effort 4 (default)", 80, imaging.Encoding(webp_effort=4), 0),
     ("webp", "Q80, effort 6", 80, imaging.Encoding(webp_effort=6), 0),
     ("webp", "quality_target 0.97", 80, imaging.Encoding(), 0.97),
-    ("avif", "Q50, effort 2 (default)", 50, imaging.Encoding(avif_effort=2), 0),
+    ("avif", "Q50, effort 2", 50, imaging.Encoding(avif_effort=2), 0),
     ("avif", "Q50, effort 4", 50, imaging.Encoding(avif_effort=4), 0),
-    ("avif", "Q60, effort 2", 60, imaging.Encoding(avif_effort=2), 0),
+    ("avif", "Q60, effort 2 (default)", 60, imaging.Encoding(avif_effort=2), 0),
 ]  # fmt: skip
 
 

@@ -54,7 +54,7 @@ class Settings:
         1000, "Largest width (and height) an output may ask for; larger gets 406."
     )
     default_quality: dict[str, int] = _key(
-        {"jpg": 78, "webp": 80, "avif": 50},
+        {"jpg": 78, "webp": 80, "avif": 60},
         "Encoder quality (1-100) per lossy output format when the URL has no -q suffix "
         "(chosen in bench/QUALITY.md: at least the original service's Q75 SSIM).",
     )

@@ -89,6 +89,35 @@ def test_every_output_format(fmt: str, expected_loader: str) -> None:
     assert loader(render(photo(), rendition(Fit.WIDTH, 100, None, fmt))) == expected_loader
 
 
+def _photo_600() -> pyvips.Image:
+    return decode(photo()).thumbnail_image(600)
+
+
+INPUTS = {
+    "jpeg baseline": lambda: _photo_600().jpegsave_buffer(Q=90),
+    "jpeg progressive": lambda: _photo_600().jpegsave_buffer(Q=90, interlace=True),
+    "png 8-bit": lambda: _photo_600().pngsave_buffer(),
+    "png 16-bit": lambda: _photo_600().colourspace("rgb16").pngsave_buffer(),
+    "png palette": lambda: _photo_600().pngsave_buffer(palette=True, Q=100),
+    "png alpha": lambda: _photo_600().bandjoin(255).pngsave_buffer(),
+    "webp lossy": lambda: _photo_600().webpsave_buffer(Q=90),
+    "webp lossless": lambda: _photo_600().webpsave_buffer(lossless=True),
+    "webp alpha": lambda: _photo_600().bandjoin(255).webpsave_buffer(Q=90),
+    "gif": lambda: _photo_600().gifsave_buffer(),
+    "avif": lambda: _photo_600().heifsave_buffer(Q=90, compression="av1", effort=0),
+}
+
+
+@pytest.mark.parametrize("kind", INPUTS)
+def test_every_input_format_gives_the_same_picture(kind: str) -> None:
+    original = bytes(INPUTS[kind]())
+    out = decode(render(original, Rendition(Fit.WIDTH, 150, None, "png", 100)))
+    expected = _photo_600().thumbnail_image(150)
+    assert (out.width, out.height) == (expected.width, expected.height)
+    flat = out.flatten(background=[255]) if out.hasalpha() else out
+    assert mean_abs_difference(flat, expected) < 6  # gif: a 256-colour palette
+
+
 def test_quality_changes_jpeg_size() -> None:
     low = render(photo(), Rendition(Fit.WIDTH, 500, None, "jpg", 20))
     high = render(photo(), Rendition(Fit.WIDTH, 500, None, "jpg", 95))
