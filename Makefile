@@ -27,7 +27,7 @@ run: $(INSTALLED) rabbitmq
 	scripts/ensure-vhost.sh $(ENV)
 	mkdir -p var/run var/log
 	IMAGE_SERVER_ENV=$(ENV) IMAGE_SERVER_FRONTENDS=$(NPROC) IMAGE_SERVER_PROCESSORS=$(NPROC) \
-		IMAGE_SERVER_SAMPLE_ORIGIN=$(if $(filter development,$(ENV)),true,false) \
+		IMAGE_SERVER_DEV_SERVICES=$(if $(filter development,$(ENV)),true,false) \
 		exec $(VENV)/bin/supervisord -n -c supervisord.conf
 
 test: $(INSTALLED) test-packages rabbitmq lint

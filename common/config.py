@@ -198,6 +198,16 @@ class Settings:
     s3_secret_key: str = _key("", "S3 secret key.")
     s3_secure: bool = _key(False, "Use TLS (https) to reach the endpoint.")
     s3_create_bucket: bool = _key(True, "Create the bucket when it is missing.")
+    seaweedfs_dir: str = _key(
+        "var/seaweedfs",
+        "Data directory of the SeaweedFS server that `make run` starts (program seaweedfs) when "
+        "the s3 endpoint is on 127.0.0.1.",
+    )
+    seaweedfs_ports: dict[str, int] = _key(
+        {"master": 9333, "volume": 9380, "filer": 9388},
+        "HTTP ports of that SeaweedFS' master, volume server and filer (each gRPC port is "
+        "+10000); its S3 port is s3_endpoint's.",
+    )
 
     # The uploader.
     upload_rate_per_s: float = _key(20.0, "Most objects the uploader stores per second.")
@@ -292,6 +302,8 @@ def _check_values(settings: Settings) -> None:
             raise ConfigError(
                 f"config key 'encoder_effort.{fmt}': formats and ranges are {limits}, got {effort}"
             )
+    if set(settings.seaweedfs_ports) != {"master", "volume", "filer"}:
+        raise ConfigError("config key 'seaweedfs_ports' must name master, volume and filer")
     if not 0 <= settings.quality_target < 1:
         raise ConfigError("config key 'quality_target' must be 0 (off) or an SSIM below 1")
     for fmt in settings.auto_formats:

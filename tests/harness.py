@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import io
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +25,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import minio
 import pika
 import tornado.http1connection
 import tornado.httpserver
@@ -34,6 +37,14 @@ import urllib3
 REPO = Path(__file__).resolve().parent.parent
 MANAGEMENT = "http://127.0.0.1:15672/api"
 _http = urllib3.PoolManager(headers=urllib3.make_headers(basic_auth="guest:guest"))
+
+
+def _free_port_below(limit: int) -> int:
+    """A free port whose gRPC twin (port + 10000, SeaweedFS' rule) is in range too."""
+    while True:
+        port = free_port()
+        if port < limit:
+            return port
 
 
 def free_port() -> int:
@@ -338,14 +349,16 @@ class Stack:
 
 
 class S3Server:
-    """moto's standalone S3 server on a loopback port; can be stopped and started again."""
+    """SeaweedFS' S3 gateway on loopback ports, started by the project's own
+    launcher (common/seaweedfs.py); `start()` after `stop()` is a fresh, empty server."""
 
     ACCESS_KEY = "testing"
-    SECRET_KEY = "testing"
+    SECRET_KEY = "testing-secret"
 
     def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self._log = workdir / "moto.log"
+        self.port = _free_port_below(55_000)
+        self._workdir = workdir
+        self._log = workdir / "seaweedfs.log"
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -364,13 +377,41 @@ class S3Server:
         }
 
     def start(self) -> None:
-        log = open(self._log, "ab")  # noqa: SIM115 - lives as long as the process
-        moto = Path(sys.executable).parent / "moto_server"
-        self._process = subprocess.Popen(
-            [str(moto), "-H", "127.0.0.1", "-p", str(self.port)], stdout=log, stderr=log
+        from common import config, seaweedfs
+
+        data = self._workdir / "seaweedfs"
+        shutil.rmtree(data, ignore_errors=True)
+        ports = {part: _free_port_below(55_000) for part in ("master", "volume", "filer")}
+        settings = config.from_mapping(
+            {
+                "source_domain": "http://127.0.0.1/",
+                "local_base_path": "unused",
+                "originals_path": "unused",
+                **self.config(),
+                "seaweedfs_dir": str(data),
+                "seaweedfs_ports": ports,
+            }
         )
+        log = open(self._log, "ab")  # noqa: SIM115 - lives as long as the process
+        self._process = subprocess.Popen(seaweedfs.command(settings), stdout=log, stderr=log)
         log.close()
-        wait_until(self._listening, what="moto_server listening")
+        wait_until(self._answers, timeout_s=60, what="SeaweedFS' S3 gateway answering")
+
+    def _answers(self) -> bool:
+        """True once the gateway stores an object. It listens before its filer is
+        ready, and the first object ever stored waits ~5 s for the master to grow
+        volumes: done here, so that no test's first put runs into its timeout."""
+        client = minio.Minio(
+            self.endpoint, self.ACCESS_KEY, self.SECRET_KEY, secure=False, region="us-east-1",
+            http_client=urllib3.PoolManager(retries=False, timeout=15.0),
+        )  # fmt: skip
+        try:
+            if not client.bucket_exists("harness-warm-up"):
+                client.make_bucket("harness-warm-up")
+            client.put_object("harness-warm-up", "ready", io.BytesIO(b"ready"), 5)
+        except (minio.error.MinioException, urllib3.exceptions.HTTPError, OSError):
+            return False
+        return True
 
     def _listening(self) -> bool:
         try:
@@ -381,6 +422,7 @@ class S3Server:
 
     def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
+            # SeaweedFS takes ~25 s to stop gracefully; the tests want it gone, as a crash.
+            self._process.kill()
             self._process.wait(15)
-        wait_until(lambda: not self._listening(), what="moto_server stopped")
+        wait_until(lambda: not self._listening(), what="SeaweedFS stopped")

@@ -103,7 +103,7 @@ def test_the_set_up_creates_the_environments_vhost() -> None:
     assert [p["user"] for p in permissions] == ["guest"]
 
 
-def autostarts(tmp_path: Path, sample_origin: str) -> dict[str, bool]:
+def autostarts(tmp_path: Path, dev_services: str) -> dict[str, bool]:
     """Each program's autostart, as supervisord itself reads supervisord.conf."""
     from supervisor.options import ServerOptions
 
@@ -115,7 +115,7 @@ def autostarts(tmp_path: Path, sample_origin: str) -> dict[str, bool]:
         "IMAGE_SERVER_ENV": "x",
         "IMAGE_SERVER_FRONTENDS": "1",
         "IMAGE_SERVER_PROCESSORS": "1",
-        "IMAGE_SERVER_SAMPLE_ORIGIN": sample_origin,
+        "IMAGE_SERVER_DEV_SERVICES": dev_services,
     }
     with pytest.MonkeyPatch.context() as patch:
         for name, value in environment.items():
@@ -130,12 +130,13 @@ def autostarts(tmp_path: Path, sample_origin: str) -> dict[str, bool]:
     }
 
 
-def test_the_sample_origin_starts_only_in_development(tmp_path: Path) -> None:
+def test_the_sample_origin_and_seaweedfs_start_only_in_development(tmp_path: Path) -> None:
     for env, expected in (("development", "true"), ("production", "false")):
         dry_run = subprocess.run(
             ["make", "-n", "run", f"ENV={env}"], cwd=REPO, capture_output=True, text=True
         ).stdout
-        assert f"IMAGE_SERVER_SAMPLE_ORIGIN={expected}" in dry_run
-    assert autostarts(tmp_path, "false")["sample-origin"] is False
-    assert autostarts(tmp_path, "true")["sample-origin"] is True
+        assert f"IMAGE_SERVER_DEV_SERVICES={expected}" in dry_run
+    for program in ("sample-origin", "seaweedfs"):
+        assert autostarts(tmp_path, "false")[program] is False
+        assert autostarts(tmp_path, "true")[program] is True
     assert autostarts(tmp_path, "false")["uploader"] is True

@@ -1,4 +1,4 @@
-"""Both storage backends against real storage: moto's S3 server and a directory."""
+"""Both storage backends against real storage: SeaweedFS' S3 gateway and a directory."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The uploader against real storage (moto's S3 server, a directory) and a real RabbitMQ."""
+"""The uploader against real storage (SeaweedFS' S3 gateway, a directory) and a real RabbitMQ."""
 
 from __future__ import annotations
 
