@@ -200,8 +200,8 @@ class Settings:
     s3_create_bucket: bool = _key(True, "Create the bucket when it is missing.")
     seaweedfs_dir: str = _key(
         "var/seaweedfs",
-        "Data directory of the SeaweedFS server that `make run` starts (program seaweedfs) when "
-        "the s3 endpoint is on 127.0.0.1.",
+        "Data directory of the SeaweedFS server that `make run` starts in development "
+        "(program seaweedfs, S3 on s3_endpoint).",
     )
     seaweedfs_ports: dict[str, int] = _key(
         {"master": 9333, "volume": 9380, "filer": 9388},
@@ -231,6 +231,19 @@ class Settings:
         16_000_000, "Memory each frontend process keeps of recently read outputs (0: none)."
     )
     cache_max_age_s: int = _key(31_536_000, "Cache-Control max-age sent with every image.")
+
+    # Disk budgets of the per-host caches, kept by the janitor program.
+    cache_max_bytes: int = _key(
+        20_000_000_000, "Budget of the output cache (local_base_path); past it LRU files go."
+    )
+    originals_max_bytes: int = _key(
+        10_000_000_000, "Budget of the cached originals (originals_path, masters excluded)."
+    )
+    masters_max_bytes: int = _key(10_000_000_000, "Budget of the masters (originals_path/masters).")
+    janitor_interval_s: float = _key(30.0, "Pause between two sweeps of the janitor.")
+    eviction_min_age_s: float = _key(
+        60.0, "A file written or read more recently than this is never evicted (it is in use)."
+    )
 
     log_level: str = _key("INFO", "Python logging level of every program.")
 
@@ -342,6 +355,10 @@ def _check_values(settings: Settings) -> None:
         "max_source_bytes",
         "max_output_bytes",
         "max_animation_frames",
+        "cache_max_bytes",
+        "originals_max_bytes",
+        "masters_max_bytes",
+        "janitor_interval_s",
         "source_download_timeout_s",
         "max_downloads_per_source_host",
         "resize_queue_max_length",

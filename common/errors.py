@@ -103,6 +103,12 @@ class BrokerUnavailable(ImageServerError):
     default_message = "the job queue is unavailable"
 
 
+class BrokerBlocked(BrokerUnavailable):
+    default_message = (
+        "the job queue is refusing work (RabbitMQ's memory or disk alarm): retry later"
+    )
+
+
 class QueueFull(ImageServerError):
     status = 503
     retryable = True

@@ -25,6 +25,18 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+TOUCH_INTERVAL_S = 60.0
+
+
+def touch(path: Path, stat: os.stat_result) -> None:
+    """Mark `path` as used now (its access time; mtime, hence ETags, untouched),
+    at most once a minute: the janitor evicts the least recently used files, and
+    mounts with relatime or noatime do not keep access times for it."""
+    if time.time() - stat.st_atime > TOUCH_INTERVAL_S:
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(path, ns=(time.time_ns(), stat.st_mtime_ns))
+
+
 class KeyLock:
     """An exclusive lock on a key, shared by every process of this host.
 

@@ -125,19 +125,24 @@ class HealthHandler(tornado.web.RequestHandler):
         self.set_header(*NO_SNIFF)
 
     def get(self) -> None:
-        if not self.rpc.ready:
+        if not self.rpc.ready or self.rpc.blocked_reason is not None:
             self.set_status(503)
         self.report()
 
     def report(self, **extra: object) -> None:
         self.set_header("Content-Type", "application/json")
-        report = {"pid": os.getpid(), "broker_connected": self.rpc.ready, **extra}
+        report = {
+            "pid": os.getpid(),
+            "broker_connected": self.rpc.ready,
+            "broker_blocked": self.rpc.blocked_reason,  # null, or RabbitMQ's alarm
+            **extra,
+        }
         self.finish(json.dumps(report))
 
 
 class StatusHandler(HealthHandler):
     def get(self) -> None:
-        self.report(counters=dict(self.service.counters))
+        self.report(counters=dict(self.service.counters), disk=self.service.disk_usage())
 
 
 def make_status_app(service: ImageService, rpc: ResizeClient) -> tornado.web.Application:

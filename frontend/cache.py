@@ -13,7 +13,7 @@ import dataclasses
 import os
 from pathlib import Path
 
-from common.files import KeyLock, write_atomic
+from common.files import KeyLock, touch, write_atomic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +44,7 @@ class OutputCache:
         except (FileNotFoundError, NotADirectoryError):
             self._forget(key)
             return None
+        touch(path, stat)
         kept = self._memory.get(key)
         if kept is not None and (kept.size, kept.mtime_ns) == (stat.st_size, stat.st_mtime_ns):
             self._memory.move_to_end(key)

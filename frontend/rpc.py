@@ -4,7 +4,10 @@ One connection and one channel per frontend process. Replies come back on
 direct reply-to (`amq.rabbitmq.reply-to`), matched by correlation_id;
 publishes are confirmed, and a nack (the queue is full) becomes `QueueFull`.
 When RabbitMQ goes away every waiting call fails with `BrokerUnavailable`
-and the client reconnects by itself.
+and the client reconnects by itself. While RabbitMQ blocks publishers (its
+memory or disk alarm: `connection.blocked`), every call fails at once with
+`BrokerBlocked`, and so do the calls that were waiting: a publish would only
+hang until the alarm clears. Calls succeed again on `connection.unblocked`.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from pika.spec import Basic, BasicProperties
 
 from common import amqp
 from common.config import Settings
-from common.errors import BrokerUnavailable, QueueFull, ResizeTimeout
+from common.errors import BrokerBlocked, BrokerUnavailable, QueueFull, ResizeTimeout
 from common.messages import ResizeJob, ResizeResult
 
 log = logging.getLogger(__name__)
@@ -35,6 +38,7 @@ class ResizeClient:
         self._channel: Channel | None = None
         self._ready = False
         self._closing = False
+        self.blocked_reason: str | None = None  # RabbitMQ's alarm, while it blocks us
         self._next_delivery_tag = 1
         self._confirms: dict[int, asyncio.Future[bool]] = {}
         self._replies: dict[str, asyncio.Future[ResizeResult]] = {}
@@ -58,6 +62,8 @@ class ResizeClient:
         """Publish `job` and wait for its result, at most `timeout_s` in all."""
         if not self._ready or self._channel is None:
             raise BrokerUnavailable()
+        if self.blocked_reason is not None:
+            raise BrokerBlocked()
         loop = asyncio.get_running_loop()
         correlation_id = uuid.uuid4().hex
         delivery_tag = self._next_delivery_tag
@@ -105,7 +111,19 @@ class ResizeClient:
             )
 
     def _on_connection_open(self, connection: TornadoConnection) -> None:
+        self.blocked_reason = None
+        connection.add_on_connection_blocked_callback(self._on_blocked)
+        connection.add_on_connection_unblocked_callback(self._on_unblocked)
         connection.channel(on_open_callback=self._on_channel_open)
+
+    def _on_blocked(self, connection: TornadoConnection, frame: Any) -> None:
+        self.blocked_reason = str(getattr(frame.method, "reason", "") or "resource alarm")
+        log.warning("RabbitMQ blocks publishing (%s): misses get 503", self.blocked_reason)
+        self._fail_pending(BrokerBlocked())
+
+    def _on_unblocked(self, connection: TornadoConnection, frame: Any) -> None:
+        log.warning("RabbitMQ unblocked publishing")
+        self.blocked_reason = None
 
     def _on_connection_error(self, connection: TornadoConnection, error: BaseException) -> None:
         log.warning("cannot connect to RabbitMQ: %s", error)
@@ -115,6 +133,7 @@ class ResizeClient:
         if not self._closing:
             log.warning("RabbitMQ connection closed: %s", reason)
         self._fail_pending()
+        self.blocked_reason = None
         self._reconnect_later()
 
     def _on_channel_open(self, channel: Channel) -> None:
@@ -151,11 +170,11 @@ class ResizeClient:
         if self._connection is not None and self._connection.is_open:
             self._connection.close()  # the close callback reconnects
 
-    def _fail_pending(self) -> None:
+    def _fail_pending(self, error: BrokerUnavailable | None = None) -> None:
         pending: list[asyncio.Future[Any]] = [*self._confirms.values(), *self._replies.values()]
         for future in pending:
             if not future.done():
-                future.set_exception(BrokerUnavailable("lost the connection to RabbitMQ"))
+                future.set_exception(error or BrokerUnavailable("lost the connection to RabbitMQ"))
         self._confirms.clear()
         self._replies.clear()
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import json
 import logging
 import time
+from typing import Any
 
 from common.config import Settings
 from common.errors import QueueFull, ResizeTimeout, StorageUnavailable
+from common.janitor import USAGE_FILE
 from common.messages import ResizeJob
 from common.sources import allowed_hosts, check_source_url
 from common.storage import ObjectStore, output_key
@@ -59,6 +62,14 @@ class ImageService:
         """The format served for `request` given its Accept header (auto_formats)."""
         settings = self._settings
         return negotiate(request, accept, settings.auto_formats, settings.default_quality)
+
+    def disk_usage(self) -> dict[str, Any] | None:
+        """The janitor's last figures (bytes used and evicted per cache), if it runs."""
+        try:
+            usage: dict[str, Any] = json.loads((self._settings.cache_dir / USAGE_FILE).read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        return usage
 
     def cache_hit(self, key: str) -> CachedFile | None:
         """The output if the local cache has it (counted as a request and a hit)."""

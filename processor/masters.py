@@ -10,13 +10,14 @@ original, and so is any crop that the master cannot cover without upscaling.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from common.config import Settings
 from common.errors import ResizeTimeout
-from common.files import KeyLock
+from common.files import KeyLock, touch
 from processor import imaging
 
 
@@ -29,6 +30,15 @@ class MasterStore:
         digest = hashlib.sha256(source_url.encode()).hexdigest()
         # "-2": masters that remember their original's size (older ones are ignored).
         return self._dir / digest[:2] / f"{digest}-2.v"
+
+    def existing(self, source_url: str) -> Path | None:
+        """The master of `source_url` if it is made (marked as used for the janitor)."""
+        path = self.path(source_url)
+        try:
+            touch(path, os.stat(path))
+        except FileNotFoundError:
+            return None
+        return path
 
     def render(
         self,

@@ -14,12 +14,13 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 from common.config import Settings
 from common.errors import ResizeTimeout, StorageUnavailable
-from common.files import KeyLock, write_atomic
+from common.files import KeyLock, touch, write_atomic
 from common.storage import ObjectStore, original_key
 from processor.fetch import SourceFetcher
 
@@ -87,6 +88,8 @@ class OriginalStore:
 
 def _read_if_present(path: Path) -> bytes | None:
     try:
-        return path.read_bytes()
+        with open(path, "rb") as file:
+            touch(path, os.fstat(file.fileno()))
+            return file.read()
     except FileNotFoundError:
         return None

@@ -207,8 +207,8 @@ class Processor:
         """The output, and the original's bytes when they were downloaded for it."""
         limits = self._limits(job)
         masters = self._masters if rendition.fit is not Fit.NONE else None
-        master = masters.path(job.source_url) if masters is not None else None
-        if master is not None and master.exists() and imaging.master_covers(master, rendition):
+        master = masters.existing(job.source_url) if masters is not None else None
+        if master is not None and imaging.master_covers(master, rendition):
             return self._resize(lambda: imaging.render_master(master, rendition, limits)), None
         with self._originals.open(job.source_url, limits.deadline) as original:
             if original.downloaded:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import signal
 import threading
 import time
@@ -96,6 +97,41 @@ def test_broker_stopped_hits_still_served_misses_503_then_recovers(
         lambda: stack.get("/broker/down/1/w152.jpg").status == 200,
         timeout_s=60,
         what="the frontend and processor to reconnect",
+    )
+    assert all(stack.alive().values())
+
+
+@pytest.mark.stops_broker  # not stopped: its memory alarm blocks every publisher of the node
+def test_a_broker_alarm_gives_503_at_once_and_clears_by_itself(
+    make_stack: Callable[..., Stack], origin: Origin
+) -> None:
+    stack = make_stack()
+    stack.start(processors=1)
+    origin.add("broker/alarm/1/original.jpg", photo())
+    warm = stack.get("/broker/alarm/1/w150.jpg")
+    assert warm.status == 200
+    health = f"http://127.0.0.1:{stack.config['status_port']}/health"
+    rabbitmqctl("set_vm_memory_high_watermark", "0.0001")  # every node's alarm goes off
+    try:
+        # The first publish makes RabbitMQ block the connection and say so: that
+        # miss and every one after it get 503 (not a 504 after resize_deadline_s).
+        misses = [stack.get(f"/broker/alarm/1/w{width}.jpg") for width in (151, 152, 153)]
+        assert [m.status for m in misses] == [503, 503, 503]
+        assert all(m.headers.get("Retry-After") == "1" for m in misses)
+        assert b"alarm" in misses[-1].data
+        answer = stack.http.request("GET", health)
+        assert answer.status == 503
+        assert json.loads(answer.data)["broker_blocked"]  # RabbitMQ's reason, e.g. "low on memory"
+        assert json.loads(answer.data)["broker_connected"] is True
+        hit = stack.get("/broker/alarm/1/w150.jpg")
+        assert hit.status == 200 and hit.data == warm.data
+    finally:
+        rabbitmqctl("set_vm_memory_high_watermark", "0.4")  # the default
+    wait_until(lambda: stack.http.request("GET", health).status == 200, what="the alarm cleared")
+    wait_until(
+        lambda: stack.get("/broker/alarm/1/w154.jpg").status == 200,
+        timeout_s=60,
+        what="misses served again",
     )
     assert all(stack.alive().values())
 

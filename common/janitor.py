@@ -1,0 +1,148 @@
+"""Disk budgets: the janitor keeps each per-host cache directory within its budget.
+
+`python -m common.janitor -e <env>` (the supervisord program `janitor`, one
+per host) sweeps, every `janitor_interval_s`: the output cache
+(`local_base_path`, budget `cache_max_bytes`), the originals
+(`originals_path`, `originals_max_bytes`) and the masters (`masters/` under
+it, `masters_max_bytes`). Past a budget it removes the least recently used
+files (by access time: readers touch what they use, see
+`common.files.touch`) until the directory is 10% under its budget.
+
+It never blocks a request: it runs in its own process. It never removes a
+file being written (producers write a hidden temporary file and rename it;
+hidden files and lock directories are not swept), nor one used in the last
+`eviction_min_age_s` (just written, or just read). A reader that opened a
+file before it was removed reads it whole (POSIX keeps an open file until
+it is closed). An evicted output is a miss again: object storage still has
+it. Each sweep's figures (bytes used, files evicted) go to
+`<local_base_path>/.disk-usage.json` for the status page.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from common import program
+from common.config import Settings
+from common.files import write_atomic
+
+log = logging.getLogger("janitor")
+LOW_WATER = 0.9  # a sweep stops this far under the budget, so it does not run on every file
+USAGE_FILE = ".disk-usage.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    name: str
+    directory: Path
+    max_bytes: int
+    skip: frozenset[str] = frozenset()  # top-level directories swept by another budget
+
+
+@dataclasses.dataclass
+class Usage:
+    bytes_used: int = 0
+    files: int = 0
+    evicted_files: int = 0  # since the janitor started
+    evicted_bytes: int = 0
+
+
+def budgets(settings: Settings) -> list[Budget]:
+    return [
+        Budget("outputs", settings.cache_dir, settings.cache_max_bytes),
+        Budget(
+            "originals",
+            settings.originals_dir,
+            settings.originals_max_bytes,
+            frozenset({"masters"}),
+        ),
+        Budget("masters", settings.originals_dir / "masters", settings.masters_max_bytes),
+    ]
+
+
+def _files(budget: Budget) -> Iterator[os.DirEntry[str]]:
+    """Every finished file under the budget's directory (no hidden file or directory)."""
+    pending = [budget.directory]
+    top = True
+    while pending:
+        directory = pending.pop()
+        try:
+            entries = list(os.scandir(directory))
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue  # temporary files, locks, the usage file
+            if entry.is_dir(follow_symlinks=False):
+                if not (top and entry.name in budget.skip):
+                    pending.append(Path(entry.path))
+            elif entry.is_file(follow_symlinks=False):
+                yield entry
+        top = False
+
+
+def sweep(budget: Budget, usage: Usage, min_age_s: float, now: float | None = None) -> None:
+    """Bring `budget.directory` under its budget, least recently used first."""
+    now = time.time() if now is None else now
+    files = []
+    for entry in _files(budget):
+        try:
+            stat = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            continue  # removed meanwhile
+        files.append((max(stat.st_atime, stat.st_mtime), stat.st_size, entry.path))
+    used = sum(size for _, size, _ in files)
+    usage.files = len(files)
+    if used > budget.max_bytes:
+        target = budget.max_bytes * LOW_WATER
+        for used_at, size, path in sorted(files):
+            if used <= target:
+                break
+            if now - used_at < min_age_s:
+                break  # everything after it is as recent: in use
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                continue
+            used -= size
+            usage.files -= 1
+            usage.evicted_files += 1
+            usage.evicted_bytes += size
+    usage.bytes_used = used
+
+
+def run(settings: Settings, stop: threading.Event) -> None:
+    """Sweep every budget, write the figures, wait; until `stop` is set."""
+    usage = {budget.name: Usage() for budget in budgets(settings)}
+    while True:
+        report: dict[str, object] = {"updated_epoch_s": time.time()}
+        for budget in budgets(settings):
+            figures = usage[budget.name]
+            before = figures.evicted_files
+            sweep(budget, figures, settings.eviction_min_age_s)
+            if figures.evicted_files > before:
+                log.info("%s: evicted %d files, %d bytes used", budget.name,
+                         figures.evicted_files - before, figures.bytes_used)  # fmt: skip
+            report[budget.name] = {**dataclasses.asdict(figures), "max_bytes": budget.max_bytes}
+        write_atomic(settings.cache_dir / USAGE_FILE, json.dumps(report).encode())
+        if stop.wait(settings.janitor_interval_s):
+            return
+
+
+def main() -> None:
+    args = program.parse_args(__doc__.splitlines()[0])
+    settings = program.load_settings(args)
+    program.configure_logging(settings, "janitor")
+    run(settings, program.stop_event_on_signals())
+    log.info("stopped")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""Disk budgets: the janitor's sweep, and the janitor under a stream of misses."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pyvips
+
+from common.janitor import USAGE_FILE, Budget, Usage, sweep
+from tests.harness import Origin, Stack
+from tests.images import decode, photo
+
+
+def _file(path: Path, size: int, used_at: float) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x" * size)
+    os.utime(path, (used_at, used_at))
+    return path
+
+
+def test_sweep_removes_least_recently_used_files_down_to_the_low_water_mark(
+    tmp_path: Path,
+) -> None:
+    now = time.time()
+    files = [_file(tmp_path / f"m/t/{i}/w1.jpg", 100, now - 1000 + i) for i in range(10)]
+    usage = Usage()
+    sweep(Budget("outputs", tmp_path, 500), usage, min_age_s=60, now=now)
+    # 1000 bytes against 500: the six oldest go (down to 90% of the budget: 400).
+    assert [f.exists() for f in files] == [False] * 6 + [True] * 4
+    assert (usage.bytes_used, usage.files, usage.evicted_files, usage.evicted_bytes) == (
+        400, 4, 6, 600
+    )  # fmt: skip
+
+
+def test_sweep_spares_what_is_in_use_being_written_or_another_budgets(tmp_path: Path) -> None:
+    now = time.time()
+    old = _file(tmp_path / "a" / "old", 300, now - 1000)
+    recent = _file(tmp_path / "a" / "recent", 300, now - 10)  # read 10 s ago: in use
+    writing = _file(tmp_path / "a" / ".tmp-123", 300, now - 1000)  # a producer's temporary file
+    lock = _file(tmp_path / ".locks" / "abc", 0, now - 1000)
+    master = _file(tmp_path / "masters" / "ab" / "abc-2.v", 300, now - 1000)
+    usage = Usage()
+    sweep(Budget("originals", tmp_path, 100, frozenset({"masters"})), usage, 60, now=now)
+    assert not old.exists()
+    assert recent.exists() and writing.exists() and lock.exists() and master.exists()
+    assert usage.bytes_used == 300  # still over: the rest is in use, and stays
+
+
+def test_a_read_marks_an_output_as_used(stack: Stack, origin: Origin) -> None:
+    origin.add("janitor/touch/1/original.jpg", photo())
+    assert stack.get("/janitor/touch/1/w100.jpg").status == 200
+    path = stack.workdir / "cache" / "janitor" / "touch" / "1" / "w100.jpg"
+    long_ago = time.time() - 3600
+    os.utime(path, (long_ago, path.stat().st_mtime))
+    mtime = path.stat().st_mtime_ns
+    assert stack.get("/janitor/touch/1/w100.jpg").status == 200
+    assert path.stat().st_atime > long_ago + 3000
+    assert path.stat().st_mtime_ns == mtime  # Last-Modified and ETag unchanged
+
+
+_ids = itertools.count(1)
+
+
+def _distinct_original(index: int) -> bytes:
+    """A photograph no other test has: the sample, cropped differently each time."""
+    image = decode(photo())
+    return bytes(image.crop(index * 7, index * 5, 1200, 800).write_to_buffer(".jpg", Q=90))
+
+
+def _bytes_under(directory: Path, skip: str | None = None) -> int:
+    total = 0
+    for path in directory.rglob("*"):
+        relative = path.relative_to(directory).parts
+        if path.is_file() and not any(p.startswith(".") for p in relative) and skip not in relative:
+            total += path.stat().st_size
+    return total
+
+
+def test_directories_stay_within_budget_under_a_stream_of_misses(
+    make_stack: Callable[..., Stack], origin: Origin
+) -> None:
+    budgets = {"cache_max_bytes": 150_000, "originals_max_bytes": 600_000,
+               "masters_max_bytes": 3_000_000}  # fmt: skip
+    stack = make_stack(**budgets, janitor_interval_s=0.2, eviction_min_age_s=0.0)
+    stack.start(processors=2)
+    stack.spawn("janitor", "common.janitor")
+    answers = []
+    for index in range(30):
+        image_id = next(_ids)
+        origin.add(f"janitor/img/{image_id}/original.jpg", _distinct_original(index))
+        for output in ("w300.jpg", "x200.jpg"):  # the second size makes a master
+            response = stack.get(f"/janitor/img/{image_id}/{output}")
+            answers.append(response.status)
+            if response.status == 200:  # every answer whole: it decodes
+                assert decode(response.data).width in (300, 200)
+    assert answers == [200] * 60
+    time.sleep(0.5)  # one more sweep after the last write
+    cache, originals = stack.workdir / "cache", stack.workdir / "originals"
+    # Within budget, give or take what arrived during one sweep interval.
+    slack = 1.3
+    assert _bytes_under(cache) <= budgets["cache_max_bytes"] * slack
+    assert _bytes_under(originals, skip="masters") <= budgets["originals_max_bytes"] * slack
+    assert _bytes_under(originals / "masters") <= budgets["masters_max_bytes"] * slack
+    usage = json.loads((cache / USAGE_FILE).read_text())
+    assert usage["outputs"]["evicted_files"] > 0 and usage["originals"]["evicted_files"] > 0
+    status_url = f"http://127.0.0.1:{stack.config['status_port']}/status"
+    shown = json.loads(stack.http.request("GET", status_url).data)["disk"]
+    assert shown["outputs"]["max_bytes"] == budgets["cache_max_bytes"]
+    assert shown["outputs"]["evicted_files"] >= usage["outputs"]["evicted_files"]
+    # An evicted output is simply made (or fetched) again.
+    again = stack.get("/janitor/img/1/w300.jpg")
+    assert again.status == 200 and pyvips.Image.new_from_buffer(again.data, "").width == 300
+    assert stack.alive()["janitor"]
