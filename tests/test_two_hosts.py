@@ -1,0 +1,88 @@
+"""Two hosts, one RabbitMQ vhost, one object store (SeaweedFS): each host its own
+frontend, processors, uploader, cache directories and ports, as two machines would."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Iterator
+from pathlib import Path
+
+import minio
+import pytest
+
+from tests.harness import Origin, S3Server, Stack, Vhost, wait_until
+from tests.images import decode, photo
+
+
+@pytest.fixture
+def hosts(tmp_path: Path, origin: Origin, s3: S3Server) -> Iterator[tuple[Stack, Stack]]:
+    vhost = Vhost()
+    pair = [Stack(tmp_path / name, vhost, origin, **s3.config()) for name in ("host_a", "host_b")]
+    try:
+        for host in pair:
+            host.start(processors=2, uploader=True)
+        yield pair[0], pair[1]
+    finally:
+        for host in pair:
+            host.stop()
+        vhost.delete()
+
+
+def resizes(hosts: tuple[Stack, Stack], cache_key: str) -> int:
+    """Resizes of `cache_key` by every processor of both hosts (either may take a job)."""
+    return sum(host.resizes(cache_key) for host in hosts)
+
+
+def test_an_output_made_on_one_host_is_served_by_the_other_without_a_resize(
+    hosts: tuple[Stack, Stack], origin: Origin, s3: S3Server
+) -> None:
+    a, b = hosts
+    origin.add("two/hosts/1/original.jpg", photo())
+    made = a.get("/two/hosts/1/w300.jpg")
+    assert made.status == 200
+    key = f"{a.config['storage_key_prefix']}/two/hosts/1/w300.jpg"
+    client = minio.Minio(s3.endpoint, s3.ACCESS_KEY, s3.SECRET_KEY, secure=False)
+
+    def stored() -> bool:
+        try:
+            client.stat_object("images", key)
+        except minio.error.S3Error:
+            return False
+        return True
+
+    wait_until(stored, timeout_s=30, what="the output in object storage")
+    served = b.get("/two/hosts/1/w300.jpg")
+    assert served.status == 200 and served.data == made.data
+    assert resizes(hosts, "two/hosts/1/w300.jpg") == 1
+    assert (b.workdir / "cache" / "two" / "hosts" / "1" / "w300.jpg").exists()
+
+
+def test_a_burst_on_both_hosts_makes_at_most_one_resize_per_host(
+    hosts: tuple[Stack, Stack], origin: Origin
+) -> None:
+    a, b = hosts
+    origin.add("two/hosts/2/original.jpg", photo())
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        answers = [pool.submit(host.get, "/two/hosts/2/w400.jpg") for host in (a, b) * 10]
+        results = [answer.result() for answer in answers]
+    assert [r.status for r in results] == [200] * 20
+    assert {decode(r.data).width for r in results} == {400}
+    assert 1 <= resizes(hosts, "two/hosts/2/w400.jpg") <= 2
+    assert origin.hits["two/hosts/2/original.jpg"] <= 2
+
+
+def test_every_processor_of_one_host_killed_loses_no_request(
+    hosts: tuple[Stack, Stack], origin: Origin
+) -> None:
+    a, b = hosts
+    origin.add("two/hosts/3/original.jpg", photo())
+    paths = [f"/two/hosts/3/w{width}.jpg" for width in range(100, 180)]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = [pool.submit((a, b)[i % 2].get, path) for i, path in enumerate(paths)]
+        wait_until(lambda: sum(answer.done() for answer in answers) >= 10, what="load under way")
+        a.kill("processor_0")  # SIGKILL: host A has no processor left
+        a.kill("processor_1")
+        statuses = [answer.result().status for answer in answers]
+    assert statuses == [200] * len(paths)  # host B's processors took every job
+    assert b.get("/two/hosts/3/w500.jpg").status == 200
+    assert a.get("/two/hosts/3/w501.jpg").status == 200  # asked on A, made on B
