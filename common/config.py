@@ -215,6 +215,12 @@ class Settings:
     uploader_health_port: int = _key(
         7090, "Port of the uploader's /health (object storage and RabbitMQ reachable)."
     )
+    upload_backlog_max: int = _key(
+        20_000,
+        "Messages image.upload may hold; past it processors keep new uploads on disk "
+        "(spill_path) and the uploader of their host stores them from there.",
+    )
+    spill_path: str = _key("var/spill", "Directory of the uploads kept on disk (see above).")
     upload_retry_delays_s: list[float] = _key(
         [1.0, 5.0, 30.0, 120.0, 600.0],
         "Delay before each retry of a failed upload; when all are spent it is dead-lettered.",
@@ -255,6 +261,10 @@ class Settings:
     @property
     def originals_dir(self) -> Path:
         return REPO_ROOT / self.originals_path
+
+    @property
+    def spill_dir(self) -> Path:
+        return REPO_ROOT / self.spill_path
 
 
 def describe() -> list[tuple[str, str, Any, str]]:
@@ -356,6 +366,7 @@ def _check_values(settings: Settings) -> None:
         "max_output_bytes",
         "max_animation_frames",
         "cache_max_bytes",
+        "upload_backlog_max",
         "originals_max_bytes",
         "masters_max_bytes",
         "janitor_interval_s",

@@ -40,6 +40,7 @@ from common.errors import (
 )
 from common.messages import ResizeJob, ResizeResult, UploadJob
 from common.metrics import Metrics
+from common.spill import Spill
 from common.storage import ObjectStore, original_key, output_key
 from common.urls import CONTENT_TYPES, Fit
 from processor import imaging
@@ -50,6 +51,7 @@ from processor.originals import OriginalStore
 log = logging.getLogger(__name__)
 _POLL_S = 0.2
 _STOP_GRACE_S = 30.0
+_BACKLOG_CHECK_S = 1.0
 _ORIGINAL_TYPE = "application/octet-stream"
 T = TypeVar("T")
 
@@ -84,6 +86,8 @@ class Processor:
         self._originals = OriginalStore(settings, shared, SourceFetcher(settings))
         self._masters = MasterStore(settings) if settings.masters_enabled else None
         self._encoding = encoding(settings)
+        self._spill = Spill(settings.spill_dir)
+        self._backlog = (0, 0.0)  # image.upload's depth, and when it was asked (pika thread)
         # libvips gets one core's worth of work per processor: resizes queue here.
         self._resizer = concurrent.futures.ThreadPoolExecutor(1, "resize")
         self._in_progress = 0  # touched by pika's thread only
@@ -164,9 +168,24 @@ class Processor:
         delivery.channel.basic_ack(delivery.method.delivery_tag)
 
     def _queue_upload(self, delivery: _Delivery, upload: UploadJob) -> None:
+        """Publish `upload` (confirmed), or keep it on disk while image.upload is full."""
+        if self._upload_backlog(delivery) >= self._settings.upload_backlog_max:
+            self._spill.put(upload)
+            log.info("image.upload is at upload_backlog_max: %s kept on disk", upload.key)
+            return
         delivery.upload_channel.basic_publish(
             "", amqp.UPLOAD_QUEUE, upload.encode(), amqp.persistent()
         )
+        self._backlog = (self._backlog[0] + 1, self._backlog[1])
+
+    def _upload_backlog(self, delivery: _Delivery) -> int:
+        """Messages in image.upload, asked of RabbitMQ at most once a second."""
+        count, asked_at = self._backlog
+        if time.monotonic() - asked_at > _BACKLOG_CHECK_S:
+            declared = delivery.upload_channel.queue_declare(amqp.UPLOAD_QUEUE, passive=True)
+            count, asked_at = int(declared.method.message_count), time.monotonic()
+        self._backlog = (count, asked_at)
+        return count
 
     # --- job threads -------------------------------------------------------------
 

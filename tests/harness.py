@@ -241,6 +241,7 @@ class Stack:
             "local_base_path": str(workdir / "cache"),
             "originals_path": str(workdir / "originals"),
             "storage_path": str(workdir / "storage"),
+            "spill_path": str(workdir / "spill"),
             "amqp_url": vhost.amqp_url,
             **overrides,
         }

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 
 from common import program
 from common.errors import StorageRefused, StorageUnavailable
 from common.storage import open_store
+from uploader import spilled
 from uploader.consumer import Uploader
 from uploader.health import Health, serve
+from uploader.ratelimit import RateLimiter
 
 log = logging.getLogger("uploader")
 
@@ -31,7 +34,14 @@ def main(argv: list[str] | None = None) -> None:
         log.error("object storage is not reachable: %s (uploads wait in RabbitMQ)", exc.message)
         health.storage_failed(exc.message)
     stop = program.stop_event_on_signals()
-    Uploader(settings, store, stop, health).run()
+    limiter = RateLimiter(settings.upload_rate_per_s)
+    health.rate_per_s = settings.upload_rate_per_s
+    drain = threading.Thread(
+        target=spilled.drain, args=(settings, store, limiter, health, stop), name="spilled"
+    )
+    drain.start()
+    Uploader(settings, store, stop, health, limiter).run()
+    drain.join()
     server.shutdown()
     log.info("stopped")
 

@@ -33,13 +33,18 @@ _POLL_S = 0.2
 
 class Uploader:
     def __init__(
-        self, settings: Settings, store: ObjectStore, stop: threading.Event, health: Health
+        self,
+        settings: Settings,
+        store: ObjectStore,
+        stop: threading.Event,
+        health: Health,
+        limiter: RateLimiter,
     ) -> None:
         self._settings = settings
         self._health = health
         self._store = store
         self._stop = stop
-        self._limiter = RateLimiter(settings.upload_rate_per_s)
+        self._limiter = limiter
         self._in_progress = 0
 
     def run(self) -> None:
@@ -62,6 +67,8 @@ class Uploader:
             log.info("consuming %s", amqp.UPLOAD_QUEUE)
             while not self._stop.is_set():
                 connection.process_data_events(time_limit=_POLL_S)
+                declared = channel.queue_declare(amqp.UPLOAD_QUEUE, passive=True)
+                self._health.queued_uploads = int(declared.method.message_count)
             channel.basic_cancel(consumer_tag)
             # Graceful stop: let started uploads finish and be acked.
             give_up = time.monotonic() + 30

@@ -18,6 +18,9 @@ class Health:
         self._lock = threading.Lock()
         self.storage_problem: str | None = "not checked yet"
         self.broker_connected = False
+        self.queued_uploads = 0  # in image.upload, as last asked
+        self.spilled_uploads = 0  # kept on disk by this host's processors
+        self.rate_per_s = 1.0
 
     def storage_ok(self) -> None:
         with self._lock:
@@ -31,10 +34,15 @@ class Health:
         with self._lock:
             problem = self.storage_problem
         healthy = problem is None and self.broker_connected
+        backlog = self.queued_uploads + self.spilled_uploads
         body: dict[str, object] = {
             "storage_reachable": problem is None,
             "storage_problem": problem,
             "broker_connected": self.broker_connected,
+            "queued_uploads": self.queued_uploads,
+            "spilled_uploads": self.spilled_uploads,
+            # The whole backlog at upload_rate_per_s (other hosts' uploaders share the queue).
+            "drain_estimate_s": round(backlog / self.rate_per_s),
         }
         return (200 if healthy else 503), body
 

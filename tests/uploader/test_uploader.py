@@ -276,3 +276,39 @@ def test_unreachable_storage_is_reported_at_start(
         timeout_s=30,
         what="healthy once an upload succeeds",
     )
+
+
+def test_past_upload_backlog_max_uploads_wait_on_disk_and_are_stored_from_there(
+    make_stack: Callable[..., Stack], origin: Origin
+) -> None:
+    stack = make_stack(upload_backlog_max=5, upload_rate_per_s=50.0)
+    stack.start(processors=1, uploader=False)  # nobody drains image.upload yet
+    origin.add("spill/img/1/original.jpg", photo())
+    answers = {}
+    for width in range(100, 130):
+        response = stack.get(f"/spill/img/1/w{width}.jpg")
+        assert response.status == 200  # the request path does not wait for any of it
+        answers[f"{PREFIX}/spill/img/1/w{width}.jpg"] = response.data
+    queued = stack.vhost.message_count(amqp.UPLOAD_QUEUE)
+    spill_dir = stack.workdir / "spill"
+    spilled = [p for p in spill_dir.iterdir() if not p.name.startswith(".")]
+    # The bound holds (one processor counts its own publishes between two asks);
+    # the rest waits on disk, none is lost. (The original was stored directly.)
+    assert queued == 5
+    assert queued + len(spilled) == 30
+    stack.start_uploader()
+    health = f"http://127.0.0.1:{stack.config['uploader_health_port']}/health"
+    root = Path(stack.config["storage_path"])
+    wait_until(
+        lambda: all((root / key).exists() for key in answers), timeout_s=60, what="all stored"
+    )
+    for key, data in answers.items():
+        assert (root / key).read_bytes() == data
+    wait_until(lambda: not any(spill_dir.iterdir()), what="the disk drained")
+    wait_until(lambda: stack.vhost.message_count(amqp.UPLOAD_QUEUE) == 0, what="queue drained")
+
+    def backlog_shown() -> tuple[object, ...]:
+        report = json.loads(stack.http.request("GET", health).data)
+        return report["queued_uploads"], report["spilled_uploads"], report["drain_estimate_s"]
+
+    wait_until(lambda: backlog_shown() == (0, 0, 0), what="/health showing no backlog")

@@ -1,0 +1,52 @@
+"""Stores the uploads that this host's processors kept on disk (see common/spill.py).
+
+On a thread of its own, beside the consumer of image.upload and under the same
+rate limit: oldest first, each file removed once its object is stored; when
+storage fails, the file stays and the next try waits upload_retry_delays_s[0].
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from common.config import Settings
+from common.errors import ImageServerError
+from common.spill import Spill
+from common.storage import ObjectStore
+from uploader.health import Health
+from uploader.ratelimit import RateLimiter
+
+log = logging.getLogger(__name__)
+_IDLE_S = 1.0
+_BATCH = 64
+
+
+def drain(
+    settings: Settings,
+    store: ObjectStore,
+    limiter: RateLimiter,
+    health: Health,
+    stop: threading.Event,
+) -> None:
+    spill = Spill(settings.spill_dir)
+    while not stop.is_set():
+        health.spilled_uploads = spill.count()
+        paths = spill.oldest(_BATCH)
+        if not paths:
+            stop.wait(_IDLE_S)
+            continue
+        for path in paths:
+            upload = spill.read(path)
+            if upload is None:
+                continue
+            if stop.wait(limiter.reserve()):
+                return
+            try:
+                store.put(upload.key, upload.payload, upload.content_type)
+            except ImageServerError as exc:
+                log.warning("stored-on-disk upload %s failed (%s): kept", upload.key, exc.message)
+                stop.wait(settings.upload_retry_delays_s[0])
+                break
+            path.unlink(missing_ok=True)
+            log.info("stored %s (%d bytes, from disk)", upload.key, len(upload.payload))
