@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 NPROC := $(shell nproc)
 ENV ?= development
 
-.PHONY: run test lint bench quality rabbitmq system-packages test-packages status clean
+.PHONY: run test lint bench quality soak rabbitmq system-packages test-packages status clean
 
 $(INSTALLED): pyproject.toml | system-packages
 	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
@@ -42,6 +42,11 @@ bench: $(INSTALLED) test-packages rabbitmq
 	bench/setup.sh
 	PATH="$$PATH:/usr/sbin" $(VENV)/bin/python -m bench.run $(BENCH_ARGS)
 	PATH="$$PATH:/usr/sbin" $(VENV)/bin/python -m bench.quality
+
+# More new outputs than the upload rate for minutes (bench/SOAK.md), about 5 minutes.
+soak: $(INSTALLED) rabbitmq
+	bench/setup.sh
+	PATH="$$PATH:/usr/sbin" $(VENV)/bin/python -m bench.soak
 
 # Output size and quality only (bench/QUALITY.md), about 10 minutes.
 quality: $(INSTALLED) test-packages

@@ -170,9 +170,10 @@ http {{
 class Ours:
     """This project under its own supervisord, production-like: filesystem store, uploader on."""
 
-    def __init__(self, work: Path, processes: int) -> None:
+    def __init__(self, work: Path, processes: int, **overrides: object) -> None:
         self.work = work / "ours"
         self.processes = processes
+        self.overrides = overrides
         self.supervisord: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -191,10 +192,12 @@ class Ours:
             "originals_path": str(self.work / "originals"),
             "storage_backend": "filesystem",
             "storage_path": str(self.work / "storage"),
+            "spill_path": str(self.work / "spill"),
             "graphite_enabled": False,
             "default_quality": {**production["default_quality"], "jpg": JPEG_QUALITY},
             "maximum_width": 1000,
             "amqp_url": "amqp://guest:guest@127.0.0.1:5672/bench",
+            **self.overrides,
         }
         (self.work / "bench.json").write_text(json.dumps(config, indent=2))
         python = sys.executable

@@ -216,7 +216,7 @@ class Settings:
         7090, "Port of the uploader's /health (object storage and RabbitMQ reachable)."
     )
     upload_backlog_max: int = _key(
-        20_000,
+        2_000,
         "Messages image.upload may hold; past it processors keep new uploads on disk "
         "(spill_path) and the uploader of their host stores them from there.",
     )
