@@ -48,6 +48,11 @@ def configure_logging(settings: config.Settings, name: str) -> None:
     # pika logs every connection step, and every failed reconnect as an ERROR;
     # our programs log the one line that matters when they lose RabbitMQ.
     logging.getLogger("pika").setLevel(logging.CRITICAL)
+    # libvips reports every resize step at INFO and harmless oddities of
+    # originals (an unknown EXIF unit) as warnings; what fails is translated
+    # and logged by processor/imaging.py. Its own words only when debugging.
+    if settings.log_level != "DEBUG":
+        logging.getLogger("pyvips").setLevel(logging.ERROR)
 
 
 def stop_event_on_signals() -> threading.Event:
