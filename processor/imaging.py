@@ -28,8 +28,6 @@ LOADERS = {
     "svg": "svgload_buffer",
     "pdf": "pdfload_buffer",
 }
-# libvips' largest coordinate: as a thumbnail height it means "any height".
-_ANY_SIZE = 10_000_000
 _KEEP_NO_METADATA = 0  # VIPS_FOREIGN_KEEP_NONE
 ANIMATED_FORMATS = frozenset({"gif", "webp"})  # outputs that keep an original's frames
 # A truncated original is an error (415), not an image padded with grey.
@@ -150,10 +148,11 @@ def make_master(original: bytes, long_side: int, limits: Limits, path: Path) -> 
     The master is upright, 8-bit sRGB, without metadata but the original's
     upright size and whether it was lossless (outputs keep the geometry they
     would have from the original), its long side at least `long_side`
-    (maximum_width): every width-fit output fits in it, and so do most crops
-    (`master_covers` tells). Made with shrink-on-load, it costs about what the
-    largest output made straight from the original costs; it is libvips' own
-    uncompressed format, memory-mapped when read.
+    (maximum_width): most outputs are shrunk from it (`master_covers` tells
+    which: a portrait's w1000 needs more pixels than its master has). Made
+    with shrink-on-load, it costs about what the largest output made straight
+    from the original costs; it is libvips' own uncompressed format,
+    memory-mapped when read.
     """
     with _translated_errors(limits):
         header = _check_header(original, limits)
