@@ -191,14 +191,15 @@ def compare(originals: list[corpus.Original], defaults: config.Settings) -> list
 
 # (format, setting, quality, encoder, quality_target); every row is w500 of the whole corpus.
 SETTINGS: list[tuple[str, str, int, imaging.Encoding, float]] = [
-    ("jpg", "Q75, baseline (the encoder before)", 75, imaging.Encoding(jpeg_progressive=False), 0),
-    ("jpg", "Q85, baseline (the default before)", 85, imaging.Encoding(jpeg_progressive=False), 0),
-    ("jpg", "Q75, progressive", 75, imaging.Encoding(), 0),
-    ("jpg", "Q78, progressive (default)", 78, imaging.Encoding(), 0),
-    ("jpg", "Q80, progressive", 80, imaging.Encoding(), 0),
-    ("jpg", "Q75, progressive, trellis (jpeg_trellis)", 75, imaging.Encoding(jpeg_trellis=True), 0),
-    ("jpg", "Q80, progressive, trellis", 80, imaging.Encoding(jpeg_trellis=True), 0),
-    ("jpg", "Q85, progressive, trellis", 85, imaging.Encoding(jpeg_trellis=True), 0),
+    ("jpg", "Q75, baseline", 75, imaging.Encoding(), 0),
+    ("jpg", "Q78, baseline (default)", 78, imaging.Encoding(), 0),
+    ("jpg", "Q80, baseline", 80, imaging.Encoding(), 0),
+    ("jpg", "Q85, baseline (the default before)", 85, imaging.Encoding(), 0),
+    ("jpg", "Q78, progressive (jpeg_progressive)", 78, imaging.Encoding(jpeg_progressive=True), 0),
+    ("jpg", "Q75, trellis (jpeg_trellis)", 75, imaging.Encoding(jpeg_trellis=True), 0),
+    ("jpg", "Q80, trellis", 80, imaging.Encoding(jpeg_trellis=True), 0),
+    ("jpg", "Q85, trellis", 85, imaging.Encoding(jpeg_trellis=True), 0),
+    ("jpg", "Q85, progressive, trellis", 85, imaging.Encoding(True, jpeg_trellis=True), 0),
     ("jpg", "quality_target 0.97", 78, imaging.Encoding(), 0.97),
     ("jpg", "quality_target 0.98", 78, imaging.Encoding(), 0.98),
     ("webp", "Q75, effort 4", 75, imaging.Encoding(webp_effort=4), 0),

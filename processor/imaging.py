@@ -47,7 +47,7 @@ def configure(threads: int) -> None:
 class Encoding:
     """Encoder settings beyond quality, from config (see README, "Formats and quality")."""
 
-    jpeg_progressive: bool = True
+    jpeg_progressive: bool = False
     jpeg_trellis: bool = False  # mozjpeg's trellis quantisation, optimised scans, table 3
     webp_effort: int = 4  # 0-6
     avif_effort: int = 2  # 0-9

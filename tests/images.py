@@ -32,6 +32,13 @@ def solid(width: int, height: int, rgb: tuple[int, int, int], fmt: str = ".png")
     return bytes(image.write_to_buffer(fmt))
 
 
+def smooth(width: int, height: int) -> bytes:
+    """A JPEG of gentle gradients: an easy picture, little to lose at low quality."""
+    ramp = pyvips.Image.xyz(width, height)
+    image = ramp[0].bandjoin([ramp[1], ramp[0] * 0.2 + 90]).cast("uchar")
+    return bytes(image.copy(interpretation="srgb").write_to_buffer(".jpg", Q=95))
+
+
 def with_alpha(width: int, height: int) -> bytes:
     """A red PNG whose left half is fully transparent."""
     rgb = (pyvips.Image.black(width, height) + [255, 0, 0]).cast("uchar")

@@ -12,7 +12,7 @@ from common.errors import ImageTooLarge, UnsupportedImage
 from common.urls import Fit
 from processor.imaging import LOADERS, Encoding, Limits, Rendition
 from processor.imaging import render as render_within
-from tests.images import decode, loader, mean_abs_difference, photo, solid, with_alpha
+from tests.images import decode, loader, mean_abs_difference, photo, smooth, solid, with_alpha
 
 
 def render(original: bytes, rendition: Rendition) -> bytes:
@@ -195,9 +195,9 @@ def _jpeg_frame_marker(data: bytes) -> int:
     return data[index + 1]
 
 
-def test_jpeg_is_progressive_unless_configured_otherwise() -> None:
-    assert _jpeg_frame_marker(_encoded(photo(), "jpg", Encoding())) == 0xC2
-    assert _jpeg_frame_marker(_encoded(photo(), "jpg", Encoding(jpeg_progressive=False))) == 0xC0
+def test_jpeg_is_baseline_unless_configured_progressive() -> None:
+    assert _jpeg_frame_marker(_encoded(photo(), "jpg", Encoding())) == 0xC0
+    assert _jpeg_frame_marker(_encoded(photo(), "jpg", Encoding(jpeg_progressive=True))) == 0xC2
 
 
 def test_trellis_makes_smaller_jpegs_of_the_same_picture() -> None:
@@ -315,14 +315,14 @@ def test_frames_past_max_frames_are_dropped_and_counted_as_pixels() -> None:
 
 
 def test_quality_target_gives_easy_pictures_small_files_and_keeps_detail() -> None:
-    flat = solid(600, 400, (120, 160, 200), ".jpg")  # nothing to lose
+    easy = smooth(600, 400)
     target = 0.97
 
     def targeted(original: bytes) -> bytes:
         return render(original, Rendition(Fit.WIDTH, 300, None, "jpg", 78, quality_target=target))
 
-    plain = render(flat, rendition(Fit.WIDTH, 300, None))
-    assert len(targeted(flat)) < len(plain)
+    plain = render(easy, Rendition(Fit.WIDTH, 300, None, "jpg", 78))
+    assert len(targeted(easy)) < len(plain)
     # The photo keeps the target against the same resize without loss (a PNG of it).
     lossless = render(photo(), Rendition(Fit.WIDTH, 300, None, "png", 100))
     assert ssim(targeted(photo()), lossless) >= target - 0.005
