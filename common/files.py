@@ -11,15 +11,19 @@ import time
 from pathlib import Path
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see either nothing or all of it."""
+def write_atomic(path: Path, data: bytes) -> os.stat_result:
+    """Write `data` to `path` so that readers see either nothing or all of it;
+    returns the file's stat (taken before it is in place: it may go at once)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as tmp_file:
             tmp_file.write(data)
+            tmp_file.flush()
+            stat = os.fstat(tmp_file.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
+        return stat
     except BaseException:
         os.unlink(tmp)
         raise

@@ -74,8 +74,12 @@ class OutputCache:
         if dropped is not None:
             self._memory_bytes -= dropped.size
 
-    def write(self, key: str, data: bytes) -> None:
-        write_atomic(self._root / key, data)
+    def write(self, key: str, data: bytes) -> CachedFile:
+        """Store `data` as `key`; returns it as a read would have (kept in memory too)."""
+        stat = write_atomic(self._root / key, data)
+        cached = CachedFile(data, stat.st_size, stat.st_mtime, stat.st_mtime_ns)
+        self._remember(key, cached)
+        return cached
 
     def lock(self, key: str) -> KeyLock:
         """The host-wide lock that lets one frontend process produce `key`."""

@@ -43,7 +43,7 @@ class ImageService:
         self._store = store
         self._store_pool = concurrent.futures.ThreadPoolExecutor(_STORE_THREADS, "store")
         self.allowed_hosts = allowed_hosts(settings)
-        self._in_flight: dict[str, asyncio.Future[None]] = {}
+        self._in_flight: dict[str, asyncio.Future[CachedFile]] = {}
         self.counters: collections.Counter[str] = collections.Counter()
         self.active_requests = 0  # kept by the handler; a graceful stop waits for 0
         self._waiting = 0  # cache misses waiting on a resize, bounded by max_pending_requests
@@ -94,23 +94,20 @@ class ImageService:
             pending = self._in_flight.get(key)
             if pending is not None:
                 self.counters["coalesced"] += 1
-                await asyncio.shield(pending)
-            else:
-                await self._produce_once(request)
+                return await asyncio.shield(pending)
+            # The output as written, not read back: the janitor may evict it at once.
+            return await self._produce_once(request)
         finally:
             self._waiting -= 1
-        cached = self._cache.read(key)
-        if cached is None:  # evicted between write and read: vanishingly rare
-            raise ResizeTimeout("the output disappeared from the cache")
-        return cached
 
-    async def _produce_once(self, request: ImageRequest) -> None:
+    async def _produce_once(self, request: ImageRequest) -> CachedFile:
         key = request.cache_key
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[CachedFile] = asyncio.get_running_loop().create_future()
         self._in_flight[key] = done
         try:
-            await self._produce(request)
-            done.set_result(None)
+            cached = await self._produce(request)
+            done.set_result(cached)
+            return cached
         except BaseException as exc:
             done.set_exception(exc)
             done.exception()  # retrieved: no "never retrieved" noise without followers
@@ -118,7 +115,7 @@ class ImageService:
         finally:
             del self._in_flight[key]
 
-    async def _produce(self, request: ImageRequest) -> None:
+    async def _produce(self, request: ImageRequest) -> CachedFile:
         deadline = time.monotonic() + self._settings.resize_deadline_s
         lock = self._cache.lock(request.cache_key)
         try:
@@ -128,23 +125,24 @@ class ImageService:
                 if time.monotonic() > deadline:
                     raise ResizeTimeout()
                 await asyncio.sleep(_LOCK_POLL_S)
-            if self._cache.read(request.cache_key) is not None:
-                return
-            if await self._fill_from_store(request.cache_key):
-                return
+            cached = self._cache.read(request.cache_key)  # made by the lock's last holder
+            if cached is None:
+                cached = await self._fill_from_store(request.cache_key)
+            if cached is not None:
+                return cached
             remaining_s = deadline - time.monotonic()
             job = self.job_for(request, remaining_s)
             self.counters["resizes_requested"] += 1
             result = await self._rpc.call(job, remaining_s)
             result.raise_for_error()
-            self._cache.write(request.cache_key, result.payload)
+            return self._cache.write(request.cache_key, result.payload)
         finally:
             lock.release()
 
-    async def _fill_from_store(self, cache_key: str) -> bool:
+    async def _fill_from_store(self, cache_key: str) -> CachedFile | None:
         """Copy the output from object storage into the local cache, if it is there."""
         if self._store is None:
-            return False
+            return None
         key = output_key(self._settings, cache_key)
         try:
             if self._store.reads_are_local:
@@ -154,12 +152,11 @@ class ImageService:
                 data = await loop.run_in_executor(self._store_pool, self._store.get, key)
         except StorageUnavailable as exc:
             log.warning("object storage unavailable, resizing instead: %s", exc.message)
-            return False
+            return None
         if data is None:
-            return False
+            return None
         self.counters["store_hits"] += 1
-        self._cache.write(cache_key, data)
-        return True
+        return self._cache.write(cache_key, data)
 
     def job_for(self, request: ImageRequest, timeout_s: float) -> ResizeJob:
         output = request.output

@@ -117,15 +117,18 @@ def render(original: bytes, rendition: Rendition, limits: Limits) -> bytes:
         return _render(image, rendition, limits, _lossless(original, header))
 
 
-def render_master(master: Path, rendition: Rendition, limits: Limits) -> bytes:
-    """Like render, from a master written by make_master (not for full_size)."""
+def render_master(master: Path, rendition: Rendition, limits: Limits) -> bytes | None:
+    """Like render, from a master written by make_master (not for full_size);
+    None when the master is gone (the janitor may evict it at any time)."""
     with _translated_errors(limits):
-        source = _master_source(master)
-        assert source is not None, "render_master needs a master that master_covers"
+        opened = _open_master(master)
+        if opened is None:
+            return None
+        image, source = opened
         place = geometry(source.width, source.height, rendition)
-        image = pyvips.Image.thumbnail(
-            str(master), place.resize_width, height=place.resize_height, size="force"
-        )
+        # Resized from the image opened above: a master removed from now on is
+        # still read whole (its pages stay mapped until they are released).
+        image = image.thumbnail_image(place.resize_width, height=place.resize_height, size="force")
         return _render(_crop(image, place), rendition, limits, source.lossless)
 
 
@@ -194,29 +197,37 @@ def _shrunk_on_load(original: bytes, header: pyvips.Image, long_side: int) -> py
     )
 
 
-def _master_source(master: Path) -> _MasterSource | None:
-    """What `master` remembers of its original; None for a master without it."""
-    header = pyvips.Image.new_from_file(str(master))  # reads the header only
-    if header.get_typeof(_MASTER_WIDTH) == 0:
+def _open_master(master: Path) -> tuple[pyvips.Image, _MasterSource] | None:
+    """The master and what it remembers of its original; None when it is gone,
+    or is an older master that does not remember."""
+    try:
+        image = pyvips.Image.new_from_file(str(master))  # the header; pixels when used
+    except pyvips.Error:
+        if master.exists():
+            raise
+        return None  # evicted between the caller's look and now
+    if image.get_typeof(_MASTER_WIDTH) == 0:
         return None
-    return _MasterSource(
-        int(header.get(_MASTER_WIDTH)),
-        int(header.get(_MASTER_HEIGHT)),
-        bool(header.get(_MASTER_LOSSLESS)),
+    source = _MasterSource(
+        int(image.get(_MASTER_WIDTH)),
+        int(image.get(_MASTER_HEIGHT)),
+        bool(image.get(_MASTER_LOSSLESS)),
     )
+    return image, source
 
 
 def master_covers(master: Path, rendition: Rendition) -> bool:
     """True when `rendition` is made from `master` by shrinking only: an output
-    that needs more pixels than the master has comes from the original."""
+    that needs more pixels than the master has comes from the original (and so
+    does every output of a master that is gone)."""
     if rendition.fit is Fit.NONE:
         return False
-    source = _master_source(master)
-    if source is None:
+    opened = _open_master(master)
+    if opened is None:
         return False
-    header = pyvips.Image.new_from_file(str(master))
+    image, source = opened
     place = geometry(source.width, source.height, rendition)
-    return bool(place.resize_width <= header.width and place.resize_height <= header.height)
+    return bool(place.resize_width <= image.width and place.resize_height <= image.height)
 
 
 @contextlib.contextmanager

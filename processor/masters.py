@@ -67,5 +67,7 @@ class MasterStore:
         finally:
             lock.release()
         if made and imaging.master_covers(path, rendition):
-            return bytes(on_resize_thread(lambda: imaging.render_master(path, rendition, limits)))
+            output = on_resize_thread(lambda: imaging.render_master(path, rendition, limits))
+            if output is not None:  # None: evicted meanwhile
+                return bytes(output)
         return bytes(on_resize_thread(lambda: imaging.render(original, rendition, limits)))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pyvips
 
 from common.janitor import USAGE_FILE, Budget, Usage, sweep
-from tests.harness import Origin, Stack
+from tests.harness import Origin, Stack, wait_until
 from tests.images import decode, photo
 
 
@@ -99,13 +99,18 @@ def test_directories_stay_within_budget_under_a_stream_of_misses(
             if response.status == 200:  # every answer whole: it decodes
                 assert decode(response.data).width in (300, 200)
     assert answers == [200] * 60
-    time.sleep(0.5)  # one more sweep after the last write
     cache, originals = stack.workdir / "cache", stack.workdir / "originals"
-    # Within budget, give or take what arrived during one sweep interval.
-    slack = 1.3
-    assert _bytes_under(cache) <= budgets["cache_max_bytes"] * slack
-    assert _bytes_under(originals, skip="masters") <= budgets["originals_max_bytes"] * slack
-    assert _bytes_under(originals / "masters") <= budgets["masters_max_bytes"] * slack
+
+    def within_budgets() -> bool:
+        # At most the budget once the janitor has swept after the last write (it
+        # sweeps every 0.2 s: on a loaded machine that may take a little longer).
+        return (
+            _bytes_under(cache) <= budgets["cache_max_bytes"]
+            and _bytes_under(originals, skip="masters") <= budgets["originals_max_bytes"]
+            and _bytes_under(originals / "masters") <= budgets["masters_max_bytes"]
+        )
+
+    wait_until(within_budgets, timeout_s=20, what="every cache within its budget")
     usage = json.loads((cache / USAGE_FILE).read_text())
     assert usage["outputs"]["evicted_files"] > 0 and usage["originals"]["evicted_files"] > 0
     status_url = f"http://127.0.0.1:{stack.config['status_port']}/status"

@@ -87,7 +87,7 @@ def test_outputs_from_the_master_match_pillow_from_the_original(
     path = tmp_path / "m.v"
     assert make_master(data, 1000, LIMITS, path)
     assert master_covers(path, rendition)
-    ours = decode(render_master(path, rendition, LIMITS))
+    ours = decode(from_master(path, rendition))
     reference = pillow_reference(data, rendition)
     assert (ours.width, ours.height) == (reference.width, reference.height)
     assert mean_abs_difference(ours, reference) < 2.0
@@ -109,6 +109,29 @@ def test_masters_of_rotated_originals_are_upright(tmp_path: Path) -> None:
     path = tmp_path / "m.v"
     assert make_master(tagged, 1000, LIMITS, path)
     rendition = Rendition(Fit.WIDTH, 400, None, "png", 85)
-    out = decode(render_master(path, rendition, LIMITS))
+    out = decode(from_master(path, rendition))
     assert out.height > out.width
     assert mean_abs_difference(out, pillow_reference(tagged, rendition)) < 2.0
+
+
+def from_master(path: Path, rendition: Rendition) -> bytes:
+    made = render_master(path, rendition, LIMITS)
+    assert made is not None
+    return made
+
+
+def test_a_master_evicted_meanwhile_is_not_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "m.v"
+    assert make_master(large_photo(), 1000, LIMITS, path)
+    rendition = Rendition(Fit.WIDTH, 400, None, "png", 85)
+    path.unlink()  # the janitor's doing, between a look and a read
+    assert not master_covers(path, rendition)
+    assert render_master(path, rendition, LIMITS) is None  # the caller uses the original
+
+
+def test_a_master_opened_before_its_eviction_is_read_whole(tmp_path: Path) -> None:
+    path = tmp_path / "m.v"
+    assert make_master(large_photo(), 1000, LIMITS, path)
+    opened = pyvips.Image.new_from_file(str(path))
+    path.unlink()
+    assert opened.avg() > 0  # its pixels are still there
