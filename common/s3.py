@@ -45,10 +45,20 @@ class S3Store:
             if not self._client.bucket_exists(self._bucket):
                 if not self._create_bucket:
                     raise StorageRefused(f"bucket {self._bucket!r} does not exist")
-                self._client.make_bucket(self._bucket)
-                log.info("created bucket %s", self._bucket)
+                self._make_bucket()
         except (minio.error.MinioException, urllib3.exceptions.HTTPError) as exc:
             raise _translate(exc) from exc
+
+    def _make_bucket(self) -> None:
+        """Create the bucket; one made meanwhile by another upload thread or
+        process of ours (after a fresh store lost it) is what we wanted."""
+        try:
+            self._client.make_bucket(self._bucket)
+        except minio.error.S3Error as exc:
+            if exc.code != "BucketAlreadyOwnedByYou":
+                raise
+            return
+        log.info("created bucket %s", self._bucket)
 
     def put(self, key: str, data: bytes, content_type: str) -> None:
         try:

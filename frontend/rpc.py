@@ -175,6 +175,9 @@ class ResizeClient:
         for future in pending:
             if not future.done():
                 future.set_exception(error or BrokerUnavailable("lost the connection to RabbitMQ"))
+                # A call waiting on its confirm never awaits its reply future:
+                # marked as seen, so asyncio does not log it as never retrieved.
+                future.exception()
         self._confirms.clear()
         self._replies.clear()
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
+import threading
 from pathlib import Path
 
 import minio
@@ -61,6 +63,22 @@ def test_s3_bucket_is_created_when_allowed_and_refused_otherwise(s3: S3Server) -
     assert client(s3).bucket_exists("made-at-start")
     with pytest.raises(StorageRefused):
         s3_store(s3, s3_bucket="not-allowed", s3_create_bucket=False).prepare()
+
+
+def test_puts_racing_to_recreate_a_lost_bucket_all_succeed(s3: S3Server) -> None:
+    # As after a fresh store came back: every upload thread finds NoSuchBucket
+    # at once, and all but one find the bucket made when they try to make it.
+    store = s3_store(s3, s3_bucket="raced")
+    barrier = threading.Barrier(8)
+
+    def put(index: int) -> None:
+        barrier.wait()
+        store.put(f"k/{index}", b"x", "image/jpeg")
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        for done in [pool.submit(put, index) for index in range(8)]:
+            done.result()  # no StorageRefused("BucketAlreadyOwnedByYou")
+    assert all(store.get(f"k/{index}") == b"x" for index in range(8))
 
 
 def test_s3_down_is_unavailable_not_a_crash(s3: S3Server) -> None:
