@@ -26,7 +26,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from bench import corpus, servers
+from bench import corpus, recipe, servers
 from bench.ssim import ssim
 from common import config
 from common.urls import Fit, parse_output
@@ -36,7 +36,6 @@ from processor.worker import encoding
 BENCH = Path(__file__).resolve().parent
 KINDS = ["w500", "x600", "300x400", "full_size"]
 FORMATS = ["jpg", "webp"]
-RECIPE_QUALITY = 75  # the original service's ImageMagick -quality
 THUMBOR_QUALITY = 80  # thumbor's QUALITY default
 Image.MAX_IMAGE_PIXELS = None
 
@@ -84,16 +83,7 @@ def ours(
 
 
 def imagemagick(original: Path, kind: str, fmt: str) -> Made:
-    spec = parse_output(f"{kind}.{fmt}")
-    if spec.fit is Fit.WIDTH:
-        geometry = ["-resize", str(spec.width)]
-    elif spec.fit is Fit.COVER:
-        box = f"{spec.width}x{spec.height}"
-        geometry = ["-resize", f"{box}^", "-gravity", "center", "-extent", box]
-    else:
-        geometry = []
-    command = ["convert", str(original), "-strip", "-flatten", *geometry]
-    command += ["-background", "rgba(255,255,255,1)", "-quality", str(RECIPE_QUALITY), f"{fmt}:-"]
+    command = recipe.command(original, f"{kind}.{fmt}")
     return _timed(lambda: subprocess.run(command, capture_output=True, check=True).stdout)
 
 
@@ -180,7 +170,7 @@ def compare(originals: list[corpus.Original], defaults: config.Settings) -> list
                 scores["thumbor"].add(thumbor(original.name, kind, fmt), original.path, size)
             labelled = {
                 f"{kind}.{fmt} | ours, Q{quality} (default)": scores["ours"],
-                f"{kind}.{fmt} | ImageMagick recipe, Q{RECIPE_QUALITY}": scores["recipe"],
+                f"{kind}.{fmt} | ImageMagick recipe, Q{recipe.QUALITY}": scores["recipe"],
                 f"{kind}.{fmt} | thumbor 7.8, Q{THUMBOR_QUALITY} (default)": scores["thumbor"],
             }
             recipe_jpeg.setdefault(kind, scores["recipe"])  # FORMATS starts with jpg
@@ -215,13 +205,15 @@ SETTINGS: list[tuple[str, str, int, imaging.Encoding, float]] = [
 
 
 def settings_table(originals: list[corpus.Original]) -> list[str]:
-    recipe = Score()
+    recipe_score = Score()
     sizes = {}
     for original in originals:
         made = ours(original.path, "w500", "jpg", imaging.Encoding(), 75)
         sizes[original.name] = Image.open(io.BytesIO(made.data)).size
-        recipe.add(imagemagick(original.path, "w500", "jpg"), original.path, sizes[original.name])
-    labelled = {f"jpg | ImageMagick recipe, Q{RECIPE_QUALITY} (a whole convert)": recipe}
+        recipe_score.add(
+            imagemagick(original.path, "w500", "jpg"), original.path, sizes[original.name]
+        )
+    labelled = {f"jpg | ImageMagick recipe, Q{recipe.QUALITY} (a whole convert)": recipe_score}
     for fmt, label, quality, encoder, target in SETTINGS:
         score = Score()
         for original in originals:
@@ -229,7 +221,7 @@ def settings_table(originals: list[corpus.Original]) -> list[str]:
             score.add(made, original.path, sizes[original.name])
         labelled[f"{fmt} | {label}"] = score
         print(fmt, label, flush=True)
-    return ["| format | setting " + HEADER, RULE, *_rows(labelled, recipe, recipe)]
+    return ["| format | setting " + HEADER, RULE, *_rows(labelled, recipe_score, recipe_score)]
 
 
 def avif_times(originals: list[corpus.Original], defaults: config.Settings) -> list[str]:
@@ -282,7 +274,7 @@ def main() -> None:
             "rounds 312.5 down where ImageMagick and we round up). Transparency is put "
             "onto white in both.",
             f"Recipe: the original service's `convert -strip -flatten <geometry> -background "
-            f"rgba(255,255,255,1) -quality {RECIPE_QUALITY}` ({version.splitlines()[0]}). "
+            f"rgba(255,255,255,1) -quality {recipe.QUALITY}` ({version.splitlines()[0]}). "
             "thumbor 7.8.0, Pillow engine, at its default quality "
             f"{THUMBOR_QUALITY}, baseline JPEG (`PROGRESSIVE_JPEG = False`, as in "
             "bench/run.py). An output more than a pixel away from our size is another "

@@ -118,14 +118,20 @@ def render(original: bytes, rendition: Rendition, limits: Limits) -> bytes:
 
 
 def render_master(master: Path, rendition: Rendition, limits: Limits) -> bytes | None:
-    """Like render, from a master written by make_master (not for full_size);
-    None when the master is gone (the janitor may evict it at any time)."""
+    """Like render, from a master written by make_master; None when the master
+    cannot make this output: full_size, an output that needs more pixels than
+    the master has (a portrait's w1000), or a master that is gone (the janitor
+    may evict it at any time). The caller then renders from the original."""
+    if rendition.fit is Fit.NONE:
+        return None
     with _translated_errors(limits):
         opened = _open_master(master)
         if opened is None:
             return None
         image, source = opened
         place = geometry(source.width, source.height, rendition)
+        if place.resize_width > image.width or place.resize_height > image.height:
+            return None
         # Resized from the image opened above: a master removed from now on is
         # still read whole (its pages stay mapped until they are released).
         image = image.thumbnail_image(place.resize_width, height=place.resize_height, size="force")
@@ -151,7 +157,7 @@ def make_master(original: bytes, long_side: int, limits: Limits, path: Path) -> 
     The master is upright, 8-bit sRGB, without metadata but the original's
     upright size and whether it was lossless (outputs keep the geometry they
     would have from the original), its long side at least `long_side`
-    (maximum_width): most outputs are shrunk from it (`master_covers` tells
+    (maximum_width): most outputs are shrunk from it (`render_master` tells
     which: a portrait's w1000 needs more pixels than its master has). Made
     with shrink-on-load, it costs about what the largest output made straight
     from the original costs; it is libvips' own uncompressed format,
@@ -214,20 +220,6 @@ def _open_master(master: Path) -> tuple[pyvips.Image, _MasterSource] | None:
         bool(image.get(_MASTER_LOSSLESS)),
     )
     return image, source
-
-
-def master_covers(master: Path, rendition: Rendition) -> bool:
-    """True when `rendition` is made from `master` by shrinking only: an output
-    that needs more pixels than the master has comes from the original (and so
-    does every output of a master that is gone)."""
-    if rendition.fit is Fit.NONE:
-        return False
-    opened = _open_master(master)
-    if opened is None:
-        return False
-    image, source = opened
-    place = geometry(source.width, source.height, rendition)
-    return bool(place.resize_width <= image.width and place.resize_height <= image.height)
 
 
 @contextlib.contextmanager

@@ -4,7 +4,8 @@ A master is made once per original (long side maximum_width, upright, sRGB,
 libvips' own format on disk) when a second size of it is asked; every further
 size of that image is then a resize of at most maximum_width² pixels instead
 of a decode of the original. The first size is made straight from the
-original, and so is any crop that the master cannot cover without upscaling.
+original, and so is any output that needs more pixels than the master has
+(a tall crop; a portrait's largest widths).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class MasterStore:
     ) -> bytes:
         """`rendition` from the master of `original`, made now if needed; straight
         from the original when it is no larger than a master would be, or when
-        the master cannot cover the crop without upscaling.
+        the output needs more pixels than the master has.
 
         libvips work goes through `on_resize_thread`; waiting for another job
         that is making the same master happens here, on the caller's thread, so
@@ -66,8 +67,8 @@ class MasterStore:
             )
         finally:
             lock.release()
-        if made and imaging.master_covers(path, rendition):
+        if made:
             output = on_resize_thread(lambda: imaging.render_master(path, rendition, limits))
-            if output is not None:  # None: evicted meanwhile
+            if output is not None:  # None: too small for this output, or evicted meanwhile
                 return bytes(output)
         return bytes(on_resize_thread(lambda: imaging.render(original, rendition, limits)))

@@ -227,11 +227,11 @@ class Processor:
         limits = self._limits(job)
         masters = self._masters if rendition.fit is not Fit.NONE else None
         master = masters.existing(job.source_url) if masters is not None else None
-        if master is not None and imaging.master_covers(master, rendition):
+        if master is not None:
             made = self._resize(lambda: imaging.render_master(master, rendition, limits))
             if made is not None:
                 return made, None
-            # Evicted between the look and the read: made from the original instead.
+            # Too small for this output, or evicted since the look: from the original.
         with self._originals.open(job.source_url, limits.deadline) as original:
             if original.downloaded:
                 self._metrics.event(metrics.ORIGINAL_DOWNLOADED)

@@ -29,6 +29,7 @@ from uploader.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 _POLL_S = 0.2
+_COUNT_EVERY_S = 1.0
 
 
 class Uploader:
@@ -65,10 +66,13 @@ class Uploader:
             on_message = functools.partial(self._on_message, connection, pool)
             consumer_tag = channel.basic_consume(amqp.UPLOAD_QUEUE, on_message)
             log.info("consuming %s", amqp.UPLOAD_QUEUE)
+            counted_at = 0.0
             while not self._stop.is_set():
                 connection.process_data_events(time_limit=_POLL_S)
-                declared = channel.queue_declare(amqp.UPLOAD_QUEUE, passive=True)
-                self._health.queued_uploads = int(declared.method.message_count)
+                if time.monotonic() - counted_at >= _COUNT_EVERY_S:  # for /health
+                    declared = channel.queue_declare(amqp.UPLOAD_QUEUE, passive=True)
+                    self._health.queued_uploads = int(declared.method.message_count)
+                    counted_at = time.monotonic()
             channel.basic_cancel(consumer_tag)
             # Graceful stop: let started uploads finish and be acked.
             give_up = time.monotonic() + 30
