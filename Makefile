@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 NPROC := $(shell nproc)
 ENV ?= development
 
-.PHONY: run test lint bench quality soak rabbitmq system-packages test-packages status clean
+.PHONY: run restart test lint bench quality soak rabbitmq system-packages test-packages status clean
 
 $(INSTALLED): pyproject.toml | system-packages
 	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
@@ -23,10 +23,16 @@ test-packages:
 rabbitmq: system-packages
 	scripts/ensure-rabbitmq.sh
 
+# Two frontends at least: a rolling restart needs one serving while another restarts.
+FRONTENDS := $(shell n=$(NPROC); echo $$(( n < 2 ? 2 : n )))
+
 run: $(INSTALLED) rabbitmq
 	scripts/ensure-vhost.sh $(ENV)
 	mkdir -p var/run var/log
-	IMAGE_SERVER_ENV=$(ENV) IMAGE_SERVER_FRONTENDS=$(NPROC) IMAGE_SERVER_PROCESSORS=$(NPROC) \
+	# Prometheus figures start afresh with the host (a counter reset).
+	rm -rf var/metrics
+	IMAGE_SERVER_ENV=$(ENV) IMAGE_SERVER_CONFIG_DIR=$(CURDIR)/config \
+		IMAGE_SERVER_FRONTENDS=$(FRONTENDS) IMAGE_SERVER_PROCESSORS=$(NPROC) \
 		IMAGE_SERVER_DEV_SERVICES=$(if $(filter development,$(ENV)),true,false) \
 		exec $(VENV)/bin/supervisord -n -c supervisord.conf
 
@@ -52,6 +58,10 @@ soak: $(INSTALLED) rabbitmq
 quality: $(INSTALLED) test-packages
 	bench/setup.sh
 	PATH="$$PATH:/usr/sbin" $(VENV)/bin/python -m bench.quality
+
+# Every frontend, then every processor, ... one at a time: no failed request.
+restart: $(INSTALLED)
+	$(VENV)/bin/python -m common.restart -e $(ENV)
 
 status:
 	$(VENV)/bin/supervisorctl -c supervisord.conf status

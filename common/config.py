@@ -45,7 +45,8 @@ class Settings:
     server_port: int = _key(7000, "Port of the public HTTP frontend.")
     bind_address: str = _key("0.0.0.0", "Address the frontend's ports listen on.")
     status_port: int = _key(
-        7001, "Port of the status page of frontend process 0; process N listens on status_port + N."
+        7001,
+        "Port of the host's status server (program status): page, /status.json, /health, /metrics.",
     )
     whitelisted_extensions: list[str] = _key(
         ["jpg", "png", "webp"], "Output extensions served; others get 406."
@@ -255,7 +256,24 @@ class Settings:
         60.0, "A file written or read more recently than this is never evicted (it is in use)."
     )
 
+    # Operations.
     log_level: str = _key("INFO", "Python logging level of every program.")
+    access_log: bool = _key(
+        True, "Frontends log one JSON line per request (README, Logs); processors one per job."
+    )
+    metrics_path: str = _key(
+        "var/metrics",
+        "Directory where every program of this host writes its Prometheus figures; the "
+        "status server reads it. One per host, emptied by `make run`.",
+    )
+    status_interval_s: float = _key(
+        2.0, "How often the status server samples figures, queues and processes."
+    )
+    drain_timeout_s: float = _key(
+        25.0,
+        "On SIGTERM a frontend stops accepting, answers what it holds and closes each "
+        "connection after its next answer; after this long it closes the idle rest.",
+    )
 
     @property
     def cache_dir(self) -> Path:
@@ -269,6 +287,10 @@ class Settings:
     @property
     def spill_dir(self) -> Path:
         return REPO_ROOT / self.spill_path
+
+    @property
+    def metrics_dir(self) -> Path:
+        return REPO_ROOT / self.metrics_path
 
 
 def describe() -> list[tuple[str, str, Any, str]]:

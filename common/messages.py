@@ -85,6 +85,8 @@ class ResizeJob(_Message):
     deadline_epoch_s: float
     # > 0: the encoder picks the lowest quality whose output keeps this SSIM (imaging.py).
     quality_target: float = 0.0
+    # When the frontend published it (0: unknown): the processor measures queue wait.
+    queued_epoch_s: float = 0.0
 
     def validate(self) -> None:
         Fit(self.fit)
@@ -99,6 +101,7 @@ class ResizeJob(_Message):
             isinstance(self.quality_target, (int, float)) and 0 <= self.quality_target < 1,
             "quality_target",
         )
+        _require(isinstance(self.queued_epoch_s, (int, float)), "queued_epoch_s")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,67 +1,272 @@
-"""Graphite events, sent from a background thread: never blocks or fails a request.
+"""Prometheus figures of every program of a host (prometheus-client's multiprocess mode).
 
-Events are counts of 1 (`stats.image_server.<name> 1 <timestamp>`), the
-names of the original service. When Graphite is down, events are dropped
-and a reconnect is tried again after a pause.
+Each process writes its counters, gauges and histograms to memory-mapped files
+in `metrics_path`, one set per pid; the status server (frontend/status.py)
+adds them up for `/metrics`, `/status.json` and its page. Why this mode: a
+figure is written where it happens (a frontend counts its requests, a
+processor its resizes) at the cost of a few memory writes, nothing crosses
+a socket on the request path, and the files of a process outlive it, so a
+restarted process takes nothing with it: counters of dead pids still count.
+The live gauges (in progress, serving, start time) of a pid that is gone are
+removed by the status server (`forget_dead_processes`). `make run` empties
+the directory when the host starts: a counter reset, as Prometheus expects
+of a restart.
+
+Every figure is declared here, once; README "Metrics" lists them.
 """
 
 from __future__ import annotations
 
-import logging
-import queue
-import threading
+import contextlib
+import glob
+import os
+import re
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
-import graphitesend
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, values
 
-from common.config import Settings
+# Request and job latencies: from a cache hit (about a millisecond) to a cold
+# resize of a big original (seconds), up to resize_deadline_s.
+SECONDS_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+_LIVE_FILE = re.compile(r"gauge_live\w+?_(\d+)\.db$")
 
-log = logging.getLogger(__name__)
-_MAX_PENDING = 10_000
-_RECONNECT_PAUSE_S = 5.0
 
-IMAGE_REQUEST = "image_request"
-IMAGE_REQUEST_FAIL = "image_request_fail"
-ORIGINAL_DOWNLOADED = "original_downloaded"
-ORIGINAL_UNAVAILABLE = "original_unavailable"
+def enable(metrics_dir: Path) -> None:
+    """Make every figure created after this call a file in `metrics_dir`.
+
+    prometheus-client chooses where values live when its module is imported
+    (from PROMETHEUS_MULTIPROC_DIR); our programs learn the directory from
+    their config later, so they set both the variable and the value class.
+    """
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    values.ValueClass = values.MultiProcessValue()
+    # A pid the kernel reused: the live gauges of the process that had it are stale.
+    multiprocess.mark_process_dead(os.getpid(), str(metrics_dir))
 
 
-class Metrics:
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._pending: queue.Queue[tuple[str, int]] = queue.Queue(_MAX_PENDING)
-        if settings.graphite_enabled:
-            threading.Thread(target=self._send_forever, name="graphite", daemon=True).start()
+def forget_dead_processes(metrics_dir: Path) -> None:
+    """Remove the live gauges of processes that are gone (killed, restarted)."""
+    for path in glob.glob(str(metrics_dir / "gauge_live*.db")):
+        match = _LIVE_FILE.search(path)
+        if match is not None and not _alive(int(match.group(1))):
+            multiprocess.mark_process_dead(int(match.group(1)), str(metrics_dir))
 
-    def event(self, name: str) -> None:
-        if not self._settings.graphite_enabled:
-            return
-        try:
-            self._pending.put_nowait((name, int(time.time())))
-        except queue.Full:
-            pass  # Graphite is far behind: losing a count beats slowing a request
 
-    def _connect(self) -> graphitesend.GraphiteClient:
-        return graphitesend.GraphiteClient(
-            prefix=self._settings.graphite_prefix,
-            system_name="",
-            graphite_server=self._settings.graphite_host,
-            graphite_port=self._settings.graphite_port,
-            timeout_in_seconds=1,
+def serving_pids(metrics_dir: Path) -> set[int]:
+    """Pids whose image_server_process_serving is 1 (read from the files)."""
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, str(metrics_dir))
+    return {
+        int(sample.labels["pid"])
+        for family in registry.collect()
+        for sample in family.samples
+        if sample.name == "image_server_process_serving" and sample.value == 1
+    }
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _seconds(name: str, meaning: str, labels: tuple[str, ...] = ()) -> Histogram:
+    return Histogram(name, meaning, labels, buckets=SECONDS_BUCKETS, registry=None)
+
+
+class ProcessFigures:
+    """What every program reports: that it runs, since when, and whether it serves."""
+
+    def __init__(self, program: str, process_num: int) -> None:
+        labels = ("program", "num")
+        self.start_time = Gauge(
+            "image_server_process_start_time_seconds",
+            "When this process started (Unix time); one series per live process.",
+            labels,
+            multiprocess_mode="liveall",
+            registry=None,
+        ).labels(program, str(process_num))
+        self.serving = Gauge(
+            "image_server_process_serving",
+            "1 while the process takes work (listening, consuming), 0 while it starts or drains.",
+            labels,
+            multiprocess_mode="liveall",
+            registry=None,
+        ).labels(program, str(process_num))
+        self.start_time.set(time.time())
+        self.serving.set(0)
+
+
+class FrontendFigures(ProcessFigures):
+    def __init__(self, process_num: int) -> None:
+        super().__init__("frontend", process_num)
+        self.requests = Counter(
+            "image_server_http_requests",
+            "Image requests answered, by HTTP status and output format (none: unparsable).",
+            ("status", "format"),
+            registry=None,
+        )
+        self.request_seconds = _seconds(
+            "image_server_http_request_duration_seconds",
+            "Time to answer an image request, by where its output came from: hit (local "
+            "cache), store (object storage), miss (resized for it), coalesced (waited on "
+            "another request's resize), none (refused before the cache was asked).",
+            ("cache",),
+        )
+        self.in_progress = Gauge(
+            "image_server_http_requests_in_progress",
+            "Image requests being answered now.",
+            multiprocess_mode="livesum",
+            registry=None,
+        )
+        self.cache_hits = Counter(
+            "image_server_cache_hits", "Requests answered from the local disk cache.", registry=None
+        )
+        self.cache_misses = Counter(
+            "image_server_cache_misses",
+            "Requests whose output was not in the local cache (from storage, resized, coalesced).",
+            registry=None,
+        )
+        self.broker_connected = Gauge(
+            "image_server_broker_connected",
+            "1 while this frontend can publish resize jobs to RabbitMQ.",
+            ("num",),
+            multiprocess_mode="liveall",
+            registry=None,
+        ).labels(str(process_num))
+        self.broker_blocked = Gauge(
+            "image_server_broker_blocked",
+            "1 while RabbitMQ blocks this frontend's publishes (its memory or disk alarm).",
+            ("num",),
+            multiprocess_mode="liveall",
+            registry=None,
+        ).labels(str(process_num))
+
+
+class ProcessorFigures(ProcessFigures):
+    def __init__(self, process_num: int) -> None:
+        super().__init__("processor", process_num)
+        self.jobs = Counter(
+            "image_server_jobs",
+            "Resize jobs done, by output format and outcome (ok, or the error's name).",
+            ("format", "outcome"),
+            registry=None,
+        )
+        self.jobs_in_progress = Gauge(
+            "image_server_jobs_in_progress",
+            "Resize jobs taken from image.resize and not yet answered.",
+            multiprocess_mode="livesum",
+            registry=None,
+        )
+        self.job_seconds = _seconds(
+            "image_server_job_duration_seconds",
+            "Time of a whole job: finding the original (downloading it if need be) and resizing.",
+        )
+        self.resize_seconds = _seconds(
+            "image_server_resize_duration_seconds",
+            "Time libvips spends on a job: decode, resize, encode (waits excluded).",
+            ("format",),
+        )
+        self.queue_wait_seconds = _seconds(
+            "image_server_queue_wait_seconds",
+            "Time from a frontend's publish to a processor taking the job.",
+        )
+        self.downloads = DownloadFigures()
+
+
+class DownloadFigures:
+    """Originals fetched from their source (processors)."""
+
+    def __init__(self) -> None:
+        self.in_progress = Gauge(
+            "image_server_original_downloads_in_progress",
+            "Originals being downloaded now.",
+            multiprocess_mode="livesum",
+            registry=None,
+        )
+        self.done = Counter(
+            "image_server_original_downloads",
+            "Original downloads, by outcome (ok, or the error's name).",
+            ("outcome",),
+            registry=None,
+        )
+        self.seconds = _seconds(
+            "image_server_original_download_duration_seconds", "Time to download an original."
+        )
+        self.bytes = Counter(
+            "image_server_original_download_bytes", "Bytes of originals downloaded.", registry=None
         )
 
-    def _send_forever(self) -> None:
-        client: graphitesend.GraphiteClient | None = None
-        retry_at = 0.0
-        while True:
-            name, timestamp = self._pending.get()
-            if client is None and time.monotonic() < retry_at:
-                continue  # dropped: Graphite was down a moment ago
-            try:
-                if client is None:
-                    client = self._connect()
-                client.send(name, 1, timestamp)
-            except (graphitesend.GraphiteSendException, OSError) as exc:
-                log.warning("graphite unavailable, dropping events for a while: %s", exc)
-                client = None
-                retry_at = time.monotonic() + _RECONNECT_PAUSE_S
+    @contextlib.contextmanager
+    def measure(self) -> Iterator[None]:
+        self.in_progress.inc()
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            yield
+        except Exception as exc:
+            outcome = type(exc).__name__
+            raise
+        finally:
+            self.in_progress.dec()
+            self.seconds.observe(time.perf_counter() - started)
+            self.done.labels(outcome).inc()
+
+
+class UploaderFigures(ProcessFigures):
+    def __init__(self) -> None:
+        super().__init__("uploader", 0)
+        self.uploads = Counter(
+            "image_server_uploads",
+            "Upload attempts to object storage, by result: stored, retry (queued for a later "
+            "attempt) or dead_lettered (given up).",
+            ("result",),
+            registry=None,
+        )
+        self.uploads_in_progress = Gauge(
+            "image_server_uploads_in_progress",
+            "Uploads being stored now.",
+            multiprocess_mode="livesum",
+            registry=None,
+        )
+        self.upload_seconds = _seconds(
+            "image_server_upload_duration_seconds", "Time to store one object."
+        )
+        self.spilled = Gauge(
+            "image_server_spilled_uploads",
+            "Uploads this host's processors kept on disk (image.upload was full).",
+            multiprocess_mode="livemax",
+            registry=None,
+        )
+
+    @contextlib.contextmanager
+    def storing(self) -> Iterator[None]:
+        self.uploads_in_progress.inc()
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.uploads_in_progress.dec()
+            self.upload_seconds.observe(time.perf_counter() - started)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 
@@ -39,12 +41,37 @@ def load_settings(args: argparse.Namespace) -> config.Settings:
         sys.exit(f"configuration error: {exc.message}")
 
 
+class JsonLines(logging.Formatter):
+    """One JSON object per line: what a log shipper parses without a grammar.
+
+    Fields: ts (UTC, ms), program, pid, level, logger, msg, and the record's
+    `fields` (a dict given as `extra={"fields": ...}`: request and job lines).
+    """
+
+    def __init__(self, program: str) -> None:
+        super().__init__()
+        self._program = program
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        line: dict[str, object] = {
+            "ts": f"{stamp}.{int(record.msecs):03d}Z",
+            "program": self._program,
+            "pid": record.process,
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        line.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str, ensure_ascii=False)
+
+
 def configure_logging(settings: config.Settings, name: str) -> None:
-    logging.basicConfig(
-        level=settings.log_level,
-        format=f"%(asctime)s {name}[%(process)d] %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLines(name))
+    logging.basicConfig(level=settings.log_level, handlers=[handler])
     # pika logs every connection step, and every failed reconnect as an ERROR;
     # our programs log the one line that matters when they lose RabbitMQ.
     logging.getLogger("pika").setLevel(logging.CRITICAL)

@@ -9,17 +9,22 @@ import signal
 import tornado.httpserver
 import tornado.netutil
 
-from common import program
+from common import metrics, program
 from common.config import Settings
-from common.metrics import Metrics
+from common.graphite import Graphite
+from common.metrics import FrontendFigures
 from common.storage import open_store
-from frontend.app import make_app, make_status_app
+from frontend.accounting import Accounting
+from frontend.app import make_app
 from frontend.cache import OutputCache
 from frontend.hits import CacheHitsFirst
 from frontend.rpc import ResizeClient
 from frontend.service import ImageService
 
 log = logging.getLogger("frontend")
+_BROKER_WAIT_S = 10.0  # at start; past it hits are served while misses get 503
+_IDLE_GRACE_S = 1.0  # a drained frontend waits this long for idle clients' next request
+_POLL_S = 0.05
 
 
 def stop_on_signals() -> asyncio.Event:
@@ -30,32 +35,73 @@ def stop_on_signals() -> asyncio.Event:
     return stop
 
 
+async def report_broker_state(rpc: ResizeClient, figures: FrontendFigures) -> None:
+    """Keep the broker gauges current (the status server's /health reads them)."""
+    while True:
+        figures.broker_connected.set(1 if rpc.ready else 0)
+        figures.broker_blocked.set(1 if rpc.blocked_reason is not None else 0)
+        await asyncio.sleep(0.5)
+
+
+async def wait_for_broker(rpc: ResizeClient) -> None:
+    """Listen only once misses can be served, or after _BROKER_WAIT_S whatever happens:
+    a restarted frontend must not take connections it would answer with 503."""
+    give_up = asyncio.get_running_loop().time() + _BROKER_WAIT_S
+    while not rpc.ready and asyncio.get_running_loop().time() < give_up:
+        await asyncio.sleep(_POLL_S)
+
+
+async def drain(
+    server: tornado.httpserver.HTTPServer, service: ImageService, timeout_s: float
+) -> None:
+    """Stop taking connections, answer what is in hand, and close each connection
+    after its next answer (Connection: close), so no client loses a request.
+
+    The listening socket goes first: from then on the kernel gives new
+    connections to the other frontends (they share the port). Clients that
+    stay idle are closed after _IDLE_GRACE_S without requests in flight.
+    """
+    server.stop()
+    server.conn_params.no_keep_alive = True  # read by every connection at its next request
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + timeout_s
+    idle_since = loop.time()
+    # HTTPServer keeps its open connections in _connections (Tornado 6.x).
+    while server._connections and loop.time() < give_up:
+        if service.active_requests:
+            idle_since = loop.time()
+        elif loop.time() - idle_since > _IDLE_GRACE_S:
+            break
+        await asyncio.sleep(_POLL_S)
+    await server.close_all_connections()
+
+
 async def serve(settings: Settings, process_num: int) -> None:
+    figures = FrontendFigures(process_num)
     rpc = ResizeClient(settings)
     rpc.start()
+    reporter = asyncio.create_task(report_broker_state(rpc, figures))
     store = open_store(settings) if settings.storage_read_enabled else None
     service = ImageService(
         settings, OutputCache(settings.cache_dir, settings.hot_cache_bytes), rpc, store
     )
+    accounting = Accounting(settings, figures)
+    app = make_app(settings, service, Graphite(settings), accounting)
+    server = tornado.httpserver.HTTPServer(CacheHitsFirst(app, settings, service, accounting))
+    await wait_for_broker(rpc)
     # Every frontend process binds the same port; the kernel spreads connections.
     sockets = tornado.netutil.bind_sockets(
         settings.server_port, settings.bind_address, reuse_port=True
     )
-    app = make_app(settings, service, Metrics(settings))
-    server = tornado.httpserver.HTTPServer(CacheHitsFirst(app, settings, service))
     server.add_sockets(sockets)
-    status_server = tornado.httpserver.HTTPServer(make_status_app(service, rpc))
-    status_server.listen(settings.status_port + process_num, settings.bind_address)
+    figures.serving.set(1)
     log.info("listening on %s:%d", settings.bind_address, settings.server_port)
 
     await stop_on_signals().wait()
     log.info("stopping: no new connections, finishing requests in flight")
-    server.stop()
-    status_server.stop()
-    give_up = asyncio.get_running_loop().time() + settings.resize_deadline_s
-    while service.active_requests and asyncio.get_running_loop().time() < give_up:
-        await asyncio.sleep(0.05)
-    await server.close_all_connections()
+    figures.serving.set(0)
+    await drain(server, service, settings.drain_timeout_s)
+    reporter.cancel()
     rpc.close()
 
 
@@ -63,6 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     args = program.parse_args("Image server frontend", argv)
     settings = program.load_settings(args)
     program.configure_logging(settings, "frontend")
+    metrics.enable(settings.metrics_dir)
     asyncio.run(serve(settings, args.process_num))
     log.info("stopped")
 

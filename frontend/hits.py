@@ -19,6 +19,7 @@ from tornado import httputil
 from common.config import Settings
 from common.errors import ImageServerError
 from common.urls import ImageRequest
+from frontend.accounting import HIT, Accounting
 from frontend.answers import image_headers, not_modified
 from frontend.service import ImageService
 
@@ -27,11 +28,16 @@ log = logging.getLogger(__name__)
 
 class CacheHitsFirst(httputil.HTTPServerConnectionDelegate):
     def __init__(
-        self, app: tornado.web.Application, settings: Settings, service: ImageService
+        self,
+        app: tornado.web.Application,
+        settings: Settings,
+        service: ImageService,
+        accounting: Accounting,
     ) -> None:
         self.app = app
         self._settings = settings
         self._service = service
+        self.accounting = accounting
         # Hot paths repeat: parse each once.
         self._parse = functools.lru_cache(maxsize=8192)(self._parse_uncached)
 
@@ -84,14 +90,20 @@ class CacheHitsFirst(httputil.HTTPServerConnectionDelegate):
             status, reason = 200, "OK"
             answer["Content-Length"] = str(cached.size)
             body = cached.data if start_line.method == "GET" else b""
-        return _Answer(httputil.ResponseStartLine("HTTP/1.1", status, reason), answer, body)
+        start = httputil.ResponseStartLine("HTTP/1.1", status, reason)
+        return _Answer(start, answer, body, request.output.format)
 
 
 class _Answer:
     def __init__(
-        self, start: httputil.ResponseStartLine, headers: httputil.HTTPHeaders, body: bytes
+        self,
+        start: httputil.ResponseStartLine,
+        headers: httputil.HTTPHeaders,
+        body: bytes,
+        output_format: str,
     ) -> None:
         self.start, self.headers, self.body = start, headers, body
+        self.output_format = output_format
 
 
 class _HitOrApplication(httputil.HTTPMessageDelegate):
@@ -103,6 +115,8 @@ class _HitOrApplication(httputil.HTTPMessageDelegate):
         self._connection = connection
         self._delegate: httputil.HTTPMessageDelegate | None = None
         self._answer: _Answer | None = None
+        self._method, self._path = "", ""
+        self._started = 0.0
 
     def headers_received(
         self,
@@ -110,6 +124,8 @@ class _HitOrApplication(httputil.HTTPMessageDelegate):
         headers: httputil.HTTPHeaders,
     ) -> Awaitable[None] | None:
         assert isinstance(start_line, httputil.RequestStartLine)
+        self._method, self._path = start_line.method, start_line.path
+        self._started = time.perf_counter()
         self._answer = self._owner.hit_answer(start_line, headers)
         if self._answer is not None:
             return None  # answered in finish(): before the request is read, keep-alive is lost
@@ -124,6 +140,15 @@ class _HitOrApplication(httputil.HTTPMessageDelegate):
             answer = self._answer
             self._connection.write_headers(answer.start, answer.headers, answer.body or None)
             self._connection.finish()
+            self._owner.accounting.answered(
+                self._method,
+                self._path,
+                answer.start.code,
+                len(answer.body),
+                time.perf_counter() - self._started,
+                HIT,
+                answer.output_format,
+            )
         elif self._delegate is not None:
             self._delegate.finish()
 

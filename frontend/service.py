@@ -7,8 +7,8 @@ hosts), then one resize for all the requests waiting on the same output.
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
+import dataclasses
 import json
 import logging
 import time
@@ -21,6 +21,7 @@ from common.messages import ResizeJob
 from common.sources import allowed_hosts, check_source_url
 from common.storage import ObjectStore, output_key
 from common.urls import ImageRequest, check_allowed, effective_quality, negotiate, parse_path
+from frontend.accounting import HIT, Lookup
 from frontend.cache import CachedFile, OutputCache
 from frontend.rpc import ResizeClient
 
@@ -43,8 +44,7 @@ class ImageService:
         self._store = store
         self._store_pool = concurrent.futures.ThreadPoolExecutor(_STORE_THREADS, "store")
         self.allowed_hosts = allowed_hosts(settings)
-        self._in_flight: dict[str, asyncio.Future[CachedFile]] = {}
-        self.counters: collections.Counter[str] = collections.Counter()
+        self._in_flight: dict[str, asyncio.Future[tuple[CachedFile, Lookup]]] = {}
         self.active_requests = 0  # kept by the handler; a graceful stop waits for 0
         self._waiting = 0  # cache misses waiting on a resize, bounded by max_pending_requests
 
@@ -72,37 +72,32 @@ class ImageService:
         return usage
 
     def cache_hit(self, key: str) -> CachedFile | None:
-        """The output if the local cache has it (counted as a request and a hit)."""
-        cached = self._cache.read(key)
-        if cached is not None:
-            self.counters["requests"] += 1
-            self.counters["cache_hits"] += 1
-        return cached
+        """The output if the local cache has it."""
+        return self._cache.read(key)
 
-    async def get(self, request: ImageRequest) -> CachedFile:
-        """The output for `request`, from the cache or made now (at most once)."""
+    async def get(self, request: ImageRequest) -> tuple[CachedFile, Lookup]:
+        """The output for `request`, from the cache or made now (at most once),
+        and where it came from."""
         key = request.cache_key
         cached = self._cache.read(key)
         if cached is not None:
-            self.counters["cache_hits"] += 1
-            return cached
-        self.counters["cache_misses"] += 1
+            return cached, HIT
         if self._waiting >= self._settings.max_pending_requests:
             raise QueueFull("this frontend is waiting on too many resizes, retry later")
         self._waiting += 1
         try:
             pending = self._in_flight.get(key)
             if pending is not None:
-                self.counters["coalesced"] += 1
-                return await asyncio.shield(pending)
+                made, lookup = await asyncio.shield(pending)
+                return made, dataclasses.replace(lookup, coalesced=True)
             # The output as written, not read back: the janitor may evict it at once.
             return await self._produce_once(request)
         finally:
             self._waiting -= 1
 
-    async def _produce_once(self, request: ImageRequest) -> CachedFile:
+    async def _produce_once(self, request: ImageRequest) -> tuple[CachedFile, Lookup]:
         key = request.cache_key
-        done: asyncio.Future[CachedFile] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[tuple[CachedFile, Lookup]] = asyncio.get_running_loop().create_future()
         self._in_flight[key] = done
         try:
             cached = await self._produce(request)
@@ -115,7 +110,7 @@ class ImageService:
         finally:
             del self._in_flight[key]
 
-    async def _produce(self, request: ImageRequest) -> CachedFile:
+    async def _produce(self, request: ImageRequest) -> tuple[CachedFile, Lookup]:
         deadline = time.monotonic() + self._settings.resize_deadline_s
         lock = self._cache.lock(request.cache_key)
         try:
@@ -126,16 +121,16 @@ class ImageService:
                     raise ResizeTimeout()
                 await asyncio.sleep(_LOCK_POLL_S)
             cached = self._cache.read(request.cache_key)  # made by the lock's last holder
-            if cached is None:
-                cached = await self._fill_from_store(request.cache_key)
             if cached is not None:
-                return cached
+                return cached, Lookup("miss", coalesced=True)
+            cached = await self._fill_from_store(request.cache_key)
+            if cached is not None:
+                return cached, Lookup("store")
             remaining_s = deadline - time.monotonic()
             job = self.job_for(request, remaining_s)
-            self.counters["resizes_requested"] += 1
             result = await self._rpc.call(job, remaining_s)
             result.raise_for_error()
-            return self._cache.write(request.cache_key, result.payload)
+            return self._cache.write(request.cache_key, result.payload), Lookup("miss")
         finally:
             lock.release()
 
@@ -155,7 +150,6 @@ class ImageService:
             return None
         if data is None:
             return None
-        self.counters["store_hits"] += 1
         return self._cache.write(cache_key, data)
 
     def job_for(self, request: ImageRequest, timeout_s: float) -> ResizeJob:
@@ -170,6 +164,7 @@ class ImageService:
             format=output.format,
             quality=quality,
             deadline_epoch_s=time.time() + timeout_s,
+            queued_epoch_s=time.time(),
             # An explicit -q is obeyed; without one, quality_target (when set) decides.
             quality_target=self._settings.quality_target if output.quality is None else 0.0,
         )

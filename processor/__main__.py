@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from common import program
-from common.metrics import Metrics
+from common import metrics, program
+from common.graphite import Graphite
+from common.metrics import ProcessorFigures
 from common.storage import open_store
 from processor import imaging
 from processor.worker import Processor
@@ -17,9 +18,11 @@ def main(argv: list[str] | None = None) -> None:
     args = program.parse_args("Image server processor", argv)
     settings = program.load_settings(args)
     program.configure_logging(settings, "processor")
+    metrics.enable(settings.metrics_dir)
+    figures = ProcessorFigures(args.process_num)
     imaging.configure(threads=1)
     stop = program.stop_event_on_signals()
-    Processor(settings, open_store(settings), Metrics(settings), stop).run()
+    Processor(settings, open_store(settings), Graphite(settings), figures, stop).run()
     log.info("stopped")
 
 

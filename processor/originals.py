@@ -21,6 +21,7 @@ from pathlib import Path
 from common.config import Settings
 from common.errors import ResizeTimeout, StorageUnavailable
 from common.files import KeyLock, touch, write_atomic
+from common.metrics import DownloadFigures
 from common.storage import ObjectStore, original_key
 from processor.fetch import SourceFetcher
 
@@ -35,12 +36,17 @@ class Original:
 
 class OriginalStore:
     def __init__(
-        self, settings: Settings, shared: ObjectStore | None, fetcher: SourceFetcher
+        self,
+        settings: Settings,
+        shared: ObjectStore | None,
+        fetcher: SourceFetcher,
+        downloads: DownloadFigures,
     ) -> None:
         self._settings = settings
         self._shared = shared
         self._dir = settings.originals_dir
         self._fetcher = fetcher
+        self._downloads = downloads
 
     @contextlib.contextmanager
     def open(self, url: str, deadline: float) -> Iterator[Original]:
@@ -66,7 +72,10 @@ class OriginalStore:
                 write_atomic(path, data)  # stored only after it had decoded once
                 yield Original(data, downloaded=False)
                 return
-            original = Original(self._fetcher.fetch(url, deadline), downloaded=True)
+            with self._downloads.measure():
+                data = self._fetcher.fetch(url, deadline)
+            self._downloads.bytes.inc(len(data))
+            original = Original(data, downloaded=True)
             yield original
             write_atomic(path, original.data)
         finally:

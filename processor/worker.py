@@ -30,7 +30,7 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika.spec import Basic, BasicProperties
 
-from common import amqp, metrics
+from common import amqp, graphite
 from common.config import Settings
 from common.errors import (
     ImageServerError,
@@ -38,8 +38,9 @@ from common.errors import (
     OutputTooLarge,
     SourceNotFound,
 )
+from common.graphite import Graphite
 from common.messages import ResizeJob, ResizeResult, UploadJob
-from common.metrics import Metrics
+from common.metrics import ProcessorFigures
 from common.spill import Spill
 from common.storage import ObjectStore, original_key, output_key
 from common.urls import CONTENT_TYPES, Fit
@@ -76,14 +77,22 @@ class _Delivery:
 
 class Processor:
     def __init__(
-        self, settings: Settings, store: ObjectStore, metrics: Metrics, stop: threading.Event
+        self,
+        settings: Settings,
+        store: ObjectStore,
+        graphite: Graphite,
+        figures: ProcessorFigures,
+        stop: threading.Event,
     ) -> None:
         self._settings = settings
         self._store = store
         self._stop = stop
-        self._metrics = metrics
+        self._graphite = graphite
+        self._figures = figures
         shared = store if settings.storage_read_enabled else None
-        self._originals = OriginalStore(settings, shared, SourceFetcher(settings))
+        self._originals = OriginalStore(
+            settings, shared, SourceFetcher(settings), figures.downloads
+        )
         self._masters = MasterStore(settings) if settings.masters_enabled else None
         self._encoding = encoding(settings)
         self._spill = Spill(settings.spill_dir)
@@ -114,14 +123,17 @@ class Processor:
             on_message = functools.partial(self._on_message, connection, upload_channel, jobs)
             consumer_tag = channel.basic_consume(amqp.RESIZE_QUEUE, on_message)
             log.info("consuming %s", amqp.RESIZE_QUEUE)
+            self._figures.serving.set(1)
             while not self._stop.is_set():
                 connection.process_data_events(time_limit=_POLL_S)
+            self._figures.serving.set(0)
             channel.basic_cancel(consumer_tag)
             # Graceful stop: jobs in hand finish and are acked.
             give_up = time.monotonic() + _STOP_GRACE_S
             while self._in_progress and time.monotonic() < give_up:
                 connection.process_data_events(time_limit=_POLL_S)
         finally:
+            self._figures.serving.set(0)
             jobs.shutdown(wait=False, cancel_futures=True)
             if connection.is_open:
                 connection.close()
@@ -144,16 +156,21 @@ class Processor:
             log.error("dead-lettering an undecodable job: %s", exc.message)
             channel.basic_reject(method.delivery_tag, requeue=False)
             return
+        if job.queued_epoch_s:
+            self._figures.queue_wait_seconds.observe(max(0.0, time.time() - job.queued_epoch_s))
         if time.time() > job.deadline_epoch_s:
             log.info("dropping %s: its deadline passed before it was started", job.cache_key)
+            self._figures.jobs.labels(job.format, "expired").inc()
             channel.basic_ack(method.delivery_tag)
             return
         self._in_progress += 1
+        self._figures.jobs_in_progress.inc()
         delivery = _Delivery(connection, channel, upload_channel, method, properties)
         jobs.submit(self._run_job, delivery, job)
 
     def _answer(self, delivery: _Delivery, outcome: Outcome) -> None:
         self._in_progress -= 1
+        self._figures.jobs_in_progress.dec()
         # Uploads are queued (and confirmed) before the reply: once a client has
         # its image, the object store will get it too.
         if outcome.upload is not None:
@@ -218,29 +235,39 @@ class Processor:
             max_frames=self._settings.max_animation_frames,
         )
 
-    def _resize(self, work: Callable[[], T]) -> T:
+    def _resize(self, output_format: str, work: Callable[[], T]) -> T:
         """Run `work` on the resize thread (in arrival order) and wait for it."""
-        return self._resizer.submit(work).result()
+        seconds = self._figures.resize_seconds.labels(output_format)
+
+        def timed() -> T:
+            started = time.perf_counter()
+            try:
+                return work()
+            finally:
+                seconds.observe(time.perf_counter() - started)
+
+        return self._resizer.submit(timed).result()
 
     def _render(self, job: ResizeJob, rendition: imaging.Rendition) -> tuple[bytes, bytes | None]:
         """The output, and the original's bytes when they were downloaded for it."""
         limits = self._limits(job)
+        resize = functools.partial(self._resize, job.format)
         masters = self._masters if rendition.fit is not Fit.NONE else None
         master = masters.existing(job.source_url) if masters is not None else None
         if master is not None:
-            made = self._resize(lambda: imaging.render_master(master, rendition, limits))
+            made = resize(lambda: imaging.render_master(master, rendition, limits))
             if made is not None:
                 return made, None
             # Too small for this output, or evicted since the look: from the original.
         with self._originals.open(job.source_url, limits.deadline) as original:
             if original.downloaded:
-                self._metrics.event(metrics.ORIGINAL_DOWNLOADED)
+                self._graphite.event(graphite.ORIGINAL_DOWNLOADED)
             data = original.data
             if masters is None or original.downloaded:
                 # The first size of an image: no master yet, maybe never needed.
-                output = self._resize(lambda: imaging.render(data, rendition, limits))
+                output = resize(lambda: imaging.render(data, rendition, limits))
             else:
-                output = masters.render(job.source_url, data, rendition, limits, self._resize)
+                output = masters.render(job.source_url, data, rendition, limits, resize)
             if len(output) > self._settings.max_output_bytes:
                 raise OutputTooLarge(
                     f"the output is {len(output)} bytes, above max_output_bytes "
@@ -263,26 +290,48 @@ class Processor:
             )
             data, downloaded_original = self._render(job, rendition)
         except ImageServerError as exc:
-            log.info("job %s failed: %s %s", job.cache_key, type(exc).__name__, exc.message)
             if isinstance(exc, SourceNotFound):
-                self._metrics.event(metrics.ORIGINAL_UNAVAILABLE)
+                self._graphite.event(graphite.ORIGINAL_UNAVAILABLE)
+            self._job_done(job, started, type(exc).__name__, 0, exc.message)
             return Outcome(ResizeResult.failure(exc))
         except Exception as exc:  # a bug must cost one job, never the worker
             log.exception("job %s crashed", job.cache_key)
             error = ImageServerError(f"internal error ({type(exc).__name__})")
+            self._job_done(job, started, "InternalError", 0, error.message)
             return Outcome(ResizeResult.failure(error))
-        log.info(
-            "resized %s in %.1f ms (%d bytes%s)",
-            job.cache_key,
-            (time.perf_counter() - started) * 1000,
-            len(data),
-            ", original downloaded" if downloaded_original is not None else "",
-        )
+        original = "downloaded" if downloaded_original is not None else "cached"
+        self._job_done(job, started, "ok", len(data), f"original {original}")
         content_type = CONTENT_TYPES[job.format]
         upload = UploadJob(output_key(self._settings, job.cache_key), content_type, payload=data)
-        self._metrics.event(metrics.IMAGE_REQUEST)
-        self._metrics.event(f"{metrics.IMAGE_REQUEST}.{job.format}")
+        self._graphite.event(graphite.IMAGE_REQUEST)
+        self._graphite.event(f"{graphite.IMAGE_REQUEST}.{job.format}")
         return Outcome(ResizeResult.success(content_type, data), upload, downloaded_original)
+
+    def _job_done(
+        self, job: ResizeJob, started: float, outcome: str, size: int, detail: str
+    ) -> None:
+        """Count the job and write its log line (README, Logs)."""
+        duration_s = time.perf_counter() - started
+        self._figures.job_seconds.observe(duration_s)
+        self._figures.jobs.labels(job.format, outcome).inc()
+        fields = {
+            "event": "job",
+            "cache_key": job.cache_key,
+            "source": job.source_url,
+            "duration_ms": round(duration_s * 1000, 2),
+            "bytes": size,
+            "outcome": outcome,
+            "detail": detail,
+        }
+        verb = "resized" if outcome == "ok" else "failed"
+        log.info(
+            "%s %s in %.1f ms (%s)",
+            verb,
+            job.cache_key,
+            duration_s * 1000,
+            detail,
+            extra={"fields": fields},
+        )
 
 
 def encoding(settings: Settings) -> imaging.Encoding:

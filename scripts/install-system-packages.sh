@@ -2,7 +2,8 @@
 # Installs what the project needs from the distribution's packages, only when
 # it is missing: python3-venv and RabbitMQ; with the argument `test`, also
 # ImageMagick (the tests compare our geometry with the original service's
-# ImageMagick recipe). Idempotent.
+# ImageMagick recipe), headless Chromium (the status page is loaded in it) and
+# wrk (load during the rolling-restart test). Idempotent.
 set -euo pipefail
 
 missing=()
@@ -11,6 +12,8 @@ command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/sbin/rabbitmq-server ] |
 if [ "${1:-}" = test ]; then
   # `convert -version` names ImageMagick only when it is the real one.
   convert -version 2>/dev/null | grep -q ImageMagick || missing+=(imagemagick)
+  command -v chromium-headless-shell >/dev/null 2>&1 || missing+=(chromium-headless-shell)
+  command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 fi
 
 if ((${#missing[@]})); then

@@ -35,7 +35,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, origin: Origin) -> Iterator[
     vhost = Vhost()
     running = Stack(tmp_path_factory.mktemp("stack"), vhost, origin, frontends=2)
     try:
-        yield running.start(processors=2)
+        yield running.start(processors=2, status=True)
     finally:
         running.stop()
         vhost.delete()

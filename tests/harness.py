@@ -242,6 +242,7 @@ class Stack:
             "originals_path": str(workdir / "originals"),
             "storage_path": str(workdir / "storage"),
             "spill_path": str(workdir / "spill"),
+            "metrics_path": str(workdir / "metrics"),
             "amqp_url": vhost.amqp_url,
             **overrides,
         }
@@ -284,11 +285,51 @@ class Stack:
         self.processes[name] = process
         return process
 
+    @property
+    def status_url(self) -> str:
+        return f"http://127.0.0.1:{self.config['status_port']}"
+
     def start_frontend(self, index: int) -> None:
         name = f"frontend_{index}"
+        started = self.log(name).count("listening on")
         self.spawn(name, "frontend", index)
-        health = f"http://127.0.0.1:{self.config['status_port'] + index}/health"
-        wait_until(lambda: self._status_of(health) == 200, what=f"{name} healthy")
+        # It listens once it can publish resize jobs (or after 10 s without RabbitMQ).
+        wait_until(lambda: self.log(name).count("listening on") > started, what=f"{name} up")
+
+    def start_status(self) -> None:
+        self.spawn("status", "frontend.status")
+        wait_until(lambda: self._status_of(f"{self.status_url}/health") in (200, 503),
+                   what="the status server answering")  # fmt: skip
+
+    def metrics(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        """The status server's /metrics, parsed by prometheus-client's own parser:
+        (sample name, its labels) -> value."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = self.http.request("GET", f"{self.status_url}/metrics").data.decode()
+        return {
+            (sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+
+    def status_json(self) -> dict[str, Any]:
+        """The status server's /status.json, after a fresh sample of the host."""
+        sampled = self.http.request("GET", f"{self.status_url}/status.json")
+        before = json.loads(sampled.data)["sampled_epoch_s"]
+        wait_until(
+            lambda: (
+                json.loads(self.http.request("GET", f"{self.status_url}/status.json").data)[
+                    "sampled_epoch_s"
+                ]
+                > before
+            ),
+            what="a new sample",
+        )
+        body: dict[str, Any] = json.loads(
+            self.http.request("GET", f"{self.status_url}/status.json").data
+        )
+        return body
 
     def start_processor(self, index: int) -> None:
         name = f"processor_{index}"
@@ -299,13 +340,15 @@ class Stack:
         self.spawn("uploader", "uploader")
         wait_until(lambda: "consuming" in self.log("uploader"), what="uploader consuming")
 
-    def start(self, processors: int = 2, uploader: bool = False) -> Stack:
+    def start(self, processors: int = 2, uploader: bool = False, status: bool = False) -> Stack:
         if uploader:
             self.start_uploader()
         for index in range(processors):
             self.start_processor(index)
         for index in range(self._frontends):
             self.start_frontend(index)
+        if status:
+            self.start_status()
         return self
 
     def _status_of(self, url: str) -> int:

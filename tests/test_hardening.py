@@ -170,9 +170,9 @@ def test_every_answer_says_nosniff(stack: Stack, origin: Origin) -> None:
         stack.get("/hard/img/<img src=x onerror=alert(1)>/w100.jpg"),  # 400 echoing the path
         stack.get("/hard/missing/x/w100.jpg"),  # 404
     ]
-    status_url = f"http://127.0.0.1:{stack.config['status_port']}/status"
-    answers.append(stack.http.request("GET", status_url))
-    assert [a.headers.get("X-Content-Type-Options") for a in answers] == ["nosniff"] * 6
+    for page in ("/", "/status.json", "/health", "/metrics"):  # the status server's
+        answers.append(stack.http.request("GET", stack.status_url + page))
+    assert [a.headers.get("X-Content-Type-Options") for a in answers] == ["nosniff"] * 9
 
 
 def test_long_segments_and_paths_are_refused_not_dropped(stack: Stack, origin: Origin) -> None:

@@ -6,8 +6,9 @@ import logging
 import sys
 import threading
 
-from common import program
+from common import metrics, program
 from common.errors import StorageRefused, StorageUnavailable
+from common.metrics import UploaderFigures
 from common.storage import open_store
 from uploader import spilled
 from uploader.consumer import Uploader
@@ -21,6 +22,8 @@ def main(argv: list[str] | None = None) -> None:
     args = program.parse_args("Image server uploader", argv)
     settings = program.load_settings(args)
     program.configure_logging(settings, "uploader")
+    metrics.enable(settings.metrics_dir)
+    figures = UploaderFigures()
     store = open_store(settings)
     health = Health()
     server = serve(health, settings.bind_address, settings.uploader_health_port)
@@ -37,10 +40,10 @@ def main(argv: list[str] | None = None) -> None:
     limiter = RateLimiter(settings.upload_rate_per_s)
     health.rate_per_s = settings.upload_rate_per_s
     drain = threading.Thread(
-        target=spilled.drain, args=(settings, store, limiter, health, stop), name="spilled"
+        target=spilled.drain, args=(settings, store, limiter, health, figures, stop), name="spilled"
     )
     drain.start()
-    Uploader(settings, store, stop, health, limiter).run()
+    Uploader(settings, store, stop, health, limiter, figures).run()
     drain.join()
     server.shutdown()
     log.info("stopped")

@@ -23,6 +23,7 @@ from common import amqp
 from common.config import Settings
 from common.errors import ImageServerError, MessageDecodeError
 from common.messages import UploadJob
+from common.metrics import UploaderFigures
 from common.storage import ObjectStore
 from uploader.health import Health
 from uploader.ratelimit import RateLimiter
@@ -40,9 +41,11 @@ class Uploader:
         stop: threading.Event,
         health: Health,
         limiter: RateLimiter,
+        figures: UploaderFigures,
     ) -> None:
         self._settings = settings
         self._health = health
+        self._figures = figures
         self._store = store
         self._stop = stop
         self._limiter = limiter
@@ -66,6 +69,7 @@ class Uploader:
             on_message = functools.partial(self._on_message, connection, pool)
             consumer_tag = channel.basic_consume(amqp.UPLOAD_QUEUE, on_message)
             log.info("consuming %s", amqp.UPLOAD_QUEUE)
+            self._figures.serving.set(1)
             counted_at = 0.0
             while not self._stop.is_set():
                 connection.process_data_events(time_limit=_POLL_S)
@@ -73,12 +77,14 @@ class Uploader:
                     declared = channel.queue_declare(amqp.UPLOAD_QUEUE, passive=True)
                     self._health.queued_uploads = int(declared.method.message_count)
                     counted_at = time.monotonic()
+            self._figures.serving.set(0)
             channel.basic_cancel(consumer_tag)
             # Graceful stop: let started uploads finish and be acked.
             give_up = time.monotonic() + 30
             while self._in_progress and time.monotonic() < give_up:
                 connection.process_data_events(time_limit=_POLL_S)
         finally:
+            self._figures.serving.set(0)
             self._health.broker_connected = False
             pool.shutdown(wait=False, cancel_futures=True)
             if connection.is_open:
@@ -113,7 +119,8 @@ class Uploader:
         """On a pool thread: store the object, then hand the outcome to pika's thread."""
         failure: ImageServerError | None = None
         try:
-            self._store.put(job.key, job.payload, job.content_type)
+            with self._figures.storing():
+                self._store.put(job.key, job.payload, job.content_type)
             self._health.storage_ok()
         except ImageServerError as exc:
             failure = exc
@@ -134,6 +141,7 @@ class Uploader:
     ) -> None:
         self._in_progress -= 1
         if failure is None:
+            self._figures.uploads.labels("stored").inc()
             log.info("stored %s (%d bytes)", job.key, len(job.payload))
         else:
             self._retry_or_give_up(channel, job, failure)
@@ -146,6 +154,7 @@ class Uploader:
         if failure.retryable and job.attempt < len(delays):
             delay_s = delays[job.attempt]
             target = amqp.upload_delay_queue(delay_s)
+            self._figures.uploads.labels("retry").inc()
             log.warning(
                 "upload of %s failed (%s); retry %d in %.1f s",
                 job.key,
@@ -155,6 +164,7 @@ class Uploader:
             )
         else:
             target = amqp.UPLOAD_DEAD_QUEUE
+            self._figures.uploads.labels("dead_lettered").inc()
             log.error(
                 "upload of %s failed for good after %d attempts (%s); dead-lettered",
                 job.key,

@@ -12,6 +12,7 @@ import threading
 
 from common.config import Settings
 from common.errors import ImageServerError
+from common.metrics import UploaderFigures
 from common.spill import Spill
 from common.storage import ObjectStore
 from uploader.health import Health
@@ -27,11 +28,13 @@ def drain(
     store: ObjectStore,
     limiter: RateLimiter,
     health: Health,
+    figures: UploaderFigures,
     stop: threading.Event,
 ) -> None:
     spill = Spill(settings.spill_dir)
     while not stop.is_set():
         health.spilled_uploads = spill.count()
+        figures.spilled.set(health.spilled_uploads)
         paths = spill.oldest(_BATCH)
         if not paths:
             stop.wait(_IDLE_S)
@@ -43,10 +46,12 @@ def drain(
             if stop.wait(limiter.reserve()):
                 return
             try:
-                store.put(upload.key, upload.payload, upload.content_type)
+                with figures.storing():
+                    store.put(upload.key, upload.payload, upload.content_type)
             except ImageServerError as exc:
                 log.warning("stored-on-disk upload %s failed (%s): kept", upload.key, exc.message)
                 stop.wait(settings.upload_retry_delays_s[0])
                 break
             path.unlink(missing_ok=True)
+            figures.uploads.labels("stored").inc()
             log.info("stored %s (%d bytes, from disk)", upload.key, len(upload.payload))

@@ -113,6 +113,7 @@ def autostarts(tmp_path: Path, dev_services: str) -> dict[str, bool]:
     conf.write_text((REPO / "supervisord.conf").read_text())
     environment = {
         "IMAGE_SERVER_ENV": "x",
+        "IMAGE_SERVER_CONFIG_DIR": "config",
         "IMAGE_SERVER_FRONTENDS": "1",
         "IMAGE_SERVER_PROCESSORS": "1",
         "IMAGE_SERVER_DEV_SERVICES": dev_services,

@@ -87,7 +87,7 @@ def test_directories_stay_within_budget_under_a_stream_of_misses(
     budgets = {"cache_max_bytes": 150_000, "originals_max_bytes": 600_000,
                "masters_max_bytes": 3_000_000}  # fmt: skip
     stack = make_stack(**budgets, janitor_interval_s=0.2, eviction_min_age_s=0.0)
-    stack.start(processors=2)
+    stack.start(processors=2, status=True)
     stack.spawn("janitor", "common.janitor")
     answers = []
     for index in range(30):
@@ -113,8 +113,7 @@ def test_directories_stay_within_budget_under_a_stream_of_misses(
     wait_until(within_budgets, timeout_s=20, what="every cache within its budget")
     usage = json.loads((cache / USAGE_FILE).read_text())
     assert usage["outputs"]["evicted_files"] > 0 and usage["originals"]["evicted_files"] > 0
-    status_url = f"http://127.0.0.1:{stack.config['status_port']}/status"
-    shown = json.loads(stack.http.request("GET", status_url).data)["disk"]
+    shown = stack.status_json()["disk"]
     assert shown["outputs"]["max_bytes"] == budgets["cache_max_bytes"]
     assert shown["outputs"]["evicted_files"] >= usage["outputs"]["evicted_files"]
     # An evicted output is simply made (or fetched) again.

@@ -1,0 +1,262 @@
+"""The host's figures, sampled every status_interval_s for the status server.
+
+One thread samples: the Prometheus files of every program of the host
+(common/metrics.py), RabbitMQ's queues (a passive declare per queue on the
+sampler's own connection: message and consumer counts straight from the
+broker, no management plugin needed), and the janitor's disk figures. The
+status server's handlers only read the last sample and the history kept for
+the charts, so a page, a scrape or a health check never waits on a file or a
+socket, and never changes anything.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import pika
+import pika.exceptions
+from prometheus_client import CollectorRegistry, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from common import amqp, metrics
+from common.config import Settings
+from common.janitor import USAGE_FILE
+
+log = logging.getLogger(__name__)
+HISTORY_S = 30 * 60  # what the charts show
+RATE_WINDOW_S = 60.0  # requests per second: over the last minute
+LATENCY_WINDOW_S = 300.0  # quantiles: over the last five minutes
+CHART_WINDOW_S = 30.0  # each chart point: quantiles over this much
+
+
+@dataclasses.dataclass(frozen=True)
+class Process:
+    program: str
+    num: str
+    pid: int
+    started_epoch_s: float
+    serving: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueFigures:
+    name: str
+    messages: int | None  # None: the queue does not exist (yet)
+    consumers: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    at: float
+    counters: dict[str, float]  # name (with selected labels) -> total over the host
+    histograms: dict[str, list[tuple[float, float]]]  # name -> cumulative (le, count)
+    gauges: dict[str, float]
+    processes: list[Process]
+    queues: list[QueueFigures]
+    broker_problem: str | None
+    disk: dict[str, Any] | None
+    frontend_broker: dict[str, tuple[bool, bool]]  # num -> (connected, blocked)
+
+
+def read_families(metrics_dir: Any) -> list[Metric]:
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, str(metrics_dir))
+    return list(registry.collect())
+
+
+def summarise(families: Iterable[Metric]) -> dict[str, Any]:
+    """Counters, gauges and histograms summed over processes and labels; the
+    per-process series the page lists."""
+    counters: collections.defaultdict[str, float] = collections.defaultdict(float)
+    gauges: collections.defaultdict[str, float] = collections.defaultdict(float)
+    buckets: dict[str, collections.defaultdict[float, float]] = collections.defaultdict(
+        lambda: collections.defaultdict(float)
+    )
+    starts: dict[int, dict[str, str]] = {}
+    start_times: dict[int, float] = {}
+    serving: dict[int, bool] = {}
+    broker: dict[str, list[bool]] = {}
+    for family in families:
+        for sample in family.samples:
+            name, labels, value = sample.name, sample.labels, sample.value
+            counts = (family.type == "counter" and name.endswith("_total")) or (
+                family.type == "histogram" and name.endswith("_count")
+            )
+            if counts:
+                counters[name] += value
+                for label in ("status", "outcome", "result", "cache"):
+                    if label in labels:
+                        counters[f"{name}:{labels[label]}"] += value
+                if "status" in labels:
+                    counters[f"{name}:{labels['status'][0]}xx"] += value
+            elif family.type == "histogram" and name.endswith("_bucket"):
+                buckets[family.name][float(labels["le"])] += value
+            elif name == "image_server_process_start_time_seconds":
+                pid = int(labels["pid"])
+                starts[pid] = labels
+                start_times[pid] = value
+            elif name == "image_server_process_serving":
+                serving[int(labels["pid"])] = value == 1
+            elif name in ("image_server_broker_connected", "image_server_broker_blocked"):
+                broker.setdefault(labels["num"], [False, False])[name.endswith("blocked")] = (
+                    value == 1
+                )
+            elif family.type == "gauge":
+                gauges[name] += value
+    processes = sorted(
+        (
+            Process(
+                labels["program"],
+                labels["num"],
+                pid,
+                start_times[pid],
+                serving.get(pid, False),
+            )
+            for pid, labels in starts.items()
+        ),
+        key=lambda p: (p.program, int(p.num), p.started_epoch_s),
+    )
+    return {
+        "counters": dict(counters),
+        "gauges": dict(gauges),
+        "histograms": {name: sorted(counts.items()) for name, counts in buckets.items()},
+        "processes": processes,
+        "frontend_broker": {num: (flags[0], flags[1]) for num, flags in broker.items()},
+    }
+
+
+def quantile(
+    q: float, before: list[tuple[float, float]], after: list[tuple[float, float]]
+) -> float | None:
+    """Prometheus' histogram_quantile over what happened between two samples."""
+    earlier = dict(before)
+    deltas = [(le, count - earlier.get(le, 0.0)) for le, count in after]
+    if not deltas or deltas[-1][1] <= 0:
+        return None
+    rank = q * deltas[-1][1]
+    lower_le, lower_count = 0.0, 0.0
+    for le, count in deltas:
+        if count >= rank:
+            if math.isinf(le):
+                return lower_le
+            share = (rank - lower_count) / (count - lower_count) if count > lower_count else 1.0
+            return lower_le + (le - lower_le) * share
+        lower_le, lower_count = le, count
+    return lower_le
+
+
+class Queues:
+    """Message and consumer counts of the project's queues, asked of RabbitMQ."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._connection: pika.BlockingConnection | None = None
+        names = [amqp.RESIZE_QUEUE, amqp.RESIZE_DEAD_QUEUE, amqp.UPLOAD_QUEUE]
+        delays = sorted(set(settings.upload_retry_delays_s))
+        names += [amqp.upload_delay_queue(delay) for delay in delays]
+        self.names = [*names, amqp.UPLOAD_DEAD_QUEUE]
+
+    def read(self) -> tuple[list[QueueFigures], str | None]:
+        try:
+            if self._connection is None or not self._connection.is_open:
+                self._connection = pika.BlockingConnection(
+                    amqp.connection_parameters(self._settings)
+                )
+            return [self._one(name) for name in self.names], None
+        except (pika.exceptions.AMQPError, OSError) as exc:
+            self._connection = None
+            problem = f"RabbitMQ unreachable: {type(exc).__name__} {exc}".strip()
+            return [QueueFigures(name, None, None) for name in self.names], problem
+
+    def _one(self, name: str) -> QueueFigures:
+        assert self._connection is not None
+        channel = self._connection.channel()
+        try:
+            declared = channel.queue_declare(name, passive=True)
+        except pika.exceptions.ChannelClosedByBroker:
+            return QueueFigures(name, None, None)  # not declared yet: nothing used it
+        channel.close()
+        method = declared.method
+        return QueueFigures(name, int(method.message_count), int(method.consumer_count))
+
+    def close(self) -> None:
+        if self._connection is not None and self._connection.is_open:
+            self._connection.close()
+
+
+class HostFigures:
+    """Samples on a thread of its own; `latest` and `history` for the handlers."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._queues = Queues(settings)
+        self._lock = threading.Lock()
+        self._history: collections.deque[Sample] = collections.deque(
+            maxlen=max(2, int(HISTORY_S / settings.status_interval_s))
+        )
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sampler", daemon=True)
+
+    def start(self) -> None:
+        self.sample_once()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self._queues.close()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._settings.status_interval_s):
+            try:
+                self.sample_once()
+            except Exception:  # a bad sample must not end sampling
+                log.exception("sampling the host's figures failed")
+
+    def sample_once(self) -> None:
+        metrics.forget_dead_processes(self._settings.metrics_dir)
+        summary = summarise(read_families(self._settings.metrics_dir))
+        queues, problem = self._queues.read()
+        sample = Sample(
+            at=time.time(),
+            queues=queues,
+            broker_problem=problem,
+            disk=self._disk(),
+            **summary,
+        )
+        with self._lock:
+            self._history.append(sample)
+
+    def _disk(self) -> dict[str, Any] | None:
+        try:
+            usage: dict[str, Any] = json.loads((self._settings.cache_dir / USAGE_FILE).read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        return usage
+
+    @property
+    def history(self) -> list[Sample]:
+        with self._lock:
+            return list(self._history)
+
+    @property
+    def latest(self) -> Sample:
+        with self._lock:
+            return self._history[-1]
+
+    def sample_before(self, seconds: float) -> Sample:
+        """The oldest sample within the last `seconds` (the first one if none is older)."""
+        history = self.history
+        cutoff = history[-1].at - seconds
+        for sample in history:
+            if sample.at >= cutoff:
+                return sample
+        return history[0]

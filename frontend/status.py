@@ -1,0 +1,159 @@
+"""The host's status server (`python -m frontend.status`, supervisord program status).
+
+On status_port, one per host, beside the request path (its own process):
+`GET /` the page, `/status.json` the same figures, `/health` 200 when the host
+can serve and 503 with the reason otherwise, `/metrics` Prometheus' text
+format with every program's figures (common/metrics.py) plus the queues and
+disk figures sampled here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import tornado.httpserver
+import tornado.web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+from common import program
+from common.config import Settings
+from frontend import status_page
+from frontend.answers import NO_SNIFF
+from frontend.host_figures import HostFigures
+from frontend.status_report import health, report
+
+log = logging.getLogger("status")
+
+
+class SampledFigures(Collector):
+    """Queue and disk figures of the last sample, as Prometheus gauges."""
+
+    def __init__(self, host: HostFigures) -> None:
+        self._host = host
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        sample = self._host.latest
+        messages = GaugeMetricFamily(
+            "image_server_queue_messages", "Messages ready in a queue.", labels=["queue"]
+        )
+        consumers = GaugeMetricFamily(
+            "image_server_queue_consumers", "Consumers of a queue.", labels=["queue"]
+        )
+        for queue in sample.queues:
+            if queue.messages is not None and queue.consumers is not None:
+                messages.add_metric([queue.name], queue.messages)
+                consumers.add_metric([queue.name], queue.consumers)
+        used = GaugeMetricFamily(
+            "image_server_cache_disk_bytes", "Disk used by a per-host cache.", labels=["cache"]
+        )
+        budget = GaugeMetricFamily(
+            "image_server_cache_budget_bytes", "Disk budget of a per-host cache.", labels=["cache"]
+        )
+        for name, figures in (sample.disk or {}).items():
+            if isinstance(figures, dict):
+                used.add_metric([name], figures["bytes_used"])
+                budget.add_metric([name], figures["max_bytes"])
+        up = GaugeMetricFamily(
+            "image_server_broker_reachable", "1 when the status server reaches RabbitMQ."
+        )
+        up.add_metric([], 1 if sample.broker_problem is None else 0)
+        yield from (messages, consumers, used, budget, up)
+
+
+class _Handler(tornado.web.RequestHandler):
+    def initialize(
+        self, settings: Settings, host: HostFigures, registry: CollectorRegistry
+    ) -> None:
+        self.config = settings
+        self.host = host
+        self.registry = registry
+
+    def set_default_headers(self) -> None:
+        self.set_header(*NO_SNIFF)
+        self.set_header("Cache-Control", "no-store")
+
+    def report(self) -> dict[str, Any]:
+        return report(self.host, self.config.status_interval_s)
+
+
+class PageHandler(_Handler):
+    def get(self) -> None:
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(status_page.render(self.report(), socket.gethostname()))
+
+
+class JsonHandler(_Handler):
+    def get(self) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(self.report()))
+
+
+class HealthHandler(_Handler):
+    def get(self) -> None:
+        problem = health(self.host.latest, time.time(), self.config.status_interval_s)
+        self.set_header("Content-Type", "application/json")
+        if problem is not None:
+            self.set_status(503)
+        self.finish(json.dumps({"healthy": problem is None, "reason": problem}))
+
+
+class MetricsHandler(_Handler):
+    async def get(self) -> None:
+        # Reading every process' files is blocking I/O: off the event loop.
+        loop = asyncio.get_running_loop()
+        body = await loop.run_in_executor(None, generate_latest, self.registry)
+        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.finish(body)
+
+
+def make_app(settings: Settings, host: HostFigures) -> tornado.web.Application:
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, str(settings.metrics_dir))
+    registry.register(SampledFigures(host))
+    args = {"settings": settings, "host": host, "registry": registry}
+    return tornado.web.Application(
+        [
+            (r"/", PageHandler, args),
+            (r"/status\.json", JsonHandler, args),
+            (r"/health", HealthHandler, args),
+            (r"/metrics", MetricsHandler, args),
+        ],
+        log_function=lambda handler: None,  # polled every few seconds: no line each time
+    )
+
+
+async def serve(settings: Settings) -> None:
+    host = HostFigures(settings)
+    await asyncio.get_running_loop().run_in_executor(None, host.start)
+    server = tornado.httpserver.HTTPServer(make_app(settings, host))
+    server.listen(settings.status_port, settings.bind_address)
+    log.info("status server on %s:%d", settings.bind_address, settings.status_port)
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+    await stop.wait()
+    server.stop()
+    await asyncio.get_running_loop().run_in_executor(None, host.stop)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = program.parse_args("Image server status server", argv)
+    settings = program.load_settings(args)
+    program.configure_logging(settings, "status")
+    settings.metrics_dir.mkdir(parents=True, exist_ok=True)
+    asyncio.run(serve(settings))
+    log.info("stopped")
+
+
+if __name__ == "__main__":
+    main()
