@@ -72,6 +72,8 @@ def forget_dead_processes(metrics_dir: Path) -> None:
 
 def serving_pids(metrics_dir: Path) -> set[int]:
     """Pids whose image_server_process_serving is 1 (read from the files)."""
+    if not metrics_dir.is_dir():
+        return set()  # no program has started yet
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, str(metrics_dir))
     return {

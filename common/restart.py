@@ -72,7 +72,10 @@ def restart(supervisor: Supervisor, settings: config.Settings, timeout_s: float)
         started = time.monotonic()
         pid = supervisor.restart(name)
         ok = info["group"] not in SERVES or wait_serving(settings.metrics_dir, pid, timeout_s)
-        state = "serving" if ok else f"NOT serving after {timeout_s:.0f} s"
+        if info["group"] not in SERVES:
+            state = "running"
+        else:
+            state = "serving" if ok else f"NOT serving after {timeout_s:.0f} s"
         print(f"{name}: pid {info['pid']} -> {pid}, {state} ({time.monotonic() - started:.1f} s)")
         if not ok:
             failed.append(name)

@@ -39,10 +39,15 @@ def _bytes(value: float) -> str:
     return ""
 
 
+def _span(seconds: float) -> str:
+    return f"{round(seconds)} s" if seconds < 120 else f"{round(seconds / 60)} min"
+
+
 def chart(title: str, series: dict[str, list[list[float | None]]], names: list[str]) -> str:
     """A line chart of `names` over the last minutes (x: seconds ago)."""
     points = [p for name in names for p in series.get(name, []) if p[1] is not None]
-    top = max((float(p[1]) for p in points if p[1] is not None), default=0.0) or 1.0
+    highest = max((float(p[1]) for p in points if p[1] is not None), default=0.0) or 1.0
+    top = highest * 1.1  # headroom: the highest point is not drawn on the frame
     oldest = min((float(p[0]) for p in points if p[0] is not None), default=-60.0) or -60.0
     lines = []
     for name in names:
@@ -62,7 +67,7 @@ def chart(title: str, series: dict[str, list[list[float | None]]], names: list[s
     )
     return (
         f'<figure class="chart" data-chart="{names[0]}"><figcaption>{html.escape(title)} '
-        f"(max {top:,.1f}; last {round(-oldest / 60)} min) {legend}</figcaption>"
+        f"(max {highest:,.1f}; last {_span(-oldest)}) {legend}</figcaption>"
         f'<svg width="{_CHART_W}" height="{_CHART_H}" viewBox="0 0 {_CHART_W} {_CHART_H}">'
         f'<rect width="{_CHART_W}" height="{_CHART_H}" fill="#fafafa" stroke="#ccc"/>'
         f"{''.join(lines)}</svg></figure>"

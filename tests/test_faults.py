@@ -80,7 +80,7 @@ def test_broker_stopped_hits_still_served_misses_503_then_recovers(
     stack = make_stack()
     stack.start(processors=1, status=True)
     health = f"{stack.status_url}/health"
-    assert stack.http.request("GET", health).status == 200
+    wait_until(lambda: stack.http.request("GET", health).status == 200, what="healthy")
     origin.add("broker/down/1/original.jpg", photo())
     warm = stack.get("/broker/down/1/w150.jpg")
     assert warm.status == 200

@@ -1,0 +1,160 @@
+"""The host's status server: its page in a real browser, /metrics, /health.
+
+The page is loaded in Debian's headless Chromium (installed by `make test`):
+the figures it shows must be those of a scripted burst, its charts drawn;
+the screenshot is kept in var/test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import re
+import signal
+import subprocess
+from collections.abc import Callable
+
+import numpy
+from PIL import Image
+
+from tests.harness import REPO, Origin, Stack, wait_until
+from tests.images import photo
+
+ARTIFACTS = REPO / "var" / "test-artifacts"
+CHROMIUM = "chromium-headless-shell"
+REQUESTS_BLUE = (0x1F, 0x77, 0xB4)  # the requests chart's stroke (status_page._COLOURS)
+
+
+def fresh_connection_get(stack: Stack, path: str) -> int:
+    """GET on a new connection, so the kernel spreads requests over the frontends."""
+    connection = http.client.HTTPConnection("127.0.0.1", stack.config["server_port"], timeout=30)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+def chromium(*args: str) -> bytes:
+    command = [CHROMIUM, "--no-sandbox", "--disable-gpu", "--hide-scrollbars", *args]
+    done = subprocess.run(command, capture_output=True, timeout=60, check=True)
+    return done.stdout
+
+
+def shown(dom: str, figure: str) -> str:
+    match = re.search(rf'data-figure="{re.escape(figure)}">([^<]*)<', dom)
+    assert match is not None, f"{figure} is not on the page"
+    return match.group(1).replace(",", "")
+
+
+def test_the_status_page_in_chromium_shows_the_burst(
+    make_stack: Callable[..., Stack], origin: Origin
+) -> None:
+    stack = make_stack(frontends=2).start(processors=2, uploader=True, status=True)
+    images = 6
+    for index in range(images):
+        origin.add(f"page/img/{index}/original.jpg", photo())
+    statuses = []
+    for _ in range(5):  # each image: one miss, then four hits
+        for index in range(images):
+            statuses.append(fresh_connection_get(stack, f"/page/img/{index}/w200.jpg"))
+        stack.status_json()  # waits for a new sample: the charts get points over time
+    assert statuses == [200] * 30
+    wait_until(
+        # The outputs (processors store new originals themselves).
+        lambda: stack.status_json()["uploads"]["stored"] == images,
+        what="the uploads to be stored",
+    )
+    dom = chromium("--dump-dom", f"{stack.status_url}/").decode()
+    assert shown(dom, "health") == "ok"
+    assert shown(dom, "requests.total") == "30"
+    assert shown(dom, "requests.cache_misses") == "6"
+    assert shown(dom, "requests.cache_hits") == "24"
+    assert shown(dom, "requests.hit_ratio") == "80.0"
+    assert shown(dom, "requests.by_status_class.2xx") == "30"
+    assert shown(dom, "resizes.done") == "6"
+    assert shown(dom, "resizes.originals_downloaded") == "6"
+    assert shown(dom, "uploads.stored") == "6"
+    assert shown(dom, "queues.image.resize.consumers") == "2"
+    assert shown(dom, "queues.image.upload.consumers") == "1"
+    assert float(shown(dom, "requests.latency_last_5_min.p99_ms")) > 0
+    assert dom.count("<td>serving</td>") == 5  # 2 frontends, 2 processors, the uploader
+    # Both charts are drawn from several samples.
+    for series in ("requests_per_s", "p50_ms", "p95_ms", "p99_ms"):
+        points = re.search(rf'data-series="{series}" points="([^"]+)"', dom)
+        assert points is not None and len(points.group(1).split()) >= 3, series
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    screenshot = ARTIFACTS / "status-page.png"
+    screenshot.unlink(missing_ok=True)
+    chromium(f"--screenshot={screenshot}", "--window-size=1280,1100", f"{stack.status_url}/")
+    pixels = numpy.asarray(Image.open(io.BytesIO(screenshot.read_bytes())).convert("RGB"))
+    blue = numpy.all(numpy.abs(pixels.astype(int) - REQUESTS_BLUE) <= 24, axis=-1).sum()
+    assert blue > 100, "the requests chart's line is not on the screenshot"
+
+
+def host_counter(stack: Stack, name: str, **labels: str) -> float:
+    """A counter of /metrics summed over the series whose labels include `labels`."""
+    wanted = set(labels.items())
+    return sum(
+        value
+        for (sample, sample_labels), value in stack.metrics().items()
+        if sample == name and wanted <= sample_labels
+    )
+
+
+def test_metrics_add_up_over_processes_and_survive_a_restart(
+    make_stack: Callable[..., Stack], origin: Origin
+) -> None:
+    stack = make_stack(frontends=2).start(processors=2, status=True)
+    for index in range(8):
+        origin.add(f"metrics/img/{index}/original.jpg", photo())
+
+    def burst(images: range) -> None:
+        for index in images:
+            for _ in range(3):  # a miss, then two hits
+                assert fresh_connection_get(stack, f"/metrics/img/{index}/w150.jpg") == 200
+        assert fresh_connection_get(stack, "/metrics/img/0/nonsense.jpg") == 400
+
+    burst(range(4))
+    requests = host_counter(stack, "image_server_http_requests_total")
+    assert requests == 13
+    assert host_counter(stack, "image_server_http_requests_total", status="400") == 1
+    assert host_counter(stack, "image_server_cache_misses_total") == 4
+    assert host_counter(stack, "image_server_cache_hits_total") == 8
+    assert host_counter(stack, "image_server_jobs_total", outcome="ok") == 4
+    assert host_counter(stack, "image_server_original_downloads_total", outcome="ok") == 4
+    hits = host_counter(stack, "image_server_http_request_duration_seconds_count", cache="hit")
+    assert hits == 8
+    # Both frontends and both processors did part of it (their own log lines say so).
+    assert all(stack.log(f"frontend_{n}").count('"event": "request"') > 0 for n in (0, 1))
+    assert all(stack.log(f"processor_{n}").count('"event": "job"') > 0 for n in (0, 1))
+
+    # A processor killed (its counts stay), then started again: counts keep adding up.
+    stack.kill("processor_1", signal.SIGKILL)
+    assert host_counter(stack, "image_server_jobs_total", outcome="ok") == 4
+    stack.kill("frontend_1", signal.SIGTERM)
+    assert host_counter(stack, "image_server_http_requests_total") == 13
+    stack.start_processor(1)
+    stack.start_frontend(1)
+    burst(range(4, 8))
+    assert host_counter(stack, "image_server_http_requests_total") == 26
+    assert host_counter(stack, "image_server_jobs_total", outcome="ok") == 8
+    assert host_counter(stack, "image_server_cache_hits_total") == 16
+    serving = [p for p in stack.status_json()["processes"] if p["serving"]]
+    assert sorted(p["program"] for p in serving) == ["frontend"] * 2 + ["processor"] * 2
+
+
+def test_health_needs_a_consumer_of_image_resize(
+    make_stack: Callable[..., Stack], origin: Origin
+) -> None:
+    stack = make_stack().start(processors=1, status=True)
+    health = f"{stack.status_url}/health"
+    wait_until(lambda: stack.http.request("GET", health).status == 200, what="healthy")
+    stack.kill("processor_0", signal.SIGTERM)
+    wait_until(lambda: stack.http.request("GET", health).status == 503, what="503")
+    assert b"no processor consumes image.resize" in stack.http.request("GET", health).data
+    stack.start_processor(0)
+    wait_until(lambda: stack.http.request("GET", health).status == 200, what="healthy again")
