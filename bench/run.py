@@ -290,12 +290,12 @@ def main() -> None:
             target = nginx.docroot / "bench" / "img" / burst_id / "original.jpg"
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, target)
-            before = ours.resizes_requested() if name == "ours" else 0
+            before = ours.resizes_done() if name == "ours" else 0
             statuses = load.burst(port, server.path(burst_id, 640), BURST)
             fetched = nginx.hits(f"/bench/img/{burst_id}/original.jpg")
             ok = sum(s == 200 for s in statuses)
             if name == "ours":
-                resizes = f"{ours.resizes_requested() - before} resize(s)"
+                resizes = f"{ours.resizes_done() - before} resize(s)"
             else:
                 resizes = "resizes not observable"
             burst_counts[name] = (

@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from common import metrics
+
 REPO = Path(__file__).resolve().parent.parent
 ORIGIN_PORT = 7400
 OURS_PORT = 7200
@@ -193,6 +195,7 @@ class Ours:
             "storage_backend": "filesystem",
             "storage_path": str(self.work / "storage"),
             "spill_path": str(self.work / "spill"),
+            "metrics_path": str(self.work / "metrics"),
             "graphite_enabled": False,
             "default_quality": {**production["default_quality"], "jpg": JPEG_QUALITY},
             "maximum_width": 1000,
@@ -251,24 +254,21 @@ serverurl=unix://{self.work}/supervisor.sock
             [str(supervisord), "-n", "-c", str(self.work / "supervisord.conf")]
         )
         wait_for_port(OURS_PORT)
-        for index in range(self.processes):
-            wait_for_port(OURS_PORT + 1 + index)
-        time.sleep(1.0)  # processors connect
+        serving = 2 * self.processes + 1  # frontends, processors, the uploader
+        give_up = time.monotonic() + 60
+        while len(metrics.serving_pids(self.work / "metrics")) < serving:
+            if time.monotonic() > give_up:
+                raise RuntimeError("our programs did not all start serving")
+            time.sleep(0.2)
 
     def pids(self) -> list[int]:
         if self.supervisord is None:
             return []
         return process_tree(self.supervisord.pid)[1:]  # the programs, not supervisord
 
-    def resizes_requested(self) -> int:
-        import urllib.request
-
-        total = 0
-        for index in range(self.processes):
-            url = f"http://127.0.0.1:{OURS_PORT + 1 + index}/status"
-            with urllib.request.urlopen(url, timeout=5) as response:
-                total += json.loads(response.read())["counters"].get("resizes_requested", 0)
-        return total
+    def resizes_done(self) -> int:
+        """Resize jobs the processors have done (their Prometheus figures)."""
+        return int(metrics.counter_total(self.work / "metrics", "image_server_jobs_total"))
 
     def path(self, image: str, width: int, quality: int = JPEG_QUALITY) -> str:
         suffix = "" if quality == JPEG_QUALITY else f"-q{quality}"

@@ -259,7 +259,7 @@ class Settings:
     # Operations.
     log_level: str = _key("INFO", "Python logging level of every program.")
     access_log: bool = _key(
-        True, "Frontends log one JSON line per request (README, Logs); processors one per job."
+        True, "Frontends log one JSON line per request (README, Logs); false: none."
     )
     metrics_path: str = _key(
         "var/metrics",

@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, values
+from prometheus_client.samples import Sample
 
 # Request and job latencies: from a cache hit (about a millisecond) to a cold
 # resize of a big original (seconds), up to resize_deadline_s.
@@ -70,18 +71,27 @@ def forget_dead_processes(metrics_dir: Path) -> None:
             multiprocess.mark_process_dead(int(match.group(1)), str(metrics_dir))
 
 
-def serving_pids(metrics_dir: Path) -> set[int]:
-    """Pids whose image_server_process_serving is 1 (read from the files)."""
+def _samples(metrics_dir: Path) -> list[Sample]:
+    """Every sample of the host's files, summed over processes as the status server does."""
     if not metrics_dir.is_dir():
-        return set()  # no program has started yet
+        return []  # no program has started yet
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, str(metrics_dir))
+    return [sample for family in registry.collect() for sample in family.samples]
+
+
+def serving_pids(metrics_dir: Path) -> set[int]:
+    """Pids whose image_server_process_serving is 1."""
     return {
         int(sample.labels["pid"])
-        for family in registry.collect()
-        for sample in family.samples
+        for sample in _samples(metrics_dir)
         if sample.name == "image_server_process_serving" and sample.value == 1
     }
+
+
+def counter_total(metrics_dir: Path, name: str) -> float:
+    """A counter of the host, summed over its labels."""
+    return sum(sample.value for sample in _samples(metrics_dir) if sample.name == name)
 
 
 def _alive(pid: int) -> bool:

@@ -52,7 +52,9 @@ def shown(dom: str, figure: str) -> str:
 def test_the_status_page_in_chromium_shows_the_burst(
     make_stack: Callable[..., Stack], origin: Origin
 ) -> None:
-    stack = make_stack(frontends=2).start(processors=2, uploader=True, status=True)
+    stack = make_stack(frontends=2, janitor_interval_s=0.2)
+    stack.start(processors=2, uploader=True, status=True)
+    stack.spawn("janitor", "common.janitor")
     images = 6
     for index in range(images):
         origin.add(f"page/img/{index}/original.jpg", photo())
@@ -81,6 +83,8 @@ def test_the_status_page_in_chromium_shows_the_burst(
     assert shown(dom, "queues.image.upload.consumers") == "1"
     assert float(shown(dom, "requests.latency_last_5_min.p99_ms")) > 0
     assert dom.count("<td>serving</td>") == 5  # 2 frontends, 2 processors, the uploader
+    outputs_row = re.search(r"<th>outputs</th><td>([^<]+)</td>.*?<td>6</td></tr>", dom)
+    assert outputs_row is not None, "the janitor's figures (6 outputs on disk) are not shown"
     # Both charts are drawn from several samples.
     for series in ("requests_per_s", "p50_ms", "p95_ms", "p99_ms"):
         points = re.search(rf'data-series="{series}" points="([^"]+)"', dom)
