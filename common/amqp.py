@@ -17,6 +17,9 @@ log = logging.getLogger(__name__)
 
 RESIZE_QUEUE = "image.resize"
 RESIZE_DEAD_QUEUE = "image.resize.dead"
+# Work ahead of requests (popular outputs, POST pre-generation): taken by a
+# processor only while it has no request's job in hand.
+BACKGROUND_QUEUE = "image.resize.background"
 UPLOAD_QUEUE = "image.upload"
 UPLOAD_DEAD_QUEUE = "image.upload.dead"
 UPLOAD_DELIVERY_LIMIT = 5
@@ -36,6 +39,22 @@ def resize_queue_arguments(settings: Settings) -> dict[str, Any]:
         "x-dead-letter-exchange": "",
         "x-dead-letter-routing-key": RESIZE_DEAD_QUEUE,
     }
+
+
+def background_queue_arguments(settings: Settings) -> dict[str, Any]:
+    # Bounded like image.resize; past the bound new background work is refused
+    # (nothing waits on it: it is logged and dropped). Undecodable or
+    # worker-killing jobs go to the same dead-letter queue as requests'.
+    return {
+        **resize_queue_arguments(settings),
+        "x-max-length": settings.background_queue_max_length,
+    }
+
+
+def declare_background_queue(channel: BlockingChannel, settings: Settings) -> None:
+    channel.queue_declare(
+        BACKGROUND_QUEUE, durable=True, arguments=background_queue_arguments(settings)
+    )
 
 
 def connection_parameters(settings: Settings) -> pika.URLParameters:

@@ -256,6 +256,30 @@ class Settings:
         60.0, "A file written or read more recently than this is never evicted (it is in use)."
     )
 
+    # Work ahead of requests (README, "Work ahead of requests").
+    popular_outputs_max: int = _key(
+        0,
+        "When a new image of a type is resized for a request, up to this many other popular "
+        "outputs of that type are made in the background (0: off).",
+    )
+    popular_min_share: float = _key(
+        0.1, "An output is popular when at least this share of its type's requests ask for it."
+    )
+    popular_min_requests: int = _key(
+        50, "Requests of a type counted (on every host) before its popular outputs are trusted."
+    )
+    stats_interval_s: float = _key(
+        30.0,
+        "How often each frontend saves its request statistics to object storage and reads "
+        "everyone's.",
+    )
+    background_queue_max_length: int = _key(
+        100_000, "Most jobs image.resize.background holds; more background work is dropped."
+    )
+    background_deadline_s: float = _key(
+        3600.0, "A background job not started within this long is dropped."
+    )
+
     # Operations.
     log_level: str = _key("INFO", "Python logging level of every program.")
     access_log: bool = _key(

@@ -90,6 +90,28 @@ class S3Store:
             response.close()
             response.release_conn()
 
+    def exists(self, key: str) -> bool:
+        try:
+            self._client.stat_object(self._bucket, key)
+        except minio.error.S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchBucket", "NoSuchObject"):
+                return False
+            raise _translate(exc) from exc
+        except (minio.error.MinioException, urllib3.exceptions.HTTPError) as exc:
+            raise _translate(exc) from exc
+        return True
+
+    def keys(self, prefix: str) -> list[str]:
+        try:
+            found = self._client.list_objects(self._bucket, prefix=prefix, recursive=True)
+            return sorted(str(item.object_name) for item in found)
+        except minio.error.S3Error as exc:
+            if exc.code == "NoSuchBucket":
+                return []
+            raise _translate(exc) from exc
+        except (minio.error.MinioException, urllib3.exceptions.HTTPError) as exc:
+            raise _translate(exc) from exc
+
 
 def _translate(exc: Exception) -> StorageUnavailable | StorageRefused:
     if isinstance(exc, minio.error.S3Error):

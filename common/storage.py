@@ -35,6 +35,12 @@ class ObjectStore(Protocol):
         """The object's bytes, or None when there is no such object."""
         ...
 
+    def exists(self, key: str) -> bool: ...
+
+    def keys(self, prefix: str) -> list[str]:
+        """Every key under `prefix` (a directory: ends with "/"), sorted."""
+        ...
+
 
 def output_key(settings: Settings, cache_key: str) -> str:
     return f"{settings.storage_key_prefix}/{cache_key}"
@@ -81,6 +87,19 @@ class FilesystemStore:
             return None
         except OSError as exc:
             raise StorageUnavailable(f"cannot read {key}: {exc.strerror}") from exc
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def keys(self, prefix: str) -> list[str]:
+        top = self._path(prefix)
+        try:
+            found = [path for path in top.rglob("*") if path.is_file()]
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot list {prefix}: {exc.strerror}") from exc
+        # Temporary files of writes in progress (common.files.write_atomic) are hidden.
+        keys = [p.relative_to(self._root).as_posix() for p in found if not p.name.startswith(".")]
+        return sorted(keys)
 
 
 def open_store(settings: Settings) -> ObjectStore:

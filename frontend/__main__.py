@@ -18,6 +18,7 @@ from frontend.accounting import Accounting
 from frontend.app import make_app
 from frontend.cache import OutputCache
 from frontend.hits import CacheHitsFirst
+from frontend.popular import Popularity
 from frontend.rpc import ResizeClient
 from frontend.service import ImageService
 
@@ -41,6 +42,14 @@ async def report_broker_state(rpc: ResizeClient, figures: FrontendFigures) -> No
         figures.broker_connected.set(1 if rpc.ready else 0)
         figures.broker_blocked.set(1 if rpc.blocked_reason is not None else 0)
         await asyncio.sleep(0.5)
+
+
+async def sync_statistics(popularity: Popularity, interval_s: float) -> None:
+    """Save and read the request statistics every interval (object storage: a thread)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await loop.run_in_executor(None, popularity.sync)
+        await asyncio.sleep(interval_s)
 
 
 async def wait_for_broker(rpc: ResizeClient) -> None:
@@ -80,11 +89,16 @@ async def serve(settings: Settings, process_num: int) -> None:
     figures = FrontendFigures(process_num)
     rpc = ResizeClient(settings)
     rpc.start()
-    reporter = asyncio.create_task(report_broker_state(rpc, figures))
+    background = [asyncio.create_task(report_broker_state(rpc, figures))]
     store = open_store(settings) if settings.storage_read_enabled else None
-    service = ImageService(
-        settings, OutputCache(settings.cache_dir, settings.hot_cache_bytes), rpc, store
-    )
+    popularity = None
+    if settings.popular_outputs_max:
+        popularity = Popularity(settings, store or open_store(settings), process_num)
+        background.append(
+            asyncio.create_task(sync_statistics(popularity, settings.stats_interval_s))
+        )
+    cache = OutputCache(settings.cache_dir, settings.hot_cache_bytes)
+    service = ImageService(settings, cache, rpc, store, popularity)
     accounting = Accounting(settings, figures)
     app = make_app(settings, service, Graphite(settings), accounting)
     server = tornado.httpserver.HTTPServer(CacheHitsFirst(app, settings, service, accounting))
@@ -101,7 +115,8 @@ async def serve(settings: Settings, process_num: int) -> None:
     log.info("stopping: no new connections, finishing requests in flight")
     figures.serving.set(0)
     await drain(server, service, settings.drain_timeout_s)
-    reporter.cancel()
+    for task in background:
+        task.cancel()
     rpc.close()
 
 

@@ -21,10 +21,18 @@ def image_headers(cached: CachedFile, request: ImageRequest, max_age_s: int) -> 
         "Cache-Control": f"public, max-age={max_age_s}",
         "ETag": cached.etag,
         "Last-Modified": email.utils.formatdate(cached.mtime_s, usegmt=True),
+        # A CDN in front (Fastly, Varnish xkey) purges every output of an image,
+        # or of an image type, by one of these keys.
+        "Surrogate-Key": surrogate_keys(request),
     }
     if request.varies:
         headers["Vary"] = "Accept"
     return headers
+
+
+def surrogate_keys(request: ImageRequest) -> str:
+    kind = f"{request.model}/{request.image_type}"
+    return f"{kind}/{request.id} {kind}"
 
 
 def not_modified(cached: CachedFile, request_headers: HTTPHeaders) -> bool:

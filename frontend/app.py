@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from types import TracebackType
 from typing import Any
@@ -10,14 +11,16 @@ import tornado.web
 
 from common import graphite
 from common.config import Settings
-from common.errors import ImageServerError
+from common.errors import BadRequest, ImageServerError
 from common.graphite import Graphite
 from common.signing import verify
+from common.urls import ImageRequest
 from frontend.accounting import REFUSED, Accounting, Lookup
 from frontend.answers import NO_SNIFF, image_headers, not_modified
 from frontend.service import ImageService
 
 log = logging.getLogger(__name__)
+MAX_OUTPUTS_PER_POST = 100
 
 
 class ImageHandler(tornado.web.RequestHandler):
@@ -36,6 +39,7 @@ class ImageHandler(tornado.web.RequestHandler):
         self.output_format = "none"
         self.body_bytes = 0
         self.error_message: str | None = None
+        self._resized: ImageRequest | None = None  # a miss resized for this request
         # Counted from here, not prepare(): an unknown method is refused before it.
         self.service.active_requests += 1
         self.accounting.figures.in_progress.inc()
@@ -56,6 +60,8 @@ class ImageHandler(tornado.web.RequestHandler):
             self.output_format,
             self.error_message,
         )
+        if self._resized is not None:
+            self.service.after_miss(self._resized)
 
     async def get(self) -> None:
         await self._serve(include_body=True)
@@ -72,6 +78,10 @@ class ImageHandler(tornado.web.RequestHandler):
         request = self.service.negotiate(request, self.request.headers.get("Accept"))
         self.output_format = request.output.format
         cached, self.lookup = await self.service.get(request)
+        if include_body:
+            self.service.count_request(request)
+        if self.lookup.cache == "miss" and not self.lookup.coalesced:
+            self._resized = request
         max_age_s = self.config.cache_max_age_s
         for name, value in image_headers(cached, request, max_age_s).items():
             self.set_header(name, value)
@@ -82,6 +92,34 @@ class ImageHandler(tornado.web.RequestHandler):
         if include_body:
             self.write(cached.data)
             self.body_bytes = cached.size
+
+    async def post(self) -> None:
+        """Pre-generation: `POST /<model>/<imageType>/<id>?outputs=x300.jpg,w500.webp`.
+
+        The first output not yet made is made now (so the original is fetched now,
+        and a missing one is a 404); the others are queued as background work.
+        Answers 202 with what was made, queued and already there."""
+        source = self.get_query_argument("source", None)
+        if self.config.signing_keys:
+            given = self.get_query_argument("signature", None)
+            verify(self.config.signing_keys, self.request.path, source, given)
+        names = [n for n in self.get_query_argument("outputs", "").split(",") if n]
+        if not names:
+            raise BadRequest("name the outputs to make: ?outputs=x300.jpg,w500.webp")
+        if len(names) > MAX_OUTPUTS_PER_POST:
+            raise BadRequest(f"at most {MAX_OUTPUTS_PER_POST} outputs per request")
+        requests = [self.service.parse(f"{self.request.path}/{name}", source) for name in names]
+        answer: dict[str, list[str]] = {"made": [], "queued": [], "existing": [], "refused": []}
+        first, *rest = requests
+        _, lookup = await self.service.get(first)
+        answer["existing" if lookup.cache in ("hit", "store") else "made"].append(first.output_name)
+        for request in rest:
+            answer[await self.service.queue_background(request)].append(request.output_name)
+        self.set_status(202)
+        self.set_header("Content-Type", "application/json")
+        body = json.dumps(answer).encode()
+        self.body_bytes = len(body)
+        self.finish(body)
 
     def compute_etag(self) -> None:
         return None  # ours comes from the file, set in _serve

@@ -84,6 +84,8 @@ class CacheHitsFirst(httputil.HTTPServerConnectionDelegate):
             image_headers(cached, request, self._settings.cache_max_age_s)
         )
         answer["Date"] = httputil.format_timestamp(time.time())
+        if start_line.method == "GET":
+            self._service.count_request(request)
         if not_modified(cached, headers):
             status, reason, body = 304, "Not Modified", b""
         else:

@@ -93,6 +93,24 @@ class ResizeClient:
             self._confirms.pop(delivery_tag, None)
             self._replies.pop(correlation_id, None)
 
+    async def publish_background(self, job: ResizeJob) -> bool:
+        """Queue `job` on image.resize.background, nobody waiting for its result;
+        False when it could not be queued (no broker, an alarm, the queue full)."""
+        if not self._ready or self._channel is None or self.blocked_reason is not None:
+            return False
+        confirmed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        delivery_tag = self._next_delivery_tag
+        self._confirms[delivery_tag] = confirmed
+        try:
+            self._channel.basic_publish("", amqp.BACKGROUND_QUEUE, job.encode(), amqp.persistent())
+            self._next_delivery_tag += 1
+            async with asyncio.timeout(self._settings.resize_deadline_s):
+                return await confirmed
+        except (pika.exceptions.AMQPError, BrokerUnavailable, TimeoutError):
+            return False
+        finally:
+            self._confirms.pop(delivery_tag, None)
+
     # --- connection life cycle -------------------------------------------------
 
     def _connect(self) -> None:
@@ -142,6 +160,11 @@ class ResizeClient:
         channel.add_on_close_callback(self._on_channel_closed)
         channel.confirm_delivery(ack_nack_callback=self._on_confirm)
         channel.queue_declare(amqp.RESIZE_DEAD_QUEUE, durable=True)
+        channel.queue_declare(
+            amqp.BACKGROUND_QUEUE,
+            durable=True,
+            arguments=amqp.background_queue_arguments(self._settings),
+        )
         channel.queue_declare(
             amqp.RESIZE_QUEUE,
             durable=True,

@@ -20,9 +20,17 @@ from common.janitor import USAGE_FILE
 from common.messages import ResizeJob
 from common.sources import allowed_hosts, check_source_url
 from common.storage import ObjectStore, output_key
-from common.urls import ImageRequest, check_allowed, effective_quality, negotiate, parse_path
+from common.urls import (
+    ImageRequest,
+    check_allowed,
+    effective_quality,
+    negotiate,
+    parse_output,
+    parse_path,
+)
 from frontend.accounting import HIT, Lookup
 from frontend.cache import CachedFile, OutputCache
+from frontend.popular import Popularity, image_type
 from frontend.rpc import ResizeClient
 
 log = logging.getLogger(__name__)
@@ -37,8 +45,11 @@ class ImageService:
         cache: OutputCache,
         rpc: ResizeClient,
         store: ObjectStore | None,
+        popularity: Popularity | None = None,
     ) -> None:
         self._settings = settings
+        self.popularity = popularity
+        self._background_queued: dict[str, float] = {}  # cache key -> when (monotonic)
         self._cache = cache
         self._rpc = rpc
         self._store = store
@@ -151,6 +162,48 @@ class ImageService:
         if data is None:
             return None
         return self._cache.write(cache_key, data)
+
+    # --- work ahead of requests ---------------------------------------------------
+
+    def count_request(self, request: ImageRequest) -> None:
+        """A GET answered with its output: counted in the request statistics."""
+        if self.popularity is not None:
+            self.popularity.count(request)
+
+    def after_miss(self, request: ImageRequest) -> None:
+        """A new image of its type was just resized for a request: queue the type's
+        other popular outputs in the background (called once the answer is sent)."""
+        if self.popularity is None or not self._settings.popular_outputs_max:
+            return
+        for name in self.popularity.popular(image_type(request)):
+            if name != request.output_name:
+                other = dataclasses.replace(
+                    request, output_name=name, output=parse_output(name), varies=False
+                )
+                asyncio.get_running_loop().create_task(self.queue_background(other))
+
+    async def queue_background(self, request: ImageRequest) -> str:
+        """Queue `request`'s output as background work: "queued", "existing" (in the
+        local cache, or queued by this frontend within background_deadline_s) or
+        "refused" (RabbitMQ would not take it)."""
+        key = request.cache_key
+        now = time.monotonic()
+        queued_at = self._background_queued.get(key)
+        if queued_at is not None and now - queued_at < self._settings.background_deadline_s:
+            return "existing"
+        if self._cache.read(key) is not None:
+            return "existing"
+        job = dataclasses.replace(
+            self.job_for(request, self._settings.background_deadline_s), queued_epoch_s=0.0
+        )
+        if not await self._rpc.publish_background(job):
+            log.warning("background job for %s refused (RabbitMQ down, alarm, or full)", key)
+            return "refused"
+        self._background_queued[key] = now
+        if len(self._background_queued) > 100_000:  # forget the first half queued
+            for old in list(self._background_queued)[:50_000]:
+                del self._background_queued[old]
+        return "queued"
 
     def job_for(self, request: ImageRequest, timeout_s: float) -> ResizeJob:
         output = request.output

@@ -59,7 +59,7 @@ T = TypeVar("T")
 
 @dataclasses.dataclass(frozen=True)
 class Outcome:
-    result: ResizeResult
+    result: ResizeResult | None  # None: nothing to do (background work already done)
     upload: UploadJob | None = None  # the output, for object storage
     downloaded_original: bytes | None = None  # to store once the client has its answer
 
@@ -71,7 +71,7 @@ class _Delivery:
     connection: BlockingConnection
     channel: BlockingChannel
     upload_channel: BlockingChannel
-    method: Basic.Deliver
+    method: Basic.Deliver | Basic.GetOk
     properties: BasicProperties
 
 
@@ -115,6 +115,7 @@ class Processor:
         try:
             channel = connection.channel()
             amqp.declare_resize_queues(channel, self._settings)
+            amqp.declare_background_queue(channel, self._settings)
             channel.basic_qos(prefetch_count=self._settings.processor_prefetch)
             # Uploads are confirmed; replies (on the consuming channel) need not be.
             upload_channel = connection.channel()
@@ -126,6 +127,8 @@ class Processor:
             self._figures.serving.set(1)
             while not self._stop.is_set():
                 connection.process_data_events(time_limit=_POLL_S)
+                if not self._in_progress:
+                    self._take_background_job(channel, on_message)
             self._figures.serving.set(0)
             channel.basic_cancel(consumer_tag)
             # Graceful stop: jobs in hand finish and are acked.
@@ -139,6 +142,15 @@ class Processor:
                 connection.close()
 
     # --- pika's thread ---------------------------------------------------------
+
+    def _take_background_job(
+        self, channel: BlockingChannel, on_message: Callable[..., None]
+    ) -> None:
+        """One job of image.resize.background, taken only while no request's job is
+        in hand: a request waits at most for the one background job running."""
+        method, properties, body = channel.basic_get(amqp.BACKGROUND_QUEUE)
+        if method is not None:
+            on_message(channel, method, properties, body)
 
     def _on_message(
         self,
@@ -175,7 +187,7 @@ class Processor:
         # its image, the object store will get it too.
         if outcome.upload is not None:
             self._queue_upload(delivery, outcome.upload)
-        if delivery.properties.reply_to:
+        if delivery.properties.reply_to and outcome.result is not None:
             delivery.channel.basic_publish(
                 "",
                 delivery.properties.reply_to,
@@ -207,11 +219,20 @@ class Processor:
     # --- job threads -------------------------------------------------------------
 
     def _run_job(self, delivery: _Delivery, job: ResizeJob) -> None:
-        outcome = self.process(job)
+        if delivery.properties.reply_to is None and self._already_stored(job):
+            outcome = Outcome(None)  # background work another job (or host) has done
+        else:
+            outcome = self.process(job)
         if not _on_pika_thread(delivery, functools.partial(self._answer, delivery, outcome)):
             return  # the connection is gone: RabbitMQ redelivers the job
         if outcome.downloaded_original is not None:
             self._store_original(delivery, job.source_url, outcome.downloaded_original)
+
+    def _already_stored(self, job: ResizeJob) -> bool:
+        try:
+            return self._store.exists(output_key(self._settings, job.cache_key))
+        except ImageServerError:
+            return False  # storage down: make it, the uploader retries
 
     def _store_original(self, delivery: _Delivery, url: str, data: bytes) -> None:
         """Put a new original in object storage, off the resize thread; when

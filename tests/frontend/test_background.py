@@ -1,0 +1,122 @@
+"""Work ahead of requests: popular outputs made in the background, POST pre-generation.
+
+Real processors, a real RabbitMQ and the filesystem object store: outputs
+made in the background are found where every host looks for them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from common import amqp
+from tests.harness import Origin, Stack, wait_until
+from tests.images import decode, photo
+
+POPULAR = {
+    "popular_outputs_max": 2,
+    "popular_min_share": 0.2,
+    "popular_min_requests": 10,
+    "stats_interval_s": 0.3,
+}
+
+
+def stored(stack: Stack, cache_key: str) -> Path:
+    return Path(stack.config["storage_path"]) / stack.config["storage_key_prefix"] / cache_key
+
+
+def statistics_total(stack: Stack, kind: str) -> int:
+    """Requests of image type `kind` in every frontend's saved statistics."""
+    directory = Path(stack.config["storage_path"]) / stack.config["storage_key_prefix"] / ".stats"
+    return sum(
+        sum(json.loads(path.read_text()).get(kind, {}).values())
+        for path in directory.glob("*.json")
+    )
+
+
+def test_popular_outputs_of_a_new_image_are_made_without_being_asked(
+    make_stack: Callable[..., Stack], origin: Origin
+) -> None:
+    stack = make_stack(frontends=2, **POPULAR).start(processors=2, uploader=True)
+    for index in range(10):
+        origin.add(f"shop/product/{index}/original.jpg", photo())
+    # The scripted mix: x300.jpg and w500.webp are asked of every image, x100.png once.
+    for index in range(5):
+        for output in ("x300.jpg", "w500.webp"):
+            assert stack.get(f"/shop/product/{index}/{output}").status == 200
+    assert stack.get("/shop/product/0/x100.png").status == 200
+    wanted = '{"shop/product": ["x300.jpg", "w500.webp"]}'
+    for name in ("frontend_0", "frontend_1"):
+        wait_until(lambda: wanted in stack.log(name).replace('\\"', '"'), what=f"{name} stats")
+    assert statistics_total(stack, "shop/product") == 11
+
+    # A new image: its first request is answered, then its other popular output is made.
+    assert stack.get("/shop/product/7/x300.jpg").status == 200
+    wait_until(lambda: stored(stack, "shop/product/7/w500.webp").exists(), what="background")
+    assert stack.resizes("shop/product/7/w500.webp") == 1
+    answer = stack.get("/shop/product/7/w500.webp")  # from object storage, no second resize
+    assert answer.status == 200 and decode(answer.data).width == 500
+    assert stack.resizes("shop/product/7/w500.webp") == 1
+    # Another miss of the same image queues nothing already made (x300.jpg, w500.webp).
+    assert stack.get("/shop/product/7/x100.png").status == 200
+    wait_until(lambda: stack.vhost.message_count(amqp.BACKGROUND_QUEUE) == 0, what="drained")
+    assert stack.resizes("shop/product/7/x300.jpg") == 1
+    assert stack.resizes("shop/product/7/w500.webp") == 1
+    # The statistics counted the three requests, not the background job.
+    wait_until(lambda: statistics_total(stack, "shop/product") == 14, what="statistics saved")
+
+
+def test_a_request_does_not_wait_behind_a_flood_of_background_jobs(
+    make_stack: Callable[..., Stack], origin: Origin
+) -> None:
+    stack = make_stack().start(processors=1)
+    for index in range(3):
+        origin.add(f"flood/img/{index}/original.jpg", photo())
+    for index in (0, 1):
+        outputs = ",".join(f"w{width}.jpg" for width in range(200, 300))
+        answer = stack.get(f"/flood/img/{index}?outputs={outputs}", method="POST")
+        assert answer.status == 202
+        assert len(json.loads(answer.data)["queued"]) == 99
+    waiting = stack.vhost.message_count(amqp.BACKGROUND_QUEUE)
+    assert waiting > 150
+    answer = stack.get("/flood/img/2/w100.jpg")  # a new image, asked by a client
+    assert answer.status == 200
+    # Answered while most of the flood still waits: it did not queue behind it.
+    assert stack.vhost.message_count(amqp.BACKGROUND_QUEUE) > waiting - 20
+
+
+def test_post_makes_the_first_output_now_and_queues_the_rest(
+    make_stack: Callable[..., Stack], origin: Origin
+) -> None:
+    stack = make_stack().start(processors=1, uploader=True)
+    origin.add("pre/img/1/original.jpg", photo())
+    answer = stack.get("/pre/img/1?outputs=x300.jpg,w500.webp,300x400.jpg", method="POST")
+    assert answer.status == 202
+    assert answer.headers["Content-Type"] == "application/json"
+    assert json.loads(answer.data) == {
+        "made": ["x300.jpg"],
+        "queued": ["w500.webp", "300x400.jpg"],
+        "existing": [],
+        "refused": [],
+    }
+    for key in ("pre/img/1/x300.jpg", "pre/img/1/w500.webp", "pre/img/1/300x400.jpg"):
+        wait_until(lambda: stored(stack, key).exists(), what=key)  # noqa: B023
+    again = stack.get("/pre/img/1?outputs=x300.jpg,w500.webp", method="POST")
+    assert json.loads(again.data)["existing"] == ["x300.jpg", "w500.webp"]
+    assert stack.resizes("pre/img/1/w500.webp") == 1
+    # Errors as GET: the original is fetched now.
+    assert stack.get("/pre/img/404?outputs=x300.jpg", method="POST").status == 404
+    assert stack.get("/pre/img/1?outputs=x300.gif", method="POST").status == 406
+    assert stack.get("/pre/img/1?outputs=nonsense", method="POST").status == 400
+    assert stack.get("/pre/img/1", method="POST").status == 400
+    too_many = ",".join(f"w{width}.jpg" for width in range(100, 202))
+    assert stack.get(f"/pre/img/1?outputs={too_many}", method="POST").status == 400
+
+
+def test_answers_name_their_image_for_a_cdn_purge(stack: Stack, origin: Origin) -> None:
+    origin.add("cdn/img/5/original.jpg", photo())
+    miss = stack.get("/cdn/img/5/w100.jpg")
+    hit = stack.get("/cdn/img/5/w100.jpg")
+    for answer in (miss, hit):
+        assert answer.headers["Surrogate-Key"] == "cdn/img/5 cdn/img"
