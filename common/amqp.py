@@ -24,6 +24,9 @@ UPLOAD_QUEUE = "image.upload"
 UPLOAD_DEAD_QUEUE = "image.upload.dead"
 UPLOAD_DELIVERY_LIMIT = 5
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+# Purges (PurgeImage) reach every frontend and processor of every host: each
+# binds a queue of its own (exclusive, server-named) to this fanout exchange.
+PURGE_EXCHANGE = "image.purge"
 
 
 def resize_queue_arguments(settings: Settings) -> dict[str, Any]:
@@ -55,6 +58,14 @@ def declare_background_queue(channel: BlockingChannel, settings: Settings) -> No
     channel.queue_declare(
         BACKGROUND_QUEUE, durable=True, arguments=background_queue_arguments(settings)
     )
+
+
+def bind_purge_queue(channel: BlockingChannel) -> str:
+    """A queue of this connection's own on the purge fanout (blocking channel); its name."""
+    channel.exchange_declare(PURGE_EXCHANGE, "fanout", durable=True)
+    queue = str(channel.queue_declare("", exclusive=True, auto_delete=True).method.queue)
+    channel.queue_bind(queue, PURGE_EXCHANGE)
+    return queue
 
 
 def connection_parameters(settings: Settings) -> pika.URLParameters:

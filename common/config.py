@@ -280,6 +280,12 @@ class Settings:
         3600.0, "A background job not started within this long is dropped."
     )
 
+    purge_keys: list[str] = _key(
+        [],
+        "HMAC keys that sign `DELETE /<model>/<imageType>/<id>` (purge an image everywhere); "
+        "empty: DELETE is refused (403).",
+    )
+
     # Operations.
     log_level: str = _key("INFO", "Python logging level of every program.")
     access_log: bool = _key(

@@ -14,7 +14,7 @@ import struct
 from typing import Any, ClassVar, TypeVar
 
 from common.errors import ImageServerError, MessageDecodeError, from_name
-from common.urls import Fit
+from common.urls import SEGMENT, Fit
 
 _LENGTH = struct.Struct(">I")
 T = TypeVar("T", bound="_Message")
@@ -146,3 +146,24 @@ class UploadJob(_Message):
         _require(isinstance(self.key, str) and bool(self.key), "key")
         _require(isinstance(self.content_type, str) and bool(self.content_type), "content_type")
         _require(isinstance(self.attempt, int) and self.attempt >= 0, "attempt")
+
+
+@dataclasses.dataclass(frozen=True)
+class PurgeImage(_Message):
+    """Every output, original and master of one image goes (fanned out to every host)."""
+
+    kind: ClassVar[str] = "purge_image.v1"
+
+    model: str
+    image_type: str
+    id: str
+    source_urls: list[str] = dataclasses.field(default_factory=list)
+
+    def validate(self) -> None:
+        for segment in (self.model, self.image_type, self.id):
+            _require(isinstance(segment, str) and SEGMENT.fullmatch(segment) is not None, "path")
+        _require(
+            isinstance(self.source_urls, list)
+            and all(isinstance(url, str) and url for url in self.source_urls),
+            "source_urls",
+        )

@@ -101,6 +101,16 @@ class S3Store:
             raise _translate(exc) from exc
         return True
 
+    def delete(self, key: str) -> None:
+        try:
+            self._client.remove_object(self._bucket, key)  # S3: no error for a missing key
+        except minio.error.S3Error as exc:
+            if exc.code == "NoSuchBucket":
+                return
+            raise _translate(exc) from exc
+        except (minio.error.MinioException, urllib3.exceptions.HTTPError) as exc:
+            raise _translate(exc) from exc
+
     def keys(self, prefix: str) -> list[str]:
         try:
             found = self._client.list_objects(self._bucket, prefix=prefix, recursive=True)

@@ -6,6 +6,10 @@ new one, re-sign, then remove the old one. To sign from a shell:
 
     .venv/bin/python -m common.signing -e production /user/avatar/1/w500.jpg
     .venv/bin/python -m common.signing -e production /a/b/1/x50.jpg --source https://cdn.example.com/x.jpg
+    .venv/bin/python -m common.signing -e production --purge /user/avatar/1   # for DELETE
+
+A purge (DELETE) is signed with `purge_keys` over "DELETE <path>", so no
+image URL's signature can purge.
 """
 
 from __future__ import annotations
@@ -40,6 +44,11 @@ def verify(keys: list[str], path: str, source: str | None, given: str | None) ->
         raise BadSignature()
 
 
+def purge_message(path: str) -> str:
+    """What a purge's signature signs (with purge_keys)."""
+    return f"DELETE {path}"
+
+
 def signed_url(key: str, path: str, source: str | None = None) -> str:
     query = {"signature": signature(key, path, source)}
     if source is not None:
@@ -53,8 +62,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = program.argument_parser("Print the signed form of an image URL path")
     parser.add_argument("path", help="/<model>/<imageType>/<id>/<output>")
     parser.add_argument("--source", default=None, help="the source query parameter, if any")
+    parser.add_argument("--purge", action="store_true", help="sign DELETE /<model>/<type>/<id>")
     args = parser.parse_args(argv)
     settings = program.load_settings(args)
+    if args.purge:
+        if not settings.purge_keys:
+            raise SystemExit(f"config {args.env!r} has no purge_keys: purging is off")
+        key = settings.purge_keys[0]
+        query = {"signature": signature(key, purge_message(args.path), args.source)}
+        if args.source is not None:
+            query["source"] = args.source
+        print(f"{args.path}?{urlencode(query)}")
+        return
     if not settings.signing_keys:
         raise SystemExit(f"config {args.env!r} has no signing_keys: URLs need no signature")
     print(signed_url(settings.signing_keys[0], args.path, args.source))

@@ -37,6 +37,10 @@ class ObjectStore(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
+    def delete(self, key: str) -> None:
+        """Remove the object; no error when there is none."""
+        ...
+
     def keys(self, prefix: str) -> list[str]:
         """Every key under `prefix` (a directory: ends with "/"), sorted."""
         ...
@@ -90,6 +94,12 @@ class FilesystemStore:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        try:
+            self._path(key).unlink(missing_ok=True)
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot delete {key}: {exc.strerror}") from exc
 
     def keys(self, prefix: str) -> list[str]:
         top = self._path(prefix)

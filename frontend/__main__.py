@@ -99,6 +99,7 @@ async def serve(settings: Settings, process_num: int) -> None:
         )
     cache = OutputCache(settings.cache_dir, settings.hot_cache_bytes)
     service = ImageService(settings, cache, rpc, store, popularity)
+    rpc.on_purge = service.purged
     accounting = Accounting(settings, figures)
     app = make_app(settings, service, Graphite(settings), accounting)
     server = tornado.httpserver.HTTPServer(CacheHitsFirst(app, settings, service, accounting))

@@ -11,10 +11,11 @@ import tornado.web
 
 from common import graphite
 from common.config import Settings
-from common.errors import BadRequest, ImageServerError
+from common.errors import BadRequest, Forbidden, ImageServerError
 from common.graphite import Graphite
-from common.signing import verify
-from common.urls import ImageRequest
+from common.messages import PurgeImage
+from common.signing import purge_message, verify
+from common.urls import SEGMENT, ImageRequest
 from frontend.accounting import REFUSED, Accounting, Lookup
 from frontend.answers import NO_SNIFF, image_headers, not_modified
 from frontend.service import ImageService
@@ -118,6 +119,25 @@ class ImageHandler(tornado.web.RequestHandler):
         self.set_status(202)
         self.set_header("Content-Type", "application/json")
         body = json.dumps(answer).encode()
+        self.body_bytes = len(body)
+        self.finish(body)
+
+    async def delete(self) -> None:
+        """Purge: `DELETE /<model>/<imageType>/<id>`, signed with purge_keys."""
+        if not self.config.purge_keys:
+            raise Forbidden("purging is off on this server (no purge_keys)")
+        source = self.get_query_argument("source", None)
+        given = self.get_query_argument("signature", None)
+        verify(self.config.purge_keys, purge_message(self.request.path), source, given)
+        segments = self.request.path.split("/")
+        if len(segments) != 4 or not all(SEGMENT.fullmatch(part) for part in segments[1:]):
+            raise BadRequest("purge an image: DELETE /<model>/<imageType>/<id>")
+        model, image_type, image_id = segments[1:]
+        probe = self.service.parse(f"{self.request.path}/w1.jpg", source)  # checks `source`
+        purge = PurgeImage(model, image_type, image_id, [self.service.source_url(probe)])
+        deleted = await self.service.purge(purge)
+        self.set_header("Content-Type", "application/json")
+        body = json.dumps({"purged": f"{model}/{image_type}/{image_id}", "objects": deleted})
         self.body_bytes = len(body)
         self.finish(body)
 

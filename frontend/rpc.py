@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pika
@@ -25,8 +26,14 @@ from pika.spec import Basic, BasicProperties
 
 from common import amqp
 from common.config import Settings
-from common.errors import BrokerBlocked, BrokerUnavailable, QueueFull, ResizeTimeout
-from common.messages import ResizeJob, ResizeResult
+from common.errors import (
+    BrokerBlocked,
+    BrokerUnavailable,
+    MessageDecodeError,
+    QueueFull,
+    ResizeTimeout,
+)
+from common.messages import PurgeImage, ResizeJob, ResizeResult
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +41,8 @@ log = logging.getLogger(__name__)
 class ResizeClient:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        # Called with each PurgeImage of the image.purge fanout (set by the frontend).
+        self.on_purge: Callable[[PurgeImage], None] | None = None
         self._connection: TornadoConnection | None = None
         self._channel: Channel | None = None
         self._ready = False
@@ -96,13 +105,20 @@ class ResizeClient:
     async def publish_background(self, job: ResizeJob) -> bool:
         """Queue `job` on image.resize.background, nobody waiting for its result;
         False when it could not be queued (no broker, an alarm, the queue full)."""
+        return await self._publish_confirmed("", amqp.BACKGROUND_QUEUE, job.encode())
+
+    async def publish_purge(self, purge: PurgeImage) -> bool:
+        """Fan `purge` out to every frontend and processor; False if RabbitMQ did not take it."""
+        return await self._publish_confirmed(amqp.PURGE_EXCHANGE, "", purge.encode())
+
+    async def _publish_confirmed(self, exchange: str, routing_key: str, body: bytes) -> bool:
         if not self._ready or self._channel is None or self.blocked_reason is not None:
             return False
         confirmed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         delivery_tag = self._next_delivery_tag
         self._confirms[delivery_tag] = confirmed
         try:
-            self._channel.basic_publish("", amqp.BACKGROUND_QUEUE, job.encode(), amqp.persistent())
+            self._channel.basic_publish(exchange, routing_key, body, amqp.persistent())
             self._next_delivery_tag += 1
             async with asyncio.timeout(self._settings.resize_deadline_s):
                 return await confirmed
@@ -179,7 +195,40 @@ class ResizeClient:
             amqp.DIRECT_REPLY_TO, self._on_reply, auto_ack=True, callback=self._on_consuming
         )
 
+    # Then the purge fanout: the exchange, a queue of our own bound to it, its
+    # consumer; only then are calls taken (a purge is published to that exchange).
     def _on_consuming(self, frame: Any) -> None:
+        if self._channel is not None:
+            self._channel.exchange_declare(
+                amqp.PURGE_EXCHANGE, "fanout", durable=True, callback=self._on_purge_exchange
+            )
+
+    def _on_purge_exchange(self, frame: Any) -> None:
+        if self._channel is not None:
+            self._channel.queue_declare(
+                "", exclusive=True, auto_delete=True, callback=self._on_purge_queue
+            )
+
+    def _on_purge_queue(self, frame: Any) -> None:
+        if self._channel is not None:
+            queue = frame.method.queue
+            self._channel.queue_bind(queue, amqp.PURGE_EXCHANGE)
+            self._channel.basic_consume(
+                queue, self._on_purge_message, auto_ack=True, callback=self._on_ready
+            )
+
+    def _on_purge_message(
+        self, channel: Channel, method: Basic.Deliver, properties: BasicProperties, body: bytes
+    ) -> None:
+        try:
+            purge = PurgeImage.decode(body)
+        except MessageDecodeError as exc:
+            log.error("ignoring an undecodable purge: %s", exc.message)
+            return
+        if self.on_purge is not None:
+            self.on_purge(purge)
+
+    def _on_ready(self, frame: Any) -> None:
         self._ready = True
         log.info("connected to RabbitMQ")
 

@@ -15,11 +15,12 @@ import time
 from typing import Any
 
 from common.config import Settings
-from common.errors import QueueFull, ResizeTimeout, StorageUnavailable
+from common.errors import BrokerUnavailable, QueueFull, ResizeTimeout, StorageUnavailable
 from common.janitor import USAGE_FILE
-from common.messages import ResizeJob
+from common.messages import PurgeImage, ResizeJob
+from common.purge import purge_host, purge_store
 from common.sources import allowed_hosts, check_source_url
-from common.storage import ObjectStore, output_key
+from common.storage import ObjectStore, open_store, output_key
 from common.urls import (
     ImageRequest,
     check_allowed,
@@ -164,6 +165,27 @@ class ImageService:
         return self._cache.write(cache_key, data)
 
     # --- work ahead of requests ---------------------------------------------------
+
+    async def purge(self, purge: PurgeImage) -> int:
+        """Purge an image everywhere (see common/purge.py); the objects deleted.
+        Raises StorageUnavailable, or BrokerUnavailable when other hosts could not
+        be told (this host and object storage are purged by then)."""
+        loop = asyncio.get_running_loop()
+        store = self._store or open_store(self._settings)
+        deleted = await loop.run_in_executor(
+            self._store_pool, purge_store, self._settings, store, purge
+        )
+        self.purged(purge)
+        if not await self._rpc.publish_purge(purge):
+            raise BrokerUnavailable("purged here and in object storage, but not on other hosts")
+        return deleted
+
+    def purged(self, purge: PurgeImage) -> None:
+        """Remove this host's files of the image (a DELETE here, or the purge fanout)."""
+        purge_host(self._settings, purge)
+        prefix = f"{purge.model}/{purge.image_type}/{purge.id}/"
+        for key in [key for key in self._background_queued if key.startswith(prefix)]:
+            del self._background_queued[key]
 
     def count_request(self, request: ImageRequest) -> None:
         """A GET answered with its output: counted in the request statistics."""

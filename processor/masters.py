@@ -10,12 +10,12 @@ original, and so is any output that needs more pixels than the master has
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from common import layout
 from common.config import Settings
 from common.errors import ResizeTimeout
 from common.files import KeyLock, touch
@@ -24,13 +24,11 @@ from processor import imaging
 
 class MasterStore:
     def __init__(self, settings: Settings) -> None:
-        self._dir = settings.originals_dir / "masters"
+        self._settings = settings
         self._long_side = settings.maximum_width
 
     def path(self, source_url: str) -> Path:
-        digest = hashlib.sha256(source_url.encode()).hexdigest()
-        # "-2": masters that remember their original's size (older ones are ignored).
-        return self._dir / digest[:2] / f"{digest}-2.v"
+        return layout.master_path(self._settings, source_url)
 
     def existing(self, source_url: str) -> Path | None:
         """The master of `source_url` if it is made (marked as used for the janitor)."""
@@ -58,7 +56,7 @@ class MasterStore:
         that the resize thread never sits idle behind a lock.
         """
         path = self.path(source_url)
-        lock = KeyLock(self._dir / ".locks", source_url)
+        lock = KeyLock(layout.masters_dir(self._settings) / ".locks", source_url)
         if not lock.acquire_before(limits.deadline):
             raise ResizeTimeout("waited too long for the master of this original")
         try:

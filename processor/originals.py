@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from common import layout
 from common.config import Settings
 from common.errors import ResizeTimeout, StorageUnavailable
 from common.files import KeyLock, touch, write_atomic
@@ -91,8 +91,7 @@ class OriginalStore:
             return None
 
     def _path(self, url: str) -> Path:
-        digest = hashlib.sha256(url.encode()).hexdigest()
-        return self._dir / digest[:2] / digest
+        return layout.original_path(self._settings, url)
 
 
 def _read_if_present(path: Path) -> bytes | None:

@@ -39,8 +39,9 @@ from common.errors import (
     SourceNotFound,
 )
 from common.graphite import Graphite
-from common.messages import ResizeJob, ResizeResult, UploadJob
+from common.messages import PurgeImage, ResizeJob, ResizeResult, UploadJob
 from common.metrics import ProcessorFigures
+from common.purge import purge_host
 from common.spill import Spill
 from common.storage import ObjectStore, original_key, output_key
 from common.urls import CONTENT_TYPES, Fit
@@ -122,6 +123,7 @@ class Processor:
             amqp.declare_upload_queues(upload_channel, self._settings)
             upload_channel.confirm_delivery()
             on_message = functools.partial(self._on_message, connection, upload_channel, jobs)
+            channel.basic_consume(amqp.bind_purge_queue(channel), self._on_purge, auto_ack=True)
             consumer_tag = channel.basic_consume(amqp.RESIZE_QUEUE, on_message)
             log.info("consuming %s", amqp.RESIZE_QUEUE)
             self._figures.serving.set(1)
@@ -142,6 +144,19 @@ class Processor:
                 connection.close()
 
     # --- pika's thread ---------------------------------------------------------
+
+    def _on_purge(
+        self,
+        channel: BlockingChannel,
+        method: Basic.Deliver,
+        properties: BasicProperties,
+        body: bytes,
+    ) -> None:
+        """An image purged (common/purge.py): its original and master here go too."""
+        try:
+            purge_host(self._settings, PurgeImage.decode(body))
+        except MessageDecodeError as exc:
+            log.error("ignoring an undecodable purge: %s", exc.message)
 
     def _take_background_job(
         self, channel: BlockingChannel, on_message: Callable[..., None]

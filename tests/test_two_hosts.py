@@ -4,20 +4,27 @@ frontend, processors, uploader, cache directories and ports, as two machines wou
 from __future__ import annotations
 
 import concurrent.futures
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import minio
 import pytest
 
+from common.signing import purge_message, signature
 from tests.harness import Origin, S3Server, Stack, Vhost, wait_until
-from tests.images import decode, photo
+from tests.images import decode, photo, solid
+
+PURGE_KEY = "purge-secret-for-tests"
 
 
 @pytest.fixture
 def hosts(tmp_path: Path, origin: Origin, s3: S3Server) -> Iterator[tuple[Stack, Stack]]:
     vhost = Vhost()
-    pair = [Stack(tmp_path / name, vhost, origin, **s3.config()) for name in ("host_a", "host_b")]
+    pair = [
+        Stack(tmp_path / name, vhost, origin, purge_keys=[PURGE_KEY], **s3.config())
+        for name in ("host_a", "host_b")
+    ]
     try:
         for host in pair:
             host.start(processors=2, uploader=True)
@@ -86,3 +93,39 @@ def test_every_processor_of_one_host_killed_loses_no_request(
     assert statuses == [200] * len(paths)  # host B's processors took every job
     assert b.get("/two/hosts/3/w500.jpg").status == 200
     assert a.get("/two/hosts/3/w501.jpg").status == 200  # asked on A, made on B
+
+
+def test_a_purge_on_one_host_makes_both_hosts_and_the_store_forget_the_image(
+    hosts: tuple[Stack, Stack], origin: Origin, s3: S3Server
+) -> None:
+    a, b = hosts
+    origin.add("two/purge/1/original.jpg", photo())  # 1600x1000
+    for host in (a, b, a):
+        assert host.get("/two/purge/1/w300.jpg").status == 200
+    assert a.get("/two/purge/1/x100.jpg").status == 200
+    client = minio.Minio(s3.endpoint, s3.ACCESS_KEY, s3.SECRET_KEY, secure=False)
+    prefix = f"{a.config['storage_key_prefix']}/two/purge/1/"
+
+    def stored_outputs() -> list[str]:
+        found = client.list_objects("images", prefix=prefix, recursive=True)
+        return sorted(str(item.object_name) for item in found)
+
+    wait_until(lambda: len(stored_outputs()) == 2, timeout_s=30, what="both outputs stored")
+    # The original changes at its source: a portrait now.
+    origin.add("two/purge/1/original.jpg", solid(400, 800, (200, 30, 30), ".jpg"))
+    path = "/two/purge/1"
+    assert a.get(path, method="DELETE").status == 403  # unsigned
+    wrong = signature(PURGE_KEY, path)  # an image URL's kind of signature cannot purge
+    assert a.get(f"{path}?signature={wrong}", method="DELETE").status == 403
+    signed = signature(PURGE_KEY, purge_message(path))
+    answer = a.get(f"{path}?signature={signed}", method="DELETE")
+    assert answer.status == 200, answer.data
+    assert json.loads(answer.data)["objects"] == 3  # two outputs and the original
+    assert stored_outputs() == []
+    for host in (a, b):  # every host's cache (b's by the fanout)
+        wait_until(lambda: not (host.workdir / "cache/two/purge/1").exists(), what="purged")  # noqa: B023
+    # The next request, on either host, is a miss made from the new original.
+    for host in (b, a):
+        again = host.get("/two/purge/1/w300.jpg")
+        assert again.status == 200
+        assert (decode(again.data).width, decode(again.data).height) == (300, 600)

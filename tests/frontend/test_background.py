@@ -23,7 +23,7 @@ POPULAR = {
 
 
 def stored(stack: Stack, cache_key: str) -> Path:
-    return Path(stack.config["storage_path"]) / stack.config["storage_key_prefix"] / cache_key
+    return Path(stack.config["storage_path"]) / str(stack.config["storage_key_prefix"]) / cache_key
 
 
 def statistics_total(stack: Stack, kind: str) -> int:
@@ -48,7 +48,7 @@ def test_popular_outputs_of_a_new_image_are_made_without_being_asked(
     assert stack.get("/shop/product/0/x100.png").status == 200
     wanted = '{"shop/product": ["x300.jpg", "w500.webp"]}'
     for name in ("frontend_0", "frontend_1"):
-        wait_until(lambda: wanted in stack.log(name).replace('\\"', '"'), what=f"{name} stats")
+        wait_until(lambda: wanted in stack.log(name).replace('\\"', '"'), what=f"{name} stats")  # noqa: B023
     assert statistics_total(stack, "shop/product") == 11
 
     # A new image: its first request is answered, then its other popular output is made.
@@ -120,3 +120,11 @@ def test_answers_name_their_image_for_a_cdn_purge(stack: Stack, origin: Origin) 
     hit = stack.get("/cdn/img/5/w100.jpg")
     for answer in (miss, hit):
         assert answer.headers["Surrogate-Key"] == "cdn/img/5 cdn/img"
+
+
+def test_purging_is_refused_without_purge_keys(stack: Stack, origin: Origin) -> None:
+    origin.add("cdn/img/6/original.jpg", photo())
+    assert stack.get("/cdn/img/6/w100.jpg").status == 200
+    refused = stack.get("/cdn/img/6", method="DELETE")
+    assert refused.status == 403 and b"purging is off" in refused.data
+    assert stack.get("/cdn/img/6/w100.jpg").status == 200
