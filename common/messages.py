@@ -157,13 +157,15 @@ class PurgeImage(_Message):
     model: str
     image_type: str
     id: str
-    source_urls: list[str] = dataclasses.field(default_factory=list)
+    default_source: str  # the original's URL from source_domain and the template
+    explicit_source: str = ""  # a `source=` URL, when that one is purged too
 
     def validate(self) -> None:
         for segment in (self.model, self.image_type, self.id):
             _require(isinstance(segment, str) and SEGMENT.fullmatch(segment) is not None, "path")
-        _require(
-            isinstance(self.source_urls, list)
-            and all(isinstance(url, str) and url for url in self.source_urls),
-            "source_urls",
-        )
+        _require(isinstance(self.default_source, str) and bool(self.default_source), "source")
+        _require(isinstance(self.explicit_source, str), "explicit_source")
+
+    @property
+    def source_urls(self) -> list[str]:
+        return [url for url in (self.default_source, self.explicit_source) if url]

@@ -17,15 +17,18 @@ import shutil
 from common import layout
 from common.config import Settings
 from common.messages import PurgeImage
-from common.storage import ObjectStore, original_key, output_key
+from common.storage import ObjectStore, explicit_original_key, image_prefix
 
 log = logging.getLogger(__name__)
 
 
 def purge_store(settings: Settings, store: ObjectStore, purge: PurgeImage) -> int:
-    """Delete the image's outputs and originals from object storage; how many objects."""
-    prefix = output_key(settings, f"{purge.model}/{purge.image_type}/{purge.id}/")
-    keys = store.keys(prefix) + [original_key(settings, url) for url in purge.source_urls]
+    """Delete the image's objects (outputs, `source=` outputs, its original) and the
+    original of its explicit source, if any; how many objects were there."""
+    keys = store.keys(image_prefix(settings, purge.model, purge.image_type, purge.id))
+    if purge.explicit_source:
+        explicit = explicit_original_key(settings, purge.explicit_source)
+        keys += [explicit] if store.exists(explicit) else []
     for key in keys:
         store.delete(key)
     return len(keys)

@@ -133,8 +133,12 @@ class ImageHandler(tornado.web.RequestHandler):
         if len(segments) != 4 or not all(SEGMENT.fullmatch(part) for part in segments[1:]):
             raise BadRequest("purge an image: DELETE /<model>/<imageType>/<id>")
         model, image_type, image_id = segments[1:]
-        probe = self.service.parse(f"{self.request.path}/w1.jpg", source)  # checks `source`
-        purge = PurgeImage(model, image_type, image_id, [self.service.source_url(probe)])
+        default = self.service.parse(f"{self.request.path}/w1.jpg", None)
+        if source is not None:
+            self.service.parse(f"{self.request.path}/w1.jpg", source)  # an allowed source?
+        purge = PurgeImage(
+            model, image_type, image_id, self.service.source_url(default), source or ""
+        )
         deleted = await self.service.purge(purge)
         self.set_header("Content-Type", "application/json")
         body = json.dumps({"purged": f"{model}/{image_type}/{image_id}", "objects": deleted})

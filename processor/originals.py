@@ -22,7 +22,7 @@ from common.config import Settings
 from common.errors import ResizeTimeout, StorageUnavailable
 from common.files import KeyLock, touch, write_atomic
 from common.metrics import DownloadFigures
-from common.storage import ObjectStore, original_key
+from common.storage import ObjectStore
 from processor.fetch import SourceFetcher
 
 log = logging.getLogger(__name__)
@@ -49,9 +49,9 @@ class OriginalStore:
         self._downloads = downloads
 
     @contextlib.contextmanager
-    def open(self, url: str, deadline: float) -> Iterator[Original]:
-        """The original of `url`. A downloaded one is written to disk when the
-        `with` block ends without an exception, not before."""
+    def open(self, url: str, shared_key: str, deadline: float) -> Iterator[Original]:
+        """The original of `url` (kept in object storage as `shared_key`). A downloaded
+        one is written to disk when the `with` block ends without an exception, not before."""
         path = self._path(url)
         data = _read_if_present(path)
         if data is not None:
@@ -67,7 +67,7 @@ class OriginalStore:
             if data is not None:
                 yield Original(data, downloaded=False)
                 return
-            data = self._from_shared_store(url)
+            data = self._from_shared_store(shared_key)
             if data is not None:
                 write_atomic(path, data)  # stored only after it had decoded once
                 yield Original(data, downloaded=False)
@@ -81,11 +81,11 @@ class OriginalStore:
         finally:
             lock.release()
 
-    def _from_shared_store(self, url: str) -> bytes | None:
+    def _from_shared_store(self, key: str) -> bytes | None:
         if self._shared is None:
             return None
         try:
-            return self._shared.get(original_key(self._settings, url))
+            return self._shared.get(key)
         except StorageUnavailable as exc:
             log.warning("object storage unavailable, going to the source: %s", exc.message)
             return None

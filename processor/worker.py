@@ -241,7 +241,7 @@ class Processor:
         if not _on_pika_thread(delivery, functools.partial(self._answer, delivery, outcome)):
             return  # the connection is gone: RabbitMQ redelivers the job
         if outcome.downloaded_original is not None:
-            self._store_original(delivery, job.source_url, outcome.downloaded_original)
+            self._store_original(delivery, job, outcome.downloaded_original)
 
     def _already_stored(self, job: ResizeJob) -> bool:
         try:
@@ -249,10 +249,10 @@ class Processor:
         except ImageServerError:
             return False  # storage down: make it, the uploader retries
 
-    def _store_original(self, delivery: _Delivery, url: str, data: bytes) -> None:
+    def _store_original(self, delivery: _Delivery, job: ResizeJob, data: bytes) -> None:
         """Put a new original in object storage, off the resize thread; when
         storage fails, hand it to the uploader (which retries) instead."""
-        key = original_key(self._settings, url)
+        key = original_key(self._settings, job.cache_key, job.source_url)
         try:
             self._store.put(key, data, _ORIGINAL_TYPE)
             return
@@ -295,7 +295,8 @@ class Processor:
             if made is not None:
                 return made, None
             # Too small for this output, or evicted since the look: from the original.
-        with self._originals.open(job.source_url, limits.deadline) as original:
+        shared_key = original_key(self._settings, job.cache_key, job.source_url)
+        with self._originals.open(job.source_url, shared_key, limits.deadline) as original:
             if original.downloaded:
                 self._graphite.event(graphite.ORIGINAL_DOWNLOADED)
             data = original.data

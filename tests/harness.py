@@ -286,6 +286,17 @@ class Stack:
         return process
 
     @property
+    def settings(self) -> Any:
+        """The stack's config as the programs load it (common.config.Settings)."""
+        from common import config
+
+        return config.from_mapping(self.config)
+
+    def stored_path(self, key: str) -> Path:
+        """Where the filesystem backend keeps the object `key`."""
+        return Path(self.config["storage_path"]) / key
+
+    @property
     def status_url(self) -> str:
         return f"http://127.0.0.1:{self.config['status_port']}"
 

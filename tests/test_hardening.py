@@ -16,6 +16,7 @@ import pyvips
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from common.storage import original_key, output_key
 from common.urls import MAX_PATH_CHARS
 from tests.harness import Origin, Stack, wait_until
 from tests.images import decode, photo
@@ -241,8 +242,11 @@ def test_an_output_can_never_take_the_key_of_an_original(
     digest = hashlib.sha256(victim_url.encode()).hexdigest()
     origin.add(f"originals/{digest}/1/original.jpg", photo())
     assert stack.get(f"/originals/{digest}/1/w100.jpg").status == 200
-    storage = stack.workdir / "storage" / stack.config["storage_key_prefix"]
-    wait_until(lambda: (storage / "originals" / digest / "1" / "w100.jpg").is_file())
+    attackers = stack.stored_path(output_key(stack.settings, f"originals/{digest}/1/w100.jpg"))
+    wait_until(attackers.is_file, what="the attacker's output")
     assert stack.get(f"{victim}/w100.jpg").status == 200
-    wait_until(lambda: (storage / ".originals" / digest).is_file(), what="the victim's original")
-    assert (storage / ".originals" / digest).read_bytes() == photo()
+    victims = stack.stored_path(
+        original_key(stack.settings, f"{victim.lstrip('/')}/w100.jpg", victim_url)
+    )
+    wait_until(victims.is_file, what="the victim's original")
+    assert victims.read_bytes() == photo()

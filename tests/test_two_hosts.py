@@ -12,6 +12,7 @@ import minio
 import pytest
 
 from common.signing import purge_message, signature
+from common.storage import image_prefix, output_key
 from tests.harness import Origin, S3Server, Stack, Vhost, wait_until
 from tests.images import decode, photo, solid
 
@@ -47,7 +48,7 @@ def test_an_output_made_on_one_host_is_served_by_the_other_without_a_resize(
     origin.add("two/hosts/1/original.jpg", photo())
     made = a.get("/two/hosts/1/w300.jpg")
     assert made.status == 200
-    key = f"{a.config['storage_key_prefix']}/two/hosts/1/w300.jpg"
+    key = output_key(a.settings, "two/hosts/1/w300.jpg")
     client = minio.Minio(s3.endpoint, s3.ACCESS_KEY, s3.SECRET_KEY, secure=False)
 
     def stored() -> bool:
@@ -104,13 +105,14 @@ def test_a_purge_on_one_host_makes_both_hosts_and_the_store_forget_the_image(
         assert host.get("/two/purge/1/w300.jpg").status == 200
     assert a.get("/two/purge/1/x100.jpg").status == 200
     client = minio.Minio(s3.endpoint, s3.ACCESS_KEY, s3.SECRET_KEY, secure=False)
-    prefix = f"{a.config['storage_key_prefix']}/two/purge/1/"
+    prefix = image_prefix(a.settings, "two", "purge", "1")
 
-    def stored_outputs() -> list[str]:
+    def stored_objects() -> list[str]:
         found = client.list_objects("images", prefix=prefix, recursive=True)
         return sorted(str(item.object_name) for item in found)
 
-    wait_until(lambda: len(stored_outputs()) == 2, timeout_s=30, what="both outputs stored")
+    wanted = [prefix + name for name in ("original", "w300.jpg", "x100.jpg")]
+    wait_until(lambda: stored_objects() == wanted, timeout_s=30, what="all stored")
     # The original changes at its source: a portrait now.
     origin.add("two/purge/1/original.jpg", solid(400, 800, (200, 30, 30), ".jpg"))
     path = "/two/purge/1"
@@ -121,7 +123,7 @@ def test_a_purge_on_one_host_makes_both_hosts_and_the_store_forget_the_image(
     answer = a.get(f"{path}?signature={signed}", method="DELETE")
     assert answer.status == 200, answer.data
     assert json.loads(answer.data)["objects"] == 3  # two outputs and the original
-    assert stored_outputs() == []
+    assert stored_objects() == []
     for host in (a, b):  # every host's cache (b's by the fanout)
         wait_until(lambda: not (host.workdir / "cache/two/purge/1").exists(), what="purged")  # noqa: B023
     # The next request, on either host, is a miss made from the new original.

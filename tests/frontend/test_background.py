@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from common import amqp
+from common.storage import output_key
 from tests.harness import Origin, Stack, wait_until
 from tests.images import decode, photo
 
@@ -23,7 +24,7 @@ POPULAR = {
 
 
 def stored(stack: Stack, cache_key: str) -> Path:
-    return Path(stack.config["storage_path"]) / str(stack.config["storage_key_prefix"]) / cache_key
+    return stack.stored_path(output_key(stack.settings, cache_key))
 
 
 def statistics_total(stack: Stack, kind: str) -> int:
