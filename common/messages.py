@@ -87,6 +87,9 @@ class ResizeJob(_Message):
     quality_target: float = 0.0
     # When the frontend published it (0: unknown): the processor measures queue wait.
     queued_epoch_s: float = 0.0
+    # Make it even when object storage has the output (batch regeneration);
+    # otherwise a background job whose output is stored is skipped.
+    replace: bool = False
 
     def validate(self) -> None:
         Fit(self.fit)
@@ -102,6 +105,7 @@ class ResizeJob(_Message):
             "quality_target",
         )
         _require(isinstance(self.queued_epoch_s, (int, float)), "queued_epoch_s")
+        _require(isinstance(self.replace, bool), "replace")
 
 
 @dataclasses.dataclass(frozen=True)

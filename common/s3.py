@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 
 import minio
@@ -111,10 +112,13 @@ class S3Store:
         except (minio.error.MinioException, urllib3.exceptions.HTTPError) as exc:
             raise _translate(exc) from exc
 
-    def keys(self, prefix: str) -> list[str]:
+    def keys(self, prefix: str, start_after: str = "", limit: int = 0) -> list[str]:
         try:
-            found = self._client.list_objects(self._bucket, prefix=prefix, recursive=True)
-            return sorted(str(item.object_name) for item in found)
+            found = self._client.list_objects(
+                self._bucket, prefix=prefix, recursive=True, start_after=start_after or None
+            )
+            names = (str(item.object_name) for item in found)  # S3 lists in key order
+            return list(itertools.islice(names, limit or None))
         except minio.error.S3Error as exc:
             if exc.code == "NoSuchBucket":
                 return []

@@ -41,8 +41,9 @@ class ObjectStore(Protocol):
         """Remove the object; no error when there is none."""
         ...
 
-    def keys(self, prefix: str) -> list[str]:
-        """Every key under `prefix` (a directory: ends with "/"), sorted."""
+    def keys(self, prefix: str, start_after: str = "", limit: int = 0) -> list[str]:
+        """Keys under `prefix` (a directory: ends with "/") in order, those after
+        `start_after` only, at most `limit` of them (0: all): a page of a listing."""
         ...
 
 
@@ -129,7 +130,7 @@ class FilesystemStore:
         except OSError as exc:
             raise StorageUnavailable(f"cannot delete {key}: {exc.strerror}") from exc
 
-    def keys(self, prefix: str) -> list[str]:
+    def keys(self, prefix: str, start_after: str = "", limit: int = 0) -> list[str]:
         top = self._path(prefix)
         try:
             found = [path for path in top.rglob("*") if path.is_file()]
@@ -137,7 +138,8 @@ class FilesystemStore:
             raise StorageUnavailable(f"cannot list {prefix}: {exc.strerror}") from exc
         # Temporary files of writes in progress (common.files.write_atomic) are hidden.
         keys = [p.relative_to(self._root).as_posix() for p in found if not p.name.startswith(".")]
-        return sorted(keys)
+        after = sorted(key for key in keys if key > start_after)
+        return after[:limit] if limit else after
 
 
 def open_store(settings: Settings) -> ObjectStore:

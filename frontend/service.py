@@ -14,6 +14,7 @@ import logging
 import time
 from typing import Any
 
+from common import jobs
 from common.config import Settings
 from common.errors import BrokerUnavailable, QueueFull, ResizeTimeout, StorageUnavailable
 from common.janitor import USAGE_FILE
@@ -24,7 +25,6 @@ from common.storage import ObjectStore, open_store, output_key
 from common.urls import (
     ImageRequest,
     check_allowed,
-    effective_quality,
     negotiate,
     parse_output,
     parse_path,
@@ -215,8 +215,8 @@ class ImageService:
             return "existing"
         if self._cache.read(key) is not None:
             return "existing"
-        job = dataclasses.replace(
-            self.job_for(request, self._settings.background_deadline_s), queued_epoch_s=0.0
+        job = jobs.resize_job(
+            self._settings, request, self._settings.background_deadline_s, background=True
         )
         if not await self._rpc.publish_background(job):
             log.warning("background job for %s refused (RabbitMQ down, alarm, or full)", key)
@@ -228,26 +228,7 @@ class ImageService:
         return "queued"
 
     def job_for(self, request: ImageRequest, timeout_s: float) -> ResizeJob:
-        output = request.output
-        quality = effective_quality(output, self._settings.default_quality)
-        return ResizeJob(
-            cache_key=request.cache_key,
-            source_url=self.source_url(request),
-            fit=output.fit.value,
-            width=output.width,
-            height=output.height,
-            format=output.format,
-            quality=quality,
-            deadline_epoch_s=time.time() + timeout_s,
-            queued_epoch_s=time.time(),
-            # An explicit -q is obeyed; without one, quality_target (when set) decides.
-            quality_target=self._settings.quality_target if output.quality is None else 0.0,
-        )
+        return jobs.resize_job(self._settings, request, timeout_s)
 
     def source_url(self, request: ImageRequest) -> str:
-        if request.source is not None:
-            return request.source
-        path = self._settings.source_path_template.format(
-            model=request.model, image_type=request.image_type, id=request.id
-        )
-        return self._settings.source_domain.rstrip("/") + "/" + path
+        return jobs.source_url(self._settings, request)

@@ -234,7 +234,8 @@ class Processor:
     # --- job threads -------------------------------------------------------------
 
     def _run_job(self, delivery: _Delivery, job: ResizeJob) -> None:
-        if delivery.properties.reply_to is None and self._already_stored(job):
+        background = delivery.properties.reply_to is None
+        if background and not job.replace and self._already_stored(job):
             outcome = Outcome(None)  # background work another job (or host) has done
         else:
             outcome = self.process(job)

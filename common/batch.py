@@ -1,0 +1,250 @@
+"""Batch work over object storage: `python -m common.batch -e ENV <command>`.
+
+`regenerate`: list the originals in object storage under a prefix (page by
+page), and queue a background job for each of the given outputs of each:
+any number of processors, on any hosts, do the work (image.resize.background,
+taken only while they have no request's job). Outputs already stored are
+skipped unless `--replace` (new versions, e.g. after a quality change). A
+cursor file records the last original fully queued: an interrupted run
+(Ctrl-C, SIGTERM: it finishes the original in hand) continues from there
+when started again with the same arguments, queuing nothing twice.
+
+`migrate-keys`: move objects of the flat layout of earlier versions
+(`<model>/<imageType>/<id>/<output>`, originals in `.originals/<sha256>`) to
+the partitioned one (common/storage.py), copying then deleting each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pika
+import pika.exceptions
+from pika.adapters.blocking_connection import BlockingChannel
+
+from common import amqp, jobs, program
+from common.config import REPO_ROOT, Settings
+from common.errors import ImageServerError
+from common.files import write_atomic
+from common.storage import (
+    ORIGINAL_NAME,
+    ObjectStore,
+    explicit_original_key,
+    open_store,
+    output_key,
+    partition,
+)
+from common.urls import CONTENT_TYPES, canonical_name, check_allowed, parse_output, parse_path
+
+PARTITIONS = 16**3
+
+
+@dataclasses.dataclass
+class Summary:
+    originals: int = 0
+    queued: int = 0
+    skipped: int = 0  # already in object storage
+    failed: int = 0  # RabbitMQ refused the job
+
+    def line(self) -> str:
+        return (
+            f"originals {self.originals}, queued {self.queued}, skipped {self.skipped}, "
+            f"failed {self.failed}"
+        )
+
+
+def original_image(settings: Settings, key: str) -> tuple[str, str, str] | None:
+    """(model, image type, id) when `key` is the original of an image, else None."""
+    head = settings.storage_key_prefix + "/"
+    if not key.startswith(head):
+        return None
+    parts = key[len(head) :].split("/")
+    if len(parts) != 5 or parts[4] != ORIGINAL_NAME or parts[2] != partition(parts[3]):
+        return None
+    return parts[0], parts[1], parts[3]
+
+
+def output_names(settings: Settings, names: str) -> list[str]:
+    """The canonical names of `names` (comma-separated); SystemExit on a bad one."""
+    canonical = []
+    for name in filter(None, names.split(",")):
+        try:
+            spec = parse_output(name)
+            check_allowed(spec, settings.whitelisted_extensions, settings.maximum_width)
+        except ImageServerError as exc:
+            raise SystemExit(f"output {name!r}: {exc.message}") from exc
+        canonical.append(canonical_name(spec, settings.default_quality))
+    if not canonical:
+        raise SystemExit("name the outputs: --outputs x300.jpg,w500.webp")
+    return canonical
+
+
+class Cursor:
+    """The last original fully queued, for the run of these arguments."""
+
+    def __init__(self, path: Path, run: dict[str, object]) -> None:
+        self._path = path
+        self._run = run
+
+    def load(self) -> str:
+        try:
+            saved = json.loads(self._path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return ""
+        if saved.get("run") != self._run:
+            raise SystemExit(
+                f"{self._path} belongs to another run ({saved.get('run')}): "
+                "delete it, or give another --cursor"
+            )
+        return str(saved.get("after", ""))
+
+    def save(self, after: str) -> None:
+        write_atomic(self._path, json.dumps({"run": self._run, "after": after}).encode())
+
+    def finish(self) -> None:
+        self._path.unlink(missing_ok=True)
+
+
+def progress(summary: Summary, key: str, started: float) -> None:
+    """One status line: how far through the key space (by partition) and the counts."""
+    parts = key.rsplit("/", 3)
+    share = int(parts[1], 16) / PARTITIONS if len(parts) == 4 and len(parts[1]) == 3 else 0.0
+    bar = "#" * int(share * 30)
+    rate = summary.queued / max(time.monotonic() - started, 1e-3)
+    sys.stderr.write(f"\r[{bar:<30}] {share:4.0%} {summary.line()}, {rate:.1f} jobs/s ")
+    sys.stderr.flush()
+
+
+def regenerate(
+    settings: Settings,
+    store: ObjectStore,
+    channel: BlockingChannel,
+    args: argparse.Namespace,
+    stop: threading.Event,
+) -> tuple[Summary, bool]:
+    """Queue the jobs; the summary, and whether the whole prefix was done."""
+    outputs = output_names(settings, args.outputs)
+    prefix = f"{settings.storage_key_prefix}/{args.prefix.strip('/')}/"
+    run = {"prefix": prefix, "outputs": outputs, "replace": args.replace}
+    cursor = Cursor(args.cursor, run)
+    after = cursor.load()
+    summary, started, interval_s = Summary(), time.monotonic(), 1.0 / args.rate
+    next_job = time.monotonic()
+    while not stop.is_set():
+        page = store.keys(prefix, start_after=after, limit=args.page)
+        if not page:
+            cursor.finish()
+            return summary, True
+        for key in page:
+            if stop.is_set():
+                return summary, False
+            image = original_image(settings, key)
+            after = key
+            if image is None:
+                continue
+            for name in outputs:
+                request = parse_path("/" + "/".join((*image, name)), None, settings.default_quality)
+                if not args.replace and store.exists(output_key(settings, request.cache_key)):
+                    summary.skipped += 1
+                    continue
+                time.sleep(max(0.0, next_job - time.monotonic()))
+                next_job = max(next_job, time.monotonic()) + interval_s
+                job = jobs.resize_job(
+                    settings, request, settings.background_deadline_s, True, args.replace
+                )
+                try:
+                    channel.basic_publish(
+                        "", amqp.BACKGROUND_QUEUE, job.encode(), amqp.persistent()
+                    )
+                    summary.queued += 1
+                except pika.exceptions.NackError:
+                    summary.failed += 1
+            summary.originals += 1
+            cursor.save(after)
+            progress(summary, key, started)
+    return summary, False
+
+
+def migrate_keys(settings: Settings, store: ObjectStore, dry_run: bool) -> int:
+    """Move flat-layout objects to the partitioned layout; how many moved."""
+    head = settings.storage_key_prefix + "/"
+    moved, images, after = 0, set(), ""
+    while page := store.keys(head, start_after=after, limit=1000):
+        for key in page:
+            after = key
+            parts = key[len(head) :].split("/")
+            flat_output = len(parts) == 4 and "." in parts[3] and not parts[0].startswith(".")
+            flat_source = len(parts) == 5 and parts[3].startswith("src-")
+            if not (flat_output or flat_source) or parts[2] == partition(parts[3]):
+                continue
+            target = output_key(settings, "/".join(parts))
+            moved += _move(store, key, target, dry_run)
+            images.add((parts[0], parts[1], parts[2]))
+    for model, image_type, image_id in sorted(images):  # their originals, by source URL
+        request = parse_path(f"/{model}/{image_type}/{image_id}/w1.jpg")
+        url = jobs.source_url(settings, request)
+        old = explicit_original_key(settings, url)
+        if store.exists(old):
+            new = output_key(settings, f"{model}/{image_type}/{image_id}/{ORIGINAL_NAME}")
+            moved += _move(store, old, new, dry_run)
+    return moved
+
+
+def _move(store: ObjectStore, old: str, new: str, dry_run: bool) -> int:
+    print(f"{old} -> {new}")
+    if dry_run:
+        return 1
+    data = store.get(old)
+    if data is None:
+        return 0  # gone meanwhile
+    extension = new.rsplit(".", 1)[-1] if "." in new.rsplit("/", 1)[-1] else ""
+    store.put(new, data, CONTENT_TYPES.get(extension, "application/octet-stream"))
+    store.delete(old)
+    return 1
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = program.argument_parser(__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    again = commands.add_parser("regenerate", help="queue outputs of stored originals")
+    again.add_argument("--prefix", required=True, help="<model> or <model>/<imageType>")
+    again.add_argument("--outputs", required=True, help="x300.jpg,w500.webp,...")
+    again.add_argument("--replace", action="store_true", help="remake outputs already stored")
+    again.add_argument("--rate", type=float, default=50.0, help="jobs queued per second, at most")
+    again.add_argument("--page", type=int, default=1000, help="keys listed per request")
+    again.add_argument(
+        "--cursor", type=Path, default=REPO_ROOT / "var" / "regenerate.cursor", help="resume file"
+    )
+    move = commands.add_parser("migrate-keys", help="flat object keys to the partitioned layout")
+    move.add_argument("--dry-run", action="store_true", help="print the moves, do nothing")
+    args = parser.parse_args(argv)
+    settings = program.load_settings(args)
+    store = open_store(settings)
+    if args.command == "migrate-keys":
+        print(f"moved {migrate_keys(settings, store, args.dry_run)} objects")
+        return
+    stop = program.stop_event_on_signals()
+    connection = pika.BlockingConnection(amqp.connection_parameters(settings))
+    try:
+        channel = connection.channel()
+        amqp.declare_resize_queues(channel, settings)
+        amqp.declare_background_queue(channel, settings)
+        channel.confirm_delivery()
+        summary, done = regenerate(settings, store, channel, args, stop)
+    finally:
+        connection.close()
+    sys.stderr.write("\n")
+    if done:
+        print(f"done: {summary.line()}")
+    else:
+        print(f"interrupted: {summary.line()}; run the same command again to continue")
+
+
+if __name__ == "__main__":
+    main()

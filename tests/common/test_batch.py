@@ -1,0 +1,120 @@
+"""The batch tool against real storage (SeaweedFS' S3 gateway, a directory), a real
+RabbitMQ and real processors: regeneration, its resumption, the key migration."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from common.storage import ObjectStore, explicit_original_key, open_store, original_key, output_key
+from tests.harness import REPO, Origin, S3Server, Stack, wait_until
+from tests.images import photo
+
+IMAGES = 10
+OUTPUTS = ("x120.jpg", "w200.webp")
+
+
+def batch(stack: Stack, *args: str) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "common.batch", "--config-dir",
+               str(stack.workdir / "config"), "-e", "test", *args]  # fmt: skip
+    return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True)
+
+
+def counts(report: str) -> dict[str, int]:
+    return {name: int(n) for name, n in re.findall(r"(\w+) (\d+)", report.split(":", 1)[1])}
+
+
+def storage_of(backend: str, s3: S3Server | None, tmp_path: Path) -> dict[str, Any]:
+    if backend == "s3":
+        assert s3 is not None
+        return s3.config()
+    return {"storage_backend": "filesystem", "storage_path": str(tmp_path / "objects")}
+
+
+@pytest.mark.parametrize("backend", ["s3", "filesystem"])
+def test_regenerate_is_interrupted_and_resumed_without_duplicates(
+    backend: str,
+    make_stack: Callable[..., Stack],
+    origin: Origin,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    s3 = request.getfixturevalue("s3") if backend == "s3" else None
+    stack = make_stack(**storage_of(backend, s3, tmp_path)).start(processors=2, uploader=True)
+    store = open_store(stack.settings)
+    store.prepare()
+    for index in range(IMAGES):  # originals already in object storage, none at the source
+        cache_key = f"batch/img/{index}/w1.jpg"
+        store.put(original_key(stack.settings, cache_key, "unused"), photo(), "image/jpeg")
+    run = ("regenerate", "--prefix", "batch", "--outputs", ",".join(OUTPUTS), "--rate", "6",
+           "--cursor", str(tmp_path / "cursor"))  # fmt: skip
+
+    first = batch(stack, *run)
+    time.sleep(1.5)
+    first.send_signal(signal.SIGINT)  # as Ctrl-C: it finishes the original in hand
+    report, _ = first.communicate(timeout=60)
+    assert report.startswith("interrupted"), report
+    interrupted = counts(report)
+    assert 0 < interrupted["originals"] < IMAGES
+    assert interrupted["queued"] == len(OUTPUTS) * interrupted["originals"]
+
+    second = batch(stack, *run)
+    report, _ = second.communicate(timeout=120)
+    assert report.startswith("done"), report
+    resumed = counts(report)
+    assert interrupted["originals"] + resumed["originals"] == IMAGES
+    assert interrupted["queued"] + resumed["queued"] == IMAGES * len(OUTPUTS)
+
+    keys = [f"batch/img/{i}/{name}" for i in range(IMAGES) for name in OUTPUTS]
+    wait_until(
+        lambda: all(store.exists(output_key(stack.settings, key)) for key in keys),
+        timeout_s=60,
+        what="every output stored",
+    )
+    assert [stack.resizes(key) for key in keys] == [1] * len(keys)  # none made twice
+    assert not any(path.startswith("batch/") for path in origin.hits)  # originals from storage
+
+    # Everything is there now: a new run queues nothing.
+    report, _ = batch(stack, *run).communicate(timeout=60)
+    assert counts(report) == {"originals": IMAGES, "queued": 0, "skipped": 20, "failed": 0}
+
+
+def test_migrate_keys_moves_the_flat_layout(
+    make_stack: Callable[..., Stack], origin: Origin
+) -> None:
+    stack = make_stack()
+    settings = stack.settings
+    store: ObjectStore = open_store(settings)
+    prefix = settings.storage_key_prefix
+    url = origin.add("old/img/1/original.jpg", photo())
+    flat = {
+        f"{prefix}/old/img/1/w100.jpg": b"output w100",
+        f"{prefix}/old/img/1/src-0123456789abcdef01234567/w100.jpg": b"output of a source",
+        explicit_original_key(settings, url): photo(),
+    }
+    for key, data in flat.items():
+        store.put(key, data, "image/jpeg")
+    report, _ = batch(stack, "migrate-keys").communicate(timeout=60)
+    assert "moved 3 objects" in report
+    moved = {
+        output_key(settings, "old/img/1/w100.jpg"): b"output w100",
+        output_key(settings, "old/img/1/src-0123456789abcdef01234567/w100.jpg"): (
+            b"output of a source"
+        ),
+        original_key(settings, "old/img/1/w100.jpg", url): photo(),
+    }
+    assert {key: store.get(key) for key in moved} == moved
+    assert [store.exists(key) for key in flat] == [False, False, False]
+    # The service finds them: the output as stored, a new size from the stored original.
+    stack.start(processors=1)
+    assert stack.get("/old/img/1/w100.jpg").data == b"output w100"
+    assert stack.get("/old/img/1/w300.jpg").status == 200
+    assert origin.hits["old/img/1/original.jpg"] == 0
