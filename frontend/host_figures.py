@@ -159,7 +159,12 @@ class Queues:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._connection: pika.BlockingConnection | None = None
-        names = [amqp.RESIZE_QUEUE, amqp.RESIZE_DEAD_QUEUE, amqp.UPLOAD_QUEUE]
+        names = [
+            amqp.RESIZE_QUEUE,
+            amqp.BACKGROUND_QUEUE,
+            amqp.RESIZE_DEAD_QUEUE,
+            amqp.UPLOAD_QUEUE,
+        ]
         delays = sorted(set(settings.upload_retry_delays_s))
         names += [amqp.upload_delay_queue(delay) for delay in delays]
         self.names = [*names, amqp.UPLOAD_DEAD_QUEUE]
