@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from asyncio import Future
 from types import TracebackType
 from typing import Any
 
@@ -48,19 +49,25 @@ class ImageHandler(tornado.web.RequestHandler):
     def set_default_headers(self) -> None:
         self.set_header(*NO_SNIFF)
 
+    def finish(self, chunk: str | bytes | dict[str, Any] | None = None) -> Future[None]:
+        # Counted before the answer leaves: whoever reads the figures after
+        # getting an answer finds it counted.
+        if not self._finished:
+            self.accounting.answered(
+                self.request.method or "",
+                self.request.uri or "",
+                self.get_status(),
+                self.body_bytes,
+                self.request.request_time(),
+                self.lookup,
+                self.output_format,
+                self.error_message,
+            )
+        return super().finish(chunk)
+
     def on_finish(self) -> None:
         self.service.active_requests -= 1
         self.accounting.figures.in_progress.dec()
-        self.accounting.answered(
-            self.request.method or "",
-            self.request.uri or "",
-            self.get_status(),
-            self.body_bytes,
-            self.request.request_time(),
-            self.lookup,
-            self.output_format,
-            self.error_message,
-        )
         if self._resized is not None:
             self.service.after_miss(self._resized)
 

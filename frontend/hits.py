@@ -140,9 +140,7 @@ class _HitOrApplication(httputil.HTTPMessageDelegate):
     def finish(self) -> None:
         if self._answer is not None:
             answer = self._answer
-            self._connection.write_headers(answer.start, answer.headers, answer.body or None)
-            self._connection.finish()
-            self._owner.accounting.answered(
+            self._owner.accounting.answered(  # counted before it leaves, as app.py does
                 self._method,
                 self._path,
                 answer.start.code,
@@ -151,6 +149,8 @@ class _HitOrApplication(httputil.HTTPMessageDelegate):
                 HIT,
                 answer.output_format,
             )
+            self._connection.write_headers(answer.start, answer.headers, answer.body or None)
+            self._connection.finish()
         elif self._delegate is not None:
             self._delegate.finish()
 
