@@ -14,7 +14,7 @@ from common.config import Settings
 from common.graphite import Graphite
 from common.metrics import FrontendFigures
 from common.storage import open_store
-from frontend.accounting import Accounting
+from frontend.accounting import AccessLog, Accounting
 from frontend.app import make_app
 from frontend.cache import OutputCache
 from frontend.hits import CacheHitsFirst
@@ -42,6 +42,12 @@ async def report_broker_state(rpc: ResizeClient, figures: FrontendFigures) -> No
         figures.broker_connected.set(1 if rpc.ready else 0)
         figures.broker_blocked.set(1 if rpc.blocked_reason is not None else 0)
         await asyncio.sleep(0.5)
+
+
+async def flush_access_log(access_log: AccessLog) -> None:
+    while True:
+        await asyncio.sleep(AccessLog.FLUSH_S)
+        access_log.flush()
 
 
 async def sync_statistics(popularity: Popularity, interval_s: float) -> None:
@@ -100,7 +106,9 @@ async def serve(settings: Settings, process_num: int) -> None:
     cache = OutputCache(settings.cache_dir, settings.hot_cache_bytes)
     service = ImageService(settings, cache, rpc, store, popularity)
     rpc.on_purge = service.purged
-    accounting = Accounting(settings, figures)
+    access_log = AccessLog("frontend")
+    background.append(asyncio.create_task(flush_access_log(access_log)))
+    accounting = Accounting(settings, figures, access_log)
     app = make_app(settings, service, Graphite(settings), accounting)
     server = tornado.httpserver.HTTPServer(CacheHitsFirst(app, settings, service, accounting))
     await wait_for_broker(rpc)
@@ -118,6 +126,7 @@ async def serve(settings: Settings, process_num: int) -> None:
     await drain(server, service, settings.drain_timeout_s)
     for task in background:
         task.cancel()
+    access_log.flush()
     rpc.close()
 
 

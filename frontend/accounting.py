@@ -7,13 +7,17 @@ layer (frontend/hits.py) and everything the Application answers.
 from __future__ import annotations
 
 import dataclasses
-import logging
+import json
+import os
+import sys
+import time
+from typing import Any, TextIO
 
 from common.config import Settings
 from common.metrics import FrontendFigures
 
-access_log = logging.getLogger("access")
 _MAX_LOGGED_PATH = 2048  # a hostile path of any length must not make a huge line
+_ENCODER = json.JSONEncoder(ensure_ascii=False)  # json.dumps would build one per line
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,10 +32,47 @@ HIT = Lookup("hit")
 REFUSED = Lookup("none")
 
 
+class AccessLog:
+    """The request lines, written in batches (every FLUSH_S on the frontend's loop, or
+    every BATCH lines): a line costs a dict and a json.dumps, not a LogRecord, a
+    handler lock and a write each (about 13 against 55 microseconds here). Same
+    fields as every other line (common.program.JsonLines)."""
+
+    BATCH = 256
+    FLUSH_S = 0.5
+
+    def __init__(self, program: str, stream: TextIO | None = None) -> None:
+        self._stream = stream or sys.stderr
+        self._head = {"program": program, "pid": os.getpid(), "level": "INFO", "logger": "access"}
+        self._lines: list[str] = []
+        self._second, self._stamp = -1, ""
+
+    def add(self, msg: str, fields: dict[str, object]) -> None:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        stamp = f"{self._stamp}.{int((now - second) * 1000):03d}Z"
+        line = {"ts": stamp, **self._head, "msg": msg, **fields}
+        self._lines.append(_ENCODER.encode(line))
+        if len(self._lines) >= self.BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._lines:
+            self._stream.write("\n".join(self._lines) + "\n")
+            self._stream.flush()
+            self._lines.clear()
+
+
 class Accounting:
-    def __init__(self, settings: Settings, figures: FrontendFigures) -> None:
-        self._log = settings.access_log
+    def __init__(self, settings: Settings, figures: FrontendFigures, log: AccessLog) -> None:
+        self._log = log if settings.access_log else None
         self.figures = figures
+        # Labelled series, looked up once (prometheus-client's labels() takes a lock).
+        self._requests: dict[tuple[int, str], Any] = {}
+        self._seconds: dict[str, Any] = {}
 
     def answered(
         self,
@@ -45,17 +86,25 @@ class Accounting:
         error: str | None = None,
     ) -> None:
         figures = self.figures
-        figures.requests.labels(str(status), output_format).inc()
-        figures.request_seconds.labels(lookup.cache).observe(duration_s)
+        requests = self._requests.get((status, output_format))
+        if requests is None:
+            requests = figures.requests.labels(str(status), output_format)
+            self._requests[(status, output_format)] = requests
+        requests.inc()
+        seconds = self._seconds.get(lookup.cache)
+        if seconds is None:
+            seconds = self._seconds[lookup.cache] = figures.request_seconds.labels(lookup.cache)
+        seconds.observe(duration_s)
         if lookup.cache == "hit":
             figures.cache_hits.inc()
         elif lookup.cache != "none":
             figures.cache_misses.inc()
-        if self._log:
-            fields = {
+        if self._log is not None:
+            shown = path[:_MAX_LOGGED_PATH]
+            fields: dict[str, object] = {
                 "event": "request",
                 "method": method,
-                "path": path[:_MAX_LOGGED_PATH],
+                "path": shown,
                 "status": status,
                 "bytes": body_bytes,
                 "duration_ms": round(duration_s * 1000, 2),
@@ -64,4 +113,4 @@ class Accounting:
             }
             if error is not None:
                 fields["error"] = error
-            access_log.info("%s %s %d", method, fields["path"], status, extra={"fields": fields})
+            self._log.add(f"{method} {shown} {status}", fields)
