@@ -51,6 +51,7 @@ class ImageService:
         self._settings = settings
         self.popularity = popularity
         self._background_queued: dict[str, float] = {}  # cache key -> when (monotonic)
+        self._background_tasks: set[asyncio.Task[str]] = set()  # referenced until done
         self._cache = cache
         self._rpc = rpc
         self._store = store
@@ -202,18 +203,20 @@ class ImageService:
                 other = dataclasses.replace(
                     request, output_name=name, output=parse_output(name), varies=False
                 )
-                asyncio.get_running_loop().create_task(self.queue_background(other))
+                task = asyncio.get_running_loop().create_task(self.queue_background(other))
+                self._background_tasks.add(task)
+                task.add_done_callback(self._background_tasks.discard)
 
     async def queue_background(self, request: ImageRequest) -> str:
         """Queue `request`'s output as background work: "queued", "existing" (in the
-        local cache, or queued by this frontend within background_deadline_s) or
-        "refused" (RabbitMQ would not take it)."""
+        local cache or object storage, or queued by this frontend within
+        background_deadline_s) or "refused" (RabbitMQ would not take it)."""
         key = request.cache_key
         now = time.monotonic()
         queued_at = self._background_queued.get(key)
         if queued_at is not None and now - queued_at < self._settings.background_deadline_s:
             return "existing"
-        if self._cache.read(key) is not None:
+        if self._cache.read(key) is not None or await self._stored(key):
             return "existing"
         job = jobs.resize_job(
             self._settings, request, self._settings.background_deadline_s, background=True
@@ -226,6 +229,16 @@ class ImageService:
             for old in list(self._background_queued)[:50_000]:
                 del self._background_queued[old]
         return "queued"
+
+    async def _stored(self, cache_key: str) -> bool:
+        if self._store is None:
+            return False
+        key = output_key(self._settings, cache_key)
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._store_pool, self._store.exists, key)
+        except StorageUnavailable:
+            return False  # queued: the processor looks again
 
     def job_for(self, request: ImageRequest, timeout_s: float) -> ResizeJob:
         return jobs.resize_job(self._settings, request, timeout_s)

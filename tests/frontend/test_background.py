@@ -50,7 +50,7 @@ def test_popular_outputs_of_a_new_image_are_made_without_being_asked(
     wanted = '{"shop/product": ["x300.jpg", "w500.webp"]}'
     for name in ("frontend_0", "frontend_1"):
         wait_until(lambda: wanted in stack.log(name).replace('\\"', '"'), what=f"{name} stats")  # noqa: B023
-    assert statistics_total(stack, "shop/product") == 11
+    wait_until(lambda: statistics_total(stack, "shop/product") == 11, what="statistics saved")
 
     # A new image: its first request is answered, then its other popular output is made.
     assert stack.get("/shop/product/7/x300.jpg").status == 200
