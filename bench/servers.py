@@ -196,6 +196,7 @@ class Ours:
             "storage_path": str(self.work / "storage"),
             "spill_path": str(self.work / "spill"),
             "metrics_path": str(self.work / "metrics"),
+            "access_log_path": str(self.work / "log"),
             "graphite_enabled": False,
             "default_quality": {**production["default_quality"], "jpg": JPEG_QUALITY},
             "maximum_width": 1000,

@@ -291,6 +291,10 @@ class Settings:
     access_log: bool = _key(
         True, "Frontends log one JSON line per request (README, Logs); false: none."
     )
+    access_log_path: str = _key(
+        "var/log",
+        "Directory of the request logs, access_frontend_<N>.log (rotated at 50 MB, 10 kept).",
+    )
     metrics_path: str = _key(
         "var/metrics",
         "Directory where every program of this host writes its Prometheus figures; the "
@@ -317,6 +321,10 @@ class Settings:
     @property
     def spill_dir(self) -> Path:
         return REPO_ROOT / self.spill_path
+
+    @property
+    def access_log_dir(self) -> Path:
+        return REPO_ROOT / self.access_log_path
 
     @property
     def metrics_dir(self) -> Path:

@@ -106,7 +106,7 @@ async def serve(settings: Settings, process_num: int) -> None:
     cache = OutputCache(settings.cache_dir, settings.hot_cache_bytes)
     service = ImageService(settings, cache, rpc, store, popularity)
     rpc.on_purge = service.purged
-    access_log = AccessLog("frontend")
+    access_log = AccessLog(settings.access_log_dir / f"access_frontend_{process_num}.log")
     background.append(asyncio.create_task(flush_access_log(access_log)))
     accounting = Accounting(settings, figures, access_log)
     app = make_app(settings, service, Graphite(settings), accounting)
@@ -126,7 +126,7 @@ async def serve(settings: Settings, process_num: int) -> None:
     await drain(server, service, settings.drain_timeout_s)
     for task in background:
         task.cancel()
-    access_log.flush()
+    access_log.close()
     rpc.close()
 
 

@@ -243,6 +243,7 @@ class Stack:
             "storage_path": str(workdir / "storage"),
             "spill_path": str(workdir / "spill"),
             "metrics_path": str(workdir / "metrics"),
+            "access_log_path": str(workdir),
             "amqp_url": vhost.amqp_url,
             **overrides,
         }
@@ -367,6 +368,11 @@ class Stack:
             return self.http.request("GET", url, timeout=1).status
         except urllib3.exceptions.HTTPError:
             return 0
+
+    def access_log(self, index: int) -> str:
+        """The request lines of frontend `index` (written every half second)."""
+        path = self.workdir / f"access_frontend_{index}.log"
+        return path.read_text() if path.exists() else ""
 
     def log(self, name: str) -> str:
         path = self.log_path(name)

@@ -133,8 +133,8 @@ def test_metrics_add_up_over_processes_and_survive_a_restart(
     hits = host_counter(stack, "image_server_http_request_duration_seconds_count", cache="hit")
     assert hits == 8
     # Both frontends and both processors did part of it (their own log lines say so).
-    for name in ("frontend_0", "frontend_1"):  # request lines are written in batches
-        wait_until(lambda: '"event": "request"' in stack.log(name), what=name)  # noqa: B023
+    for index in (0, 1):  # request lines are written in batches
+        wait_until(lambda: '"event": "request"' in stack.access_log(index), what="lines")  # noqa: B023
     assert all(stack.log(f"processor_{n}").count('"event": "job"') > 0 for n in (0, 1))
 
     # A processor killed (its counts stay), then started again: counts keep adding up.
