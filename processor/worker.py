@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 _POLL_S = 0.2
 _STOP_GRACE_S = 30.0
 _BACKLOG_CHECK_S = 1.0
+_BACKGROUND_LOOK_S = 1.0
 _ORIGINAL_TYPE = "application/octet-stream"
 T = TypeVar("T")
 
@@ -127,10 +128,14 @@ class Processor:
             consumer_tag = channel.basic_consume(amqp.RESIZE_QUEUE, on_message)
             log.info("consuming %s", amqp.RESIZE_QUEUE)
             self._figures.serving.set(1)
+            next_background_look = 0.0
             while not self._stop.is_set():
                 connection.process_data_events(time_limit=_POLL_S)
-                if not self._in_progress:
-                    self._take_background_job(channel, on_message)
+                if not self._in_progress and time.monotonic() >= next_background_look:
+                    if not self._take_background_job(channel, on_message):
+                        # A get on a quorum queue is a command in its log, even when
+                        # it finds nothing: an empty queue is asked once a second.
+                        next_background_look = time.monotonic() + _BACKGROUND_LOOK_S
             self._figures.serving.set(0)
             channel.basic_cancel(consumer_tag)
             # Graceful stop: jobs in hand finish and are acked.
@@ -160,12 +165,15 @@ class Processor:
 
     def _take_background_job(
         self, channel: BlockingChannel, on_message: Callable[..., None]
-    ) -> None:
+    ) -> bool:
         """One job of image.resize.background, taken only while no request's job is
-        in hand: a request waits at most for the one background job running."""
+        in hand: a request waits at most for the one background job running.
+        False when the queue had none."""
         method, properties, body = channel.basic_get(amqp.BACKGROUND_QUEUE)
-        if method is not None:
-            on_message(channel, method, properties, body)
+        if method is None:
+            return False
+        on_message(channel, method, properties, body)
+        return True
 
     def _on_message(
         self,
