@@ -9,15 +9,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
-import json
 import logging
 import time
-from typing import Any
 
 from common import jobs
 from common.config import Settings
 from common.errors import BrokerUnavailable, QueueFull, ResizeTimeout, StorageUnavailable
-from common.janitor import USAGE_FILE
 from common.messages import PurgeImage, ResizeJob
 from common.purge import purge_host, purge_store
 from common.sources import allowed_hosts, check_source_url
@@ -75,14 +72,6 @@ class ImageService:
         """The format served for `request` given its Accept header (auto_formats)."""
         settings = self._settings
         return negotiate(request, accept, settings.auto_formats, settings.default_quality)
-
-    def disk_usage(self) -> dict[str, Any] | None:
-        """The janitor's last figures (bytes used and evicted per cache), if it runs."""
-        try:
-            usage: dict[str, Any] = json.loads((self._settings.cache_dir / USAGE_FILE).read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
-        return usage
 
     def cache_hit(self, key: str) -> CachedFile | None:
         """The output if the local cache has it."""

@@ -487,3 +487,11 @@ class S3Server:
             self._process.kill()
             self._process.wait(15)
         wait_until(lambda: not self._listening(), what="SeaweedFS stopped")
+
+
+def storage_config(backend: str, s3: S3Server | None, directory: Path) -> dict[str, Any]:
+    """Config keys of one storage backend: the S3 server's, or a directory."""
+    if backend == "s3":
+        assert s3 is not None
+        return s3.config()
+    return {"storage_backend": "filesystem", "storage_path": str(directory)}

@@ -10,12 +10,11 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from common.storage import ObjectStore, explicit_original_key, open_store, original_key, output_key
-from tests.harness import REPO, Origin, S3Server, Stack, wait_until
+from tests.harness import REPO, Origin, Stack, storage_config, wait_until
 from tests.images import photo
 
 IMAGES = 10
@@ -32,13 +31,6 @@ def counts(report: str) -> dict[str, int]:
     return {name: int(n) for name, n in re.findall(r"(\w+) (\d+)", report.split(":", 1)[1])}
 
 
-def storage_of(backend: str, s3: S3Server | None, tmp_path: Path) -> dict[str, Any]:
-    if backend == "s3":
-        assert s3 is not None
-        return s3.config()
-    return {"storage_backend": "filesystem", "storage_path": str(tmp_path / "objects")}
-
-
 @pytest.mark.parametrize("backend", ["s3", "filesystem"])
 def test_regenerate_is_interrupted_and_resumed_without_duplicates(
     backend: str,
@@ -48,7 +40,9 @@ def test_regenerate_is_interrupted_and_resumed_without_duplicates(
     request: pytest.FixtureRequest,
 ) -> None:
     s3 = request.getfixturevalue("s3") if backend == "s3" else None
-    stack = make_stack(**storage_of(backend, s3, tmp_path)).start(processors=2, uploader=True)
+    stack = make_stack(**storage_config(backend, s3, tmp_path / "objects")).start(
+        processors=2, uploader=True
+    )
     store = open_store(stack.settings)
     store.prepare()
     for index in range(IMAGES):  # originals already in object storage, none at the source

@@ -16,7 +16,7 @@ import pytest
 from common import amqp
 from common import storage as object_keys
 from common.messages import UploadJob
-from tests.harness import REPO, Origin, S3Server, Stack, wait_until
+from tests.harness import REPO, Origin, S3Server, Stack, storage_config, wait_until
 from tests.images import photo
 
 PREFIX = "public/images/test"
@@ -53,13 +53,6 @@ class StoredObjects:
     def content_type(self, key: str) -> str:
         assert self._client is not None
         return str(self._client.stat_object(self._bucket, key).content_type)
-
-
-def storage_config(backend: str, s3: S3Server | None, shared_dir: Path) -> dict[str, Any]:
-    if backend == "s3":
-        assert s3 is not None
-        return s3.config()
-    return {"storage_backend": "filesystem", "storage_path": str(shared_dir)}
 
 
 @pytest.mark.parametrize("backend", ["s3", "filesystem"])
