@@ -53,10 +53,15 @@ class KeyLock:
     """
 
     def __init__(self, lock_dir: Path, key: str) -> None:
-        self._path = lock_dir / hashlib.sha256(key.encode()).hexdigest()
+        self._path = lock_dir / self.name(key)
         self._fd: int | None = None
 
-    def acquire_before(self, deadline: float, poll_s: float = 0.02) -> bool:
+    @staticmethod
+    def name(key: str) -> str:
+        """The lock file's name for `key`."""
+        return hashlib.sha256(key.encode()).hexdigest()
+
+    def acquire_before(self, deadline: float, poll_s: float = 0.005) -> bool:
         """Wait for the lock until `deadline` (time.monotonic()); False if it did not come."""
         while not self.try_acquire():
             if time.monotonic() > deadline:

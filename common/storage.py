@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from pathlib import Path
 from typing import Protocol
 
@@ -94,12 +95,16 @@ class FilesystemStore:
 
     def __init__(self, root: Path) -> None:
         self._root = root.resolve()
+        self._inside = str(self._root) + os.sep
 
     def _path(self, key: str) -> Path:
-        path = (self._root / key).resolve()
-        if not path.is_relative_to(self._root):
+        # normpath, not resolve(): resolve() stats every directory of the path, a
+        # dozen system calls per object, and what is refused here is a key whose
+        # ".." climbs out (links inside the directory are the operator's own).
+        path = os.path.normpath(os.path.join(self._inside, key))
+        if not (path + os.sep).startswith(self._inside):
             raise StorageRefused(f"key {key!r} leaves the storage directory")
-        return path
+        return Path(path)
 
     def prepare(self) -> None:
         try:

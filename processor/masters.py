@@ -60,13 +60,39 @@ class MasterStore:
         if not lock.acquire_before(limits.deadline):
             raise ResizeTimeout("waited too long for the master of this original")
         try:
-            made = path.exists() or on_resize_thread(
-                lambda: imaging.make_master(original, self._long_side, limits, path)
-            )
+            made = path.exists() or on_resize_thread(lambda: self._make(path, original, limits))
         finally:
             lock.release()
+        return self._from_master(path, made, original, rendition, limits, on_resize_thread)
+
+    def make_and_render(
+        self, source_url: str, original: bytes, rendition: imaging.Rendition, limits: imaging.Limits
+    ) -> bytes:
+        """Like render, all on the calling thread, for the job that has just
+        downloaded `original` (its lock keeps any other job of this host from
+        reading the original, hence from making this master, meanwhile)."""
+        path = self.path(source_url)
+        made = self._make(path, original, limits)
+        return self._from_master(path, made, original, rendition, limits, _here)
+
+    def _make(self, path: Path, original: bytes, limits: imaging.Limits) -> bool:
+        return imaging.make_master(original, self._long_side, limits, path)
+
+    def _from_master(
+        self,
+        path: Path,
+        made: bool,
+        original: bytes,
+        rendition: imaging.Rendition,
+        limits: imaging.Limits,
+        run: Callable[[Callable[[], Any]], Any],
+    ) -> bytes:
         if made:
-            output = on_resize_thread(lambda: imaging.render_master(path, rendition, limits))
+            output = run(lambda: imaging.render_master(path, rendition, limits))
             if output is not None:  # None: too small for this output, or evicted meanwhile
                 return bytes(output)
-        return bytes(on_resize_thread(lambda: imaging.render(original, rendition, limits)))
+        return bytes(run(lambda: imaging.render(original, rendition, limits)))
+
+
+def _here(work: Callable[[], Any]) -> Any:
+    return work()

@@ -6,6 +6,11 @@ original is kept (on disk here; in object storage by the processor) only
 when the work done with it succeeded: an HTML error page or a truncated
 body answered with 200 is never cached, and the next request asks the
 source again.
+
+A job that has to wait for another one's download leaves a mark (a file
+beside the lock): the downloading job reads it (`asked_again`) to learn that
+another size of the same image is wanted now, and makes the image's master
+with the same decode instead of a second decode later.
 """
 
 from __future__ import annotations
@@ -61,8 +66,10 @@ class OriginalStore:
         # original: wait for it and use its file rather than downloading again.
         lock = KeyLock(self._dir / ".locks", url)
         try:
-            if not lock.acquire_before(deadline):
-                raise ResizeTimeout("waited too long for another download of the same original")
+            if not lock.try_acquire():
+                self._asked_path(url).touch()
+                if not lock.acquire_before(deadline):
+                    raise ResizeTimeout("waited too long for another download of the same original")
             data = _read_if_present(path)
             if data is not None:
                 yield Original(data, downloaded=False)
@@ -79,7 +86,21 @@ class OriginalStore:
             yield original
             write_atomic(path, original.data)
         finally:
+            # Whoever held the lock last clears the mark: it was meant for this hold.
+            self._asked_path(url).unlink(missing_ok=True)
             lock.release()
+
+    def asked_again(self, url: str) -> bool:
+        """True when another job has waited for the original of `url` since its
+        download began (the mark is cleared: each wait is counted once)."""
+        try:
+            self._asked_path(url).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def _asked_path(self, url: str) -> Path:
+        return self._dir / ".locks" / f"{KeyLock.name(url)}.asked"
 
     def _from_shared_store(self, key: str) -> bytes | None:
         if self._shared is None:

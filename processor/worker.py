@@ -67,6 +67,13 @@ class Outcome:
 
 
 @dataclasses.dataclass(frozen=True)
+class _Rendered:
+    output: bytes
+    downloaded_original: bytes | None  # the original's bytes, when downloaded for this job
+    how: str  # for the job's log line: what the output was made from
+
+
+@dataclasses.dataclass(frozen=True)
 class _Delivery:
     """What pika's thread needs to answer one job."""
 
@@ -293,8 +300,7 @@ class Processor:
 
         return self._resizer.submit(timed).result()
 
-    def _render(self, job: ResizeJob, rendition: imaging.Rendition) -> tuple[bytes, bytes | None]:
-        """The output, and the original's bytes when they were downloaded for it."""
+    def _render(self, job: ResizeJob, rendition: imaging.Rendition) -> _Rendered:
         limits = self._limits(job)
         resize = functools.partial(self._resize, job.format)
         masters = self._masters if rendition.fit is not Fit.NONE else None
@@ -302,16 +308,19 @@ class Processor:
         if master is not None:
             made = resize(lambda: imaging.render_master(master, rendition, limits))
             if made is not None:
-                return made, None
+                return _Rendered(made, None, "from its master")
             # Too small for this output, or evicted since the look: from the original.
         shared_key = original_key(self._settings, job.cache_key, job.source_url)
         with self._originals.open(job.source_url, shared_key, limits.deadline) as original:
             if original.downloaded:
                 self._graphite.event(graphite.ORIGINAL_DOWNLOADED)
             data = original.data
-            if masters is None or original.downloaded:
-                # The first size of an image: no master yet, maybe never needed.
+            how = "original downloaded" if original.downloaded else "original cached"
+            if masters is None:
                 output = resize(lambda: imaging.render(data, rendition, limits))
+            elif original.downloaded:
+                first = functools.partial(self._first_size, job.source_url, data, masters)
+                output, how = resize(lambda: first(rendition, limits))
             else:
                 output = masters.render(job.source_url, data, rendition, limits, resize)
             if len(output) > self._settings.max_output_bytes:
@@ -319,7 +328,24 @@ class Processor:
                     f"the output is {len(output)} bytes, above max_output_bytes "
                     f"({self._settings.max_output_bytes})"
                 )
-        return output, data if original.downloaded else None
+        return _Rendered(output, data if original.downloaded else None, how)
+
+    def _first_size(
+        self,
+        source_url: str,
+        original: bytes,
+        masters: MasterStore,
+        rendition: imaging.Rendition,
+        limits: imaging.Limits,
+    ) -> tuple[bytes, str]:
+        """On the resize thread, the first size of a new image: straight from the
+        original (no master yet, maybe never needed), unless another job has asked
+        for the image meanwhile: then the master first, from the one decode that
+        both sizes need, and this output from it. Also says which it was."""
+        if self._originals.asked_again(source_url):
+            made = masters.make_and_render(source_url, original, rendition, limits)
+            return made, "original downloaded, asked again: master made first"
+        return imaging.render(original, rendition, limits), "original downloaded"
 
     def process(self, job: ResizeJob) -> Outcome:
         started = time.perf_counter()
@@ -334,7 +360,7 @@ class Processor:
                 self._settings.enlarge_width,
                 job.quality_target,
             )
-            data, downloaded_original = self._render(job, rendition)
+            rendered = self._render(job, rendition)
         except ImageServerError as exc:
             if isinstance(exc, SourceNotFound):
                 self._graphite.event(graphite.ORIGINAL_UNAVAILABLE)
@@ -345,13 +371,14 @@ class Processor:
             error = ImageServerError(f"internal error ({type(exc).__name__})")
             self._job_done(job, started, "InternalError", 0, error.message)
             return Outcome(ResizeResult.failure(error))
-        original = "downloaded" if downloaded_original is not None else "cached"
-        self._job_done(job, started, "ok", len(data), f"original {original}")
+        data = rendered.output
+        self._job_done(job, started, "ok", len(data), rendered.how)
         content_type = CONTENT_TYPES[job.format]
         upload = UploadJob(output_key(self._settings, job.cache_key), content_type, payload=data)
         self._graphite.event(graphite.IMAGE_REQUEST)
         self._graphite.event(f"{graphite.IMAGE_REQUEST}.{job.format}")
-        return Outcome(ResizeResult.success(content_type, data), upload, downloaded_original)
+        result = ResizeResult.success(content_type, data)
+        return Outcome(result, upload, rendered.downloaded_original)
 
     def _job_done(
         self, job: ResizeJob, started: float, outcome: str, size: int, detail: str

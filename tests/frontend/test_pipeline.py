@@ -6,6 +6,7 @@ import concurrent.futures
 import email.utils
 import http.client
 import itertools
+import json
 import string
 import time
 
@@ -13,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from common import layout
 from tests.harness import Origin, Stack, free_port
 from tests.images import decode, loader, photo, with_alpha
 
@@ -146,6 +148,54 @@ def test_originals_are_fetched_once_for_many_sizes(stack: Stack, origin: Origin)
     for output in ("w100.jpg", "w200.jpg", "x50.png", "full_size.webp"):
         assert stack.get(f"{prefix}/{output}").status == 200
     assert origin.hits[f"{prefix.lstrip('/')}/original.jpg"] == 1
+
+
+def job_details(stack: Stack, cache_key: str) -> list[str]:
+    """The `detail` of every job line the processors logged for `cache_key`."""
+    lines = [
+        json.loads(line)
+        for name in stack.processes
+        if name.startswith("processor")
+        for line in stack.log(name).splitlines()
+        if line.startswith("{")
+    ]
+    return [line["detail"] for line in lines if line.get("cache_key") == cache_key]
+
+
+def test_a_size_asked_alone_is_made_straight_from_the_original(
+    stack: Stack, origin: Origin
+) -> None:
+    prefix = new_image(origin)
+    assert stack.get(f"{prefix}/w100.jpg").status == 200
+    assert job_details(stack, f"{prefix.lstrip('/')}/w100.jpg") == ["original downloaded"]
+
+
+def test_sizes_asked_together_share_one_decode_through_the_master(
+    stack: Stack, origin: Origin
+) -> None:
+    # The origin holds the first download for a second: the job of the second
+    # size waits for that download, so the first job learns that its image is
+    # wanted again and makes the master (one decode) before its own output.
+    prefix = new_image(origin, delay_first_s=1.0)
+    key = prefix.lstrip("/")
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        small = pool.submit(stack.get, f"{prefix}/w100.jpg")
+        assert origin.started[f"{key}/original.jpg"].wait(10)
+        large = pool.submit(stack.get, f"{prefix}/w640.jpg")
+        responses = {"w100": small.result(), "w640": large.result()}
+    sizes = {name: decode(r.data) for name, r in responses.items()}
+    assert {name: (i.width, i.height) for name, i in sizes.items()} == {
+        "w100": (100, 63),
+        "w640": (640, 400),
+    }
+    assert job_details(stack, f"{key}/w100.jpg") == [
+        "original downloaded, asked again: master made first"
+    ]
+    # The second job read the original from disk, then its output from that master.
+    assert job_details(stack, f"{key}/w640.jpg") == ["original cached"]
+    assert origin.hits[f"{key}/original.jpg"] == 1
+    master = layout.master_path(stack.settings, origin.url(f"{key}/original.jpg"))
+    assert master.exists()
 
 
 # --- the error table ---------------------------------------------------------------
