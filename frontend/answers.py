@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import functools
 
 from tornado.httputil import HTTPHeaders
 
@@ -20,7 +21,7 @@ def image_headers(cached: CachedFile, request: ImageRequest, max_age_s: int) -> 
         "Content-Type": request.output.content_type,
         "Cache-Control": f"public, max-age={max_age_s}",
         "ETag": cached.etag,
-        "Last-Modified": email.utils.formatdate(cached.mtime_s, usegmt=True),
+        "Last-Modified": cached.last_modified,
         # A CDN in front (Fastly, Varnish xkey) purges every output of an image,
         # or of an image type, by one of these keys.
         "Surrogate-Key": surrogate_keys(request),
@@ -28,6 +29,16 @@ def image_headers(cached: CachedFile, request: ImageRequest, max_age_s: int) -> 
     if request.varies:
         headers["Vary"] = "Accept"
     return headers
+
+
+def date_header(now_s: float) -> str:
+    """The Date header for `now_s`, formatted once a second."""
+    return _date_of_second(int(now_s))
+
+
+@functools.lru_cache(maxsize=4)
+def _date_of_second(second: int) -> str:
+    return email.utils.formatdate(second, usegmt=True)
 
 
 def surrogate_keys(request: ImageRequest) -> str:

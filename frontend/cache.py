@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import email.utils
+import functools
 import os
 from pathlib import Path
 
@@ -26,6 +28,11 @@ class CachedFile:
     @property
     def etag(self) -> str:
         return f'"{self.size:x}-{self.mtime_ns:x}"'
+
+    @functools.cached_property
+    def last_modified(self) -> str:
+        """The Last-Modified header's value (formatted once: hot files answer often)."""
+        return email.utils.formatdate(self.mtime_s, usegmt=True)
 
 
 class OutputCache:
@@ -75,11 +82,12 @@ class OutputCache:
             self._memory_bytes -= dropped.size
 
     def write(self, key: str, data: bytes) -> CachedFile:
-        """Store `data` as `key`; returns it as a read would have (kept in memory too)."""
+        """Store `data` as `key`; returns it as a read would have. Kept in memory
+        only once read: most new outputs are asked once, and a frontend that
+        kept each one it made would fill its memory with them (bench/TUNING.md)."""
         stat = write_atomic(self._root / key, data)
-        cached = CachedFile(data, stat.st_size, stat.st_mtime, stat.st_mtime_ns)
-        self._remember(key, cached)
-        return cached
+        self._forget(key)
+        return CachedFile(data, stat.st_size, stat.st_mtime, stat.st_mtime_ns)
 
     def lock(self, key: str) -> KeyLock:
         """The host-wide lock that lets one frontend process produce `key`."""

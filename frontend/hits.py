@@ -20,7 +20,7 @@ from common.config import Settings
 from common.errors import ImageServerError
 from common.urls import ImageRequest
 from frontend.accounting import HIT, Accounting
-from frontend.answers import image_headers, not_modified
+from frontend.answers import date_header, image_headers, not_modified
 from frontend.service import ImageService
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ class CacheHitsFirst(httputil.HTTPServerConnectionDelegate):
         answer = httputil.HTTPHeaders(
             image_headers(cached, request, self._settings.cache_max_age_s)
         )
-        answer["Date"] = httputil.format_timestamp(time.time())
+        answer["Date"] = date_header(time.time())
         if start_line.method == "GET":
             self._service.count_request(request)
         if not_modified(cached, headers):

@@ -34,6 +34,14 @@ def test_memory_is_bounded(tmp_path: Path) -> None:
     assert all(cache.read(f"k{index}.jpg") is not None for index in range(50))
 
 
+def test_memory_keeps_what_is_read_not_what_is_written(tmp_path: Path) -> None:
+    cache = OutputCache(tmp_path, memory_bytes=1000)
+    cache.write("k.jpg", b"made")
+    assert cache._memory_bytes == 0  # noqa: SLF001
+    assert cache.read("k.jpg").data == b"made"  # type: ignore[union-attr]
+    assert cache._memory_bytes == 4  # noqa: SLF001
+
+
 def test_etag_changes_with_the_file(tmp_path: Path) -> None:
     cache = OutputCache(tmp_path)
     cache.write("k.jpg", b"one")
