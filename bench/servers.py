@@ -235,7 +235,7 @@ file={self.work}/supervisor.sock
 [supervisord]
 logfile={self.work}/log/supervisord.log
 pidfile={self.work}/supervisord.pid
-environment=MALLOC_ARENA_MAX="2",MALLOC_MMAP_THRESHOLD_="131072"
+environment=MALLOC_ARENA_MAX="2"
 [rpcinterface:supervisor]
 supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 [supervisorctl]
