@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import itertools
 import logging
+from pathlib import Path
 
 import minio
 import minio.error
@@ -73,6 +74,9 @@ class S3Store:
             self.put(key, data, content_type)
         except (minio.error.MinioException, urllib3.exceptions.HTTPError) as exc:
             raise _translate(exc) from exc
+
+    def put_file(self, key: str, path: Path, content_type: str) -> None:
+        self.put(key, path.read_bytes(), content_type)
 
     def get(self, key: str) -> bytes | None:
         try:

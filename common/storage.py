@@ -9,9 +9,11 @@ StorageUnavailable (try again later) or StorageRefused (permanent).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Protocol
 
@@ -31,6 +33,10 @@ class ObjectStore(Protocol):
         ...
 
     def put(self, key: str, data: bytes, content_type: str) -> None: ...
+
+    def put_file(self, key: str, path: Path, content_type: str) -> None:
+        """Store the file at `path` as `key`; FileNotFoundError when it is gone."""
+        ...
 
     def get(self, key: str) -> bytes | None:
         """The object's bytes, or None when there is no such object."""
@@ -117,6 +123,24 @@ class FilesystemStore:
             write_atomic(self._path(key), data)
         except OSError as exc:
             raise StorageUnavailable(f"cannot write {key}: {exc.strerror}") from exc
+
+    def put_file(self, key: str, path: Path, content_type: str) -> None:
+        # A second name for the file, not a second copy: originals are often
+        # megabytes, and writing a 2.4 MB one again cost ~9 ms of CPU here
+        # (bench/TUNING.md). On another filesystem: copied.
+        target = self._path(key)
+        tmp = target.with_name(f".tmp-link-{os.getpid()}-{threading.get_ident()}")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp.unlink(missing_ok=True)
+            os.link(path, tmp)
+            os.replace(tmp, target)
+        except FileNotFoundError:
+            raise  # the caller still has the bytes
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise StorageUnavailable(f"cannot write {key}: {exc.strerror}") from exc
+            self.put(key, path.read_bytes(), content_type)
 
     def get(self, key: str) -> bytes | None:
         try:

@@ -57,7 +57,7 @@ class OriginalStore:
     def open(self, url: str, shared_key: str, deadline: float) -> Iterator[Original]:
         """The original of `url` (kept in object storage as `shared_key`). A downloaded
         one is written to disk when the `with` block ends without an exception, not before."""
-        path = self._path(url)
+        path = self.path(url)
         data = _read_if_present(path)
         if data is not None:
             yield Original(data, downloaded=False)
@@ -111,7 +111,8 @@ class OriginalStore:
             log.warning("object storage unavailable, going to the source: %s", exc.message)
             return None
 
-    def _path(self, url: str) -> Path:
+    def path(self, url: str) -> Path:
+        """Where the original of `url` is kept on this host's disk."""
         return layout.original_path(self._settings, url)
 
 
