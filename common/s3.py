@@ -62,7 +62,8 @@ class S3Store:
             return
         log.info("created bucket %s", self._bucket)
 
-    def put(self, key: str, data: bytes, content_type: str) -> None:
+    def put(self, key: str, data: bytes, content_type: str, same_as: Path | None = None) -> None:
+        # `same_as` is of no use here: the bytes travel to the store either way.
         try:
             self._client.put_object(
                 self._bucket, key, io.BytesIO(data), len(data), content_type=content_type
@@ -74,9 +75,6 @@ class S3Store:
             self.put(key, data, content_type)
         except (minio.error.MinioException, urllib3.exceptions.HTTPError) as exc:
             raise _translate(exc) from exc
-
-    def put_file(self, key: str, path: Path, content_type: str) -> None:
-        self.put(key, path.read_bytes(), content_type)
 
     def get(self, key: str) -> bytes | None:
         try:

@@ -32,10 +32,9 @@ class ObjectStore(Protocol):
         """Start-up step: the bucket (or directory) exists, created when allowed."""
         ...
 
-    def put(self, key: str, data: bytes, content_type: str) -> None: ...
-
-    def put_file(self, key: str, path: Path, content_type: str) -> None:
-        """Store the file at `path` as `key`; FileNotFoundError when it is gone."""
+    def put(self, key: str, data: bytes, content_type: str, same_as: Path | None = None) -> None:
+        """Store `data` as `key`. `same_as`: a file of this host holding the same
+        bytes, which a store on this host may link instead of writing them again."""
         ...
 
     def get(self, key: str) -> bytes | None:
@@ -118,29 +117,13 @@ class FilesystemStore:
         except OSError as exc:
             raise StorageUnavailable(f"cannot create {self._root}: {exc.strerror}") from exc
 
-    def put(self, key: str, data: bytes, content_type: str) -> None:
+    def put(self, key: str, data: bytes, content_type: str, same_as: Path | None = None) -> None:
+        target = self._path(key)
         try:
-            write_atomic(self._path(key), data)
+            if same_as is None or not _linked(same_as, target):
+                write_atomic(target, data)
         except OSError as exc:
             raise StorageUnavailable(f"cannot write {key}: {exc.strerror}") from exc
-
-    def put_file(self, key: str, path: Path, content_type: str) -> None:
-        # A second name for the file, not a second copy: originals are often
-        # megabytes, and writing a 2.4 MB one again cost ~9 ms of CPU here
-        # (bench/TUNING.md). On another filesystem: copied.
-        target = self._path(key)
-        tmp = target.with_name(f".tmp-link-{os.getpid()}-{threading.get_ident()}")
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp.unlink(missing_ok=True)
-            os.link(path, tmp)
-            os.replace(tmp, target)
-        except FileNotFoundError:
-            raise  # the caller still has the bytes
-        except OSError as exc:
-            if exc.errno != errno.EXDEV:
-                raise StorageUnavailable(f"cannot write {key}: {exc.strerror}") from exc
-            self.put(key, path.read_bytes(), content_type)
 
     def get(self, key: str) -> bytes | None:
         try:
@@ -169,6 +152,26 @@ class FilesystemStore:
         keys = [p.relative_to(self._root).as_posix() for p in found if not p.name.startswith(".")]
         after = sorted(key for key in keys if key > start_after)
         return after[:limit] if limit else after
+
+
+def _linked(source: Path, target: Path) -> bool:
+    """Give `source` the name `target` too (atomically); False when `source` is
+    gone or on another filesystem. A second name, not a second copy: originals
+    are often megabytes, and writing a 2.4 MB one again cost ~9 ms of CPU here
+    (bench/TUNING.md)."""
+    tmp = target.with_name(f".tmp-link-{os.getpid()}-{threading.get_ident()}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        if exc.errno == errno.EXDEV:
+            return False
+        raise
+    os.replace(tmp, target)
+    return True
 
 
 def open_store(settings: Settings) -> ObjectStore:

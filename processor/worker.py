@@ -270,10 +270,7 @@ class Processor:
         storage fails, hand it to the uploader (which retries) instead."""
         key = original_key(self._settings, job.cache_key, job.source_url)
         try:
-            try:
-                self._store.put_file(key, self._originals.path(job.source_url), _ORIGINAL_TYPE)
-            except FileNotFoundError:  # not kept here (evicted already): from memory
-                self._store.put(key, data, _ORIGINAL_TYPE)
+            self._store.put(key, data, _ORIGINAL_TYPE, same_as=self._originals.path(job.source_url))
             return
         except ImageServerError as exc:
             log.warning("storing original %s failed (%s): queued for the uploader", key, exc)

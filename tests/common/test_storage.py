@@ -45,10 +45,10 @@ def test_put_then_get(store: ObjectStore) -> None:
     assert store.get("public/images/test/a/b/1/w10.jpg") == b"\xff\xd8bytes"
 
 
-def test_put_file_stores_what_the_file_held(store: ObjectStore, tmp_path: Path) -> None:
+def test_put_same_as_a_file_stores_the_same_bytes(store: ObjectStore, tmp_path: Path) -> None:
     original = tmp_path / "original"
     original.write_bytes(b"\x89PNG first")
-    store.put_file("public/images/test/a/b/1/original", original, "application/octet-stream")
+    store.put("public/images/test/a/b/1/original", b"\x89PNG first", "x/y", same_as=original)
     # The file is replaced the way the caches replace files (a new one renamed over it).
     replacement = tmp_path / "replacement"
     replacement.write_bytes(b"\x89PNG second")
@@ -56,17 +56,17 @@ def test_put_file_stores_what_the_file_held(store: ObjectStore, tmp_path: Path) 
     assert store.get("public/images/test/a/b/1/original") == b"\x89PNG first"
     original.unlink()  # evicted from the cache: the object stays
     assert store.get("public/images/test/a/b/1/original") == b"\x89PNG first"
-    with pytest.raises(FileNotFoundError):
-        store.put_file("public/images/test/a/b/2/original", original, "application/octet-stream")
-    assert store.get("public/images/test/a/b/2/original") is None
+    # A file gone already: the bytes are written instead.
+    store.put("public/images/test/a/b/2/original", b"\x89PNG third", "x/y", same_as=original)
+    assert store.get("public/images/test/a/b/2/original") == b"\x89PNG third"
 
 
-def test_filesystem_put_file_links_instead_of_copying(tmp_path: Path) -> None:
+def test_filesystem_put_same_as_a_file_links_it(tmp_path: Path) -> None:
     store = FilesystemStore(tmp_path / "objects")
     store.prepare()
     original = tmp_path / "original"
     original.write_bytes(b"megabytes")
-    store.put_file("a/b/1/original", original, "application/octet-stream")
+    store.put("a/b/1/original", b"megabytes", "x/y", same_as=original)
     assert (tmp_path / "objects" / "a/b/1/original").stat().st_ino == original.stat().st_ino
     assert store.keys("a/") == ["a/b/1/original"]  # no temporary name left behind
 
