@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, values
+from prometheus_client import Counter, Gauge, Histogram, multiprocess, values
 from prometheus_client.samples import Sample
 
 # Request and job latencies: from a cache hit (about a millisecond) to a cold
@@ -71,13 +71,25 @@ def forget_dead_processes(metrics_dir: Path) -> None:
             multiprocess.mark_process_dead(int(match.group(1)), str(metrics_dir))
 
 
+_HEADER_BYTES = 8  # a metrics file's used-bytes counter and padding, written when it is sized
+
+
 def _samples(metrics_dir: Path) -> list[Sample]:
     """Every sample of the host's files, summed over processes as the status server does."""
     if not metrics_dir.is_dir():
         return []  # no program has started yet
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, str(metrics_dir))
-    return [sample for family in registry.collect() for sample in family.samples]
+    # A process that is starting has created its files but maybe not sized them
+    # yet: an empty file is left for the next look (prometheus-client would fail
+    # on it), and so is one removed meanwhile (a dead process's gauges).
+    files = []
+    for path in metrics_dir.glob("*.db"):
+        try:
+            if path.stat().st_size >= _HEADER_BYTES:
+                files.append(str(path))
+        except FileNotFoundError:
+            continue
+    families = multiprocess.MultiProcessCollector.merge(files, accumulate=True)
+    return [sample for family in families for sample in family.samples]
 
 
 def serving_pids(metrics_dir: Path) -> set[int]:
