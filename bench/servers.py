@@ -201,6 +201,10 @@ class Ours:
             "default_quality": {**production["default_quality"], "jpg": JPEG_QUALITY},
             "maximum_width": 1000,
             "amqp_url": "amqp://guest:guest@127.0.0.1:5672/bench",
+            # The load comes from one address and asks any size: no output list, no budget.
+            "allowed_outputs": [],
+            "allow_any_output": True,
+            "client_miss_rate_per_s": 0,
             **self.overrides,
         }
         (self.work / "bench.json").write_text(json.dumps(config, indent=2))

@@ -10,15 +10,26 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json
+import re
 import typing
 from pathlib import Path
 from typing import Any
 
 from common.errors import ConfigError
+from common.urls import CONTENT_TYPES, EXTENSION_ALIASES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_DIR = REPO_ROOT / "config"
 REQUIRED = dataclasses.MISSING
+# Measured in README, Security: about 4 s of encoding at most for each (AVIF ~1 s/MP
+# on a detailed photo, WebP ~0.2 s/MP, PNG and JPEG far less).
+DEFAULT_MAX_OUTPUT_PIXELS = {
+    "jpg": 50_000_000,
+    "png": 16_000_000,
+    "webp": 16_000_000,
+    "gif": 16_000_000,
+    "avif": 4_000_000,
+}
 SOURCE_FORMATS = {"jpeg", "png", "webp", "gif", "heif", "tiff", "svg", "pdf"}
 
 
@@ -135,7 +146,50 @@ class Settings:
         10.0, "Longest a processor works on one job; past it the job is abandoned (504)."
     )
     signing_keys: list[str] = _key(
-        [], "HMAC-SHA256 keys; when any is set every request must be signed (several: rotation)."
+        [],
+        "HMAC-SHA256 keys; when any is set every request must be signed (several: rotation), "
+        "except outputs in allowed_outputs.",
+    )
+    allowed_outputs: list[str] = _key(
+        [],
+        "Outputs made for unsigned requests, as canonical output names; `*` matches any run "
+        "of characters (`x50.*`, `w*.webp`). Others get 406 (403 with signing_keys). "
+        "Empty: every output.",
+    )
+    allowed_outputs_by_type: dict[str, list[str]] = _key(
+        {},
+        'The same per `<model>/<imageType>` (e.g. {"user/avatar": ["x50.*", "w500.jpg"]}); '
+        "a type listed here uses its own list instead of allowed_outputs.",
+    )
+    allow_any_output: bool = _key(
+        False,
+        "Outside development and test, the programs refuse to start with signing_keys and "
+        "allowed_outputs both empty (anyone could make any output) unless this is true.",
+    )
+    client_miss_rate_per_s: float = _key(
+        5.0,
+        "Resizes one client address may cause per second on this host, all frontends together "
+        "(a token bucket; hits, 304s and answers from object storage are free); past it 429. "
+        "0: no budget.",
+    )
+    client_miss_burst: int = _key(
+        100, "Resizes one client may cause at once before client_miss_rate_per_s applies."
+    )
+    trusted_proxies: list[str] = _key(
+        [],
+        "CIDR networks of proxies whose X-Forwarded-For is believed: the client is the last "
+        "address of it outside these networks. Empty: the header is ignored.",
+    )
+    max_output_pixels: dict[str, int] = _key(
+        DEFAULT_MAX_OUTPUT_PIXELS,
+        "Largest output per format, width x height x frames kept, checked from the original's "
+        "header before any decode (413): bounds what one encode can cost (AVIF and WebP "
+        "encoders cannot be stopped midway).",
+    )
+    failure_memory_s: float = _key(
+        30.0,
+        "How long a frontend answers a failed output again without a resize when it failed for "
+        "good (413, 415, or a render past job_timeout_s). 0: never remembered.",
     )
     max_pending_requests: int = _key(
         1000, "Cache misses one frontend process waits on at once; past it 503 at once."
@@ -280,6 +334,16 @@ class Settings:
         3600.0, "A background job not started within this long is dropped."
     )
 
+    pregenerate_keys: list[str] = _key(
+        [],
+        "HMAC keys that sign `POST /<model>/<imageType>/<id>?outputs=...` (make outputs ahead "
+        "of requests); empty: POST is refused (403).",
+    )
+    background_job_timeout_s: float = _key(
+        5.0,
+        "Longest a processor works on one background job (popular outputs, POST); past it "
+        "the job is abandoned.",
+    )
     purge_keys: list[str] = _key(
         [],
         "HMAC keys that sign `DELETE /<model>/<imageType>/<id>` (purge an image everywhere); "
@@ -329,6 +393,11 @@ class Settings:
     @property
     def metrics_dir(self) -> Path:
         return REPO_ROOT / self.metrics_path
+
+
+def output_pixel_limit(settings: Settings, fmt: str) -> int:
+    """max_output_pixels of `fmt`; a format the config leaves out keeps its default."""
+    return settings.max_output_pixels.get(fmt, DEFAULT_MAX_OUTPUT_PIXELS.get(fmt, 0))
 
 
 def describe() -> list[tuple[str, str, Any, str]]:
@@ -409,12 +478,13 @@ def _check_values(settings: Settings) -> None:
         raise ConfigError("config key 'storage_backend' must be 'filesystem' or 's3'")
     if any(delay <= 0 for delay in settings.upload_retry_delays_s):
         raise ConfigError("config key 'upload_retry_delays_s' must hold positive delays")
-    for cidr in settings.allowed_private_networks:
-        try:
-            ipaddress.ip_network(cidr, strict=False)
-        except ValueError as exc:
-            message = f"config key 'allowed_private_networks': bad network {cidr!r}"
-            raise ConfigError(message) from exc
+    for key in ("allowed_private_networks", "trusted_proxies"):
+        for cidr in getattr(settings, key):
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                raise ConfigError(f"config key {key!r}: bad network {cidr!r}") from exc
+    _check_outputs(settings)
     unknown_formats = set(settings.allowed_source_formats) - SOURCE_FORMATS
     if unknown_formats:
         raise ConfigError(
@@ -440,9 +510,64 @@ def _check_values(settings: Settings) -> None:
         "processor_prefetch",
         "upload_rate_per_s",
         "upload_concurrency",
+        "client_miss_burst",
+        "background_job_timeout_s",
     ):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"config key {name!r} must be positive")
+    for name in ("client_miss_rate_per_s", "failure_memory_s"):
+        if getattr(settings, name) < 0:
+            raise ConfigError(f"config key {name!r} must be 0 (off) or positive")
+
+
+_OUTPUT_PATTERN = re.compile(r"[A-Za-z0-9_*-]+\.[a-z0-9*]+")
+_IMAGE_TYPE = re.compile(r"[A-Za-z0-9_-]{1,128}/[A-Za-z0-9_-]{1,128}")
+
+
+def _check_outputs(settings: Settings) -> None:
+    """Output formats and output patterns name things the service can make."""
+    for ext in settings.whitelisted_extensions:
+        if EXTENSION_ALIASES.get(ext, ext) not in CONTENT_TYPES:
+            raise ConfigError(
+                f"config key 'whitelisted_extensions': no output format {ext!r}; "
+                f"known {sorted(CONTENT_TYPES)}"
+            )
+    for key in ("default_quality", "max_output_pixels"):
+        for fmt, value in getattr(settings, key).items():
+            if fmt not in CONTENT_TYPES or value <= 0:
+                raise ConfigError(
+                    f"config key '{key}.{fmt}': formats are {sorted(CONTENT_TYPES)}, "
+                    "values positive"
+                )
+    patterns = {"allowed_outputs": settings.allowed_outputs}
+    for image_type, listed in settings.allowed_outputs_by_type.items():
+        if not _IMAGE_TYPE.fullmatch(image_type):
+            raise ConfigError(
+                f"config key 'allowed_outputs_by_type': {image_type!r} is not <model>/<imageType>"
+            )
+        patterns[f"allowed_outputs_by_type.{image_type}"] = listed
+    for key, listed in patterns.items():
+        for pattern in listed:
+            if not _OUTPUT_PATTERN.fullmatch(pattern):
+                raise ConfigError(
+                    f"config key {key!r}: {pattern!r} is not an output name or pattern "
+                    "(`x50.jpg`, `w*.webp`, `x100.*`)"
+                )
+
+
+OPEN_ENVIRONMENTS = ("development", "test")  # may start with every output open to anyone
+
+
+def check_exposure(settings: Settings, env: str) -> None:
+    """Refuse to run a public environment where any anonymous client may make any output."""
+    if env in OPEN_ENVIRONMENTS or settings.allow_any_output or settings.signing_keys:
+        return
+    if settings.allowed_outputs:
+        return
+    raise ConfigError(
+        f"environment {env!r} would make any output for anyone: set 'signing_keys' or "
+        "'allowed_outputs' (or 'allow_any_output': true if that is meant)"
+    )
 
 
 def load(env: str, config_dir: Path = DEFAULT_CONFIG_DIR) -> Settings:
@@ -455,4 +580,6 @@ def load(env: str, config_dir: Path = DEFAULT_CONFIG_DIR) -> Settings:
         raise ConfigError(f"{path} is not valid JSON: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must hold a JSON object")
-    return from_mapping(raw)
+    settings = from_mapping(raw)
+    check_exposure(settings, env)
+    return settings

@@ -12,6 +12,10 @@ from __future__ import annotations
 class ImageServerError(Exception):
     status = 500
     retryable = False
+    # The same job would fail the same way again (the original or the output is
+    # what it is): a frontend remembers such a failure for failure_memory_s.
+    deterministic = False
+    retry_after_s = 1  # sent as Retry-After when retryable
     default_message = "internal error"
 
     def __init__(self, message: str | None = None) -> None:
@@ -48,6 +52,7 @@ class SourceNotFound(ImageServerError):
 
 class UnsupportedImage(ImageServerError):
     status = 415
+    deterministic = True
     default_message = "the original is not an image that can be decoded"
 
 
@@ -71,16 +76,19 @@ class SourceBusy(ImageServerError):
 
 class SourceTooLarge(ImageServerError):
     status = 413
+    deterministic = True
     default_message = "the original is larger than max_source_bytes"
 
 
 class ImageTooLarge(ImageServerError):
     status = 413
+    deterministic = True
     default_message = "the original has more pixels than max_source_pixels"
 
 
 class OutputTooLarge(ImageServerError):
     status = 413
+    deterministic = True
     default_message = "the output would be larger than max_output_bytes"
 
 
@@ -119,6 +127,26 @@ class ResizeTimeout(ImageServerError):
     status = 504
     retryable = True
     default_message = "the resize did not finish in time"
+
+
+class RenderTooSlow(ResizeTimeout):
+    """libvips itself ran past the job's deadline (not a job that waited its turn)."""
+
+    retryable = False
+    deterministic = True
+    default_message = "the resize took longer than job_timeout_s"
+
+
+class TooManyMisses(ImageServerError):
+    """A client past its budget of resizes (client_miss_rate_per_s)."""
+
+    status = 429
+    retryable = True
+    default_message = "too many new images asked by this client, retry later"
+
+    def __init__(self, message: str | None = None, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class StorageUnavailable(ImageServerError):

@@ -7,9 +7,11 @@ new one, re-sign, then remove the old one. To sign from a shell:
     .venv/bin/python -m common.signing -e production /user/avatar/1/w500.jpg
     .venv/bin/python -m common.signing -e production /a/b/1/x50.jpg --source https://cdn.example.com/x.jpg
     .venv/bin/python -m common.signing -e production --purge /user/avatar/1   # for DELETE
+    .venv/bin/python -m common.signing -e production --pregenerate x50.jpg,w500.webp /user/avatar/1
 
 A purge (DELETE) is signed with `purge_keys` over "DELETE <path>", so no
-image URL's signature can purge.
+image URL's signature can purge; a pre-generation (POST) with
+`pregenerate_keys` over "POST <path>?outputs=<outputs>".
 """
 
 from __future__ import annotations
@@ -49,6 +51,12 @@ def purge_message(path: str) -> str:
     return f"DELETE {path}"
 
 
+def pregenerate_message(path: str, outputs: str) -> str:
+    """What a pre-generation's signature signs (with pregenerate_keys): the outputs too,
+    so that a signed POST cannot be replayed for other outputs."""
+    return f"POST {path}?outputs={outputs}"
+
+
 def signed_url(key: str, path: str, source: str | None = None) -> str:
     query = {"signature": signature(key, path, source)}
     if source is not None:
@@ -63,8 +71,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("path", help="/<model>/<imageType>/<id>/<output>")
     parser.add_argument("--source", default=None, help="the source query parameter, if any")
     parser.add_argument("--purge", action="store_true", help="sign DELETE /<model>/<type>/<id>")
+    parser.add_argument(
+        "--pregenerate",
+        metavar="OUTPUTS",
+        help="sign POST /<model>/<type>/<id>?outputs=OUTPUTS (comma-separated output names)",
+    )
     args = parser.parse_args(argv)
     settings = program.load_settings(args)
+    if args.pregenerate is not None:
+        if not settings.pregenerate_keys:
+            raise SystemExit(f"config {args.env!r} has no pregenerate_keys: POST is off")
+        message = pregenerate_message(args.path, args.pregenerate)
+        query = {
+            "outputs": args.pregenerate,
+            "signature": signature(settings.pregenerate_keys[0], message, args.source),
+        }
+        if args.source is not None:
+            query["source"] = args.source
+        print(f"{args.path}?{urlencode(query)}")
+        return
     if args.purge:
         if not settings.purge_keys:
             raise SystemExit(f"config {args.env!r} has no purge_keys: purging is off")

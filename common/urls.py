@@ -10,6 +10,7 @@ which is the cache key and the object key: see `canonical_name`.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import hashlib
 import re
 from collections.abc import Mapping
@@ -19,6 +20,7 @@ from common.errors import BadRequest, NotAcceptable, UriTooLong
 
 MAX_SEGMENT_CHARS = 128
 MAX_PATH_CHARS = 1024
+MAX_SOURCE_CHARS = 2048  # a `source` URL; each distinct one is an original of its own
 SEGMENT = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_SEGMENT_CHARS}}}")
 _NUMBER = r"[1-9][0-9]{0,5}"
 OUTPUT = re.compile(
@@ -126,6 +128,8 @@ def parse_path(
     past MAX_PATH_CHARS). The request's output name is the canonical one."""
     if len(path) > MAX_PATH_CHARS:
         raise UriTooLong(f"the path is longer than {MAX_PATH_CHARS} characters")
+    if source is not None and len(source) > MAX_SOURCE_CHARS:
+        raise UriTooLong(f"the source URL is longer than {MAX_SOURCE_CHARS} characters")
     segments = path.split("/")
     if len(segments) != 5 or segments[0] != "":
         raise BadRequest("expected /<model>/<imageType>/<id>/<output>")
@@ -136,6 +140,12 @@ def parse_path(
     output = parse_output(output_name)
     name = canonical_name(output, default_quality or {})
     return ImageRequest(model, image_type, image_id, name, output, source)
+
+
+def output_matches(name: str, patterns: list[str]) -> bool:
+    """True when the canonical output `name` matches one of `patterns`
+    (output names where `*` stands for any run of characters)."""
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
 
 
 NEGOTIABLE_FORMATS = frozenset({"webp", "avif"})

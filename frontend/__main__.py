@@ -17,6 +17,7 @@ from common.storage import open_store
 from frontend.accounting import AccessLog, Accounting
 from frontend.app import make_app
 from frontend.cache import OutputCache
+from frontend.clients import MissBudget
 from frontend.hits import CacheHitsFirst
 from frontend.popular import Popularity
 from frontend.rpc import ResizeClient
@@ -91,6 +92,14 @@ async def drain(
     await server.close_all_connections()
 
 
+def miss_budget(settings: Settings) -> MissBudget | None:
+    """The host's budget of resizes per client (a file every frontend maps), if any."""
+    if not settings.client_miss_rate_per_s:
+        return None
+    path = settings.cache_dir / ".client-budgets"  # hidden: the janitor leaves it
+    return MissBudget(path, settings.client_miss_rate_per_s, settings.client_miss_burst)
+
+
 async def serve(settings: Settings, process_num: int) -> None:
     figures = FrontendFigures(process_num)
     rpc = ResizeClient(settings)
@@ -104,7 +113,7 @@ async def serve(settings: Settings, process_num: int) -> None:
             asyncio.create_task(sync_statistics(popularity, settings.stats_interval_s))
         )
     cache = OutputCache(settings.cache_dir, settings.hot_cache_bytes)
-    service = ImageService(settings, cache, rpc, store, popularity)
+    service = ImageService(settings, cache, rpc, store, popularity, miss_budget(settings))
     rpc.on_purge = service.purged
     access_log = AccessLog(settings.access_log_dir / f"access_frontend_{process_num}.log")
     background.append(asyncio.create_task(flush_access_log(access_log)))

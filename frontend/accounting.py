@@ -109,6 +109,7 @@ class Accounting:
         lookup: Lookup,
         output_format: str,
         error: str | None = None,
+        client: str = "",
     ) -> None:
         figures = self.figures
         requests = self._requests.get((status, output_format))
@@ -135,6 +136,7 @@ class Accounting:
                 "duration_ms": round(duration_s * 1000, 2),
                 "cache": lookup.cache,
                 "coalesced": lookup.coalesced,
+                "client": client,
             }
             if error is not None:
                 fields["error"] = error

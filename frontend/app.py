@@ -15,7 +15,7 @@ from common.config import Settings
 from common.errors import BadRequest, Forbidden, ImageServerError
 from common.graphite import Graphite
 from common.messages import PurgeImage
-from common.signing import purge_message, verify
+from common.signing import pregenerate_message, purge_message, verify
 from common.urls import SEGMENT, ImageRequest
 from frontend.accounting import REFUSED, Accounting, Lookup
 from frontend.answers import NO_SNIFF, image_headers, not_modified
@@ -42,6 +42,9 @@ class ImageHandler(tornado.web.RequestHandler):
         self.body_bytes = 0
         self.error_message: str | None = None
         self._resized: ImageRequest | None = None  # a miss resized for this request
+        self.client = service.client_of(
+            self.request.remote_ip or "", self.request.headers.get("X-Forwarded-For")
+        )
         # Counted from here, not prepare(): an unknown method is refused before it.
         self.service.active_requests += 1
         self.accounting.figures.in_progress.inc()
@@ -62,6 +65,7 @@ class ImageHandler(tornado.web.RequestHandler):
                 self.lookup,
                 self.output_format,
                 self.error_message,
+                self.client,
             )
         return super().finish(chunk)
 
@@ -79,13 +83,12 @@ class ImageHandler(tornado.web.RequestHandler):
 
     async def _serve(self, include_body: bool) -> None:
         source = self.get_query_argument("source", None)
-        if self.config.signing_keys:
-            given = self.get_query_argument("signature", None)
-            verify(self.config.signing_keys, self.request.path, source, given)
         request = self.service.parse(self.request.path, source)
+        signature = self.get_query_argument("signature", None)
+        self.service.authorise(request, signature, self.request.path)
         request = self.service.negotiate(request, self.request.headers.get("Accept"))
         self.output_format = request.output.format
-        cached, self.lookup = await self.service.get(request)
+        cached, self.lookup = await self.service.get(request, self.client)
         if include_body:
             self.service.count_request(request)
         if self.lookup.cache == "miss" and not self.lookup.coalesced:
@@ -106,12 +109,16 @@ class ImageHandler(tornado.web.RequestHandler):
 
         The first output not yet made is made now (so the original is fetched now,
         and a missing one is a 404); the others are queued as background work.
-        Answers 202 with what was made, queued and already there."""
+        Answers 202 with what was made, queued and already there. Signed with
+        pregenerate_keys (any output the grammar allows); refused without them."""
+        if not self.config.pregenerate_keys:
+            raise Forbidden("pre-generation is off on this server (no pregenerate_keys)")
         source = self.get_query_argument("source", None)
-        if self.config.signing_keys:
-            given = self.get_query_argument("signature", None)
-            verify(self.config.signing_keys, self.request.path, source, given)
-        names = [n for n in self.get_query_argument("outputs", "").split(",") if n]
+        outputs = self.get_query_argument("outputs", "")
+        given = self.get_query_argument("signature", None)
+        message = pregenerate_message(self.request.path, outputs)
+        verify(self.config.pregenerate_keys, message, source, given)
+        names = [n for n in outputs.split(",") if n]
         if not names:
             raise BadRequest("name the outputs to make: ?outputs=x300.jpg,w500.webp")
         if len(names) > MAX_OUTPUTS_PER_POST:
@@ -168,7 +175,7 @@ class ImageHandler(tornado.web.RequestHandler):
             self.clear_header(header)
         self.set_header("Content-Type", "text/plain; charset=utf-8")
         if error is not None and error.retryable:
-            self.set_header("Retry-After", "1")
+            self.set_header("Retry-After", str(error.retry_after_s))
         body = (message + "\n").encode()
         self.body_bytes = len(body)
         self.finish(body)

@@ -42,15 +42,22 @@ class CacheHitsFirst(httputil.HTTPServerConnectionDelegate):
         self._parse = functools.lru_cache(maxsize=8192)(self._parse_uncached)
 
     def _parse_uncached(self, path: str) -> ImageRequest | None:
+        """The request of a plain path; None when the Application must answer it
+        (an error, or an output unsigned requests may not have)."""
         try:
-            return self._service.parse(path, None)
+            request = self._service.parse(path, None)
         except ImageServerError:
             return None
+        return request if self._service.unsigned_allowed(request) else None
 
     def start_request(
         self, server_conn: object, request_conn: httputil.HTTPConnection
     ) -> httputil.HTTPMessageDelegate:
         return _HitOrApplication(self, server_conn, request_conn)
+
+    def client_of(self, connection: httputil.HTTPConnection, forwarded_for: str | None) -> str:
+        peer = getattr(getattr(connection, "context", None), "remote_ip", "") or ""
+        return self._service.client_of(peer, forwarded_for)
 
     def on_close(self, server_conn: object) -> None:
         self.app.on_close(server_conn)
@@ -70,8 +77,6 @@ class CacheHitsFirst(httputil.HTTPServerConnectionDelegate):
         self, start_line: httputil.RequestStartLine, headers: httputil.HTTPHeaders
     ) -> _Answer | None:
         if start_line.method not in ("GET", "HEAD") or "?" in start_line.path:
-            return None
-        if self._settings.signing_keys:
             return None
         request = self._parse(start_line.path)
         if request is None:
@@ -118,6 +123,7 @@ class _HitOrApplication(httputil.HTTPMessageDelegate):
         self._delegate: httputil.HTTPMessageDelegate | None = None
         self._answer: _Answer | None = None
         self._method, self._path = "", ""
+        self._forwarded_for: str | None = None
         self._started = 0.0
 
     def headers_received(
@@ -127,6 +133,7 @@ class _HitOrApplication(httputil.HTTPMessageDelegate):
     ) -> Awaitable[None] | None:
         assert isinstance(start_line, httputil.RequestStartLine)
         self._method, self._path = start_line.method, start_line.path
+        self._forwarded_for = headers.get("X-Forwarded-For")
         self._started = time.perf_counter()
         self._answer = self._owner.hit_answer(start_line, headers)
         if self._answer is not None:
@@ -148,6 +155,7 @@ class _HitOrApplication(httputil.HTTPMessageDelegate):
                 time.perf_counter() - self._started,
                 HIT,
                 answer.output_format,
+                client=self._owner.client_of(self._connection, self._forwarded_for),
             )
             self._connection.write_headers(answer.start, answer.headers, answer.body or None)
             self._connection.finish()

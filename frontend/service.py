@@ -10,24 +10,38 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import logging
+import math
 import time
 
 from common import jobs
 from common.config import Settings
-from common.errors import BrokerUnavailable, QueueFull, ResizeTimeout, StorageUnavailable
+from common.errors import (
+    BadSignature,
+    BrokerUnavailable,
+    ImageServerError,
+    NotAcceptable,
+    QueueFull,
+    ResizeTimeout,
+    StorageUnavailable,
+    TooManyMisses,
+)
 from common.messages import PurgeImage, ResizeJob
 from common.purge import purge_host, purge_store
+from common.signing import verify
 from common.sources import allowed_hosts, check_source_url
 from common.storage import ObjectStore, open_store, output_key
 from common.urls import (
     ImageRequest,
     check_allowed,
     negotiate,
+    output_matches,
     parse_output,
     parse_path,
 )
 from frontend.accounting import HIT, Lookup
 from frontend.cache import CachedFile, OutputCache
+from frontend.clients import MissBudget, client_address, trusted_networks
+from frontend.failures import FailureMemory
 from frontend.popular import Popularity, image_type
 from frontend.rpc import ResizeClient
 
@@ -44,8 +58,11 @@ class ImageService:
         rpc: ResizeClient,
         store: ObjectStore | None,
         popularity: Popularity | None = None,
+        budget: MissBudget | None = None,
     ) -> None:
         self._settings = settings
+        self._budget = budget
+        self._failures = FailureMemory(settings.failure_memory_s)
         self.popularity = popularity
         self._background_queued: dict[str, float] = {}  # cache key -> when (monotonic)
         self._background_tasks: set[asyncio.Task[str]] = set()  # referenced until done
@@ -54,6 +71,7 @@ class ImageService:
         self._store = store
         self._store_pool = concurrent.futures.ThreadPoolExecutor(_STORE_THREADS, "store")
         self.allowed_hosts = allowed_hosts(settings)
+        self._trusted_proxies = trusted_networks(settings.trusted_proxies)
         self._in_flight: dict[str, asyncio.Future[tuple[CachedFile, Lookup]]] = {}
         self.active_requests = 0  # kept by the handler; a graceful stop waits for 0
         self._waiting = 0  # cache misses waiting on a resize, bounded by max_pending_requests
@@ -68,6 +86,33 @@ class ImageService:
             check_source_url(request.source, self.allowed_hosts)
         return request
 
+    def client_of(self, peer: str, forwarded_for: str | None) -> str:
+        """The client of a request from `peer` (see frontend/clients.py)."""
+        return client_address(peer, forwarded_for, self._trusted_proxies)
+
+    def unsigned_allowed(self, request: ImageRequest) -> bool:
+        """May an unsigned request have this output? (allowed_outputs, signing_keys)"""
+        settings = self._settings
+        image_type = f"{request.model}/{request.image_type}"
+        patterns = settings.allowed_outputs_by_type.get(image_type, settings.allowed_outputs)
+        if not patterns:
+            return not settings.signing_keys
+        return output_matches(request.output_name, patterns)
+
+    def authorise(self, request: ImageRequest, signature: str | None, path: str) -> None:
+        """Raise unless this request may have its output: a valid signature (any
+        output), or an output allowed to unsigned requests (406 otherwise, 403
+        with signing_keys)."""
+        settings = self._settings
+        if settings.signing_keys and signature is not None:
+            verify(settings.signing_keys, path, request.source, signature)
+            return
+        if self.unsigned_allowed(request):
+            return
+        if settings.signing_keys:
+            raise BadSignature(f"{request.output_name} needs a signed URL on this server")
+        raise NotAcceptable(f"{request.output_name} is not an output this server makes")
+
     def negotiate(self, request: ImageRequest, accept: str | None) -> ImageRequest:
         """The format served for `request` given its Accept header (auto_formats)."""
         settings = self._settings
@@ -77,13 +122,17 @@ class ImageService:
         """The output if the local cache has it."""
         return self._cache.read(key)
 
-    async def get(self, request: ImageRequest) -> tuple[CachedFile, Lookup]:
+    async def get(
+        self, request: ImageRequest, client: str | None = None
+    ) -> tuple[CachedFile, Lookup]:
         """The output for `request`, from the cache or made now (at most once),
-        and where it came from."""
+        and where it came from. A resize is taken from `client`'s budget (none:
+        work a key authorised)."""
         key = request.cache_key
         cached = self._cache.read(key)
         if cached is not None:
             return cached, HIT
+        self._failures.raise_if_failed(key)
         if self._waiting >= self._settings.max_pending_requests:
             raise QueueFull("this frontend is waiting on too many resizes, retry later")
         self._waiting += 1
@@ -93,16 +142,18 @@ class ImageService:
                 made, lookup = await asyncio.shield(pending)
                 return made, dataclasses.replace(lookup, coalesced=True)
             # The output as written, not read back: the janitor may evict it at once.
-            return await self._produce_once(request)
+            return await self._produce_once(request, client)
         finally:
             self._waiting -= 1
 
-    async def _produce_once(self, request: ImageRequest) -> tuple[CachedFile, Lookup]:
+    async def _produce_once(
+        self, request: ImageRequest, client: str | None
+    ) -> tuple[CachedFile, Lookup]:
         key = request.cache_key
         done: asyncio.Future[tuple[CachedFile, Lookup]] = asyncio.get_running_loop().create_future()
         self._in_flight[key] = done
         try:
-            cached = await self._produce(request)
+            cached = await self._produce(request, client)
             done.set_result(cached)
             return cached
         except BaseException as exc:
@@ -112,7 +163,9 @@ class ImageService:
         finally:
             del self._in_flight[key]
 
-    async def _produce(self, request: ImageRequest) -> tuple[CachedFile, Lookup]:
+    async def _produce(
+        self, request: ImageRequest, client: str | None
+    ) -> tuple[CachedFile, Lookup]:
         deadline = time.monotonic() + self._settings.resize_deadline_s
         lock = self._cache.lock(request.cache_key)
         try:
@@ -128,13 +181,29 @@ class ImageService:
             cached = await self._fill_from_store(request.cache_key)
             if cached is not None:
                 return cached, Lookup("store")
+            self._take_from_budget(client)
             remaining_s = deadline - time.monotonic()
             job = self.job_for(request, remaining_s)
             result = await self._rpc.call(job, remaining_s)
-            result.raise_for_error()
+            try:
+                result.raise_for_error()
+            except ImageServerError as exc:
+                self._failures.remember(request.cache_key, exc)
+                raise
             return self._cache.write(request.cache_key, result.payload), Lookup("miss")
         finally:
             lock.release()
+
+    def _take_from_budget(self, client: str | None) -> None:
+        if client is None or self._budget is None:
+            return
+        wait_s = self._budget.take(client)
+        if wait_s:
+            raise TooManyMisses(
+                f"this client asked for more new outputs than this server makes for one "
+                f"({self._settings.client_miss_rate_per_s:g}/s)",
+                retry_after_s=math.ceil(wait_s),
+            )
 
     async def _fill_from_store(self, cache_key: str) -> CachedFile | None:
         """Copy the output from object storage into the local cache, if it is there."""
@@ -174,6 +243,7 @@ class ImageService:
         """Remove this host's files of the image (a DELETE here, or the purge fanout)."""
         purge_host(self._settings, purge)
         prefix = f"{purge.model}/{purge.image_type}/{purge.id}/"
+        self._failures.forget(prefix)
         for key in [key for key in self._background_queued if key.startswith(prefix)]:
             del self._background_queued[key]
 

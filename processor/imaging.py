@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pyvips
 
-from common.errors import ImageServerError, ImageTooLarge, ResizeTimeout, UnsupportedImage
+from common.errors import (
+    ImageServerError,
+    ImageTooLarge,
+    OutputTooLarge,
+    RenderTooSlow,
+    ResizeTimeout,
+    UnsupportedImage,
+)
 from common.urls import CONTENT_TYPES, Fit
 
 log = logging.getLogger(__name__)
@@ -101,19 +108,46 @@ def geometry(width: int, height: int, rendition: Rendition) -> Geometry:
     return Geometry(resize_width, resize_height, left, top, rendition.width, rendition.height)
 
 
+def _output_size(width: int, height: int, rendition: Rendition) -> tuple[int, int]:
+    """The size of one frame of the output from an upright `width` x `height` original."""
+    if rendition.fit is Fit.NONE:
+        return width, height
+    place = geometry(width, height, rendition)
+    return place.width, place.height
+
+
+def _check_output_pixels(
+    width: int, height: int, frames: int, rendition: Rendition, limits: Limits
+) -> None:
+    pixels = width * height * frames
+    if limits.max_output_pixels and pixels > limits.max_output_pixels:
+        kept = f" x {frames} frames" if frames > 1 else ""
+        raise OutputTooLarge(
+            f"the output would be {width}x{height}{kept} = {pixels} pixels, above "
+            f"max_output_pixels.{rendition.format} ({limits.max_output_pixels})"
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class Limits:
     formats: frozenset[str]  # names from LOADERS
     max_pixels: int  # of one frame, and of every frame an output keeps
     deadline: float  # time.monotonic() past which the work is abandoned
     max_frames: int = 100  # frames an animated output keeps at most
+    # Of the output: width x height x frames kept, before any decode (0: no bound).
+    # Bounds what one encode costs: the AVIF and WebP encoders cannot be stopped
+    # midway, so a deadline alone does not hold for them.
+    max_output_pixels: int = 0
 
 
 def render(original: bytes, rendition: Rendition, limits: Limits) -> bytes:
     """Return `original` resized and encoded as `rendition` asks, within `limits`."""
     with _translated_errors(limits):
         header = _check_header(original, limits)
-        image = _resize_original(original, header, rendition, _frames(header, rendition, limits))
+        frames = _frames(header, rendition, limits)
+        width, height = _output_size(*_upright_size(header), rendition)
+        _check_output_pixels(width, height, frames, rendition, limits)
+        image = _resize_original(original, header, rendition, frames)
         return _render(image, rendition, limits, _lossless(original, header))
 
 
@@ -132,6 +166,7 @@ def render_master(master: Path, rendition: Rendition, limits: Limits) -> bytes |
         place = geometry(source.width, source.height, rendition)
         if place.resize_width > image.width or place.resize_height > image.height:
             return None
+        _check_output_pixels(place.width, place.height, 1, rendition, limits)
         # Resized from the image opened above: a master removed from now on is
         # still read whole (its pages stay mapped until they are released).
         image = image.thumbnail_image(place.resize_width, height=place.resize_height, size="force")
@@ -230,7 +265,7 @@ def _translated_errors(limits: Limits) -> Iterator[None]:
         yield
     except pyvips.Error as exc:
         if time.monotonic() > limits.deadline:
-            raise ResizeTimeout("the resize took longer than job_timeout_s") from exc
+            raise RenderTooSlow() from exc
         # The client learns what is wrong with the original; the log keeps libvips' words.
         log.info("libvips: %s", _first_line(exc))
         raise UnsupportedImage("the original is truncated or corrupt") from exc

@@ -31,7 +31,7 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 from pika.spec import Basic, BasicProperties
 
 from common import amqp, graphite
-from common.config import Settings
+from common.config import Settings, output_pixel_limit
 from common.errors import (
     ImageServerError,
     MessageDecodeError,
@@ -253,7 +253,7 @@ class Processor:
         if background and not job.replace and self._already_stored(job):
             outcome = Outcome(None)  # background work another job (or host) has done
         else:
-            outcome = self.process(job)
+            outcome = self.process(job, background)
         if not _on_pika_thread(delivery, functools.partial(self._answer, delivery, outcome)):
             return  # the connection is gone: RabbitMQ redelivers the job
         if outcome.downloaded_original is not None:
@@ -277,14 +277,17 @@ class Processor:
         upload = UploadJob(key, _ORIGINAL_TYPE, payload=data)
         _on_pika_thread(delivery, functools.partial(self._queue_upload, delivery, upload))
 
-    def _limits(self, job: ResizeJob) -> imaging.Limits:
-        own_deadline = time.monotonic() + self._settings.job_timeout_s
+    def _limits(self, job: ResizeJob, background: bool) -> imaging.Limits:
+        settings = self._settings
+        timeout_s = settings.background_job_timeout_s if background else settings.job_timeout_s
+        own_deadline = time.monotonic() + timeout_s
         client_deadline = time.monotonic() + (job.deadline_epoch_s - time.time())
         return imaging.Limits(
-            formats=frozenset(self._settings.allowed_source_formats),
-            max_pixels=self._settings.max_source_pixels,
+            formats=frozenset(settings.allowed_source_formats),
+            max_pixels=settings.max_source_pixels,
             deadline=min(own_deadline, client_deadline),
-            max_frames=self._settings.max_animation_frames,
+            max_frames=settings.max_animation_frames,
+            max_output_pixels=output_pixel_limit(settings, job.format),
         )
 
     def _resize(self, output_format: str, work: Callable[[], T]) -> T:
@@ -300,8 +303,8 @@ class Processor:
 
         return self._resizer.submit(timed).result()
 
-    def _render(self, job: ResizeJob, rendition: imaging.Rendition) -> _Rendered:
-        limits = self._limits(job)
+    def _render(self, job: ResizeJob, rendition: imaging.Rendition, background: bool) -> _Rendered:
+        limits = self._limits(job, background)
         resize = functools.partial(self._resize, job.format)
         masters = self._masters if rendition.fit is not Fit.NONE else None
         master = masters.existing(job.source_url) if masters is not None else None
@@ -347,7 +350,8 @@ class Processor:
             return made, "original downloaded, asked again: master made first"
         return imaging.render(original, rendition, limits), "original downloaded"
 
-    def process(self, job: ResizeJob) -> Outcome:
+    def process(self, job: ResizeJob, background: bool = False) -> Outcome:
+        """Make `job`'s output (a background job has background_job_timeout_s)."""
         started = time.perf_counter()
         try:
             rendition = imaging.Rendition(
@@ -360,7 +364,7 @@ class Processor:
                 self._settings.enlarge_width,
                 job.quality_target,
             )
-            rendered = self._render(job, rendition)
+            rendered = self._render(job, rendition, background)
         except ImageServerError as exc:
             if isinstance(exc, SourceNotFound):
                 self._graphite.event(graphite.ORIGINAL_UNAVAILABLE)

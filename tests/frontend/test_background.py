@@ -7,10 +7,14 @@ made in the background are found where every host looks for them.
 from __future__ import annotations
 
 import json
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
+import urllib3
+
 from common import amqp
+from common.signing import pregenerate_message, signature
 from common.storage import output_key
 from tests.harness import Origin, Stack, wait_until
 from tests.images import decode, photo
@@ -21,6 +25,21 @@ POPULAR = {
     "popular_min_requests": 10,
     "stats_interval_s": 0.3,
 }
+
+
+PREGENERATE_KEY = "pregenerate-key"
+
+
+def post(
+    stack: Stack, path: str, outputs: str, key: str = PREGENERATE_KEY
+) -> urllib3.BaseHTTPResponse:
+    """POST /<model>/<imageType>/<id>?outputs=..., signed with `key`."""
+    signed = signature(key, pregenerate_message(path, outputs))
+    return post_query(stack, path, outputs=outputs, signature=signed)
+
+
+def post_query(stack: Stack, path: str, **query: str) -> urllib3.BaseHTTPResponse:
+    return stack.get(f"{path}?{urllib.parse.urlencode(query)}", method="POST")
 
 
 def stored(stack: Stack, cache_key: str) -> Path:
@@ -71,12 +90,12 @@ def test_popular_outputs_of_a_new_image_are_made_without_being_asked(
 def test_a_request_does_not_wait_behind_a_flood_of_background_jobs(
     make_stack: Callable[..., Stack], origin: Origin
 ) -> None:
-    stack = make_stack().start(processors=1)
+    stack = make_stack(pregenerate_keys=[PREGENERATE_KEY]).start(processors=1)
     for index in range(3):
         origin.add(f"flood/img/{index}/original.jpg", photo())
     for index in (0, 1):
         outputs = ",".join(f"w{width}.jpg" for width in range(200, 300))
-        answer = stack.get(f"/flood/img/{index}?outputs={outputs}", method="POST")
+        answer = post(stack, f"/flood/img/{index}", outputs)
         assert answer.status == 202
         assert len(json.loads(answer.data)["queued"]) == 99
     waiting = stack.vhost.message_count(amqp.BACKGROUND_QUEUE)
@@ -90,9 +109,9 @@ def test_a_request_does_not_wait_behind_a_flood_of_background_jobs(
 def test_post_makes_the_first_output_now_and_queues_the_rest(
     make_stack: Callable[..., Stack], origin: Origin
 ) -> None:
-    stack = make_stack().start(processors=1, uploader=True)
+    stack = make_stack(pregenerate_keys=[PREGENERATE_KEY]).start(processors=1, uploader=True)
     origin.add("pre/img/1/original.jpg", photo())
-    answer = stack.get("/pre/img/1?outputs=x300.jpg,w500.webp,300x400.jpg", method="POST")
+    answer = post(stack, "/pre/img/1", "x300.jpg,w500.webp,300x400.jpg")
     assert answer.status == 202
     assert answer.headers["Content-Type"] == "application/json"
     assert json.loads(answer.data) == {
@@ -103,16 +122,52 @@ def test_post_makes_the_first_output_now_and_queues_the_rest(
     }
     for key in ("pre/img/1/x300.jpg", "pre/img/1/w500.webp", "pre/img/1/300x400.jpg"):
         wait_until(lambda: stored(stack, key).exists(), what=key)  # noqa: B023
-    again = stack.get("/pre/img/1?outputs=x300.jpg,w500.webp", method="POST")
+    again = post(stack, "/pre/img/1", "x300.jpg,w500.webp")
     assert json.loads(again.data)["existing"] == ["x300.jpg", "w500.webp"]
     assert stack.resizes("pre/img/1/w500.webp") == 1
     # Errors as GET: the original is fetched now.
-    assert stack.get("/pre/img/404?outputs=x300.jpg", method="POST").status == 404
-    assert stack.get("/pre/img/1?outputs=x300.gif", method="POST").status == 406
-    assert stack.get("/pre/img/1?outputs=nonsense", method="POST").status == 400
-    assert stack.get("/pre/img/1", method="POST").status == 400
+    assert post(stack, "/pre/img/404", "x300.jpg").status == 404
+    assert post(stack, "/pre/img/1", "x300.gif").status == 406
+    assert post(stack, "/pre/img/1", "nonsense").status == 400
+    assert post(stack, "/pre/img/1", "").status == 400
     too_many = ",".join(f"w{width}.jpg" for width in range(100, 202))
-    assert stack.get(f"/pre/img/1?outputs={too_many}", method="POST").status == 400
+    assert post(stack, "/pre/img/1", too_many).status == 400
+
+
+def test_post_needs_a_signature_of_its_own_outputs(
+    make_stack: Callable[..., Stack], origin: Origin
+) -> None:
+    """An anonymous client cannot queue background work: POST is signed with
+    pregenerate_keys, over the outputs it names."""
+    origin.add("pre/img/2/original.jpg", photo())
+    closed = make_stack().start(processors=1)
+    refused = post(closed, "/pre/img/2", "x300.jpg")
+    assert refused.status == 403 and b"pre-generation is off" in refused.data
+    stack = make_stack(pregenerate_keys=[PREGENERATE_KEY]).start(processors=1)
+    unsigned = post_query(stack, "/pre/img/2", outputs="x300.jpg")
+    assert unsigned.status == 403
+    assert post(stack, "/pre/img/2", "x300.jpg", key="another-key").status == 403
+    # A signature of one list of outputs does not sign another.
+    signed = signature(PREGENERATE_KEY, pregenerate_message("/pre/img/2", "x300.jpg"))
+    replayed = post_query(stack, "/pre/img/2", outputs="x300.jpg,w900.webp", signature=signed)
+    assert replayed.status == 403
+    assert origin.hits["pre/img/2/original.jpg"] == 0  # nothing was made for any of them
+    assert post(stack, "/pre/img/2", "x300.jpg").status == 202
+
+
+def test_background_jobs_have_a_shorter_deadline_than_requests(
+    make_stack: Callable[..., Stack], origin: Origin
+) -> None:
+    """A background job is abandoned past background_job_timeout_s; the same
+    output asked by a client (job_timeout_s) is made."""
+    origin.add("pre/img/3/original.jpg", photo())
+    stack = make_stack(pregenerate_keys=[PREGENERATE_KEY], background_job_timeout_s=0.001).start(
+        processors=1, uploader=True
+    )
+    assert post(stack, "/pre/img/3", "x300.jpg,w700.webp").status == 202
+    wait_until(lambda: "failed pre/img/3/w700.webp" in stack.log("processor_0"), what="failure")
+    assert not stored(stack, "pre/img/3/w700.webp").exists()
+    assert stack.get("/pre/img/3/w700.webp").status == 200
 
 
 def test_answers_name_their_image_for_a_cdn_purge(stack: Stack, origin: Origin) -> None:
