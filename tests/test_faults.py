@@ -189,7 +189,7 @@ def test_a_job_past_its_timeout_is_abandoned_and_the_worker_survives(
     noise = pyvips.Image.gaussnoise(6000, 6000, sigma=60).cast("uchar")
     big = noise.bandjoin([noise, noise]).copy(interpretation="srgb").jpegsave_buffer(Q=95)
     origin.add("slow/resize/1/original.jpg", big)
-    assert stack.get("/slow/resize/1/full_size.webp").status == 504
+    assert stack.get("/slow/resize/1/full_size.jpg").status == 504
     assert stack.alive()["processor_0"]
     origin.add("slow/resize/2/original.jpg", photo())
     assert stack.get("/slow/resize/2/w100.jpg").status == 200

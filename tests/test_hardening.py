@@ -80,17 +80,21 @@ def test_trickling_sources_do_not_stall_other_misses(
 def test_a_bad_original_is_never_kept(
     make_stack: Callable[..., Stack], origin: Origin, bad: dict[str, object], says: bytes
 ) -> None:
-    stack = make_stack().start(processors=1, uploader=True)
+    stack = make_stack(failure_memory_s=1.0).start(processors=1, uploader=True)
     prefix = new_id(origin, **bad)  # type: ignore[arg-type]
     first = stack.get(f"{prefix}/w100.jpg")
     assert first.status == 415
     assert says in first.data
     assert [p.name for p in files_under(stack.workdir / "originals")] == []
     assert files_under(stack.workdir / "storage") == []
-    # The origin is fixed: the next request asks it again and succeeds.
+    # The origin is fixed. For failure_memory_s the failure is answered from the
+    # frontend's memory, without asking the origin; then the origin is asked again.
     origin.add(f"{prefix.lstrip('/')}/original.jpg", photo())
+    remembered = stack.get(f"{prefix}/w100.jpg")
+    assert remembered.status == 415 and remembered.data == first.data
+    assert origin.hits[f"{prefix.lstrip('/')}/original.jpg"] == 1
+    wait_until(lambda: stack.get(f"{prefix}/w100.jpg").status == 200, what="asked again")
     second = stack.get(f"{prefix}/w100.jpg")
-    assert second.status == 200
     assert decode(second.data).width == 100
     assert origin.hits[f"{prefix.lstrip('/')}/original.jpg"] == 2
 
