@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 NPROC := $(shell nproc)
 ENV ?= development
 
-.PHONY: run restart test lint bench quality soak rabbitmq system-packages test-packages status clean
+.PHONY: run restart test lint bench quality soak abuse rabbitmq system-packages test-packages status clean
 
 $(INSTALLED): pyproject.toml | system-packages
 	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
@@ -58,6 +58,12 @@ soak: $(INSTALLED) rabbitmq
 quality: $(INSTALLED) test-packages
 	bench/setup.sh
 	PATH="$$PATH:/usr/sbin" $(VENV)/bin/python -m bench.quality
+
+# What one anonymous client can make the service do, open versus as shipped (bench/ABUSE.md),
+# about 6 minutes.
+abuse: $(INSTALLED) rabbitmq
+	bench/setup.sh
+	PATH="$$PATH:/usr/sbin" $(VENV)/bin/python -m bench.abuse
 
 # Every frontend, then every processor, ... one at a time: no failed request.
 restart: $(INSTALLED)
