@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import dataclasses
 import itertools
-import json
 import os
 import statistics
 import threading
@@ -40,6 +40,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 IDS_PER_KIND = 6000
 OPEN = {
+    "whitelisted_extensions": ["jpg", "png", "webp", "gif", "avif"],
     "allowed_outputs": [],
     "allow_any_output": True,
     "client_miss_rate_per_s": 0,
@@ -63,7 +64,9 @@ def originals(docroot: Path) -> None:
     grain = pyvips.Image.gaussnoise(7000, 7000, sigma=8, mean=0)
     big = pyvips.Image.new_from_buffer(photo, "").resize(7000 / 1600, vscale=7000 / 1000)
     big = (big + grain).cast("uchar").copy(interpretation="srgb")
-    frames = pyvips.Image.black(16, 1600, bands=3).draw_rect([255, 255, 255], 0, 0, 4, 4)
+    frames = pyvips.Image.black(16, 1600, bands=3)
+    for index in range(100):  # distinct frames: a GIF encoder merges equal ones
+        frames = frames.draw_rect([255, 255, 255], index % 12, index * 16 + index // 12, 4, 4)
     frames = frames.cast("uchar").copy(interpretation="srgb")
     frames.set_type(pyvips.GValue.gint_type, "page-height", 16)
     made = {
@@ -162,31 +165,35 @@ def distinct_outputs(settings: config.Settings) -> int:
     names = set()
     sizes = [f"w{n}" for n in range(1, 1001)] + [f"x{n}" for n in range(1, 1001)] + ["full_size"]
     qualities = [""] + [f"-q{q}" for q in range(1, 101)]
+    formats = settings.whitelisted_extensions
     candidates = itertools.chain(
-        (f"{size}{q}.{ext}" for size in sizes for q in qualities for ext in ("jpg", "png", "webp")),
-        (f"{w}x{h}.{ext}" for w in range(1, 1001) for h in range(1, 1001) for ext in ("jpg",)),
+        (f"{size}{q}.{ext}" for size in sizes for q in qualities for ext in formats),
+        (f"{w}x{h}.{ext}" for w in range(1, 1001) for h in range(1, 1001) for ext in formats),
     )
     for candidate in candidates:
         name = parse_path(f"/a/b/1/{candidate}", None, settings.default_quality).output_name
         if not patterns or output_matches(name, patterns):
             names.add(name)
-    if not patterns:  # WxH in the other formats, counted rather than listed
-        return len(names) + 999_000 * (len(settings.whitelisted_extensions) - 1)
     return len(names)
 
 
 def latency_under_attack(
     ids: Ids, seconds: float, attack: tuple[str, str] | None
 ) -> dict[str, object]:
-    """One ordinary client's misses (w500.jpg of new photos), alone or while 4 clients
+    """Ordinary visitors' misses (w500.jpg of new photos, one at a time, each from an
+    address of its own), alone or while 4 clients
     send `attack` (kind, output) and 5 spend their miss budget on x300.jpg."""
     stop = time.monotonic() + seconds
     ordinary: list[tuple[int, float]] = []
     others: Counter[str] = Counter()
 
-    def ordinary_client() -> None:
-        while time.monotonic() < stop:
-            ordinary.append(get(f"{ids.new('photo')}/w500.jpg", "198.51.100.1"))
+    def ordinary_clients() -> None:
+        """One request at a time, each from a visitor of its own."""
+        for visitor in itertools.count():
+            if time.monotonic() > stop:
+                return
+            address = f"10.{visitor >> 16 & 255}.{visitor >> 8 & 255}.{visitor & 255}"
+            ordinary.append(get(f"{ids.new('photo')}/w500.jpg", address))
 
     def attacker(index: int) -> None:
         assert attack is not None
@@ -200,7 +207,7 @@ def latency_under_attack(
             others[f"spender {status}"] += 1
 
     with concurrent.futures.ThreadPoolExecutor(10) as pool:
-        running = [pool.submit(ordinary_client)]
+        running = [pool.submit(ordinary_clients)]
         if attack is not None:
             running += [pool.submit(attacker, index) for index in range(4)]
             running += [pool.submit(spender, index) for index in range(5)]
@@ -244,8 +251,8 @@ def main() -> None:
     nginx = servers.Nginx(args.work)
     originals(nginx.docroot)
     nginx.start()
-    shipped = json.loads((REPO / "config" / "production.json").read_text())
-    as_shipped = config.from_mapping(shipped)
+    # config/production.json as in git (its object storage is not used here).
+    as_shipped = config.load("production", environ={"IMAGE_SERVER_STORAGE_BACKEND": "filesystem"})
     shipped_keys = {  # what servers.Ours changes for its benchmarks, put back
         key: getattr(as_shipped, key)
         for key in ("allowed_outputs", "allow_any_output", "client_miss_rate_per_s")
@@ -258,7 +265,7 @@ def main() -> None:
     finally:
         nginx.stop()
     counts = {
-        "open": distinct_outputs(config.from_mapping({**shipped, **OPEN})),
+        "open": distinct_outputs(dataclasses.replace(as_shipped, **OPEN)),  # type: ignore[arg-type]
         "shipped": distinct_outputs(as_shipped),
     }
     args.out.write_text(report(results, counts, args.seconds))
@@ -294,9 +301,10 @@ def report(results: dict[str, dict[str, Any]], counts: dict[str, int], seconds: 
         f"- open: {counts['open']:,}",
         f"- shipped: {counts['shipped']:,}",
         "",
-        f"## One ordinary client's misses (w500.jpg of new photos), {seconds:g} s each",
+        f"## Ordinary visitors' misses (w500.jpg of new photos), {seconds:g} s each",
         "",
-        "Alone, then while 4 clients ask the costliest output they may (open: x1000.webp of a",
+        "One request at a time, each from an address of its own. Alone, then while 4 clients",
+        "ask the costliest output they may (open: x1000.webp of a",
         "100-frame 16x16 GIF; shipped: full_size.jpg of a 49 MP original, the costliest output",
         "its allowed_outputs permit) and 5 clients ask x300.jpg of new photos as fast as they can.",
         "",

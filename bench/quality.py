@@ -245,7 +245,8 @@ def main() -> None:
     corpus_dir = args.corpus or corpus.fetch_debian(args.work / "debian")
     originals = corpus.describe(corpus_dir)
     imaging.configure(threads=1)
-    defaults = config.load("production")
+    # Production's encoder settings; its object storage is not used here.
+    defaults = config.load("production", environ={"IMAGE_SERVER_STORAGE_BACKEND": "filesystem"})
 
     nginx = servers.Nginx(args.work)
     (nginx.docroot / "quality").mkdir(parents=True, exist_ok=True)

@@ -10,8 +10,12 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json
+import os
 import re
+import sys
 import typing
+import urllib.parse
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +62,16 @@ class Settings:
     status_port: int = _key(
         7001,
         "Port of the host's status server (program status): page, /status.json, /health, /metrics.",
+    )
+    status_bind_address: str = _key(
+        "127.0.0.1",
+        "Address the status server and the uploader's /health listen on (operators only; a "
+        "load balancer checks GET /health on server_port).",
+    )
+    status_token: str = _key(
+        "",
+        "When set, every status-server path but /health needs `Authorization: Bearer <token>` "
+        "(401 otherwise).",
     )
     whitelisted_extensions: list[str] = _key(
         ["jpg", "png", "webp"], "Output extensions served; others get 406."
@@ -296,6 +310,11 @@ class Settings:
         16_000_000, "Memory each frontend process keeps of recently read outputs (0: none)."
     )
     cache_max_age_s: int = _key(31_536_000, "Cache-Control max-age sent with every image.")
+    error_max_age_s: int = _key(
+        60,
+        "Cache-Control max-age of error answers a CDN may keep a while (4xx but 429); "
+        "429 and 5xx answers are sent with no-store.",
+    )
 
     # Disk budgets of the per-host caches, kept by the janitor program.
     cache_max_bytes: int = _key(
@@ -476,6 +495,11 @@ def _check_values(settings: Settings) -> None:
         )
     if settings.storage_backend not in ("filesystem", "s3"):
         raise ConfigError("config key 'storage_backend' must be 'filesystem' or 's3'")
+    if settings.storage_backend == "s3" and not (settings.s3_access_key and settings.s3_secret_key):
+        raise ConfigError(
+            "config keys 's3_access_key' and 's3_secret_key' must be set for the s3 backend "
+            "(IMAGE_SERVER_S3_SECRET_KEY_FILE...): without them every request is anonymous"
+        )
     if any(delay <= 0 for delay in settings.upload_retry_delays_s):
         raise ConfigError("config key 'upload_retry_delays_s' must hold positive delays")
     for key in ("allowed_private_networks", "trusted_proxies"):
@@ -570,7 +594,36 @@ def check_exposure(settings: Settings, env: str) -> None:
     )
 
 
-def load(env: str, config_dir: Path = DEFAULT_CONFIG_DIR) -> Settings:
+ENV_PREFIX = "IMAGE_SERVER_"
+# IMAGE_SERVER_ variables that are not config keys: read by `make run`, supervisord.conf
+# and the programs' arguments (ENV and CONFIG_DIR).
+PROGRAM_VARIABLES = frozenset({"ENV", "CONFIG_DIR", "FRONTENDS", "PROCESSORS", "DEV_SERVICES"})
+# Keys whose values are never printed (common.config prints them masked).
+SECRETS = frozenset(
+    {
+        "amqp_url",
+        "s3_access_key",
+        "s3_secret_key",
+        "signing_keys",
+        "purge_keys",
+        "pregenerate_keys",
+        "status_token",
+    }
+)
+
+
+def load(
+    env: str, config_dir: Path = DEFAULT_CONFIG_DIR, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """The settings of `env`: each key from the environment (IMAGE_SERVER_<KEY> or
+    IMAGE_SERVER_<KEY>_FILE), else `<config_dir>/<env>.json`, else its default."""
+    return load_with_sources(env, config_dir, environ)[0]
+
+
+def load_with_sources(
+    env: str, config_dir: Path = DEFAULT_CONFIG_DIR, environ: Mapping[str, str] | None = None
+) -> tuple[Settings, dict[str, str]]:
+    """Like load, and where each key's value came from: default, file or a variable."""
     path = Path(config_dir) / f"{env}.json"
     try:
         raw = json.loads(path.read_text())
@@ -580,6 +633,82 @@ def load(env: str, config_dir: Path = DEFAULT_CONFIG_DIR) -> Settings:
         raise ConfigError(f"{path} is not valid JSON: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must hold a JSON object")
+    sources = {name: f"file {path}" for name in raw}
+    for name, (value, variable) in from_environment(os.environ if environ is None else environ):
+        raw[name] = value
+        sources[name] = f"environment {variable}"
     settings = from_mapping(raw)
     check_exposure(settings, env)
-    return settings
+    for field in dataclasses.fields(Settings):
+        sources.setdefault(field.name, "default")
+    return settings, sources
+
+
+def from_environment(environ: Mapping[str, str]) -> list[tuple[str, tuple[Any, str]]]:
+    """(key, (value, variable)) of every IMAGE_SERVER_<KEY>[_FILE] in `environ`; a
+    variable that names no key (a typo in a secret's name) is an error."""
+    hints = typing.get_type_hints(Settings)
+    found: dict[str, tuple[Any, str]] = {}
+    for variable, text in sorted(environ.items()):
+        if not variable.startswith(ENV_PREFIX) or variable[len(ENV_PREFIX) :] in PROGRAM_VARIABLES:
+            continue
+        name = variable[len(ENV_PREFIX) :].lower()
+        if name not in hints and name.endswith("_file") and name[: -len("_file")] in hints:
+            name = name[: -len("_file")]
+            text = _read_secret_file(variable, text)
+        elif name not in hints:
+            raise ConfigError(f"environment variable {variable} names no config key")
+        if name in found:
+            raise ConfigError(f"config key {name!r} is set twice: {found[name][1]} and {variable}")
+        found[name] = (_parse_variable(variable, text, hints[name]), variable)
+    return sorted(found.items())
+
+
+def _read_secret_file(variable: str, path: str) -> str:
+    try:
+        return Path(path).read_text().rstrip("\n")
+    except OSError as exc:
+        raise ConfigError(f"{variable}: cannot read {path}: {exc.strerror}") from exc
+
+
+def _parse_variable(variable: str, text: str, expected: Any) -> Any:
+    """A string key takes the text as it is; any other is the text read as JSON."""
+    if expected is str:
+        return text
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{variable} must be JSON for its key's type, got {text!r}") from exc
+
+
+def masked(name: str, value: Any) -> Any:
+    """`value` as it may be printed: a secret shows only whether it is set."""
+    if name not in SECRETS or not value:
+        return value
+    if name == "amqp_url":  # the address is useful, the password is not
+        parts = urllib.parse.urlsplit(value)
+        if parts.password:
+            host = parts.netloc.rsplit("@", 1)[1]
+            return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+        return value
+    return ["***"] * len(value) if isinstance(value, list) else "***"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Print the effective config of an environment, each key with its source."""
+    from common import program
+
+    parser = program.argument_parser("Check a config and print it, secrets masked")
+    args = parser.parse_args(argv)
+    try:
+        settings, sources = load_with_sources(args.env, args.config_dir)
+    except ConfigError as exc:
+        sys.exit(f"configuration error: {exc.message}")
+    print(f"# environment {args.env!r}, config directory {args.config_dir}")
+    for field in dataclasses.fields(Settings):
+        value = masked(field.name, getattr(settings, field.name))
+        print(f"{field.name} = {json.dumps(value)}  # {sources[field.name]}")
+
+
+if __name__ == "__main__":
+    main()

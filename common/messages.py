@@ -118,17 +118,20 @@ class ResizeResult(_Message):
     error_name: str = ""
     error_message: str = ""
     payload: bytes = b""
+    # Seconds of the processor's resize thread the job took (what the client's miss cost).
+    resize_s: float = 0.0
 
     @classmethod
-    def success(cls, content_type: str, data: bytes) -> ResizeResult:
-        return cls(content_type=content_type, payload=data)
+    def success(cls, content_type: str, data: bytes, resize_s: float = 0.0) -> ResizeResult:
+        return cls(content_type=content_type, payload=data, resize_s=resize_s)
 
     @classmethod
-    def failure(cls, error: ImageServerError) -> ResizeResult:
-        return cls(error_name=type(error).__name__, error_message=error.message)
+    def failure(cls, error: ImageServerError, resize_s: float = 0.0) -> ResizeResult:
+        return cls(error_name=type(error).__name__, error_message=error.message, resize_s=resize_s)
 
     def validate(self) -> None:
         _require(bool(self.content_type) != bool(self.error_name), "content_type xor error")
+        _require(isinstance(self.resize_s, (int, float)) and self.resize_s >= 0, "resize_s")
 
     def raise_for_error(self) -> None:
         if self.error_name:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -19,9 +20,17 @@ from common.errors import ConfigError
 def argument_parser(description: str) -> argparse.ArgumentParser:
     """The options every program takes; a program may add its own."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("-e", "--env", default="development", help="config/<env>.json to load")
     parser.add_argument(
-        "--config-dir", type=Path, default=config.DEFAULT_CONFIG_DIR, help="where <env>.json is"
+        "-e",
+        "--env",
+        default=os.environ.get("IMAGE_SERVER_ENV", "development"),
+        help="config/<env>.json to load (default: IMAGE_SERVER_ENV, else development)",
+    )
+    parser.add_argument(
+        "--config-dir",
+        type=Path,
+        default=Path(os.environ.get("IMAGE_SERVER_CONFIG_DIR", config.DEFAULT_CONFIG_DIR)),
+        help="where <env>.json is (default: IMAGE_SERVER_CONFIG_DIR, else the checkout's config/)",
     )
     parser.add_argument(
         "--process-num", type=int, default=0, help="index of this process (supervisord numprocs)"

@@ -10,7 +10,7 @@ from typing import Any
 
 import tornado.web
 
-from common import graphite
+from common import graphite, host_health
 from common.config import Settings
 from common.errors import BadRequest, Forbidden, ImageServerError
 from common.graphite import Graphite
@@ -174,6 +174,7 @@ class ImageHandler(tornado.web.RequestHandler):
         for header in ("Content-Length", "ETag", "Last-Modified", "Cache-Control"):
             self.clear_header(header)
         self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.set_header("Cache-Control", error_cache_control(self.get_status(), self.config))
         if error is not None and error.retryable:
             self.set_header("Retry-After", str(error.retry_after_s))
         body = (message + "\n").encode()
@@ -190,10 +191,43 @@ class ImageHandler(tornado.web.RequestHandler):
             super().log_exception(typ, value, tb)
 
 
+def error_cache_control(status: int, settings: Settings) -> str:
+    """How long a CDN may keep an error: a while for what a retry would not change,
+    never for 429 and 5xx (a deploy, an outage, a busy host)."""
+    if status == 429 or status >= 500:
+        return "no-store"
+    return f"public, max-age={settings.error_max_age_s}"
+
+
 def _app_error(exc_info: Any) -> ImageServerError | None:
     if exc_info and isinstance(exc_info[1], ImageServerError):
         return exc_info[1]
     return None
+
+
+class PublicHealthHandler(tornado.web.RequestHandler):
+    """`GET`/`HEAD /health` on the public port, for a load balancer: 200 or 503, the
+    status server's last verdict (common/host_health.py), no detail."""
+
+    def initialize(self, settings: Settings) -> None:
+        self.config = settings
+
+    def set_default_headers(self) -> None:
+        self.set_header(*NO_SNIFF)
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+
+    def get(self) -> None:
+        self.finish(b"ok\n" if self._check() else b"unhealthy\n")
+
+    def head(self) -> None:
+        self._check()
+        self.finish()
+
+    def _check(self) -> bool:
+        healthy = host_health.healthy(self.config)
+        self.set_status(200 if healthy else 503)
+        return healthy
 
 
 def make_app(
@@ -208,7 +242,10 @@ def make_app(
     return tornado.web.Application(
         # Every request target goes to ImageHandler, `*` and relative ones
         # included: one that is not in the grammar is its plain-text 400.
-        [(r"/.*", ImageHandler, handler_args)],
+        [
+            (r"/health", PublicHealthHandler, {"settings": settings}),
+            (r"/.*", ImageHandler, handler_args),
+        ],
         default_handler_class=ImageHandler,
         default_handler_args=handler_args,
         compress_response=False,

@@ -13,6 +13,8 @@ its own bytes. Only resizes take from it: a miss costs far more than a lock.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import ipaddress
@@ -20,6 +22,7 @@ import mmap
 import os
 import struct
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -55,6 +58,11 @@ def _as_client(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
     return str(address)
 
 
+@dataclasses.dataclass
+class _Slot:
+    spent: float  # resizes taken and not yet refilled
+
+
 class MissBudget:
     """Token buckets of resizes per client, in a file shared by the host's frontends.
 
@@ -79,18 +87,30 @@ class MissBudget:
     def take(self, client: str) -> float:
         """Take one resize from `client`'s budget: 0.0 when it may, else the seconds
         until it may again (nothing is taken then)."""
+        with self._slot(client) as slot:
+            if slot.spent + 1.0 <= self._burst:
+                slot.spent += 1.0
+                return 0.0
+            return (slot.spent + 1.0 - self._burst) / self._rate_per_s
+
+    def charge(self, client: str, misses: float) -> None:
+        """Take `misses` more from `client`'s budget (a resize that cost more than one),
+        into debt if need be: the client waits until the refill has paid it back."""
+        with self._slot(client) as slot:
+            slot.spent += misses
+
+    @contextlib.contextmanager
+    def _slot(self, client: str) -> Iterator[_Slot]:
+        """`client`'s bucket, refilled up to now, locked; written back on exit."""
         digest = hashlib.blake2b(client.encode(), digest_size=8).digest()
         offset = int.from_bytes(digest, "big") % self.SLOTS * self._SLOT.size
         fcntl.lockf(self._fd, fcntl.LOCK_EX, self._SLOT.size, offset)
         try:
             spent, counted_s = self._SLOT.unpack_from(self._map, offset)
             now = time.time()
-            spent = max(0.0, spent - max(0.0, now - counted_s) * self._rate_per_s)
-            if spent + 1.0 <= self._burst:
-                self._SLOT.pack_into(self._map, offset, spent + 1.0, now)
-                return 0.0
-            self._SLOT.pack_into(self._map, offset, spent, now)
-            return float(spent + 1.0 - self._burst) / self._rate_per_s
+            slot = _Slot(max(0.0, spent - max(0.0, now - counted_s) * self._rate_per_s))
+            yield slot
+            self._SLOT.pack_into(self._map, offset, slot.spent, now)
         finally:
             fcntl.lockf(self._fd, fcntl.LOCK_UN, self._SLOT.size, offset)
 

@@ -47,7 +47,10 @@ from frontend.rpc import ResizeClient
 
 log = logging.getLogger(__name__)
 _LOCK_POLL_S = 0.02
-_STORE_THREADS = 8  # the object store client blocks: a small pool keeps it off the loop
+_STORE_THREADS = 8
+# A miss is one resize of up to this long on a processor; a longer one (a full_size
+# of a large original, an AVIF) costs its client one more miss per such slice.
+RESIZE_S_PER_MISS = 0.25  # the object store client blocks: a small pool keeps it off the loop
 
 
 class ImageService:
@@ -185,6 +188,7 @@ class ImageService:
             remaining_s = deadline - time.monotonic()
             job = self.job_for(request, remaining_s)
             result = await self._rpc.call(job, remaining_s)
+            self._charge_for(client, result.resize_s)
             try:
                 result.raise_for_error()
             except ImageServerError as exc:
@@ -204,6 +208,12 @@ class ImageService:
                 f"({self._settings.client_miss_rate_per_s:g}/s)",
                 retry_after_s=math.ceil(wait_s),
             )
+
+    def _charge_for(self, client: str | None, resize_s: float) -> None:
+        """A resize longer than RESIZE_S_PER_MISS costs its client more misses."""
+        extra = resize_s / RESIZE_S_PER_MISS - 1.0
+        if client is not None and self._budget is not None and extra > 0:
+            self._budget.charge(client, extra)
 
     async def _fill_from_store(self, cache_key: str) -> CachedFile | None:
         """Copy the output from object storage into the local cache, if it is there."""

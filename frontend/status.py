@@ -10,6 +10,7 @@ disk figures sampled here.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import signal
@@ -25,7 +26,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from common import program
+from common import host_health, program
 from common.config import Settings
 from frontend import status_page
 from frontend.answers import NO_SNIFF
@@ -70,32 +71,67 @@ class SampledFigures(Collector):
         yield from (messages, consumers, used, budget, up)
 
 
+class Rendered:
+    """The page and /status.json of the latest sample, made once per sample however
+    many clients load them: loading the page cannot slow /health down."""
+
+    def __init__(self, host: HostFigures, interval_s: float) -> None:
+        self._host = host
+        self._interval_s = interval_s
+        self._sampled_at: float | None = None
+        self.json = b""
+        self.page = b""
+
+    def fresh(self) -> Rendered:
+        latest = self._host.latest
+        if latest.at != self._sampled_at:
+            figures: dict[str, Any] = report(self._host, self._interval_s)
+            self.json = json.dumps(figures).encode()
+            self.page = status_page.render(figures, socket.gethostname()).encode()
+            self._sampled_at = latest.at
+        return self
+
+
 class _Handler(tornado.web.RequestHandler):
     def initialize(
-        self, settings: Settings, host: HostFigures, registry: CollectorRegistry
+        self,
+        settings: Settings,
+        host: HostFigures,
+        registry: CollectorRegistry,
+        rendered: Rendered,
     ) -> None:
         self.config = settings
         self.host = host
         self.registry = registry
+        self.rendered = rendered
 
     def set_default_headers(self) -> None:
         self.set_header(*NO_SNIFF)
         self.set_header("Cache-Control", "no-store")
 
-    def report(self) -> dict[str, Any]:
-        return report(self.host, self.config.status_interval_s)
+    def prepare(self) -> None:
+        """With status_token, every path but /health needs it as a bearer token."""
+        token = self.config.status_token
+        if not token or isinstance(self, HealthHandler):
+            return
+        given = self.request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            self.set_status(401)
+            self.set_header("WWW-Authenticate", 'Bearer realm="image-server status"')
+            self.set_header("Content-Type", "text/plain; charset=utf-8")
+            self.finish("this status server needs Authorization: Bearer <status_token>\n")
 
 
 class PageHandler(_Handler):
     def get(self) -> None:
         self.set_header("Content-Type", "text/html; charset=utf-8")
-        self.finish(status_page.render(self.report(), socket.gethostname()))
+        self.finish(self.rendered.fresh().page)
 
 
 class JsonHandler(_Handler):
     def get(self) -> None:
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(self.report()))
+        self.finish(self.rendered.fresh().json)
 
 
 class HealthHandler(_Handler):
@@ -105,6 +141,11 @@ class HealthHandler(_Handler):
         if problem is not None:
             self.set_status(503)
         self.finish(json.dumps({"healthy": problem is None, "reason": problem}))
+
+    def head(self) -> None:
+        problem = health(self.host.latest, time.time(), self.config.status_interval_s)
+        self.set_status(200 if problem is None else 503)
+        self.finish()
 
 
 class MetricsHandler(_Handler):
@@ -120,7 +161,8 @@ def make_app(settings: Settings, host: HostFigures) -> tornado.web.Application:
     registry = CollectorRegistry()
     MultiProcessCollector(registry, str(settings.metrics_dir))
     registry.register(SampledFigures(host))
-    args = {"settings": settings, "host": host, "registry": registry}
+    rendered = Rendered(host, settings.status_interval_s)
+    args = {"settings": settings, "host": host, "registry": registry, "rendered": rendered}
     return tornado.web.Application(
         [
             (r"/", PageHandler, args),
@@ -132,16 +174,27 @@ def make_app(settings: Settings, host: HostFigures) -> tornado.web.Application:
     )
 
 
+async def publish_health(settings: Settings, host: HostFigures) -> None:
+    """Write the host's verdict for the frontends' public /health (common/host_health.py)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        problem = health(host.latest, time.time(), settings.status_interval_s)
+        await loop.run_in_executor(None, host_health.publish, settings, problem is None)
+        await asyncio.sleep(settings.status_interval_s)
+
+
 async def serve(settings: Settings) -> None:
     host = HostFigures(settings)
     await asyncio.get_running_loop().run_in_executor(None, host.start)
     server = tornado.httpserver.HTTPServer(make_app(settings, host))
-    server.listen(settings.status_port, settings.bind_address)
-    log.info("status server on %s:%d", settings.bind_address, settings.status_port)
+    server.listen(settings.status_port, settings.status_bind_address)
+    log.info("status server on %s:%d", settings.status_bind_address, settings.status_port)
+    publishing = asyncio.create_task(publish_health(settings, host))
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(signum, stop.set)
     await stop.wait()
+    publishing.cancel()
     server.stop()
     await asyncio.get_running_loop().run_in_executor(None, host.stop)
 

@@ -73,6 +73,13 @@ class _Rendered:
     how: str  # for the job's log line: what the output was made from
 
 
+@dataclasses.dataclass
+class _ResizeTime:
+    """Seconds one job spent on the resize thread (its ResizeResult says, for budgets)."""
+
+    seconds: float = 0.0
+
+
 @dataclasses.dataclass(frozen=True)
 class _Delivery:
     """What pika's thread needs to answer one job."""
@@ -290,7 +297,7 @@ class Processor:
             max_output_pixels=output_pixel_limit(settings, job.format),
         )
 
-    def _resize(self, output_format: str, work: Callable[[], T]) -> T:
+    def _resize(self, output_format: str, spent: _ResizeTime, work: Callable[[], T]) -> T:
         """Run `work` on the resize thread (in arrival order) and wait for it."""
         seconds = self._figures.resize_seconds.labels(output_format)
 
@@ -299,13 +306,21 @@ class Processor:
             try:
                 return work()
             finally:
-                seconds.observe(time.perf_counter() - started)
+                took_s = time.perf_counter() - started
+                seconds.observe(took_s)
+                spent.seconds += took_s
 
         return self._resizer.submit(timed).result()
 
-    def _render(self, job: ResizeJob, rendition: imaging.Rendition, background: bool) -> _Rendered:
+    def _render(
+        self,
+        job: ResizeJob,
+        rendition: imaging.Rendition,
+        background: bool,
+        spent: _ResizeTime,
+    ) -> _Rendered:
         limits = self._limits(job, background)
-        resize = functools.partial(self._resize, job.format)
+        resize = functools.partial(self._resize, job.format, spent)
         masters = self._masters if rendition.fit is not Fit.NONE else None
         master = masters.existing(job.source_url) if masters is not None else None
         if master is not None:
@@ -352,6 +367,7 @@ class Processor:
 
     def process(self, job: ResizeJob, background: bool = False) -> Outcome:
         """Make `job`'s output (a background job has background_job_timeout_s)."""
+        spent = _ResizeTime()
         started = time.perf_counter()
         try:
             rendition = imaging.Rendition(
@@ -364,12 +380,12 @@ class Processor:
                 self._settings.enlarge_width,
                 job.quality_target,
             )
-            rendered = self._render(job, rendition, background)
+            rendered = self._render(job, rendition, background, spent)
         except ImageServerError as exc:
             if isinstance(exc, SourceNotFound):
                 self._graphite.event(graphite.ORIGINAL_UNAVAILABLE)
             self._job_done(job, started, type(exc).__name__, 0, exc.message)
-            return Outcome(ResizeResult.failure(exc))
+            return Outcome(ResizeResult.failure(exc, spent.seconds))
         except Exception as exc:  # a bug must cost one job, never the worker
             log.exception("job %s crashed", job.cache_key)
             error = ImageServerError(f"internal error ({type(exc).__name__})")
@@ -381,7 +397,7 @@ class Processor:
         upload = UploadJob(output_key(self._settings, job.cache_key), content_type, payload=data)
         self._graphite.event(graphite.IMAGE_REQUEST)
         self._graphite.event(f"{graphite.IMAGE_REQUEST}.{job.format}")
-        result = ResizeResult.success(content_type, data)
+        result = ResizeResult.success(content_type, data, spent.seconds)
         return Outcome(result, upload, rendered.downloaded_original)
 
     def _job_done(

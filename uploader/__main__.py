@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     figures = UploaderFigures()
     store = open_store(settings)
     health = Health()
-    server = serve(health, settings.bind_address, settings.uploader_health_port)
+    server = serve(health, settings.status_bind_address, settings.uploader_health_port)
     try:
         store.prepare()
         health.storage_ok()

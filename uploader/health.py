@@ -12,6 +12,8 @@ import http.server
 import json
 import threading
 
+_IDLE_TIMEOUT_S = 5.0
+
 
 class Health:
     def __init__(self) -> None:
@@ -51,15 +53,27 @@ def serve(health: Health, address: str, port: int) -> http.server.ThreadingHTTPS
     """Answer /health on a daemon thread; returns the server (shut it down to stop)."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
+        # An idle or trickling client is dropped after this long: each connection
+        # holds a thread, and a check must never wait behind a thousand of them.
+        timeout = _IDLE_TIMEOUT_S
+
         def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
+            self._answer(include_body=True)
+
+        def do_HEAD(self) -> None:  # noqa: N802
+            self._answer(include_body=False)
+
+        def _answer(self, include_body: bool) -> None:
             status, body = health.report() if self.path == "/health" else (404, {})
             data = json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.send_header("X-Content-Type-Options", "nosniff")
+            self.send_header("Cache-Control", "no-store")
             self.end_headers()
-            self.wfile.write(data)
+            if include_body:
+                self.wfile.write(data)
 
         def log_message(self, format: str, *args: object) -> None:
             return  # health checks every few seconds would flood the log

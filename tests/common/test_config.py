@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import urllib.parse
@@ -16,9 +17,17 @@ from tests.harness import REPO, management
 MINIMAL = {"source_domain": "http://127.0.0.1/", "local_base_path": "c", "originals_path": "o"}
 
 
+# What an operator gives production from the environment (config/production.json holds no secret).
+PRODUCTION_SECRETS = {"IMAGE_SERVER_S3_ACCESS_KEY": "key", "IMAGE_SERVER_S3_SECRET_KEY": "secret"}
+
+
+def load_shipped(env: str) -> config.Settings:
+    return config.load(env, environ=PRODUCTION_SECRETS if env == "production" else {})
+
+
 @pytest.mark.parametrize("env", ["development", "test", "production"])
 def test_shipped_configs_load(env: str) -> None:
-    settings = config.load(env)
+    settings = load_shipped(env)
     assert settings.server_port > 0
     assert "jpg" in settings.whitelisted_extensions
 
@@ -81,7 +90,7 @@ def test_a_program_with_a_bad_key_stops_at_start_naming_it(tmp_path: Path, progr
 
 
 def vhost_of(env: str) -> str:
-    return urllib.parse.unquote(urllib.parse.urlsplit(config.load(env).amqp_url).path[1:])
+    return urllib.parse.unquote(urllib.parse.urlsplit(load_shipped(env).amqp_url).path[1:])
 
 
 def test_each_environment_has_a_vhost_of_its_own() -> None:
@@ -141,3 +150,127 @@ def test_the_sample_origin_and_seaweedfs_start_only_in_development(tmp_path: Pat
         assert autostarts(tmp_path, "false")[program] is False
         assert autostarts(tmp_path, "true")[program] is True
     assert autostarts(tmp_path, "false")["uploader"] is True
+
+
+# --- keys from the environment ------------------------------------------------------
+
+
+def test_production_in_git_holds_no_secret_and_no_default() -> None:
+    shipped = json.loads((REPO / "config" / "production.json").read_text())
+    defaults = {name: default for name, _type, default, _meaning in config.describe()}
+    assert [key for key in shipped if shipped[key] == defaults[key]] == []
+    assert [key for key in shipped if key in config.SECRETS and key != "amqp_url"] == []
+    assert urllib.parse.urlsplit(shipped["amqp_url"]).password is None
+
+
+def test_production_without_storage_keys_refuses_to_start() -> None:
+    with pytest.raises(ConfigError, match="s3_secret_key"):
+        config.load("production", environ={})
+
+
+def test_every_key_can_come_from_the_environment(tmp_path: Path) -> None:
+    (tmp_path / "e.json").write_text(json.dumps({**MINIMAL, "maximum_width": 800}))
+    secret = tmp_path / "secret"
+    secret.write_text("from-a-file\n")
+    environ = {
+        "IMAGE_SERVER_SIGNING_KEYS": '["k1", "k2"]',  # JSON for a list
+        "IMAGE_SERVER_MAXIMUM_WIDTH": "1200",  # the environment before the file
+        "IMAGE_SERVER_S3_SECRET_KEY_FILE": str(secret),  # Docker/Kubernetes secrets
+        "IMAGE_SERVER_S3_ACCESS_KEY": "[not json]",  # a string key takes the text as it is
+        "IMAGE_SERVER_FRONTENDS": "4",  # read by make run, not a key
+        "OTHER_VARIABLE": "x",
+    }
+    settings, sources = config.load_with_sources("e", tmp_path, environ)
+    assert settings.signing_keys == ["k1", "k2"]
+    assert settings.maximum_width == 1200
+    assert settings.s3_secret_key == "from-a-file"
+    assert settings.s3_access_key == "[not json]"
+    assert settings.local_base_path == "c"
+    assert sources["maximum_width"] == "environment IMAGE_SERVER_MAXIMUM_WIDTH"
+    assert sources["s3_secret_key"] == "environment IMAGE_SERVER_S3_SECRET_KEY_FILE"
+    assert sources["local_base_path"] == f"file {tmp_path / 'e.json'}"
+    assert sources["server_port"] == "default"
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"IMAGE_SERVER_SIGNING_KEY": '["k"]'}, "IMAGE_SERVER_SIGNING_KEY names no config key"),
+        ({"IMAGE_SERVER_MAXIMUM_WIDTH": "wide"}, "IMAGE_SERVER_MAXIMUM_WIDTH must be JSON"),
+        ({"IMAGE_SERVER_MAXIMUM_WIDTH": '"800"'}, "maximum_width"),  # JSON, but a string
+        ({"IMAGE_SERVER_PURGE_KEYS_FILE": "/nonexistent/file"}, "IMAGE_SERVER_PURGE_KEYS_FILE"),
+        (
+            {"IMAGE_SERVER_STATUS_TOKEN": "a", "IMAGE_SERVER_STATUS_TOKEN_FILE": "/etc/hostname"},
+            "set twice",
+        ),
+    ],
+)
+def test_bad_variables_are_named(tmp_path: Path, environ: dict[str, str], named: str) -> None:
+    (tmp_path / "e.json").write_text(json.dumps(MINIMAL))
+    with pytest.raises(ConfigError, match=named):
+        config.load("e", tmp_path, environ)
+
+
+def run_config_tool(tmp_path: Path, env: str, **variables: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("IMAGE_SERVER_")}
+    return subprocess.run(
+        [sys.executable, "-m", "common.config", "-e", env],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**environ, **variables},
+    )
+
+
+def test_the_config_tool_prints_each_value_and_its_source_with_secrets_masked(
+    tmp_path: Path,
+) -> None:
+    done = run_config_tool(
+        tmp_path,
+        "production",
+        IMAGE_SERVER_S3_ACCESS_KEY="prod-access",
+        IMAGE_SERVER_S3_SECRET_KEY="prod-secret-value",
+        IMAGE_SERVER_AMQP_URL="amqp://app:amqp-password@rabbit:5672/image-server-production",
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert 's3_secret_key = "***"  # environment IMAGE_SERVER_S3_SECRET_KEY' in lines
+    assert "server_port = 7000  # default" in lines
+    assert any(line.startswith('storage_backend = "s3"  # file ') for line in lines)
+    assert "amqp://app:***@rabbit:5672/image-server-production" in done.stdout
+    assert "prod-secret-value" not in done.stdout and "amqp-password" not in done.stdout
+
+
+def test_the_config_tool_names_the_bad_key_and_fails(tmp_path: Path) -> None:
+    done = run_config_tool(
+        tmp_path, "production", **PRODUCTION_SECRETS, IMAGE_SERVER_DEFAULT_QUALITY='{"jxl": 70}'
+    )
+    assert done.returncode != 0
+    assert "default_quality.jxl" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_environment_and_config_dir_come_from_variables(tmp_path: Path) -> None:
+    (tmp_path / "staging.json").write_text(json.dumps({**MINIMAL, "allow_any_output": True}))
+    done = run_config_tool(
+        tmp_path, "staging", IMAGE_SERVER_CONFIG_DIR=str(tmp_path), IMAGE_SERVER_ENV="staging"
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"# environment 'staging', config directory {tmp_path}" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("raw", "named"),
+    [
+        ({**MINIMAL, "whitelisted_extensions": ["jpg", "jxl"]}, "whitelisted_extensions"),
+        ({**MINIMAL, "default_quality": {"jxl": 70}}, "default_quality.jxl"),
+        ({**MINIMAL, "storage_backend": "s3"}, "s3_access_key"),
+        ({**MINIMAL, "allowed_outputs": ["w500.jpg", "../x"]}, "allowed_outputs"),
+        ({**MINIMAL, "allowed_outputs_by_type": {"avatar": ["x50.*"]}}, "allowed_outputs_by_type"),
+        ({**MINIMAL, "trusted_proxies": ["10.0.0.0/33"]}, "trusted_proxies"),
+        ({**MINIMAL, "max_output_pixels": {"avif": 0}}, "max_output_pixels.avif"),
+    ],
+)
+def test_what_the_service_cannot_make_is_refused_at_start(raw: dict[str, Any], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        config.from_mapping(raw)

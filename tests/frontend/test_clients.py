@@ -60,3 +60,12 @@ def test_processes_share_one_budget(tmp_path: Path) -> None:
     for worker in workers:
         worker.join(30)
     assert sum(granted.get(timeout=5) for _ in workers) == 50
+
+
+def test_a_costly_resize_is_charged_as_several_misses(tmp_path: Path) -> None:
+    budget = MissBudget(tmp_path / "budgets", rate_per_s=1.0, burst=5)
+    assert budget.take("a") == 0.0
+    budget.charge("a", 7.0)  # 8 spent of 5: in debt
+    wait_s = budget.take("a")
+    assert 3.9 < wait_s <= 4.0  # 8 + 1 - 5 at 1/s
+    assert budget.take("b") == 0.0

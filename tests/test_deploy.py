@@ -1,0 +1,129 @@
+"""Safe to deploy: operator ports closed by default, a public health check, errors a
+CDN keeps only when it should, keys from the environment (real programs)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.harness import Origin, Stack, wait_until
+from tests.images import photo
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses something listens on at `port` (from /proc/net/tcp)."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, port_hex = local.split(":")
+        if state == "0A" and int(port_hex, 16) == port:  # LISTEN
+            found.add(socket.inet_ntoa(bytes.fromhex(address)[::-1]))
+    return found
+
+
+def test_operator_ports_listen_on_loopback_while_the_public_port_is_open(
+    make_stack: Callable[..., Stack],
+) -> None:
+    stack = make_stack(bind_address="0.0.0.0").start(processors=1, uploader=True, status=True)
+    assert listening_addresses(stack.config["server_port"]) == {"0.0.0.0"}
+    assert listening_addresses(stack.config["status_port"]) == {"127.0.0.1"}
+    assert listening_addresses(stack.config["uploader_health_port"]) == {"127.0.0.1"}
+
+
+def test_status_token_guards_everything_but_health(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack(status_token="operator-token").start(processors=1, status=True)
+    for path in ("/", "/status.json", "/metrics"):
+        refused = stack.http.request("GET", stack.status_url + path)
+        assert refused.status == 401, path
+        assert refused.headers["WWW-Authenticate"].startswith("Bearer")
+        wrong = {"Authorization": "Bearer operator-tokeN"}
+        assert stack.http.request("GET", stack.status_url + path, headers=wrong).status == 401
+        right = {"Authorization": "Bearer operator-token"}
+        assert stack.http.request("GET", stack.status_url + path, headers=right).status == 200
+    wait_until(
+        lambda: stack.http.request("GET", f"{stack.status_url}/health").status == 200,
+        what="/health without a token",
+    )
+    assert stack.http.request("HEAD", f"{stack.status_url}/health").status == 200
+
+
+def test_the_public_port_answers_a_load_balancers_health_check(
+    make_stack: Callable[..., Stack],
+) -> None:
+    stack = make_stack().start(processors=1)
+    # No status server yet: nobody has checked this host, so it is not healthy.
+    assert stack.get("/health").status == 503
+    assert stack.get("/health", method="HEAD").status == 503
+    stack.start_status()
+    wait_until(lambda: stack.get("/health").status == 200, what="healthy on the public port")
+    answer = stack.get("/health")
+    assert answer.data == b"ok\n" and answer.headers["Cache-Control"] == "no-store"
+    assert stack.get("/health", method="HEAD").status == 200
+    # The status server says no processor consumes image.resize: so does the public port.
+    stack.kill("processor_0")
+    wait_until(lambda: stack.get("/health").status == 503, what="unhealthy on the public port")
+    assert stack.get("/health").data == b"unhealthy\n"  # no detail for the network
+
+
+def test_the_uploader_health_answers_head_and_drops_idle_connections(
+    make_stack: Callable[..., Stack],
+) -> None:
+    stack = make_stack().start(processors=0, uploader=True)
+    url = f"http://127.0.0.1:{stack.config['uploader_health_port']}/health"
+    assert stack.http.request("HEAD", url).status in (200, 503)
+    idle = [
+        socket.create_connection(("127.0.0.1", stack.config["uploader_health_port"]))
+        for _ in range(50)
+    ]
+    try:
+        assert stack.http.request("GET", url, timeout=5).status in (200, 503)
+        idle[0].settimeout(30)
+        assert idle[0].recv(1) == b""  # closed by the server, not held forever
+    finally:
+        for connection in idle:
+            connection.close()
+
+
+# --- errors and Cache-Control -------------------------------------------------------
+
+
+@pytest.fixture
+def shop(make_stack: Callable[..., Stack], origin: Origin) -> Stack:
+    origin.add("deploy/img/1/original.jpg", photo())
+    return make_stack(error_max_age_s=42, client_miss_rate_per_s=0.001, client_miss_burst=1).start(
+        processors=1
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/deploy/img/1/random.jpg", 400),
+        ("/deploy/img/404/w100.jpg", 404),
+        ("/deploy/img/1/w100.pdf", 406),
+        ("/deploy/img/1/w5000.jpg", 406),
+    ],
+)
+def test_client_errors_may_be_kept_a_short_while(shop: Stack, path: str, status: int) -> None:
+    answer = shop.get(path)
+    assert answer.status == status
+    assert answer.headers["Cache-Control"] == "public, max-age=42"
+
+
+def test_a_busy_answer_is_never_kept(shop: Stack) -> None:
+    assert shop.get("/deploy/img/1/w100.jpg").status == 200  # the one miss of the budget
+    hit = shop.get("/deploy/img/1/w100.jpg")
+    assert hit.headers["Cache-Control"] == "public, max-age=31536000"  # the fast path's
+    busy = shop.get("/deploy/img/1/w101.jpg")
+    assert busy.status == 429 and busy.headers["Cache-Control"] == "no-store"
+
+
+def test_a_down_origin_answer_is_not_kept(make_stack: Callable[..., Stack], origin: Origin) -> None:
+    stack = make_stack(error_max_age_s=42).start(processors=1)
+    origin.add("deploy/img/2/original.jpg", b"", status=500)
+    answer = stack.get("/deploy/img/2/w100.jpg")
+    assert answer.status == 502
+    assert answer.headers["Cache-Control"] == "no-store"
