@@ -144,6 +144,24 @@ class Settings:
         "link-local... (development and tests need 127.0.0.0/8).",
     )
     max_source_redirects: int = _key(5, "Redirects followed when fetching an original.")
+    allowed_source_ports: list[int] = _key(
+        [80, 443],
+        "Ports a source URL may name (besides the port of source_domain); others get 403.",
+    )
+    source_not_found_ttl_s: float = _key(
+        10.0,
+        "A source URL that answered 404 or 410 is not asked again for this long (per processor "
+        "process); 0: always asked.",
+    )
+    source_failures_to_open: int = _key(
+        5,
+        "Failures in a row (connect errors, timeouts, 5xx) after which a source host is "
+        "paused: its downloads fail at once with 503 for source_pause_s.",
+    )
+    source_pause_s: float = _key(
+        5.0,
+        "How long a failing source host is left alone; then one download tries it again.",
+    )
     allowed_source_formats: list[str] = _key(
         ["jpeg", "png", "webp", "gif", "heif"],
         "Formats accepted as originals (jpeg, png, webp, gif, heif, tiff, svg, pdf); others 415.",
@@ -536,10 +554,12 @@ def _check_values(settings: Settings) -> None:
         "upload_concurrency",
         "client_miss_burst",
         "background_job_timeout_s",
+        "source_failures_to_open",
+        "source_pause_s",
     ):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"config key {name!r} must be positive")
-    for name in ("client_miss_rate_per_s", "failure_memory_s"):
+    for name in ("client_miss_rate_per_s", "failure_memory_s", "source_not_found_ttl_s"):
         if getattr(settings, name) < 0:
             raise ConfigError(f"config key {name!r} must be 0 (off) or positive")
 

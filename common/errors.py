@@ -62,6 +62,21 @@ class SourceUnavailable(ImageServerError):
     default_message = "the source of the original is unavailable"
 
 
+class SourceNotFoundRecently(SourceNotFound):
+    """Answered from the processor's memory of a 404/410 (source_not_found_ttl_s)."""
+
+
+class SourceHostPaused(SourceUnavailable):
+    """The source host failed again and again: not asked for a few seconds (source_pause_s)."""
+
+    status = 503
+    default_message = "the source host is failing: not asked for a few seconds"
+
+    def __init__(self, message: str | None = None, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class SourceTimeout(ImageServerError):
     status = 504
     retryable = True

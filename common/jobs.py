@@ -25,6 +25,7 @@ def resize_job(
     timeout_s: float,
     background: bool = False,
     replace: bool = False,
+    request_id: str = "",
 ) -> ResizeJob:
     """The job making `request`'s output within `timeout_s`. A background job has no
     queue-wait figure (it waits behind requests by design)."""
@@ -43,4 +44,5 @@ def resize_job(
         quality_target=settings.quality_target if output.quality is None else 0.0,
         queued_epoch_s=0.0 if background else now,
         replace=replace,
+        request_id=request_id,
     )

@@ -90,6 +90,8 @@ class ResizeJob(_Message):
     # Make it even when object storage has the output (batch regeneration);
     # otherwise a background job whose output is stored is skipped.
     replace: bool = False
+    # The X-Request-ID of the request that asked for it: in the job's and the upload's lines.
+    request_id: str = ""
 
     def validate(self) -> None:
         Fit(self.fit)
@@ -106,6 +108,7 @@ class ResizeJob(_Message):
         )
         _require(isinstance(self.queued_epoch_s, (int, float)), "queued_epoch_s")
         _require(isinstance(self.replace, bool), "replace")
+        _require(isinstance(self.request_id, str), "request_id")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,11 +151,13 @@ class UploadJob(_Message):
     content_type: str
     attempt: int = 0  # failed uploads so far; picks the next retry delay
     payload: bytes = b""
+    request_id: str = ""  # of the request whose job made it (README, Logs)
 
     def validate(self) -> None:
         _require(isinstance(self.key, str) and bool(self.key), "key")
         _require(isinstance(self.content_type, str) and bool(self.content_type), "content_type")
         _require(isinstance(self.attempt, int) and self.attempt >= 0, "attempt")
+        _require(isinstance(self.request_id, str), "request_id")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -43,6 +43,17 @@ def host_of(url: str) -> str:
     return normalise_host(host)
 
 
+def port_of(url: str) -> int:
+    """The port a (checked) http(s) URL connects to."""
+    parts = urlsplit(url)
+    return parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def allowed_ports(settings: Settings) -> frozenset[int]:
+    """allowed_source_ports plus the port of source_domain."""
+    return frozenset([*settings.allowed_source_ports, port_of(settings.source_domain)])
+
+
 def allowed_hosts(settings: Settings) -> list[str]:
     """The allow-list: the host of source_domain plus allowed_sources."""
     return [host_of(settings.source_domain), *map(normalise_host, settings.allowed_sources)]
@@ -59,11 +70,13 @@ def host_allowed(host: str, patterns: list[str]) -> bool:
     return False
 
 
-def check_source_url(url: str, patterns: list[str]) -> None:
-    """Raise SourceForbidden unless `url` is http(s) on an allowed host."""
+def check_source_url(url: str, patterns: list[str], ports: frozenset[int]) -> None:
+    """Raise SourceForbidden unless `url` is http(s) on an allowed host and port."""
     host = host_of(url)
     if not host_allowed(host, patterns):
         raise SourceForbidden(f"source host {host!r} is not allowed")
+    if port_of(url) not in ports:
+        raise SourceForbidden(f"source port {port_of(url)} is not allowed")
 
 
 def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:

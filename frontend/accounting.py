@@ -10,13 +10,16 @@ import dataclasses
 import json
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from common.config import Settings
 from common.metrics import FrontendFigures
+from frontend.clients import Caller
 
 _MAX_LOGGED_PATH = 2048  # a hostile path of any length must not make a huge line
+_MAX_LOGGED_HEADER = 256
 _ENCODER = json.JSONEncoder(ensure_ascii=False)  # json.dumps would build one per line
 
 
@@ -109,7 +112,8 @@ class Accounting:
         lookup: Lookup,
         output_format: str,
         error: str | None = None,
-        client: str = "",
+        caller: Caller | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         figures = self.figures
         requests = self._requests.get((status, output_format))
@@ -136,8 +140,13 @@ class Accounting:
                 "duration_ms": round(duration_s * 1000, 2),
                 "cache": lookup.cache,
                 "coalesced": lookup.coalesced,
-                "client": client,
             }
+            if caller is not None:
+                fields["client"] = caller.client
+                fields["request_id"] = caller.request_id
+            if headers is not None:
+                fields["user_agent"] = headers.get("User-Agent", "")[:_MAX_LOGGED_HEADER]
+                fields["referer"] = headers.get("Referer", "")[:_MAX_LOGGED_HEADER]
             if error is not None:
                 fields["error"] = error
             self._log.add(f"{method} {shown} {status}", fields)

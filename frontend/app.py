@@ -19,6 +19,7 @@ from common.signing import pregenerate_message, purge_message, verify
 from common.urls import SEGMENT, ImageRequest
 from frontend.accounting import REFUSED, Accounting, Lookup
 from frontend.answers import NO_SNIFF, image_headers, not_modified
+from frontend.clients import Caller, request_id
 from frontend.service import ImageService
 
 log = logging.getLogger(__name__)
@@ -42,9 +43,12 @@ class ImageHandler(tornado.web.RequestHandler):
         self.body_bytes = 0
         self.error_message: str | None = None
         self._resized: ImageRequest | None = None  # a miss resized for this request
-        self.client = service.client_of(
-            self.request.remote_ip or "", self.request.headers.get("X-Forwarded-For")
+        headers = self.request.headers
+        self.caller = Caller(
+            service.client_of(self.request.remote_ip or "", headers.get("X-Forwarded-For")),
+            request_id(headers.get("X-Request-ID")),
         )
+        self.set_header("X-Request-ID", self.caller.request_id)
         # Counted from here, not prepare(): an unknown method is refused before it.
         self.service.active_requests += 1
         self.accounting.figures.in_progress.inc()
@@ -65,7 +69,8 @@ class ImageHandler(tornado.web.RequestHandler):
                 self.lookup,
                 self.output_format,
                 self.error_message,
-                self.client,
+                self.caller,
+                self.request.headers,
             )
         return super().finish(chunk)
 
@@ -88,7 +93,7 @@ class ImageHandler(tornado.web.RequestHandler):
         self.service.authorise(request, signature, self.request.path)
         request = self.service.negotiate(request, self.request.headers.get("Accept"))
         self.output_format = request.output.format
-        cached, self.lookup = await self.service.get(request, self.client)
+        cached, self.lookup = await self.service.get(request, self.caller)
         if include_body:
             self.service.count_request(request)
         if self.lookup.cache == "miss" and not self.lookup.coalesced:
@@ -175,6 +180,7 @@ class ImageHandler(tornado.web.RequestHandler):
             self.clear_header(header)
         self.set_header("Content-Type", "text/plain; charset=utf-8")
         self.set_header("Cache-Control", error_cache_control(self.get_status(), self.config))
+        self.set_header("X-Request-ID", self.caller.request_id)  # send_error cleared it
         if error is not None and error.retryable:
             self.set_header("Retry-After", str(error.retry_after_s))
         body = (message + "\n").encode()

@@ -20,6 +20,8 @@ import hashlib
 import ipaddress
 import mmap
 import os
+import re
+import secrets
 import struct
 import time
 from collections.abc import Iterator
@@ -27,6 +29,24 @@ from pathlib import Path
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _IPV6_CLIENT_PREFIX = 64  # one IPv6 host gets a /64: counted as one client
+
+
+_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Caller:
+    """Who asked: the client the budget counts, and the request's id (X-Request-ID)."""
+
+    client: str
+    request_id: str
+
+
+def request_id(given: str | None) -> str:
+    """The client's X-Request-ID when it is a short token of safe characters, else a new one."""
+    if given is not None and _SAFE_REQUEST_ID.fullmatch(given):
+        return given
+    return secrets.token_hex(8)
 
 
 def trusted_networks(cidrs: list[str]) -> list[Network]:

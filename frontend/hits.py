@@ -21,6 +21,7 @@ from common.errors import ImageServerError
 from common.urls import ImageRequest
 from frontend.accounting import HIT, Accounting
 from frontend.answers import date_header, image_headers, not_modified
+from frontend.clients import Caller, request_id
 from frontend.service import ImageService
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class CacheHitsFirst(httputil.HTTPServerConnectionDelegate):
         return _HitOrApplication(self, server_conn, request_conn)
 
     def client_of(self, connection: httputil.HTTPConnection, forwarded_for: str | None) -> str:
+        """The client of a request on `connection` (frontend/clients.py)."""
         peer = getattr(getattr(connection, "context", None), "remote_ip", "") or ""
         return self._service.client_of(peer, forwarded_for)
 
@@ -89,6 +91,7 @@ class CacheHitsFirst(httputil.HTTPServerConnectionDelegate):
             image_headers(cached, request, self._settings.cache_max_age_s)
         )
         answer["Date"] = date_header(time.time())
+        answer["X-Request-ID"] = request_id(headers.get("X-Request-ID"))
         if start_line.method == "GET":
             self._service.count_request(request)
         if not_modified(cached, headers):
@@ -123,7 +126,7 @@ class _HitOrApplication(httputil.HTTPMessageDelegate):
         self._delegate: httputil.HTTPMessageDelegate | None = None
         self._answer: _Answer | None = None
         self._method, self._path = "", ""
-        self._forwarded_for: str | None = None
+        self._headers = httputil.HTTPHeaders()
         self._started = 0.0
 
     def headers_received(
@@ -133,7 +136,7 @@ class _HitOrApplication(httputil.HTTPMessageDelegate):
     ) -> Awaitable[None] | None:
         assert isinstance(start_line, httputil.RequestStartLine)
         self._method, self._path = start_line.method, start_line.path
-        self._forwarded_for = headers.get("X-Forwarded-For")
+        self._headers = headers
         self._started = time.perf_counter()
         self._answer = self._owner.hit_answer(start_line, headers)
         if self._answer is not None:
@@ -155,7 +158,11 @@ class _HitOrApplication(httputil.HTTPMessageDelegate):
                 time.perf_counter() - self._started,
                 HIT,
                 answer.output_format,
-                client=self._owner.client_of(self._connection, self._forwarded_for),
+                caller=Caller(
+                    self._owner.client_of(self._connection, self._headers.get("X-Forwarded-For")),
+                    answer.headers["X-Request-ID"],
+                ),
+                headers=self._headers,
             )
             self._connection.write_headers(answer.start, answer.headers, answer.body or None)
             self._connection.finish()

@@ -28,7 +28,7 @@ from common.errors import (
 from common.messages import PurgeImage, ResizeJob
 from common.purge import purge_host, purge_store
 from common.signing import verify
-from common.sources import allowed_hosts, check_source_url
+from common.sources import allowed_hosts, allowed_ports, check_source_url
 from common.storage import ObjectStore, open_store, output_key
 from common.urls import (
     ImageRequest,
@@ -40,7 +40,7 @@ from common.urls import (
 )
 from frontend.accounting import HIT, Lookup
 from frontend.cache import CachedFile, OutputCache
-from frontend.clients import MissBudget, client_address, trusted_networks
+from frontend.clients import Caller, MissBudget, client_address, trusted_networks
 from frontend.failures import FailureMemory
 from frontend.popular import Popularity, image_type
 from frontend.rpc import ResizeClient
@@ -74,6 +74,7 @@ class ImageService:
         self._store = store
         self._store_pool = concurrent.futures.ThreadPoolExecutor(_STORE_THREADS, "store")
         self.allowed_hosts = allowed_hosts(settings)
+        self._allowed_ports = allowed_ports(settings)
         self._trusted_proxies = trusted_networks(settings.trusted_proxies)
         self._in_flight: dict[str, asyncio.Future[tuple[CachedFile, Lookup]]] = {}
         self.active_requests = 0  # kept by the handler; a graceful stop waits for 0
@@ -86,7 +87,7 @@ class ImageService:
             request.output, self._settings.whitelisted_extensions, self._settings.maximum_width
         )
         if request.source is not None:
-            check_source_url(request.source, self.allowed_hosts)
+            check_source_url(request.source, self.allowed_hosts, self._allowed_ports)
         return request
 
     def client_of(self, peer: str, forwarded_for: str | None) -> str:
@@ -126,10 +127,10 @@ class ImageService:
         return self._cache.read(key)
 
     async def get(
-        self, request: ImageRequest, client: str | None = None
+        self, request: ImageRequest, caller: Caller | None = None
     ) -> tuple[CachedFile, Lookup]:
         """The output for `request`, from the cache or made now (at most once),
-        and where it came from. A resize is taken from `client`'s budget (none:
+        and where it came from. A resize is taken from the caller's budget (none:
         work a key authorised)."""
         key = request.cache_key
         cached = self._cache.read(key)
@@ -145,18 +146,18 @@ class ImageService:
                 made, lookup = await asyncio.shield(pending)
                 return made, dataclasses.replace(lookup, coalesced=True)
             # The output as written, not read back: the janitor may evict it at once.
-            return await self._produce_once(request, client)
+            return await self._produce_once(request, caller)
         finally:
             self._waiting -= 1
 
     async def _produce_once(
-        self, request: ImageRequest, client: str | None
+        self, request: ImageRequest, caller: Caller | None
     ) -> tuple[CachedFile, Lookup]:
         key = request.cache_key
         done: asyncio.Future[tuple[CachedFile, Lookup]] = asyncio.get_running_loop().create_future()
         self._in_flight[key] = done
         try:
-            cached = await self._produce(request, client)
+            cached = await self._produce(request, caller)
             done.set_result(cached)
             return cached
         except BaseException as exc:
@@ -167,7 +168,7 @@ class ImageService:
             del self._in_flight[key]
 
     async def _produce(
-        self, request: ImageRequest, client: str | None
+        self, request: ImageRequest, caller: Caller | None
     ) -> tuple[CachedFile, Lookup]:
         deadline = time.monotonic() + self._settings.resize_deadline_s
         lock = self._cache.lock(request.cache_key)
@@ -184,9 +185,10 @@ class ImageService:
             cached = await self._fill_from_store(request.cache_key)
             if cached is not None:
                 return cached, Lookup("store")
+            client = caller.client if caller is not None else None
             self._take_from_budget(client)
             remaining_s = deadline - time.monotonic()
-            job = self.job_for(request, remaining_s)
+            job = self.job_for(request, remaining_s, caller.request_id if caller else "")
             result = await self._rpc.call(job, remaining_s)
             self._charge_for(client, result.resize_s)
             try:
@@ -309,8 +311,8 @@ class ImageService:
         except StorageUnavailable:
             return False  # queued: the processor looks again
 
-    def job_for(self, request: ImageRequest, timeout_s: float) -> ResizeJob:
-        return jobs.resize_job(self._settings, request, timeout_s)
+    def job_for(self, request: ImageRequest, timeout_s: float, request_id: str = "") -> ResizeJob:
+        return jobs.resize_job(self._settings, request, timeout_s, request_id=request_id)
 
     def source_url(self, request: ImageRequest) -> str:
         return jobs.source_url(self._settings, request)

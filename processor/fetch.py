@@ -32,6 +32,7 @@ from common.errors import (
     SourceTooLarge,
     SourceUnavailable,
 )
+from processor.source_health import HostBreakers, NotFoundMemory
 
 log = logging.getLogger(__name__)
 _CHUNK_BYTES = 256 * 1024
@@ -56,6 +57,9 @@ class SourceFetcher:
         self._max_bytes = settings.max_source_bytes
         self._max_redirects = settings.max_source_redirects
         self._allowed_hosts = sources.allowed_hosts(settings)
+        self._allowed_ports = sources.allowed_ports(settings)
+        self._not_found = NotFoundMemory(settings.source_not_found_ttl_s)
+        self._breakers = HostBreakers(settings.source_failures_to_open, settings.source_pause_s)
         self._exempt = sources.exempt_networks(settings)
         self._resolve = resolver
         self._connect_timeout_s = settings.source_connect_timeout_s
@@ -74,16 +78,25 @@ class SourceFetcher:
         """
         own = time.monotonic() + self._download_timeout_s
         deadline = own if deadline is None else min(deadline, own)
+        host = sources.host_of(url)
+        self._not_found.check(url)
         # Counted by the host asked for; each hop is checked in _request.
-        with self._slot(sources.host_of(url)):
-            for _hop in range(self._max_redirects + 1):
-                response = self._request(url, deadline)
-                location = response.headers.get("Location")
-                if response.status in _REDIRECTS and location:
-                    response.close()  # its body may be anything: do not read it
-                    url = urljoin(url, location)
-                    continue
-                return self._body(response, deadline)
+        with self._breakers.guard(host), self._slot(host):
+            try:
+                return self._follow(url, deadline)
+            except SourceNotFound:
+                self._not_found.remember(url)
+                raise
+
+    def _follow(self, url: str, deadline: float) -> bytes:
+        for _hop in range(self._max_redirects + 1):
+            response = self._request(url, deadline)
+            location = response.headers.get("Location")
+            if response.status in _REDIRECTS and location:
+                response.close()  # its body may be anything: do not read it
+                url = urljoin(url, location)
+                continue
+            return self._body(response, deadline)
         raise SourceUnavailable(f"more than {self._max_redirects} redirects")
 
     @contextlib.contextmanager
@@ -112,7 +125,7 @@ class SourceFetcher:
         )
 
     def _request(self, url: str, deadline: float) -> urllib3.BaseHTTPResponse:
-        sources.check_source_url(url, self._allowed_hosts)
+        sources.check_source_url(url, self._allowed_hosts, self._allowed_ports)
         parts = urlsplit(url)
         host = sources.normalise_host(parts.hostname or "")
         port = parts.port or (443 if parts.scheme == "https" else 80)

@@ -394,7 +394,8 @@ class Processor:
         data = rendered.output
         self._job_done(job, started, "ok", len(data), rendered.how)
         content_type = CONTENT_TYPES[job.format]
-        upload = UploadJob(output_key(self._settings, job.cache_key), content_type, payload=data)
+        key = output_key(self._settings, job.cache_key)
+        upload = UploadJob(key, content_type, payload=data, request_id=job.request_id)
         self._graphite.event(graphite.IMAGE_REQUEST)
         self._graphite.event(f"{graphite.IMAGE_REQUEST}.{job.format}")
         result = ResizeResult.success(content_type, data, spent.seconds)
@@ -410,6 +411,7 @@ class Processor:
         fields = {
             "event": "job",
             "cache_key": job.cache_key,
+            "request_id": job.request_id,
             "source": job.source_url,
             "duration_ms": round(duration_s * 1000, 2),
             "bytes": size,

@@ -3,6 +3,8 @@ CDN keeps only when it should, keys from the environment (real programs)."""
 
 from __future__ import annotations
 
+import json
+import re
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -127,3 +129,80 @@ def test_a_down_origin_answer_is_not_kept(make_stack: Callable[..., Stack], orig
     answer = stack.get("/deploy/img/2/w100.jpg")
     assert answer.status == 502
     assert answer.headers["Cache-Control"] == "no-store"
+
+
+# --- one request, traced ------------------------------------------------------------
+
+
+def test_a_request_id_joins_the_request_its_job_and_its_upload(
+    make_stack: Callable[..., Stack], origin: Origin
+) -> None:
+    stack = make_stack().start(processors=1, uploader=True)
+    origin.add("deploy/img/3/original.jpg", photo())
+    headers = {"X-Request-ID": "trace-42.a", "User-Agent": "U" * 1000, "Referer": "https://shop/"}
+    miss = stack.get("/deploy/img/3/w100.jpg", headers=headers)
+    assert miss.status == 200 and miss.headers["X-Request-ID"] == "trace-42.a"
+    hit = stack.get("/deploy/img/3/w100.jpg", headers=headers)  # the fast path
+    assert hit.headers["X-Request-ID"] == "trace-42.a"
+    made_up = stack.get("/deploy/img/3/w100.jpg", headers={"X-Request-ID": "<script>"})
+    assert re.fullmatch(r"[0-9a-f]{16}", made_up.headers["X-Request-ID"])
+    error = stack.get("/deploy/img/3/nonsense.jpg")
+    assert error.status == 400 and re.fullmatch(r"[0-9a-f]{16}", error.headers["X-Request-ID"])
+
+    def lines(text: str) -> list[dict[str, object]]:
+        return [json.loads(line) for line in text.splitlines() if "trace-42.a" in line]
+
+    wait_until(lambda: len(lines(stack.access_log(0))) == 2, what="the request lines")
+    request = lines(stack.access_log(0))[0]
+    assert request["client"] == "127.0.0.1" and request["referer"] == "https://shop/"
+    assert request["user_agent"] == "U" * 256  # capped
+    job = lines(stack.log("processor_0"))[0]
+    assert job["event"] == "job" and job["cache_key"] == "deploy/img/3/w100.jpg"
+    wait_until(lambda: lines(stack.log("uploader")) != [], what="the upload line")
+    assert lines(stack.log("uploader"))[0]["event"] == "upload"
+
+
+# --- an origin that is down is left alone -------------------------------------------
+
+
+def test_a_missing_original_is_not_asked_again_for_a_while(
+    make_stack: Callable[..., Stack], origin: Origin
+) -> None:
+    stack = make_stack(source_not_found_ttl_s=2.0).start(processors=1)
+    assert stack.get("/deploy/missing/1/w100.jpg").status == 404
+    assert stack.get("/deploy/missing/1/w200.jpg").status == 404  # another output, one URL
+    assert origin.hits["deploy/missing/1/original.jpg"] == 1
+    origin.add("deploy/missing/1/original.jpg", photo())  # uploaded since
+    wait_until(lambda: stack.get("/deploy/missing/1/w300.jpg").status == 200, what="asked again")
+    assert origin.hits["deploy/missing/1/original.jpg"] == 2
+
+
+def test_a_failing_origin_host_is_paused_then_tried_again(
+    make_stack: Callable[..., Stack], origin: Origin
+) -> None:
+    stack = make_stack(source_failures_to_open=3, source_pause_s=2.0)
+    stack.start(processors=1, status=True)
+    for index in range(5):
+        origin.add(f"deploy/down/{index}/original.jpg", b"down", status=503)
+    statuses = [stack.get(f"/deploy/down/{index}/w100.jpg").status for index in range(5)]
+    assert statuses == [502, 502, 502, 503, 503]
+    assert sum(origin.hits[f"deploy/down/{index}/original.jpg"] for index in range(5)) == 3
+    paused = stack.get("/deploy/down/4/w100.jpg")
+    assert b"failed 3 times in a row" in paused.data and "Retry-After" in paused.headers
+    wait_until(lambda: "paused for 2 s" in stack.log("processor_0"), what="the log line")
+    # The origin recovers: after the pause, one download tries it, and it is used again.
+    for index in range(5):
+        origin.add(f"deploy/down/{index}/original.jpg", photo())
+    wait_until(lambda: stack.get("/deploy/down/4/w100.jpg").status == 200, what="tried again")
+    assert [stack.get(f"/deploy/down/{i}/w100.jpg").status for i in range(4)] == [200] * 4
+    paused_downloads = (
+        "image_server_original_downloads_total",
+        frozenset({("outcome", "SourceHostPaused")}),
+    )
+    assert stack.metrics().get(paused_downloads, 0) >= 2
+
+
+def test_a_source_url_may_name_only_allowed_ports(stack: Stack, origin: Origin) -> None:
+    source = "http://127.0.0.1:6379/deploy/x.jpg"
+    answer = stack.get("/deploy/img/9/w100.jpg", fields={"source": source})
+    assert answer.status == 403 and b"source port 6379 is not allowed" in answer.data

@@ -9,6 +9,7 @@ queue for a retry or to the dead-letter queue.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import functools
 import logging
 import threading
@@ -142,7 +143,8 @@ class Uploader:
         self._in_progress -= 1
         if failure is None:
             self._figures.uploads.labels("stored").inc()
-            log.info("stored %s (%d bytes)", job.key, len(job.payload))
+            fields = {"event": "upload", "key": job.key, "request_id": job.request_id}
+            log.info("stored %s (%d bytes)", job.key, len(job.payload), extra={"fields": fields})
         else:
             self._retry_or_give_up(channel, job, failure)
         channel.basic_ack(method.delivery_tag)
@@ -171,6 +173,6 @@ class Uploader:
                 job.attempt + 1,
                 failure.message,
             )
-        retry = UploadJob(job.key, job.content_type, job.attempt + 1, job.payload)
+        retry = dataclasses.replace(job, attempt=job.attempt + 1)
         # Confirmed publish: only then is the original message acked.
         channel.basic_publish("", target, retry.encode(), amqp.persistent())

@@ -9,6 +9,7 @@ twice; uploads are idempotent).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pika
@@ -35,7 +36,7 @@ def replay(settings: Settings, limit: int | None = None) -> int:
                 break
             try:
                 job = UploadJob.decode(body)
-                body = UploadJob(job.key, job.content_type, 0, job.payload).encode()
+                body = dataclasses.replace(job, attempt=0).encode()
             except MessageDecodeError:
                 log.warning("replaying an undecodable message as it is")
             channel.basic_publish("", amqp.UPLOAD_QUEUE, body, amqp.persistent())

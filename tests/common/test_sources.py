@@ -4,8 +4,11 @@ import ipaddress
 
 import pytest
 
+from common.config import from_mapping
 from common.errors import SourceForbidden
-from common.sources import address_refusal, check_source_url, host_allowed
+from common.sources import address_refusal, allowed_ports, check_source_url, host_allowed
+
+PORTS = frozenset({80, 443, 8443})
 
 REFUSED = [
     "127.0.0.1",
@@ -96,9 +99,31 @@ def test_allow_list_compares_strings_not_regexes(
 )
 def test_sources_refused(url: str) -> None:
     with pytest.raises(SourceForbidden):
-        check_source_url(url, ["example.com"])
+        check_source_url(url, ["example.com"], PORTS)
 
 
 def test_http_and_https_on_allowed_hosts_pass() -> None:
-    check_source_url("http://example.com/a.jpg", ["example.com"])
-    check_source_url("https://example.com:8443/a.jpg?x=1", ["example.com"])
+    check_source_url("http://example.com/a.jpg", ["example.com"], PORTS)
+    check_source_url("https://example.com/a.jpg?x=1", ["example.com"], PORTS)
+    check_source_url("https://example.com:8443/a.jpg", ["example.com"], PORTS)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://example.com:6379/a.jpg",  # Redis on an allowed host
+        "http://example.com:22/",
+        "http://example.com:8080/a.jpg",
+    ],
+)
+def test_only_allowed_ports_of_allowed_hosts_pass(url: str) -> None:
+    with pytest.raises(SourceForbidden, match="port"):
+        check_source_url(url, ["example.com"], PORTS)
+
+
+def test_the_port_of_source_domain_is_allowed() -> None:
+    settings = from_mapping(
+        {"source_domain": "http://origin.example:8181/", "local_base_path": "c",
+         "originals_path": "o"}
+    )  # fmt: skip
+    assert allowed_ports(settings) == {80, 443, 8181}

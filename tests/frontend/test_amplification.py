@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -91,12 +92,14 @@ def test_a_public_environment_refuses_to_start_open_to_any_output(tmp_path: Path
     shipped = json.loads((REPO / "config" / "production.json").read_text())
     open_config = {key: value for key, value in shipped.items() if key != "allowed_outputs"}
     (tmp_path / "production.json").write_text(json.dumps(open_config))
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("IMAGE_SERVER_")}
     started = subprocess.run(
         [sys.executable, "-m", "frontend", "-e", "production", "--config-dir", str(tmp_path)],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=60,
+        env={**environ, "IMAGE_SERVER_S3_ACCESS_KEY": "k", "IMAGE_SERVER_S3_SECRET_KEY": "s"},
     )
     assert started.returncode != 0
     assert "'signing_keys'" in started.stderr and "'allowed_outputs'" in started.stderr

@@ -134,15 +134,21 @@ def hosts_of(urls: list[str]) -> list[str]:
     return [sources.host_of(url) for url in urls]
 
 
+def ports_of(urls: list[str]) -> list[int]:
+    """Allow every port, so that only the address checks can refuse."""
+    return sorted({sources.port_of(url) for url in urls})
+
+
 def test_refused_addresses_are_never_connected_to(
     origin: Origin, trap: tuple[int, list[Listener]]
 ) -> None:
     port, listeners = trap
     urls = refused_urls(port, listeners[1].sock.getsockname()[1])
-    fetcher = SourceFetcher(settings_for(origin, allowed_sources=hosts_of(urls)), table_resolver)
+    allowed = {"allowed_sources": hosts_of(urls), "allowed_source_ports": ports_of(urls)}
+    fetcher = SourceFetcher(settings_for(origin, **allowed), table_resolver)
     _connects.clear()
     for url in urls:
-        with pytest.raises(SourceForbidden):
+        with pytest.raises(SourceForbidden, match="resolves to|is not allowed"):
             fetcher.fetch(url)
     assert _connects == []
     assert [listener.connections() for listener in listeners] == [0, 0]
@@ -153,7 +159,8 @@ def test_redirects_to_refused_addresses_are_never_followed(
 ) -> None:
     port, listeners = trap
     targets = refused_urls(port, listeners[1].sock.getsockname()[1])
-    fetcher = SourceFetcher(settings_for(origin, allowed_sources=hosts_of(targets)), table_resolver)
+    allowed = {"allowed_sources": hosts_of(targets), "allowed_source_ports": ports_of(targets)}
+    fetcher = SourceFetcher(settings_for(origin, **allowed), table_resolver)
     for index, target in enumerate(targets):
         redirect = origin.add(
             f"ssrf/redirect/{index}", b"", status=302, headers={"Location": target}
