@@ -40,11 +40,21 @@ _http = urllib3.PoolManager(headers=urllib3.make_headers(basic_auth="guest:guest
 
 
 def _free_port_below(limit: int) -> int:
-    """A free port whose gRPC twin (port + 10000, SeaweedFS' rule) is in range too."""
+    """A free port whose gRPC twin (port + 10000, SeaweedFS' rule) is in range and free too
+    (a twin in use made SeaweedFS exit at start: "bind: address already in use")."""
     while True:
         port = free_port()
-        if port < limit:
+        if port < limit and _is_free(port + 10_000):
             return port
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def free_port() -> int:

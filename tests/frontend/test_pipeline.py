@@ -9,6 +9,7 @@ import itertools
 import json
 import string
 import time
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -241,10 +242,14 @@ def test_source_bytes_that_are_not_an_image_are_415(
     assert all(stack.alive().values())
 
 
-def test_source_5xx_and_unreachable_are_502(stack: Stack, origin: Origin) -> None:
+def test_source_5xx_and_unreachable_are_502(
+    make_stack: Callable[..., Stack], origin: Origin
+) -> None:
+    closed_port = free_port()
+    stack = make_stack(allowed_source_ports=[closed_port]).start(processors=1)
     broken = new_image(origin, b"oops", status=503)
     assert stack.get(f"{broken}/w100.jpg").status == 502
-    closed = f"http://127.0.0.1:{free_port()}/nothing.jpg"
+    closed = f"http://127.0.0.1:{closed_port}/nothing.jpg"
     response = stack.get("/user/avatar/1/w100.jpg", fields={"source": closed})
     assert response.status == 502
     assert all(stack.alive().values())
