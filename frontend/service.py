@@ -47,10 +47,10 @@ from frontend.rpc import ResizeClient
 
 log = logging.getLogger(__name__)
 _LOCK_POLL_S = 0.02
-_STORE_THREADS = 8
+_STORE_THREADS = 8  # the object store client blocks: a small pool keeps it off the loop
 # A miss is one resize of up to this long on a processor; a longer one (a full_size
 # of a large original, an AVIF) costs its client one more miss per such slice.
-RESIZE_S_PER_MISS = 0.25  # the object store client blocks: a small pool keeps it off the loop
+RESIZE_S_PER_MISS = 0.25
 
 
 class ImageService:
