@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from common import config as settings_config
 from common import metrics
 
 REPO = Path(__file__).resolve().parent.parent
@@ -183,6 +184,10 @@ class Ours:
             shutil.rmtree(self.work)
         (self.work / "log").mkdir(parents=True)
         production = json.loads((REPO / "config" / "production.json").read_text())
+        # Its settings with defaults filled in (its object storage is not used here).
+        shipped_defaults = settings_config.load(
+            "production", environ={"IMAGE_SERVER_STORAGE_BACKEND": "filesystem"}
+        )
         config = {
             **production,
             "server_port": OURS_PORT,
@@ -198,7 +203,7 @@ class Ours:
             "metrics_path": str(self.work / "metrics"),
             "access_log_path": str(self.work / "log"),
             "graphite_enabled": False,
-            "default_quality": {**production["default_quality"], "jpg": JPEG_QUALITY},
+            "default_quality": {**shipped_defaults.default_quality, "jpg": JPEG_QUALITY},
             "maximum_width": 1000,
             "amqp_url": "amqp://guest:guest@127.0.0.1:5672/bench",
             # The load comes from one address and asks any size: no output list, no budget.

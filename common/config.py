@@ -199,13 +199,13 @@ class Settings:
         "allowed_outputs both empty (anyone could make any output) unless this is true.",
     )
     client_miss_rate_per_s: float = _key(
-        5.0,
+        1.0,
         "Resizes one client address may cause per second on this host, all frontends together "
         "(a token bucket; hits, 304s and answers from object storage are free); past it 429. "
         "0: no budget.",
     )
     client_miss_burst: int = _key(
-        100, "Resizes one client may cause at once before client_miss_rate_per_s applies."
+        50, "Resizes one client may cause at once before client_miss_rate_per_s applies."
     )
     trusted_proxies: list[str] = _key(
         [],
