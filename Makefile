@@ -2,17 +2,38 @@
 # `make test`: set everything up and run the whole test suite.
 SHELL := /bin/bash
 VENV := .venv
-INSTALLED := $(VENV)/.installed
 NPROC := $(shell nproc)
 ENV ?= development
+# What each target installs, from its lock file (requirements/*.txt, hashes checked):
+# the programs only (`make run ENV=production`), plus the development S3 server, plus the tests.
+RUN_LOCK := $(if $(filter development,$(ENV)),development,runtime)
 
-.PHONY: run restart test lint bench quality soak abuse rabbitmq system-packages test-packages status clean
+.PRECIOUS: $(VENV)/.installed-%
+.PHONY: run restart test lint bench quality soak abuse lock rabbitmq system-packages \
+	test-packages python-version install status clean
 
-$(INSTALLED): pyproject.toml | system-packages
+$(VENV)/.installed-%: requirements/%.txt pyproject.toml | system-packages python-version
 	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test]'
+	$(VENV)/bin/pip install -q --require-hashes --no-deps -r requirements/$*.txt
+	$(VENV)/bin/pip install -q --no-deps -e .
 	touch $@
+
+python-version:
+	@python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
+		echo "image-server needs Python 3.11 or newer; python3 is $$(python3 --version 2>&1)"; \
+		exit 1; }
+
+# Refresh the lock files from pyproject.toml (pip-tools in a venv of its own).
+lock: python-version
+	test -x var/lock-tools/bin/pip-compile || { python3 -m venv var/lock-tools && \
+		var/lock-tools/bin/pip install -q pip-tools==7.6.2; }
+	for lock in runtime:"" development:"--extra development" \
+			test:"--extra development --extra test"; do \
+		var/lock-tools/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras \
+			--no-emit-index-url --no-emit-find-links $${lock#*:} \
+			-o requirements/$${lock%%:*}.txt pyproject.toml || exit 1; \
+	done
 
 system-packages:
 	scripts/install-system-packages.sh
@@ -26,7 +47,7 @@ rabbitmq: system-packages
 # Two frontends at least: a rolling restart needs one serving while another restarts.
 FRONTENDS := $(shell n=$(NPROC); echo $$(( n < 2 ? 2 : n )))
 
-run: $(INSTALLED) rabbitmq
+run: $(VENV)/.installed-$(RUN_LOCK) rabbitmq
 	scripts/ensure-vhost.sh $(ENV)
 	mkdir -p var/run var/log
 	# Prometheus figures start afresh with the host (a counter reset).
@@ -36,38 +57,49 @@ run: $(INSTALLED) rabbitmq
 		IMAGE_SERVER_DEV_SERVICES=$(if $(filter development,$(ENV)),true,false) \
 		exec $(VENV)/bin/supervisord -n -c supervisord.conf
 
-test: $(INSTALLED) test-packages rabbitmq lint
+test: $(VENV)/.installed-test test-packages rabbitmq lint
 	$(VENV)/bin/python -m pytest
 
-lint: $(INSTALLED)
+lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy common frontend processor uploader bench tests
+	$(VENV)/bin/mypy common frontend processor uploader ops bench tests
 
-bench: $(INSTALLED) test-packages rabbitmq
+bench: $(VENV)/.installed-test test-packages rabbitmq
 	bench/setup.sh
 	PATH="$$PATH:/usr/sbin" $(VENV)/bin/python -m bench.run $(BENCH_ARGS)
 	PATH="$$PATH:/usr/sbin" $(VENV)/bin/python -m bench.quality
 
 # More new outputs than the upload rate for minutes (bench/SOAK.md), about 5 minutes.
-soak: $(INSTALLED) rabbitmq
+soak: $(VENV)/.installed-test rabbitmq
 	bench/setup.sh
 	PATH="$$PATH:/usr/sbin" $(VENV)/bin/python -m bench.soak
 
 # Output size and quality only (bench/QUALITY.md), about 10 minutes.
-quality: $(INSTALLED) test-packages
+quality: $(VENV)/.installed-test test-packages
 	bench/setup.sh
 	PATH="$$PATH:/usr/sbin" $(VENV)/bin/python -m bench.quality
 
 # What one anonymous client can make the service do, open versus as shipped (bench/ABUSE.md),
 # about 6 minutes.
-abuse: $(INSTALLED) rabbitmq
+abuse: $(VENV)/.installed-test rabbitmq
 	bench/setup.sh
 	PATH="$$PATH:/usr/sbin" $(VENV)/bin/python -m bench.abuse
 
 # Every frontend, then every processor, ... one at a time: no failed request.
-restart: $(INSTALLED)
-	$(VENV)/bin/python -m common.restart -e $(ENV)
+restart: $(VENV)/.installed-$(RUN_LOCK)
+	$(VENV)/bin/image-server restart -e $(ENV)
+
+# A production host: the runtime install, a system user, and the systemd unit for this
+# checkout (then `systemctl daemon-reload && systemctl enable --now image-server`).
+install: $(VENV)/.installed-runtime
+	id -u image-server >/dev/null 2>&1 || \
+		useradd --system --home-dir $(CURDIR) --shell /usr/sbin/nologin image-server
+	mkdir -p var/run var/log && chown -R image-server:image-server var
+	sed "s|/srv/image-server|$(CURDIR)|g" deploy/image-server.service \
+		> /etc/systemd/system/image-server.service
+	@echo "installed /etc/systemd/system/image-server.service for $(CURDIR);" \
+		"put the secrets in /etc/default/image-server (README, Running it in production)"
 
 status:
 	$(VENV)/bin/supervisorctl -c supervisord.conf status

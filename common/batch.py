@@ -1,4 +1,4 @@
-"""Batch work over object storage: `python -m common.batch -e ENV <command>`.
+"""Batch work over object storage: `image-server regenerate` and `image-server migrate-keys`.
 
 `regenerate`: list the originals in object storage under a prefix (page by
 page), and queue a background job for each of the given outputs of each:
@@ -112,13 +112,22 @@ class Cursor:
 
 
 def progress(summary: Summary, key: str, started: float) -> None:
-    """One status line: how far through the key space (by partition) and the counts."""
+    """How far through the key space (by partition) and the counts: one line redrawn on
+    a terminal, a plain line every 10 s otherwise (a log, a pipe)."""
     parts = key.rsplit("/", 3)
     share = int(parts[1], 16) / PARTITIONS if len(parts) == 4 and len(parts[1]) == 3 else 0.0
-    bar = "#" * int(share * 30)
     rate = summary.queued / max(time.monotonic() - started, 1e-3)
-    sys.stderr.write(f"\r[{bar:<30}] {share:4.0%} {summary.line()}, {rate:.1f} jobs/s ")
+    if sys.stderr.isatty():
+        bar = "#" * int(share * 30)
+        sys.stderr.write(f"\r[{bar:<30}] {share:4.0%} {summary.line()}, {rate:.1f} jobs/s ")
+    elif time.monotonic() - _last_plain_line[0] >= _PLAIN_LINE_S:
+        _last_plain_line[0] = time.monotonic()
+        sys.stderr.write(f"{share:4.0%} {summary.line()}, {rate:.1f} jobs/s\n")
     sys.stderr.flush()
+
+
+_PLAIN_LINE_S = 10.0
+_last_plain_line = [0.0]  # when the last plain progress line was written
 
 
 def regenerate(
@@ -209,26 +218,20 @@ def _move(store: ObjectStore, old: str, new: str, dry_run: bool) -> int:
     return 1
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = program.argument_parser(__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    again = commands.add_parser("regenerate", help="queue outputs of stored originals")
-    again.add_argument("--prefix", required=True, help="<model> or <model>/<imageType>")
-    again.add_argument("--outputs", required=True, help="x300.jpg,w500.webp,...")
-    again.add_argument("--replace", action="store_true", help="remake outputs already stored")
-    again.add_argument("--rate", type=float, default=50.0, help="jobs queued per second, at most")
-    again.add_argument("--page", type=int, default=1000, help="keys listed per request")
-    again.add_argument(
+def regenerate_main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    """`image-server regenerate`: exit status 0 only when every output was queued."""
+    parser = program.argument_parser("Queue outputs of the originals in object storage", prog)
+    parser.add_argument("--prefix", required=True, help="<model> or <model>/<imageType>")
+    parser.add_argument("--outputs", required=True, help="x300.jpg,w500.webp,...")
+    parser.add_argument("--replace", action="store_true", help="remake outputs already stored")
+    parser.add_argument("--rate", type=float, default=50.0, help="jobs queued per second, at most")
+    parser.add_argument("--page", type=int, default=1000, help="keys listed per request")
+    parser.add_argument(
         "--cursor", type=Path, default=REPO_ROOT / "var" / "regenerate.cursor", help="resume file"
     )
-    move = commands.add_parser("migrate-keys", help="flat object keys to the partitioned layout")
-    move.add_argument("--dry-run", action="store_true", help="print the moves, do nothing")
     args = parser.parse_args(argv)
-    settings = program.load_settings(args)
+    settings = program.load_settings(args, announce=True)
     store = open_store(settings)
-    if args.command == "migrate-keys":
-        print(f"moved {migrate_keys(settings, store, args.dry_run)} objects")
-        return
     stop = program.stop_event_on_signals()
     connection = pika.BlockingConnection(amqp.connection_parameters(settings))
     try:
@@ -239,12 +242,26 @@ def main(argv: list[str] | None = None) -> None:
         summary, done = regenerate(settings, store, channel, args, stop)
     finally:
         connection.close()
-    sys.stderr.write("\n")
-    if done:
-        print(f"done: {summary.line()}")
-    else:
-        print(f"interrupted: {summary.line()}; run the same command again to continue")
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")  # after the progress line
+    if not done:
+        sys.exit(f"interrupted: {summary.line()}; run the same command again to continue")
+    if summary.failed:
+        sys.exit(
+            f"done, but RabbitMQ refused {summary.failed} job(s): {summary.line()}; "
+            "run the same command again to queue them (stored outputs are skipped)"
+        )
+    print(f"done: {summary.line()}")
+
+
+def migrate_keys_main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    """`image-server migrate-keys`."""
+    parser = program.argument_parser("Move flat object keys to the partitioned layout", prog)
+    parser.add_argument("--dry-run", action="store_true", help="print the moves, do nothing")
+    args = parser.parse_args(argv)
+    settings = program.load_settings(args, announce=True)
+    print(f"moved {migrate_keys(settings, open_store(settings), args.dry_run)} objects")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit("use: image-server regenerate ... or image-server migrate-keys ...")

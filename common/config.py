@@ -714,11 +714,11 @@ def masked(name: str, value: Any) -> Any:
     return ["***"] * len(value) if isinstance(value, list) else "***"
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     """Print the effective config of an environment, each key with its source."""
     from common import program
 
-    parser = program.argument_parser("Check a config and print it, secrets masked")
+    parser = program.argument_parser("Check a config and print it, secrets masked", prog)
     args = parser.parse_args(argv)
     try:
         settings, sources = load_with_sources(args.env, args.config_dir)

@@ -136,8 +136,8 @@ def run(settings: Settings, stop: threading.Event) -> None:
             return
 
 
-def main() -> None:
-    args = program.parse_args(__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    args = program.parse_program_args(__doc__.splitlines()[0], argv, prog)
     settings = program.load_settings(args)
     program.configure_logging(settings, "janitor")
     run(settings, program.stop_event_on_signals())

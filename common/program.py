@@ -17,9 +17,10 @@ from common import config
 from common.errors import ConfigError
 
 
-def argument_parser(description: str) -> argparse.ArgumentParser:
-    """The options every program takes; a program may add its own."""
-    parser = argparse.ArgumentParser(description=description)
+def argument_parser(description: str, prog: str | None = None) -> argparse.ArgumentParser:
+    """The options every program and tool takes (`prog`: its name in --help, e.g.
+    `image-server regenerate`); each may add its own."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument(
         "-e",
         "--env",
@@ -32,22 +33,30 @@ def argument_parser(description: str) -> argparse.ArgumentParser:
         default=Path(os.environ.get("IMAGE_SERVER_CONFIG_DIR", config.DEFAULT_CONFIG_DIR)),
         help="where <env>.json is (default: IMAGE_SERVER_CONFIG_DIR, else the checkout's config/)",
     )
-    parser.add_argument(
-        "--process-num", type=int, default=0, help="index of this process (supervisord numprocs)"
-    )
     return parser
 
 
-def parse_args(description: str, argv: list[str] | None = None) -> argparse.Namespace:
-    return argument_parser(description).parse_args(argv)
+def parse_program_args(
+    description: str, argv: list[str] | None = None, prog: str | None = None
+) -> argparse.Namespace:
+    """The arguments of a long-running program (supervisord numbers its processes)."""
+    parser = argument_parser(description, prog)
+    parser.add_argument(
+        "--process-num", type=int, default=0, help="index of this process (supervisord numprocs)"
+    )
+    return parser.parse_args(argv)
 
 
-def load_settings(args: argparse.Namespace) -> config.Settings:
-    """Load the config or stop the program with a message naming the bad key."""
+def load_settings(args: argparse.Namespace, announce: bool = False) -> config.Settings:
+    """Load the config or stop the program with a message naming the bad key. A tool
+    announces which environment it acts on (on stderr) before it changes anything."""
     try:
-        return config.load(args.env, args.config_dir)
+        settings = config.load(args.env, args.config_dir)
     except ConfigError as exc:
         sys.exit(f"configuration error: {exc.message}")
+    if announce:
+        print(f"environment {args.env!r} ({args.config_dir}/{args.env}.json)", file=sys.stderr)
+    return settings
 
 
 class JsonLines(logging.Formatter):

@@ -1,4 +1,4 @@
-"""Rolling restart of a host: `python -m common.restart -e ENV` (`make restart`).
+"""Rolling restart of a host: `image-server restart -e ENV` (`make restart`).
 
 One process at a time, through supervisord's XML-RPC interface: every
 frontend, then every processor, then the uploader, the status server and the
@@ -13,6 +13,7 @@ as they are now: this is how a config change or a deploy goes live.
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 import xmlrpc.client
@@ -54,16 +55,21 @@ def wait_serving(metrics_dir: Path, pid: int, timeout_s: float) -> bool:
     return False
 
 
+def program_of(info: dict[str, Any]) -> str:
+    """The program of a supervisord process: `frontend` of `image-server:frontend_1`."""
+    return re.sub(r"_\d+$", "", str(info["name"]))
+
+
 def restart(supervisor: Supervisor, settings: config.Settings, timeout_s: float) -> list[str]:
     """Restart every running process of ORDER in turn; the names of those that
     did not come back serving (empty: all did)."""
     running = [
         info
         for info in supervisor.processes()
-        if info["group"] in ORDER and info["statename"] == "RUNNING"
+        if program_of(info) in ORDER and info["statename"] == "RUNNING"
     ]
-    running.sort(key=lambda info: (ORDER.index(info["group"]), info["name"]))
-    frontends = sum(1 for info in running if info["group"] == "frontend")
+    running.sort(key=lambda info: (ORDER.index(program_of(info)), info["name"]))
+    frontends = sum(1 for info in running if program_of(info) == "frontend")
     if frontends < 2:
         print(f"warning: {frontends} frontend process(es): its restart refuses connections")
     failed = []
@@ -71,8 +77,9 @@ def restart(supervisor: Supervisor, settings: config.Settings, timeout_s: float)
         name = f"{info['group']}:{info['name']}"
         started = time.monotonic()
         pid = supervisor.restart(name)
-        ok = info["group"] not in SERVES or wait_serving(settings.metrics_dir, pid, timeout_s)
-        if info["group"] not in SERVES:
+        serves = program_of(info) in SERVES
+        ok = not serves or wait_serving(settings.metrics_dir, pid, timeout_s)
+        if not serves:
             state = "running"
         else:
             state = "serving" if ok else f"NOT serving after {timeout_s:.0f} s"
@@ -83,8 +90,8 @@ def restart(supervisor: Supervisor, settings: config.Settings, timeout_s: float)
     return failed
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = program.argument_parser(__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    parser = program.argument_parser(__doc__.splitlines()[0], prog)
     parser.add_argument(
         "--socket",
         type=Path,
@@ -93,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--timeout", type=float, default=90.0, help="seconds for each to serve")
     args = parser.parse_args(argv)
-    settings = program.load_settings(args)
+    settings = program.load_settings(args, announce=True)
     failed = restart(Supervisor(args.socket), settings, args.timeout)
     if failed:
         sys.exit(f"stopped the rolling restart: {', '.join(failed)} did not come back serving")

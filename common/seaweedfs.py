@@ -54,8 +54,8 @@ def command(settings: Settings) -> list[str]:
     ]
 
 
-def main() -> None:
-    args = program.parse_args(__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    args = program.parse_program_args(__doc__.splitlines()[0], argv, prog)
     settings = program.load_settings(args)
     if settings.storage_backend != "s3" or not settings.s3_endpoint.startswith("127.0.0.1:"):
         sys.exit("seaweedfs: the config's storage is not s3 on 127.0.0.1: nothing to serve")

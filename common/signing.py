@@ -4,10 +4,10 @@ With `signing_keys` set, every request must carry `signature=<sig>` in its
 query; several keys may be valid at once, so keys can be rotated: add the
 new one, re-sign, then remove the old one. To sign from a shell:
 
-    .venv/bin/python -m common.signing -e production /user/avatar/1/w500.jpg
-    .venv/bin/python -m common.signing -e production /a/b/1/x50.jpg --source https://cdn.example.com/x.jpg
-    .venv/bin/python -m common.signing -e production --purge /user/avatar/1   # for DELETE
-    .venv/bin/python -m common.signing -e production --pregenerate x50.jpg,w500.webp /user/avatar/1
+    image-server sign -e production /user/avatar/1/w500.jpg
+    image-server sign -e production /a/b/1/x50.jpg --source https://cdn.example.com/x.jpg
+    image-server sign-purge -e production /user/avatar/1   # for DELETE
+    image-server sign-pregenerate -e production /user/avatar/1 x50.jpg,w500.webp   # for POST
 
 A purge (DELETE) is signed with `purge_keys` over "DELETE <path>", so no
 image URL's signature can purge; a pre-generation (POST) with
@@ -16,12 +16,17 @@ image URL's signature can purge; a pre-generation (POST) with
 
 from __future__ import annotations
 
+import argparse
 import base64
 import hashlib
 import hmac
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 from common.errors import BadSignature
+
+if TYPE_CHECKING:
+    from common.config import Settings
 
 
 def _message(path: str, source: str | None) -> bytes:
@@ -64,45 +69,67 @@ def signed_url(key: str, path: str, source: str | None = None) -> str:
     return f"{path}?{urlencode(query)}"
 
 
-def main(argv: list[str] | None = None) -> None:
+def _tool(
+    description: str,
+    prog: str | None,
+    argv: list[str] | None,
+    path_help: str,
+    with_outputs: bool = False,
+) -> tuple[argparse.Namespace, Settings]:
+    """The arguments and settings of a signing tool (`image-server sign...`)."""
     from common import program
 
-    parser = program.argument_parser("Print the signed form of an image URL path")
-    parser.add_argument("path", help="/<model>/<imageType>/<id>/<output>")
+    parser = program.argument_parser(description, prog)
+    parser.add_argument("path", help=path_help)
+    if with_outputs:
+        parser.add_argument("outputs", help="comma-separated output names: x300.jpg,w500.webp")
     parser.add_argument("--source", default=None, help="the source query parameter, if any")
-    parser.add_argument("--purge", action="store_true", help="sign DELETE /<model>/<type>/<id>")
-    parser.add_argument(
-        "--pregenerate",
-        metavar="OUTPUTS",
-        help="sign POST /<model>/<type>/<id>?outputs=OUTPUTS (comma-separated output names)",
-    )
     args = parser.parse_args(argv)
-    settings = program.load_settings(args)
-    if args.pregenerate is not None:
-        if not settings.pregenerate_keys:
-            raise SystemExit(f"config {args.env!r} has no pregenerate_keys: POST is off")
-        message = pregenerate_message(args.path, args.pregenerate)
-        query = {
-            "outputs": args.pregenerate,
-            "signature": signature(settings.pregenerate_keys[0], message, args.source),
-        }
-        if args.source is not None:
-            query["source"] = args.source
-        print(f"{args.path}?{urlencode(query)}")
-        return
-    if args.purge:
-        if not settings.purge_keys:
-            raise SystemExit(f"config {args.env!r} has no purge_keys: purging is off")
-        key = settings.purge_keys[0]
-        query = {"signature": signature(key, purge_message(args.path), args.source)}
-        if args.source is not None:
-            query["source"] = args.source
-        print(f"{args.path}?{urlencode(query)}")
-        return
-    if not settings.signing_keys:
-        raise SystemExit(f"config {args.env!r} has no signing_keys: URLs need no signature")
-    print(signed_url(settings.signing_keys[0], args.path, args.source))
+    return args, program.load_settings(args, announce=True)
 
 
-if __name__ == "__main__":
-    main()
+def _first_key(keys: list[str], env: str, name: str, what: str) -> str:
+    if not keys:
+        raise SystemExit(f"config {env!r} has no {name}: {what}")
+    return keys[0]
+
+
+def sign_main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    """`image-server sign /<model>/<imageType>/<id>/<output> [--source URL]`."""
+    args, settings = _tool(
+        "Print the signed form of an image URL path",
+        prog,
+        argv,
+        "/<model>/<imageType>/<id>/<output>",
+    )
+    key = _first_key(settings.signing_keys, args.env, "signing_keys", "URLs need no signature")
+    print(signed_url(key, args.path, args.source))
+
+
+def sign_purge_main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    """`image-server sign-purge /<model>/<imageType>/<id> [--source URL]` (for DELETE)."""
+    args, settings = _tool(
+        "Print the signed path of a purge (DELETE)", prog, argv, "/<model>/<imageType>/<id>"
+    )
+    key = _first_key(settings.purge_keys, args.env, "purge_keys", "purging is off")
+    query = {"signature": signature(key, purge_message(args.path), args.source)}
+    if args.source is not None:
+        query["source"] = args.source
+    print(f"{args.path}?{urlencode(query)}")
+
+
+def sign_pregenerate_main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    """`image-server sign-pregenerate /<model>/<imageType>/<id> OUTPUTS` (for POST)."""
+    args, settings = _tool(
+        "Print the signed path of a pre-generation (POST)",
+        prog,
+        argv,
+        "/<model>/<imageType>/<id>",
+        with_outputs=True,
+    )
+    key = _first_key(settings.pregenerate_keys, args.env, "pregenerate_keys", "POST is off")
+    message = pregenerate_message(args.path, args.outputs)
+    query = {"outputs": args.outputs, "signature": signature(key, message, args.source)}
+    if args.source is not None:
+        query["source"] = args.source
+    print(f"{args.path}?{urlencode(query)}")

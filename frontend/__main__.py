@@ -139,8 +139,8 @@ async def serve(settings: Settings, process_num: int) -> None:
     rpc.close()
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = program.parse_args("Image server frontend", argv)
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    args = program.parse_program_args("Image server frontend", argv, prog)
     settings = program.load_settings(args)
     program.configure_logging(settings, "frontend")
     metrics.enable(settings.metrics_dir)

@@ -199,8 +199,8 @@ async def serve(settings: Settings) -> None:
     await asyncio.get_running_loop().run_in_executor(None, host.stop)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = program.parse_args("Image server status server", argv)
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    args = program.parse_program_args("Image server status server", argv, prog)
     settings = program.load_settings(args)
     program.configure_logging(settings, "status")
     settings.metrics_dir.mkdir(parents=True, exist_ok=True)

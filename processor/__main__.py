@@ -14,8 +14,8 @@ from processor.worker import Processor
 log = logging.getLogger("processor")
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = program.parse_args("Image server processor", argv)
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    args = program.parse_program_args("Image server processor", argv, prog)
     settings = program.load_settings(args)
     program.configure_logging(settings, "processor")
     metrics.enable(settings.metrics_dir)

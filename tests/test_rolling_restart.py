@@ -96,8 +96,9 @@ def test_rolling_restart_under_load_fails_no_request(
         )
         time.sleep(3)  # load running before the first stop
         restart = subprocess.run(
-            [sys.executable, "-m", "common.restart", "-e", "test", "--config-dir",
-             str(stack.workdir / "config"), "--socket", str(tmp_path / "var/run/supervisor.sock")],
+            [str(Path(sys.executable).parent / "image-server"), "restart", "-e", "test",
+             "--config-dir", str(stack.workdir / "config"),
+             "--socket", str(tmp_path / "var/run/supervisor.sock")],
             cwd=REPO, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         time.sleep(3)  # load running after the last start
@@ -107,13 +108,13 @@ def test_rolling_restart_under_load_fails_no_request(
         assert restart.returncode == 0, restart.stdout + restart.stderr
         assert "rolling restart done" in restart.stdout
 
-        replaced = re.findall(r"^(\w+:\w+): pid \d+ -> \d+, (serving|running)", restart.stdout,
-                              re.M)  # fmt: skip
+        replaced = re.findall(r"^([\w-]+:\w+): pid \d+ -> \d+, (serving|running)",
+                              restart.stdout, re.M)  # fmt: skip
         assert replaced == [
-            ("frontend:frontend_0", "serving"), ("frontend:frontend_1", "serving"),
-            ("processor:processor_0", "serving"), ("processor:processor_1", "serving"),
-            ("uploader:uploader", "serving"), ("status:status", "running"),
-            ("janitor:janitor", "running"),
+            ("image-server:frontend_0", "serving"), ("image-server:frontend_1", "serving"),
+            ("image-server:processor_0", "serving"), ("image-server:processor_1", "serving"),
+            ("image-server:uploader", "serving"), ("image-server:status", "running"),
+            ("image-server:janitor", "running"),
         ], restart.stdout  # fmt: skip
         assert not (set(metrics.serving_pids(metrics_dir)) & before), "an old process serves"
 

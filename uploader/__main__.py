@@ -18,8 +18,8 @@ from uploader.ratelimit import RateLimiter
 log = logging.getLogger("uploader")
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = program.parse_args("Image server uploader", argv)
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    args = program.parse_program_args("Image server uploader", argv, prog)
     settings = program.load_settings(args)
     program.configure_logging(settings, "uploader")
     metrics.enable(settings.metrics_dir)

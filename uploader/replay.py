@@ -1,6 +1,6 @@
 """Move dead-lettered uploads back into image.upload, their attempts reset.
 
-    .venv/bin/python -m uploader.replay -e production [--limit N]
+    image-server replay-uploads -e production [--limit N]
 
 Each message is republished (confirmed) before it is acked on the
 dead-letter queue, so a crash midway loses nothing (at worst one is queued
@@ -47,11 +47,11 @@ def replay(settings: Settings, limit: int | None = None) -> int:
     return moved
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = program.argument_parser("Replay dead-lettered uploads")
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    parser = program.argument_parser("Put dead-lettered uploads back in image.upload", prog)
     parser.add_argument("--limit", type=int, default=None, help="replay at most this many")
     args = parser.parse_args(argv)
-    settings = program.load_settings(args)
+    settings = program.load_settings(args, announce=True)
     program.configure_logging(settings, "replay")
     print(f"replayed {replay(settings, args.limit)} upload(s) from {amqp.UPLOAD_DEAD_QUEUE}")
 

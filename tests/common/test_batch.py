@@ -21,10 +21,19 @@ IMAGES = 10
 OUTPUTS = ("x120.jpg", "w200.webp")
 
 
-def batch(stack: Stack, *args: str) -> subprocess.Popen[str]:
-    command = [sys.executable, "-m", "common.batch", "--config-dir",
-               str(stack.workdir / "config"), "-e", "test", *args]  # fmt: skip
-    return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True)
+IMAGE_SERVER = str(Path(sys.executable).parent / "image-server")  # the console script
+
+
+def batch(stack: Stack, command: str, *args: str) -> subprocess.Popen[str]:
+    """`image-server <command>` on the stack's config; stdout and stderr piped."""
+    argv = [IMAGE_SERVER, command, "--config-dir", str(stack.workdir / "config"), "-e", "test"]
+    return subprocess.Popen(
+        [*argv, *args], cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+
+
+def last_line(text: str) -> str:
+    return text.strip().splitlines()[-1]
 
 
 def counts(report: str) -> dict[str, int]:
@@ -54,15 +63,18 @@ def test_regenerate_is_interrupted_and_resumed_without_duplicates(
     first = batch(stack, *run)
     time.sleep(1.5)
     first.send_signal(signal.SIGINT)  # as Ctrl-C: it finishes the original in hand
-    report, _ = first.communicate(timeout=60)
-    assert report.startswith("interrupted"), report
+    _, errors = first.communicate(timeout=60)
+    assert first.returncode == 1  # not everything asked was done
+    assert errors.startswith("environment 'test' ("), errors  # said before any change
+    report = last_line(errors)
+    assert report.startswith("interrupted") and "run the same command again" in report, errors
     interrupted = counts(report)
     assert 0 < interrupted["originals"] < IMAGES
     assert interrupted["queued"] == len(OUTPUTS) * interrupted["originals"]
 
     second = batch(stack, *run)
-    report, _ = second.communicate(timeout=120)
-    assert report.startswith("done"), report
+    report, errors = second.communicate(timeout=120)
+    assert second.returncode == 0 and report.startswith("done"), report + errors
     resumed = counts(report)
     assert interrupted["originals"] + resumed["originals"] == IMAGES
     assert interrupted["queued"] + resumed["queued"] == IMAGES * len(OUTPUTS)

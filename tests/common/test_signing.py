@@ -78,9 +78,8 @@ def test_signing_cli_prints_a_url_the_server_accepts(tmp_path: Path) -> None:
     )
     done = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "common.signing",
+            str(Path(sys.executable).parent / "image-server"),
+            "sign",
             "--config-dir",
             str(tmp_path),
             "-e",

@@ -188,9 +188,8 @@ def test_refused_uploads_are_dead_lettered_then_replayed(
     admin.make_bucket("vanishing")
     replay = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "uploader.replay",
+            str(Path(sys.executable).parent / "image-server"),
+            "replay-uploads",
             "--config-dir",
             str(stack.workdir / "config"),
             "-e",

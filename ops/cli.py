@@ -1,0 +1,128 @@
+"""`image-server`: every program and every operator's tool behind one command.
+
+    image-server <command> [-e ENV] [--config-dir DIR] [options]
+    image-server <command> --help
+
+The environment is `-e`, else IMAGE_SERVER_ENV, else development; a tool says
+which one it acts on before it changes anything. A tool exits 0 only when it
+did all it was asked; RabbitMQ, object storage or supervisord out of reach is
+one line on stderr, not a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.metadata
+import subprocess
+import sys
+from collections.abc import Callable
+
+import pika.exceptions
+
+from common.config import REPO_ROOT
+from common.errors import ImageServerError
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    target: str  # "module:function", called as function(argv, prog)
+    summary: str
+    program: bool = False  # a long-running program (supervisord starts it)
+
+
+COMMANDS = {
+    "frontend": Command("frontend.__main__:main", "serve HTTP on server_port", program=True),
+    "processor": Command("processor.__main__:main", "resize jobs from RabbitMQ", program=True),
+    "uploader": Command("uploader.__main__:main", "store outputs in object storage", program=True),
+    "status": Command("frontend.status:main", "the host's status server", program=True),
+    "janitor": Command("common.janitor:main", "keep the disk caches in budget", program=True),
+    "seaweedfs": Command(
+        "common.seaweedfs:main", "the development S3 server (SeaweedFS)", program=True
+    ),
+    "config": Command("common.config:main", "check a config and print it, secrets masked"),
+    "sign": Command("common.signing:sign_main", "print a signed image URL path"),
+    "sign-purge": Command("common.signing:sign_purge_main", "print a signed purge (DELETE) path"),
+    "sign-pregenerate": Command(
+        "common.signing:sign_pregenerate_main", "print a signed pre-generation (POST) path"
+    ),
+    "regenerate": Command(
+        "common.batch:regenerate_main", "queue outputs of the originals in object storage"
+    ),
+    "migrate-keys": Command(
+        "common.batch:migrate_keys_main", "move flat object keys to the partitioned layout"
+    ),
+    "replay-uploads": Command("uploader.replay:main", "put dead-lettered uploads back"),
+    "restart": Command("common.restart:main", "restart every process, one at a time"),
+    "version": Command("ops.cli:version", "print the version and commit"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    programs = [f"  {n:<{width}}  {c.summary}" for n, c in COMMANDS.items() if c.program]
+    tools = [f"  {n:<{width}}  {c.summary}" for n, c in COMMANDS.items() if not c.program]
+    return "\n".join(
+        [
+            "usage: image-server <command> [-e ENV] [--config-dir DIR] [options]",
+            "       image-server <command> --help",
+            "",
+            "operator's commands:",
+            *tools,
+            "",
+            "programs (supervisord.conf starts them):",
+            *programs,
+        ]
+    )
+
+
+def version(argv: list[str] | None = None, prog: str | None = None) -> None:
+    """The package's version, and the commit of the checkout it runs from."""
+    if argv:
+        sys.exit(f"{prog}: takes no arguments")
+    commit = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    print(f"image-server {importlib.metadata.version('image-server')} ({commit or 'no git'})")
+
+
+def _function(target: str) -> Callable[[list[str], str], None]:
+    module, name = target.split(":")
+    function: Callable[[list[str], str], None] = getattr(importlib.import_module(module), name)
+    return function
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        sys.exit(0 if argv else 2)
+    name, rest = argv[0], argv[1:]
+    command = COMMANDS.get(name)
+    if command is None:
+        sys.exit(f"image-server: no command {name!r}\n\n{usage()}")
+    prog = f"image-server {name}"
+    run = _function(command.target)
+    if command.program:
+        run(rest, prog)  # a program logs its own failures
+        return
+    try:
+        run(rest, prog)
+    except ImageServerError as exc:
+        sys.exit(f"{prog}: {exc.message}")
+    except pika.exceptions.AMQPError as exc:
+        sys.exit(
+            f"{prog}: RabbitMQ is unreachable or refused us ({type(exc).__name__}): check amqp_url"
+        )
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        sys.exit(f"{prog}: {exc.strerror or exc}{where}")
+    except KeyboardInterrupt:
+        sys.exit(f"{prog}: interrupted")
+
+
+if __name__ == "__main__":
+    main()
