@@ -81,7 +81,7 @@ quality: $(VENV)/.installed-test test-packages
 	PATH="$$PATH:/usr/sbin" $(VENV)/bin/python -m bench.quality
 
 # What one anonymous client can make the service do, open versus as shipped (bench/ABUSE.md),
-# about 6 minutes.
+# about 8 minutes.
 abuse: $(VENV)/.installed-test rabbitmq
 	bench/setup.sh
 	PATH="$$PATH:/usr/sbin" $(VENV)/bin/python -m bench.abuse

@@ -12,7 +12,7 @@ Both believe X-Forwarded-For from loopback, so that each simulated client has an
 3. The latency of one ordinary client's misses alone, then while 4 clients send the
    costliest requests they can and 5 others spend their whole miss budget.
 
-    python -m bench.abuse [--seconds 30]     # or: make abuse (about 6 minutes)
+    python -m bench.abuse [--seconds 60]     # or: make abuse (about 8 minutes)
 """
 
 from __future__ import annotations
@@ -244,7 +244,7 @@ def run_config(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--work", type=Path, default=BENCH / ".work")
     parser.add_argument("--out", type=Path, default=BENCH / "ABUSE.md")
     args = parser.parse_args()
