@@ -173,8 +173,8 @@ class ImageHandler(tornado.web.RequestHandler):
         if error is not None:
             self.set_status(error.status)
             message = error.message
-        else:
-            message = self._reason
+        else:  # Tornado's own (405, a malformed request) or a bug: never its traceback
+            message = "internal error" if status_code >= 500 else self._reason
         self.error_message = message
         for header in ("Content-Length", "ETag", "Last-Modified", "Cache-Control"):
             self.clear_header(header)
