@@ -274,3 +274,32 @@ def test_the_environment_and_config_dir_come_from_variables(tmp_path: Path) -> N
 def test_what_the_service_cannot_make_is_refused_at_start(raw: dict[str, Any], named: str) -> None:
     with pytest.raises(ConfigError, match=named):
         config.from_mapping(raw)
+
+
+def test_the_set_up_creates_a_vhost_through_the_management_api(tmp_path: Path) -> None:
+    """As against a remote broker: RABBITMQ_MANAGEMENT_URL, no rabbitmqctl."""
+    vhost = f"api-made-{os.getpid()}"
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    raw = {**MINIMAL, "amqp_url": f"amqp://guest:guest@rabbit.example:5672/{vhost}"}
+    (config_dir / "remote.json").write_text(json.dumps(raw))
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("IMAGE_SERVER_")}
+    done = subprocess.run(
+        [str(REPO / "scripts" / "ensure-vhost.sh"), "remote"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            **environ,
+            "IMAGE_SERVER_CONFIG_DIR": str(config_dir),
+            "IMAGE_SERVER_ALLOW_ANY_OUTPUT": "true",
+            "RABBITMQ_MANAGEMENT_URL": "http://guest:guest@127.0.0.1:15672",
+        },
+    )
+    try:
+        assert done.returncode == 0, done.stderr
+        assert "(management API)" in done.stdout
+        permissions = management("GET", f"/vhosts/{vhost}/permissions")
+        assert [p["user"] for p in permissions] == ["guest"]
+    finally:
+        management("DELETE", f"/vhosts/{vhost}")
