@@ -1,4 +1,5 @@
-"""Who a request comes from, and how many resizes each client may cause.
+"""Who a request comes from (its client, its request id), and how many resizes each
+client may cause.
 
 The client is the peer's address, or, when the peer is one of
 `trusted_proxies`, the last address of `X-Forwarded-For` that is not a
@@ -29,8 +30,6 @@ from pathlib import Path
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _IPV6_CLIENT_PREFIX = 64  # one IPv6 host gets a /64: counted as one client
-
-
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
