@@ -194,7 +194,10 @@ def test_a_job_past_its_timeout_is_abandoned_and_the_worker_survives(
     noise = pyvips.Image.gaussnoise(6000, 6000, sigma=60).cast("uchar")
     big = noise.bandjoin([noise, noise]).copy(interpretation="srgb").jpegsave_buffer(Q=95)
     origin.add("slow/resize/1/original.jpg", big)
-    assert stack.get("/slow/resize/1/full_size.jpg").status == 504
+    abandoned = stack.get("/slow/resize/1/full_size.jpg")
+    # The processor's job_timeout_s (0.3 s), not the frontend's resize_deadline_s, ended it.
+    assert abandoned.status == 504
+    assert abandoned.data == b"the resize took longer than job_timeout_s\n"
     assert stack.alive()["processor_0"]
     origin.add("slow/resize/2/original.jpg", photo())
     assert stack.get("/slow/resize/2/w100.jpg").status == 200

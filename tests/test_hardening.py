@@ -139,6 +139,7 @@ def test_lock_files_do_not_pile_up(stack: Stack, origin: Origin) -> None:
             assert stack.get(f"{prefix}/{output}").status == 200
     lock_dirs = [stack.workdir / "cache" / ".locks", stack.workdir / "originals" / ".locks"]
     lock_dirs.append(stack.workdir / "originals" / "masters" / ".locks")
+    assert all(d.is_dir() for d in lock_dirs), lock_dirs  # locks were taken there
     assert [files_under(d) for d in lock_dirs] == [[], [], []]
 
 

@@ -116,7 +116,21 @@ def test_rolling_restart_under_load_fails_no_request(
             ("image-server:uploader", "serving"), ("image-server:status", "running"),
             ("image-server:janitor", "running"),
         ], restart.stdout  # fmt: skip
-        assert not (set(metrics.serving_pids(metrics_dir)) & before), "an old process serves"
+        # Five processes serve, none of them an old one, and they are the ones supervisord
+        # runs (its own account, not the figures of the code under test).
+        after = set(metrics.serving_pids(metrics_dir))
+        assert len(before) == len(after) == 5 and not (after & before), (before, after)
+        status = subprocess.run(
+            [str(Path(sys.executable).parent / "supervisorctl"), "-c", str(conf), "status"],
+            capture_output=True, text=True, timeout=30,
+        ).stdout  # fmt: skip
+        running = re.findall(
+            r"^image-server:(?:frontend|processor)_\d+\s+RUNNING\s+pid (\d+)"
+            r"|^image-server:uploader\s+RUNNING\s+pid (\d+)",
+            status,
+            re.M,
+        )
+        assert {int(a or b) for a, b in running} == after, status
 
         answered = re.search(r"(\d+) requests in", report)
         assert answered is not None and int(answered.group(1)) > 500, report

@@ -7,7 +7,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -61,8 +60,9 @@ def test_regenerate_is_interrupted_and_resumed_without_duplicates(
            "--cursor", str(tmp_path / "cursor"))  # fmt: skip
 
     first = batch(stack, *run)
-    time.sleep(1.5)
-    first.send_signal(signal.SIGINT)  # as Ctrl-C: it finishes the original in hand
+    # Some originals queued (the cursor is saved after each), not all: then Ctrl-C.
+    wait_until(lambda: (tmp_path / "cursor").exists(), what="the first original queued")
+    first.send_signal(signal.SIGINT)  # it finishes the original in hand
     _, errors = first.communicate(timeout=60)
     assert first.returncode == 1  # not everything asked was done
     assert errors.startswith("environment 'test' ("), errors  # said before any change

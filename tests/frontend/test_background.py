@@ -180,7 +180,12 @@ def test_answers_name_their_image_for_a_cdn_purge(stack: Stack, origin: Origin) 
 
 def test_purging_is_refused_without_purge_keys(stack: Stack, origin: Origin) -> None:
     origin.add("cdn/img/6/original.jpg", photo())
-    assert stack.get("/cdn/img/6/w100.jpg").status == 200
+    made = stack.get("/cdn/img/6/w100.jpg")
+    assert made.status == 200
     refused = stack.get("/cdn/img/6", method="DELETE")
     assert refused.status == 403 and b"purging is off" in refused.data
-    assert stack.get("/cdn/img/6/w100.jpg").status == 200
+    after = stack.get("/cdn/img/6/w100.jpg")
+    # The same file (its ETag is its size and mtime), never deleted and made again.
+    assert after.status == 200 and after.headers["ETag"] == made.headers["ETag"]
+    assert stack.resizes("cdn/img/6/w100.jpg") == 1
+    assert origin.hits["cdn/img/6/original.jpg"] == 1
