@@ -96,6 +96,8 @@ def test_each_hostile_original_gets_its_documented_status(
 
 def test_decompression_bombs_allocate_nothing_large(hostile_stack: Stack, origin: Origin) -> None:
     pids = [p.pid for name, p in hostile_stack.processes.items() if name.startswith("processor")]
+    for pid in pids:  # these processors met bombs before: their peak starts again from now
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
     before = [peak_rss_kib(pid) for pid in pids]
     for index, bomb in enumerate([png_bomb(60000, 60000), jpeg_bomb(60000, 60000)] * 3):
         origin.add(f"hostile/bomb/{index}/original.jpg", bomb)
