@@ -206,7 +206,7 @@ def hard_img_cached(stack: Stack, origin: Origin) -> None:
     assert stack.get(f"{new_id(origin)}/w100.jpg").status == 200
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, derandomize=True)  # reproducible on a shared stack
 @given(st.lists(_SEGMENT_BYTES, min_size=1, max_size=5), st.booleans())
 def test_every_path_gets_a_documented_answer(
     stack: Stack, hard_img_cached: None, segments: list[bytes], as_output: bool

@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from common import metrics
 from tests.harness import REPO, Origin, Stack, wait_until
 from tests.images import photo
@@ -51,6 +53,7 @@ def supervisor_config(workdir: Path) -> Path:
     return conf
 
 
+@pytest.mark.timeout(480)  # its own waits: 60 s to start, the restart up to 300 s, wrk's summary
 def test_rolling_restart_under_load_fails_no_request(
     make_stack: Callable[..., Stack], origin: Origin, tmp_path: Path
 ) -> None:

@@ -16,6 +16,9 @@ from common.storage import image_prefix, output_key
 from tests.harness import Origin, S3Server, Stack, Vhost, wait_until
 from tests.images import decode, photo, solid
 
+# Two stacks and SeaweedFS each, and waits of 30 s each: more than the global 120 s.
+pytestmark = pytest.mark.timeout(300)
+
 PURGE_KEY = "purge-secret-for-tests"
 
 

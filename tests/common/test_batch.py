@@ -39,6 +39,7 @@ def counts(report: str) -> dict[str, int]:
     return {name: int(n) for name, n in re.findall(r"(\w+) (\d+)", report.split(":", 1)[1])}
 
 
+@pytest.mark.timeout(360)  # its own waits: 60 + 120 + 60 s, and SeaweedFS' start
 @pytest.mark.parametrize("backend", ["s3", "filesystem"])
 def test_regenerate_is_interrupted_and_resumed_without_duplicates(
     backend: str,

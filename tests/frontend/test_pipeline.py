@@ -294,7 +294,8 @@ def test_status_server_counts_both_frontends(stack: Stack, origin: Origin) -> No
     assert grew("image_server_jobs_total:ok") == 1
 
 
-@settings(max_examples=150, deadline=None)
+# Derandomised: on a shared stack a failure must come back with the same examples.
+@settings(max_examples=150, deadline=None, derandomize=True)
 @given(
     st.lists(
         st.text(alphabet=string.ascii_letters + string.digits + "_-.%~!$&'()*+,;=:@", max_size=12),

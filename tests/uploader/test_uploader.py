@@ -131,6 +131,7 @@ def test_the_rate_limit_holds_over_a_backlog(make_stack: Callable[..., Stack]) -
     assert overall_rate <= 20.5, overall_rate
 
 
+@pytest.mark.timeout(300)  # its own waits: 90 s for the retries, 60 s to drain, restarts
 def test_storage_outage_loses_nothing(
     make_stack: Callable[..., Stack], origin: Origin, s3: S3Server
 ) -> None:
