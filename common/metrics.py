@@ -194,7 +194,8 @@ class ProcessorFigures(ProcessFigures):
         super().__init__("processor", process_num)
         self.jobs = Counter(
             "image_server_jobs",
-            "Resize jobs done, by output format and outcome (ok, or the error's name).",
+            "Resize jobs done, by output format and outcome (ok, the error's name, or "
+            "already_stored: a background job whose output object storage had).",
             ("format", "outcome"),
             registry=None,
         )

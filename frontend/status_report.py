@@ -98,6 +98,7 @@ def report(host: HostFigures, interval_s: float) -> dict[str, Any]:
             "failed": int(
                 counters.get("image_server_jobs_total", 0)
                 - counters.get("image_server_jobs_total:ok", 0)
+                - counters.get("image_server_jobs_total:already_stored", 0)
             ),
             "resize_time_last_5_min": _quantiles(RESIZE_SECONDS, window, latest, (0.5, 0.95)),
             "queue_wait_last_5_min": _quantiles(QUEUE_WAIT_SECONDS, window, latest, (0.5, 0.95)),

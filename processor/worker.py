@@ -259,6 +259,7 @@ class Processor:
         background = delivery.properties.reply_to is None
         if background and not job.replace and self._already_stored(job):
             outcome = Outcome(None)  # background work another job (or host) has done
+            self._figures.jobs.labels(job.format, "already_stored").inc()
         else:
             outcome = self.process(job, background)
         if not _on_pika_thread(delivery, functools.partial(self._answer, delivery, outcome)):

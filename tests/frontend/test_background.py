@@ -58,7 +58,7 @@ def statistics_total(stack: Stack, kind: str) -> int:
 def test_popular_outputs_of_a_new_image_are_made_without_being_asked(
     make_stack: Callable[..., Stack], origin: Origin
 ) -> None:
-    stack = make_stack(frontends=2, **POPULAR).start(processors=2, uploader=True)
+    stack = make_stack(frontends=2, **POPULAR).start(processors=2, uploader=True, status=True)
     for index in range(10):
         origin.add(f"shop/product/{index}/original.jpg", photo())
     # The scripted mix: x300.jpg and w500.webp are asked of every image, x100.png once.
@@ -78,13 +78,24 @@ def test_popular_outputs_of_a_new_image_are_made_without_being_asked(
     answer = stack.get("/shop/product/7/w500.webp")  # from object storage, no second resize
     assert answer.status == 200 and decode(answer.data).width == 500
     assert stack.resizes("shop/product/7/w500.webp") == 1
-    # Another miss of the same image queues nothing already made (x300.jpg, w500.webp).
+    # Another miss of the same image queues nothing already made (x300.jpg, w500.webp):
+    # had it queued them, a processor would take them and skip them as stored.
     assert stack.get("/shop/product/7/x100.png").status == 200
+    # A control queued after it (the queue is first in, first out): once its output is
+    # stored, anything queued before it has been taken too.
+    assert stack.get("/shop/product/8/x300.jpg").status == 200
+    wait_until(lambda: stored(stack, "shop/product/8/w500.webp").exists(), what="the control")
     wait_until(lambda: stack.vhost.message_count(amqp.BACKGROUND_QUEUE) == 0, what="drained")
+    skipped = [
+        value
+        for (name, labels), value in stack.metrics().items()
+        if name == "image_server_jobs_total" and ("outcome", "already_stored") in labels
+    ]
+    assert sum(skipped) == 0, skipped
     assert stack.resizes("shop/product/7/x300.jpg") == 1
     assert stack.resizes("shop/product/7/w500.webp") == 1
-    # The statistics counted the three requests, not the background job.
-    wait_until(lambda: statistics_total(stack, "shop/product") == 14, what="statistics saved")
+    # The statistics counted the four requests, not the background jobs.
+    wait_until(lambda: statistics_total(stack, "shop/product") == 15, what="statistics saved")
 
 
 def test_a_request_does_not_wait_behind_a_flood_of_background_jobs(
