@@ -680,7 +680,7 @@ def from_environment(environ: Mapping[str, str]) -> list[tuple[str, tuple[Any, s
             raise ConfigError(f"environment variable {variable} names no config key")
         if name in found:
             raise ConfigError(f"config key {name!r} is set twice: {found[name][1]} and {variable}")
-        found[name] = (_parse_variable(variable, text, hints[name]), variable)
+        found[name] = (_parse_variable(variable, text, hints[name], name in SECRETS), variable)
     return sorted(found.items())
 
 
@@ -691,14 +691,15 @@ def _read_secret_file(variable: str, path: str) -> str:
         raise ConfigError(f"{variable}: cannot read {path}: {exc.strerror}") from exc
 
 
-def _parse_variable(variable: str, text: str, expected: Any) -> Any:
+def _parse_variable(variable: str, text: str, expected: Any, secret: bool) -> Any:
     """A string key takes the text as it is; any other is the text read as JSON."""
     if expected is str:
         return text
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"{variable} must be JSON for its key's type, got {text!r}") from exc
+        shown = "(a secret, not shown)" if secret else repr(text)
+        raise ConfigError(f"{variable} must be JSON for its key's type, got {shown}") from exc
 
 
 def masked(name: str, value: Any) -> Any:

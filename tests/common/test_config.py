@@ -303,3 +303,10 @@ def test_the_set_up_creates_a_vhost_through_the_management_api(tmp_path: Path) -
         assert [p["user"] for p in permissions] == ["guest"]
     finally:
         management("DELETE", f"/vhosts/{vhost}")
+
+
+def test_a_malformed_secret_is_named_not_shown(tmp_path: Path) -> None:
+    (tmp_path / "e.json").write_text(json.dumps(MINIMAL))
+    with pytest.raises(ConfigError, match="IMAGE_SERVER_SIGNING_KEYS") as raised:
+        config.load("e", tmp_path, {"IMAGE_SERVER_SIGNING_KEYS": "the-real-key"})
+    assert "the-real-key" not in raised.value.message
