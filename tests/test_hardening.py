@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import itertools
+import json
 import socket
 import string
 import urllib.parse
@@ -54,7 +55,17 @@ def test_trickling_sources_do_not_stall_other_misses(
             assert stack.get(f"{new_id(origin)}/w200.jpg").status == 200
         assert not any(future.done() for future in trickling)
         statuses = [future.result().status for future in trickling]
-    assert statuses == [504] * 4  # cut off at source_download_timeout_s
+    assert statuses == [504] * 4
+    # Cut off at source_download_timeout_s by the processor, not by the frontend's own
+    # resize_deadline_s (which answers 504 too): each job's line says so.
+    lines = [
+        json.loads(line)
+        for name in ("processor_0", "processor_1")
+        for line in stack.log(name).splitlines()
+        if '"event": "job"' in line
+    ]
+    timed_out = {line["cache_key"] for line in lines if line["outcome"] == "SourceTimeout"}
+    assert timed_out == {f"{prefix.lstrip('/')}/w100.jpg" for prefix in slow}, lines
 
 
 # --- a bad original is not kept -----------------------------------------------------

@@ -19,15 +19,26 @@ def test_a_trickling_source_is_cut_off_at_the_download_deadline(origin: Origin) 
     # only a deadline for the whole download can stop it before its ~1000 s end.
     url = origin.add("downloads/trickle.jpg", photo()[:20_000], trickle_interval_s=0.05)
     fetcher = SourceFetcher(settings_for(origin, source_download_timeout_s=1.0))
+    started = time.monotonic()
     with pytest.raises(SourceTimeout):
         fetcher.fetch(url)
+    assert_cut_off_by_the_deadline(origin, "downloads/trickle.jpg", time.monotonic() - started)
+
+
+def assert_cut_off_by_the_deadline(origin: Origin, path: str, elapsed_s: float) -> None:
+    """Bytes were flowing, for the whole 1 s deadline (not an instant SourceTimeout),
+    and the deadline ended it, not the trickle's own ~1000 s end."""
+    assert origin.started[path].is_set()
+    assert 0.9 <= elapsed_s < 30, elapsed_s
 
 
 def test_the_callers_deadline_wins_when_it_is_sooner(origin: Origin) -> None:
     url = origin.add("downloads/trickle-2.jpg", photo()[:20_000], trickle_interval_s=0.05)
     fetcher = SourceFetcher(settings_for(origin, source_download_timeout_s=600.0))
+    started = time.monotonic()
     with pytest.raises(SourceTimeout):
-        fetcher.fetch(url, deadline=time.monotonic() + 1.0)
+        fetcher.fetch(url, deadline=started + 1.0)
+    assert_cut_off_by_the_deadline(origin, "downloads/trickle-2.jpg", time.monotonic() - started)
 
 
 def test_one_host_gets_a_bounded_number_of_downloads_at_once(origin: Origin) -> None:
