@@ -100,16 +100,16 @@ class Ids:
             return f"/abuse/{kind}/{self._next[kind] % IDS_PER_KIND}"
 
 
-def processor_pids() -> list[int]:
+def processor_pids(ours: servers.Ours) -> list[int]:
+    """The processors among our programs (supervisord's children)."""
     found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                command = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"processor" in command and b"-m" in command:
-                found.append(int(entry.name))
+    for pid in ours.pids():
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue  # gone meanwhile
+        if b"processor" in command:
+            found.append(pid)
     return found
 
 
@@ -137,12 +137,12 @@ def get(path: str, client: str) -> tuple[int, float]:
     return answer.status, time.perf_counter() - started
 
 
-def costly_requests(ids: Ids) -> list[dict[str, object]]:
+def costly_requests(ours: servers.Ours, ids: Ids) -> list[dict[str, object]]:
     rows = []
     for kind, output in COSTLY:
-        pids = processor_pids()
+        pids = processor_pids(ours)
         before = cpu_s(pids)
-        with servers.PeakRss(processor_pids) as peak:
+        with servers.PeakRss(lambda: processor_pids(ours)) as peak:
             status, seconds = get(f"{ids.new(kind)}/{output}", "192.0.2.1")
             time.sleep(1.0)  # a job the client gave up on may still run: count it
         rows.append(
@@ -233,7 +233,7 @@ def run_config(
         servers.wait_until_idle()
         attack = ("gif", "x1000.webp") if name == "open" else ("big", "full_size.jpg")
         return {
-            "costly": costly_requests(ids),
+            "costly": costly_requests(ours, ids),
             "alone": latency_under_attack(ids, seconds, None),
             "attack": attack,
             "under attack": latency_under_attack(ids, seconds, attack),

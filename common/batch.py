@@ -111,23 +111,27 @@ class Cursor:
         self._path.unlink(missing_ok=True)
 
 
-def progress(summary: Summary, key: str, started: float) -> None:
+class Progress:
     """How far through the key space (by partition) and the counts: one line redrawn on
-    a terminal, a plain line every 10 s otherwise (a log, a pipe)."""
-    parts = key.rsplit("/", 3)
-    share = int(parts[1], 16) / PARTITIONS if len(parts) == 4 and len(parts[1]) == 3 else 0.0
-    rate = summary.queued / max(time.monotonic() - started, 1e-3)
-    if sys.stderr.isatty():
-        bar = "#" * int(share * 30)
-        sys.stderr.write(f"\r[{bar:<30}] {share:4.0%} {summary.line()}, {rate:.1f} jobs/s ")
-    elif time.monotonic() - _last_plain_line[0] >= _PLAIN_LINE_S:
-        _last_plain_line[0] = time.monotonic()
-        sys.stderr.write(f"{share:4.0%} {summary.line()}, {rate:.1f} jobs/s\n")
-    sys.stderr.flush()
+    a terminal, a plain line every PLAIN_LINE_S otherwise (a log, a pipe)."""
 
+    PLAIN_LINE_S = 10.0
 
-_PLAIN_LINE_S = 10.0
-_last_plain_line = [0.0]  # when the last plain progress line was written
+    def __init__(self) -> None:
+        self._started = time.monotonic()
+        self._plain_line_at = 0.0
+
+    def show(self, summary: Summary, key: str) -> None:
+        parts = key.rsplit("/", 3)
+        share = int(parts[1], 16) / PARTITIONS if len(parts) == 4 and len(parts[1]) == 3 else 0.0
+        rate = summary.queued / max(time.monotonic() - self._started, 1e-3)
+        if sys.stderr.isatty():
+            bar = "#" * int(share * 30)
+            sys.stderr.write(f"\r[{bar:<30}] {share:4.0%} {summary.line()}, {rate:.1f} jobs/s ")
+        elif time.monotonic() - self._plain_line_at >= self.PLAIN_LINE_S:
+            self._plain_line_at = time.monotonic()
+            sys.stderr.write(f"{share:4.0%} {summary.line()}, {rate:.1f} jobs/s\n")
+        sys.stderr.flush()
 
 
 def regenerate(
@@ -143,7 +147,7 @@ def regenerate(
     run = {"prefix": prefix, "outputs": outputs, "replace": args.replace}
     cursor = Cursor(args.cursor, run)
     after = cursor.load()
-    summary, started, interval_s = Summary(), time.monotonic(), 1.0 / args.rate
+    summary, progress, interval_s = Summary(), Progress(), 1.0 / args.rate
     next_job = time.monotonic()
     while not stop.is_set():
         page = store.keys(prefix, start_after=after, limit=args.page)
@@ -176,7 +180,7 @@ def regenerate(
                     summary.failed += 1
             summary.originals += 1
             cursor.save(after)
-            progress(summary, key, started)
+            progress.show(summary, key)
     return summary, False
 
 

@@ -604,9 +604,12 @@ OPEN_ENVIRONMENTS = ("development", "test")  # may start with every output open 
 
 def check_exposure(settings: Settings, env: str) -> None:
     """Refuse to run a public environment where any anonymous client may make any output."""
-    if env in OPEN_ENVIRONMENTS or settings.allow_any_output or settings.signing_keys:
-        return
-    if settings.allowed_outputs:
+    if (
+        env in OPEN_ENVIRONMENTS
+        or settings.signing_keys
+        or settings.allowed_outputs
+        or settings.allow_any_output
+    ):
         return
     raise ConfigError(
         f"environment {env!r} would make any output for anyone: set 'signing_keys' or "

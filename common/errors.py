@@ -18,8 +18,10 @@ class ImageServerError(Exception):
     retry_after_s = 1  # sent as Retry-After when retryable
     default_message = "internal error"
 
-    def __init__(self, message: str | None = None) -> None:
+    def __init__(self, message: str | None = None, retry_after_s: int | None = None) -> None:
         super().__init__(message or self.default_message)
+        if retry_after_s is not None:
+            self.retry_after_s = retry_after_s
 
     @property
     def message(self) -> str:
@@ -71,10 +73,6 @@ class SourceHostPaused(SourceUnavailable):
 
     status = 503
     default_message = "the source host is failing: not asked for a few seconds"
-
-    def __init__(self, message: str | None = None, retry_after_s: int = 1) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
 
 
 class SourceTimeout(ImageServerError):
@@ -158,10 +156,6 @@ class TooManyMisses(ImageServerError):
     status = 429
     retryable = True
     default_message = "too many new images asked by this client, retry later"
-
-    def __init__(self, message: str | None = None, retry_after_s: int = 1) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
 
 
 class StorageUnavailable(ImageServerError):

@@ -63,7 +63,12 @@ def pregenerate_message(path: str, outputs: str) -> str:
 
 
 def signed_url(key: str, path: str, source: str | None = None) -> str:
-    query = {"signature": signature(key, path, source)}
+    return _with_query(path, signature(key, path, source), source)
+
+
+def _with_query(path: str, signed: str, source: str | None, **query: str) -> str:
+    """`path` with its query: `query`, the signature and `source` when there is one."""
+    query["signature"] = signed
     if source is not None:
         query["source"] = source
     return f"{path}?{urlencode(query)}"
@@ -112,10 +117,8 @@ def sign_purge_main(argv: list[str] | None = None, prog: str | None = None) -> N
         "Print the signed path of a purge (DELETE)", prog, argv, "/<model>/<imageType>/<id>"
     )
     key = _first_key(settings.purge_keys, args.env, "purge_keys", "purging is off")
-    query = {"signature": signature(key, purge_message(args.path), args.source)}
-    if args.source is not None:
-        query["source"] = args.source
-    print(f"{args.path}?{urlencode(query)}")
+    signed = signature(key, purge_message(args.path), args.source)
+    print(_with_query(args.path, signed, args.source))
 
 
 def sign_pregenerate_main(argv: list[str] | None = None, prog: str | None = None) -> None:
@@ -128,8 +131,5 @@ def sign_pregenerate_main(argv: list[str] | None = None, prog: str | None = None
         with_outputs=True,
     )
     key = _first_key(settings.pregenerate_keys, args.env, "pregenerate_keys", "POST is off")
-    message = pregenerate_message(args.path, args.outputs)
-    query = {"outputs": args.outputs, "signature": signature(key, message, args.source)}
-    if args.source is not None:
-        query["source"] = args.source
-    print(f"{args.path}?{urlencode(query)}")
+    signed = signature(key, pregenerate_message(args.path, args.outputs), args.source)
+    print(_with_query(args.path, signed, args.source, outputs=args.outputs))

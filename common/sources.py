@@ -75,8 +75,9 @@ def check_source_url(url: str, patterns: list[str], ports: frozenset[int]) -> No
     host = host_of(url)
     if not host_allowed(host, patterns):
         raise SourceForbidden(f"source host {host!r} is not allowed")
-    if port_of(url) not in ports:
-        raise SourceForbidden(f"source port {port_of(url)} is not allowed")
+    port = port_of(url)
+    if port not in ports:
+        raise SourceForbidden(f"source port {port} is not allowed")
 
 
 def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:

@@ -102,6 +102,11 @@ class Accounting:
         self._requests: dict[tuple[int, str], Any] = {}
         self._seconds: dict[str, Any] = {}
 
+    @property
+    def logs_requests(self) -> bool:
+        """Whether request lines are written (what a caller's details are for)."""
+        return self._log is not None
+
     def answered(
         self,
         method: str,

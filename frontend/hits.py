@@ -150,7 +150,14 @@ class _HitOrApplication(httputil.HTTPMessageDelegate):
     def finish(self) -> None:
         if self._answer is not None:
             answer = self._answer
-            self._owner.accounting.answered(  # counted before it leaves, as app.py does
+            accounting = self._owner.accounting
+            caller = None
+            if accounting.logs_requests:  # the client is for the request line only
+                client = self._owner.client_of(
+                    self._connection, self._headers.get("X-Forwarded-For")
+                )
+                caller = Caller(client, answer.headers["X-Request-ID"])
+            accounting.answered(  # counted before it leaves, as app.py does
                 self._method,
                 self._path,
                 answer.start.code,
@@ -158,10 +165,7 @@ class _HitOrApplication(httputil.HTTPMessageDelegate):
                 time.perf_counter() - self._started,
                 HIT,
                 answer.output_format,
-                caller=Caller(
-                    self._owner.client_of(self._connection, self._headers.get("X-Forwarded-For")),
-                    answer.headers["X-Request-ID"],
-                ),
+                caller=caller,
                 headers=self._headers,
             )
             self._connection.write_headers(answer.start, answer.headers, answer.body or None)

@@ -128,7 +128,7 @@ class SourceFetcher:
         sources.check_source_url(url, self._allowed_hosts, self._allowed_ports)
         parts = urlsplit(url)
         host = sources.normalise_host(parts.hostname or "")
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+        port = sources.port_of(url)
         address = self._checked_address(host, port)
         timeout = self._timeout(deadline)
         pool = self._pool(parts.scheme, address, port, host)

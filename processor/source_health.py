@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import math
 import threading
 import time
 from collections.abc import Iterator
@@ -108,12 +107,10 @@ class HostBreakers:
             breaker = self._hosts.get(host)
             if breaker is None or breaker.failures < self._failures_to_open:
                 return False
-            remaining_s = breaker.paused_until - time.monotonic()
-            if remaining_s > 0 or breaker.trying:
+            if time.monotonic() < breaker.paused_until or breaker.trying:
                 raise SourceHostPaused(
                     f"the source host {host!r} failed {breaker.failures} times in a row: "
-                    f"not asked for {self._pause_s:g} s (source_pause_s)",
-                    retry_after_s=max(1, math.ceil(remaining_s)),
+                    f"not asked for {self._pause_s:g} s (source_pause_s)"
                 )
             breaker.trying = True
             return True

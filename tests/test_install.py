@@ -16,11 +16,11 @@ def test_the_command_lists_every_subcommand_and_each_has_help() -> None:
     listed = subprocess.run([IMAGE_SERVER, "--help"], capture_output=True, text=True, check=True)
     for name in COMMANDS:
         assert f"\n  {name} " in listed.stdout, name
+        if name == "version":  # takes no options
+            continue
         helped = subprocess.run(
             [IMAGE_SERVER, name, "--help"], capture_output=True, text=True, timeout=60
         )
-        if name == "version":
-            continue
         assert helped.returncode == 0, name + helped.stderr
         assert helped.stdout.startswith(f"usage: image-server {name} "), helped.stdout
         assert ("--process-num" in helped.stdout) == COMMANDS[name].program, name
