@@ -100,31 +100,6 @@ class Ids:
             return f"/abuse/{kind}/{self._next[kind] % IDS_PER_KIND}"
 
 
-def processor_pids(ours: servers.Ours) -> list[int]:
-    """The processors among our programs (supervisord's children)."""
-    found = []
-    for pid in ours.pids():
-        try:
-            command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue  # gone meanwhile
-        if b"processor" in command:
-            found.append(pid)
-    return found
-
-
-def cpu_s(pids: list[int]) -> float:
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / tick
-
-
 def get(path: str, client: str) -> tuple[int, float]:
     started = time.perf_counter()
     answer = urllib3.request(
@@ -140,9 +115,9 @@ def get(path: str, client: str) -> tuple[int, float]:
 def costly_requests(ours: servers.Ours, ids: Ids) -> list[dict[str, object]]:
     rows = []
     for kind, output in COSTLY:
-        pids = processor_pids(ours)
-        before = cpu_s(pids)
-        with servers.PeakRss(lambda: processor_pids(ours)) as peak:
+        pids = ours.program_pids("processor")
+        before = servers.cpu_s(pids)
+        with servers.PeakRss(lambda: ours.program_pids("processor")) as peak:
             status, seconds = get(f"{ids.new(kind)}/{output}", "192.0.2.1")
             time.sleep(1.0)  # a job the client gave up on may still run: count it
         rows.append(
@@ -150,7 +125,7 @@ def costly_requests(ours: servers.Ours, ids: Ids) -> list[dict[str, object]]:
                 "request": f"{kind} original, {output}",
                 "status": status,
                 "time_s": round(seconds, 2),
-                "processor_cpu_s": round(cpu_s(pids) - before, 2),
+                "processor_cpu_s": round(servers.cpu_s(pids) - before, 2),
                 "processors_peak_rss_mb": round(peak.peak_kib / 1024),
             }
         )

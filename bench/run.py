@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import os
 import platform
 import random
 import re
+import resource
 import shutil
 import subprocess
 import time
@@ -34,6 +36,50 @@ BURST = 50
 FOUR_SIZES = (100, 300, 640, 1000)
 
 
+@dataclasses.dataclass(frozen=True)
+class CpuUse:
+    """CPU milliseconds per answered request, by program, over one load run."""
+
+    ms_per_request: dict[str, float]
+    machine_busy: float  # the share of the machine's cores busy over the run
+    # The share of the run's wall time the processors' resize threads were busy
+    # (1.0: every processor resizing all the time); ours only.
+    resize_busy: float | None
+
+
+class CpuMeter:
+    """CPU seconds of each program (and of the whole machine) across one load run."""
+
+    def __init__(self, programs: dict[str, Callable[[], list[int]]], ours: servers.Ours | None):
+        self._programs = programs
+        self._ours = ours
+
+    def __enter__(self) -> CpuMeter:
+        self._pids = {name: pids() for name, pids in self._programs.items()}
+        self._before = self._sample()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._after = self._sample()
+
+    def _sample(self) -> dict[str, float]:
+        sample = {name: servers.cpu_s(pids) for name, pids in self._pids.items()}
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        sample["wrk"] = children.ru_utime + children.ru_stime  # the only child that ends
+        sample["whole machine"] = servers.busy_s()
+        sample["resize threads"] = self._ours.resize_busy_s() if self._ours else 0.0
+        sample["wall"] = time.monotonic()
+        return sample
+
+    def use(self, requests: int, cores: int) -> CpuUse:
+        spent = {name: self._after[name] - self._before[name] for name in self._after}
+        wall = spent.pop("wall")
+        resize_s = spent.pop("resize threads")
+        per_request = {name: 1000 * s / max(requests, 1) for name, s in spent.items()}
+        machine_busy = spent["whole machine"] / (wall * cores)
+        return CpuUse(per_request, machine_busy, resize_s / (wall * cores) if self._ours else None)
+
+
 @dataclasses.dataclass
 class Row:
     scenario: str
@@ -42,6 +88,7 @@ class Row:
     peak_rss_mib: float | None = None
     broker_rss_mib: float | None = None  # RabbitMQ's peak during the run (ours only)
     rate: float | None = None  # for baselines without HTTP: operations per second
+    cpu: CpuUse | None = None  # where the CPU went during the run (HTTP runs)
 
     @property
     def rps(self) -> float:
@@ -116,10 +163,10 @@ def run_misses(
     for name, server, port in contenders:
         paths = [server.path(*job) for job in jobs]
         with servers.PeakRss(servers.broker_pids) as broker:
-            result, peak = measure(port, paths, seconds, MISS_CONNECTIONS, work, server.pids)
+            result, peak, cpu = measure(port, paths, seconds, MISS_CONNECTIONS, work, server)
         assert result.requests <= len(paths), "the URL list wrapped: hits in a miss run"
         broker_mib = broker.peak_kib / 1024 if name == "ours" else None
-        rows.append(Row(title, name, result, peak, broker_rss_mib=broker_mib))
+        rows.append(Row(title, name, result, peak, broker_rss_mib=broker_mib, cpu=cpu))
 
 
 def measure(
@@ -128,12 +175,33 @@ def measure(
     seconds: int,
     connections: int,
     work: Path,
-    pids: Callable[[], list[int]],
-) -> tuple[LoadResult, float]:
+    server: servers.Ours | servers.Thumbor | servers.Nginx,
+) -> tuple[LoadResult, float, CpuUse]:
     servers.wait_until_idle()
-    with servers.PeakRss(pids) as rss:
+    ours = server if isinstance(server, servers.Ours) else None
+    with servers.PeakRss(server.pids) as rss, CpuMeter(cpu_programs(server), ours) as cpu:
         result = load.wrk(port, paths, seconds, connections, work)
-    return result, rss.peak_kib / 1024
+    return result, rss.peak_kib / 1024, cpu.use(result.requests, os.cpu_count() or 1)
+
+
+def cpu_programs(
+    server: servers.Ours | servers.Thumbor | servers.Nginx,
+) -> dict[str, Callable[[], list[int]]]:
+    """The processes whose CPU a run of `server` reports, by program."""
+    programs: dict[str, Callable[[], list[int]]] = {}
+    if isinstance(server, servers.Ours):
+        for name, label in (
+            ("frontend", "frontends"),
+            ("processor", "processors"),
+            ("uploader", "uploader"),
+        ):
+            programs[label] = functools.partial(server.program_pids, name)
+        programs["RabbitMQ"] = servers.broker_pids
+    else:
+        programs["thumbor" if isinstance(server, servers.Thumbor) else "server"] = server.pids
+    if not isinstance(server, servers.Nginx):
+        programs["nginx (origin)"] = functools.partial(servers.pids_named, "nginx")
+    return programs
 
 
 def versions(thumbor_venv: Path) -> dict[str, str]:
@@ -260,10 +328,10 @@ def main() -> None:
             paths = [server.path(*job) for job in hot]
             for path in paths:
                 assert load.fetch(f"http://127.0.0.1:{port}{path}")[0] == 200
-            result, peak = measure(
-                port, paths * 50, args.seconds, HIT_CONNECTIONS, args.work, server.pids
+            result, peak, cpu = measure(
+                port, paths * 50, args.seconds, HIT_CONNECTIONS, args.work, server
             )
-            rows.append(Row("7. cache hit, 100 hot outputs", name, result, peak))
+            rows.append(Row("7. cache hit, 100 hot outputs", name, result, peak, cpu=cpu))
         # Baseline: nginx serving the very same 100 output files.
         static_paths = []
         for image, width, _quality in hot if selected(args.only, "7.") else []:
@@ -273,15 +341,17 @@ def main() -> None:
             shutil.copyfile(cached, target)
             static_paths.append(f"/hot/{image}/w{width}.jpg")
         if static_paths:
-            result, peak = measure(
+            result, peak, cpu = measure(
                 servers.ORIGIN_PORT,
                 static_paths * 50,
                 args.seconds,
                 HIT_CONNECTIONS,
                 args.work,
-                nginx.pids,
+                nginx,
             )
-            rows.append(Row("7. cache hit, 100 hot outputs", "nginx static files", result, peak))
+            rows.append(
+                Row("7. cache hit, 100 hot outputs", "nginx static files", result, peak, cpu=cpu)
+            )
 
         # 8. A burst of 50 identical new URLs.
         for name, server, port in contenders if selected(args.only, "8.") else []:
@@ -379,12 +449,54 @@ def render_report(
                 f"{ours.rps / row.rps:.2f}" if row is not ours and row.rps else "",
             ]
             lines.append("| " + " | ".join(cells) + " |")
+    lines += render_cpu_table(rows)
     lines += ["", "## Coalescing burst (50 identical new URLs at once)", ""]
     lines += [f"- {name}: {text}" for name, text in burst_counts.items()]
     notes = BENCH / "TUNING.md"
     if notes.exists():
         lines += ["", notes.read_text().strip()]
     return "\n".join(lines) + "\n"
+
+
+CPU_COLUMNS = (
+    "frontends",
+    "processors",
+    "uploader",
+    "RabbitMQ",
+    "thumbor",
+    "server",
+    "nginx (origin)",
+    "wrk",
+    "whole machine",
+)
+
+
+def render_cpu_table(rows: list[Row]) -> list[str]:
+    """Where each HTTP run's CPU went: milliseconds per request of each program."""
+    lines = [
+        "",
+        "## Where the CPU goes",
+        "",
+        "CPU milliseconds (user and system) per answered request of each program over the",
+        "same runs; `whole machine` counts every process (so the programs' sum is below it);",
+        "`machine busy` is the share of all cores busy; `resize busy` the share of the run's",
+        "time the processors' resize threads spent resizing (1.0: every processor all the time).",
+        "",
+        "| scenario | server | req/s | "
+        + " | ".join(CPU_COLUMNS)
+        + " | machine busy | resize busy |",
+        "|---|---|---|" + "---|" * (len(CPU_COLUMNS) + 2),
+    ]
+    for row in rows:
+        if row.cpu is None:
+            continue
+        use = row.cpu.ms_per_request
+        cells = [row.scenario, row.server, f"{row.rps:.1f}"]
+        cells += [f"{use[c]:.2f}" if c in use else "" for c in CPU_COLUMNS]
+        cells.append(f"{row.cpu.machine_busy:.2f}")
+        cells.append(f"{row.cpu.resize_busy:.2f}" if row.cpu.resize_busy is not None else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 if __name__ == "__main__":

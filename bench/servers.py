@@ -66,6 +66,19 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def cpu_s(pids: list[int]) -> float:
+    """CPU seconds (user and system) the processes `pids` have used so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
 def _busy_jiffies() -> int:
     fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
     idle = int(fields[3]) + int(fields[4])  # idle + iowait
@@ -85,17 +98,27 @@ def wait_until_idle(timeout_s: float = 60.0, busy_share: float = 0.1) -> None:
             return
 
 
-def broker_pids() -> list[int]:
-    """RabbitMQ's Erlang VM (beam.smp), which ours needs and thumbor does not."""
+def pids_named(command: str) -> list[int]:
+    """Every process whose command name (comm) is `command`."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if (entry / "comm").read_text().strip() == "beam.smp":
+                if (entry / "comm").read_text().strip() == command:
                     found.append(int(entry.name))
             except OSError:
                 continue
     return found
+
+
+def broker_pids() -> list[int]:
+    """RabbitMQ's Erlang VM (beam.smp), which ours needs and thumbor does not."""
+    return pids_named("beam.smp")
+
+
+def busy_s() -> float:
+    """CPU seconds the whole machine has been busy (all cores, idle and iowait excluded)."""
+    return _busy_jiffies() / os.sysconf("SC_CLK_TCK")
 
 
 class PeakRss:
@@ -275,6 +298,24 @@ serverurl=unix://{self.work}/supervisor.sock
         if self.supervisord is None:
             return []
         return process_tree(self.supervisord.pid)[1:]  # the programs, not supervisord
+
+    def program_pids(self, program: str) -> list[int]:
+        """The processes of one of our programs (frontend, processor, uploader)."""
+        found = []
+        for pid in self.pids():
+            try:
+                command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue  # gone meanwhile
+            if program.encode() in command:
+                found.append(pid)
+        return found
+
+    def resize_busy_s(self) -> float:
+        """Seconds the processors' resize threads have spent resizing (their figures)."""
+        return metrics.counter_total(
+            self.work / "metrics", "image_server_resize_duration_seconds_sum"
+        )
 
     def resizes_done(self) -> int:
         """Resize jobs the processors have done (their Prometheus figures)."""

@@ -5,7 +5,7 @@ processor_prefetch of them) runs on a job thread: it finds the original
 (disk, object storage or the source: waiting on the network there, holding
 no CPU), then hands its resize to the one resize thread, in arrival order.
 The outcome goes back to pika's thread (`add_callback_threadsafe`), which
-queues the output's upload (confirmed), replies, and only then acks. A
+replies, queues the output's upload (confirmed), and only then acks. A
 downloaded original is stored in object storage by its job thread after the
 reply; only when that fails does it travel through RabbitMQ (an UploadJob).
 
@@ -220,10 +220,10 @@ class Processor:
     def _answer(self, delivery: _Delivery, outcome: Outcome) -> None:
         self._in_progress -= 1
         self._figures.jobs_in_progress.dec()
-        # Uploads are queued (and confirmed) before the reply: once a client has
-        # its image, the object store will get it too.
-        if outcome.upload is not None:
-            self._queue_upload(delivery, outcome.upload)
+        # The reply first: the client does not wait for the upload's confirm.
+        # The job is acked only once its upload is queued (confirmed) or spilled:
+        # a processor that dies between the two leaves the job to be redelivered,
+        # made again and uploaded then.
         if delivery.properties.reply_to and outcome.result is not None:
             delivery.channel.basic_publish(
                 "",
@@ -231,6 +231,8 @@ class Processor:
                 outcome.result.encode(),
                 pika.BasicProperties(correlation_id=delivery.properties.correlation_id),
             )
+        if outcome.upload is not None:
+            self._queue_upload(delivery, outcome.upload)
         delivery.channel.basic_ack(delivery.method.delivery_tag)
 
     def _queue_upload(self, delivery: _Delivery, upload: UploadJob) -> None:
