@@ -237,7 +237,7 @@ def regenerate_main(argv: list[str] | None = None, prog: str | None = None) -> N
     settings = program.load_settings(args, announce=True)
     store = open_store(settings)
     stop = program.stop_event_on_signals()
-    connection = pika.BlockingConnection(amqp.connection_parameters(settings))
+    connection = amqp.blocking_connection(settings)
     try:
         channel = connection.channel()
         amqp.declare_resize_queues(channel, settings)

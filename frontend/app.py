@@ -87,13 +87,13 @@ class ImageHandler(tornado.web.RequestHandler):
         await self._serve(include_body=False)
 
     async def _serve(self, include_body: bool) -> None:
-        source = self.get_query_argument("source", None)
-        request = self.service.parse(self.request.path, source)
-        signature = self.get_query_argument("signature", None)
-        self.service.authorise(request, signature, self.request.path)
-        request = self.service.negotiate(request, self.request.headers.get("Accept"))
+        # A miss of the cache-hit path (frontend/hits.py) comes parsed, allowed and negotiated.
+        looked_up = self.service.misses_looked_up.pop(self.request.connection, None)
+        request = looked_up or self._parsed_request()
         self.output_format = request.output.format
-        cached, self.lookup = await self.service.get(request, self.caller)
+        cached, self.lookup = await self.service.get(
+            request, self.caller, known_miss=looked_up is not None
+        )
         if include_body:
             self.service.count_request(request)
         if self.lookup.cache == "miss" and not self.lookup.coalesced:
@@ -108,6 +108,14 @@ class ImageHandler(tornado.web.RequestHandler):
         if include_body:
             self.write(cached.data)
             self.body_bytes = cached.size
+
+    def _parsed_request(self) -> ImageRequest:
+        """This request's output: parsed, allowed (signature or allowed_outputs), negotiated."""
+        source = self.get_query_argument("source", None)
+        request = self.service.parse(self.request.path, source)
+        signature = self.get_query_argument("signature", None)
+        self.service.authorise(request, signature, self.request.path)
+        return self.service.negotiate(request, self.request.headers.get("Accept"))
 
     async def post(self) -> None:
         """Pre-generation: `POST /<model>/<imageType>/<id>?outputs=x300.jpg,w500.webp`.

@@ -3,7 +3,9 @@
 A GET or HEAD without a query string (and without signing) whose output is
 in the local cache is answered straight from the HTTP connection: no
 RequestHandler, no routing. That halves the cost of a hit. Everything else
-(misses, errors, `source=`, signed URLs) goes to the Application unchanged.
+(misses, errors, `source=`, signed URLs) goes to the Application unchanged;
+a miss with the request as parsed and negotiated here, so that the handler
+does not do it again (ImageService.misses_looked_up).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ class CacheHitsFirst(httputil.HTTPServerConnectionDelegate):
     ) -> None:
         self.app = app
         self._settings = settings
-        self._service = service
+        self.service = service
         self.accounting = accounting
         # Hot paths repeat: parse each once.
         self._parse = functools.lru_cache(maxsize=8192)(self._parse_uncached)
@@ -46,10 +48,10 @@ class CacheHitsFirst(httputil.HTTPServerConnectionDelegate):
         """The request of a plain path; None when the Application must answer it
         (an error, or an output unsigned requests may not have)."""
         try:
-            request = self._service.parse(path, None)
+            request = self.service.parse(path, None)
         except ImageServerError:
             return None
-        return request if self._service.unsigned_allowed(request) else None
+        return request if self.service.unsigned_allowed(request) else None
 
     def start_request(
         self, server_conn: object, request_conn: httputil.HTTPConnection
@@ -59,41 +61,42 @@ class CacheHitsFirst(httputil.HTTPServerConnectionDelegate):
     def client_of(self, connection: httputil.HTTPConnection, forwarded_for: str | None) -> str:
         """The client of a request on `connection` (frontend/clients.py)."""
         peer = getattr(getattr(connection, "context", None), "remote_ip", "") or ""
-        return self._service.client_of(peer, forwarded_for)
+        return self.service.client_of(peer, forwarded_for)
 
     def on_close(self, server_conn: object) -> None:
         self.app.on_close(server_conn)
 
-    def hit_answer(
+    def look_up(
         self, start_line: httputil.RequestStartLine, headers: httputil.HTTPHeaders
-    ) -> _Answer | None:
-        """The answer to a plain cache hit; None leaves the request to the Application,
-        which also gets anything unexpected here (and answers it, 500 at worst)."""
+    ) -> tuple[ImageRequest | None, _Answer | None]:
+        """A plain request, parsed and negotiated, and its answer when the cache has
+        it. (None, None) leaves the request to the Application, which also gets
+        anything unexpected here (and answers it, 500 at worst)."""
         try:
-            return self._hit_answer(start_line, headers)
+            return self._look_up(start_line, headers)
         except Exception:
             log.exception("the cache-hit path failed on %r", start_line.path[:200])
-            return None
+            return None, None
 
-    def _hit_answer(
+    def _look_up(
         self, start_line: httputil.RequestStartLine, headers: httputil.HTTPHeaders
-    ) -> _Answer | None:
+    ) -> tuple[ImageRequest | None, _Answer | None]:
         if start_line.method not in ("GET", "HEAD") or "?" in start_line.path:
-            return None
+            return None, None
         request = self._parse(start_line.path)
         if request is None:
-            return None  # the Application answers with the error
-        request = self._service.negotiate(request, headers.get("Accept"))
-        cached = self._service.cache_hit(request.cache_key)
+            return None, None  # the Application answers with the error
+        request = self.service.negotiate(request, headers.get("Accept"))
+        cached = self.service.cache_hit(request.cache_key)
         if cached is None:
-            return None
+            return request, None
         answer = httputil.HTTPHeaders(
             image_headers(cached, request, self._settings.cache_max_age_s)
         )
         answer["Date"] = date_header(time.time())
         answer["X-Request-ID"] = request_id(headers.get("X-Request-ID"))
         if start_line.method == "GET":
-            self._service.count_request(request)
+            self.service.count_request(request)
         if not_modified(cached, headers):
             status, reason, body = 304, "Not Modified", b""
         else:
@@ -101,7 +104,7 @@ class CacheHitsFirst(httputil.HTTPServerConnectionDelegate):
             answer["Content-Length"] = str(cached.size)
             body = cached.data if start_line.method == "GET" else b""
         start = httputil.ResponseStartLine("HTTP/1.1", status, reason)
-        return _Answer(start, answer, body, request.output.format)
+        return request, _Answer(start, answer, body, request.output.format)
 
 
 class _Answer:
@@ -138,9 +141,11 @@ class _HitOrApplication(httputil.HTTPMessageDelegate):
         self._method, self._path = start_line.method, start_line.path
         self._headers = headers
         self._started = time.perf_counter()
-        self._answer = self._owner.hit_answer(start_line, headers)
+        request, self._answer = self._owner.look_up(start_line, headers)
         if self._answer is not None:
             return None  # answered in finish(): before the request is read, keep-alive is lost
+        if request is not None:  # a miss: the handler takes it as it is (no second parse)
+            self._owner.service.misses_looked_up[self._connection] = request
         self._delegate = self._owner.app.start_request(self._server_conn, self._connection)
         return self._delegate.headers_received(start_line, headers)
 

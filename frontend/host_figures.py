@@ -172,9 +172,7 @@ class Queues:
     def read(self) -> tuple[list[QueueFigures], str | None]:
         try:
             if self._connection is None or not self._connection.is_open:
-                self._connection = pika.BlockingConnection(
-                    amqp.connection_parameters(self._settings)
-                )
+                self._connection = amqp.blocking_connection(self._settings)
             return [self._one(name) for name in self.names], None
         except (pika.exceptions.AMQPError, OSError) as exc:
             self._connection = None

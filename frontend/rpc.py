@@ -20,7 +20,6 @@ from typing import Any
 
 import pika
 import pika.exceptions
-from pika.adapters.tornado_connection import TornadoConnection
 from pika.channel import Channel
 from pika.spec import Basic, BasicProperties
 
@@ -43,7 +42,7 @@ class ResizeClient:
         self._settings = settings
         # Called with each PurgeImage of the image.purge fanout (set by the frontend).
         self.on_purge: Callable[[PurgeImage], None] | None = None
-        self._connection: TornadoConnection | None = None
+        self._connection: amqp.AsyncConnection | None = None
         self._channel: Channel | None = None
         self._ready = False
         self._closing = False
@@ -130,7 +129,7 @@ class ResizeClient:
     # --- connection life cycle -------------------------------------------------
 
     def _connect(self) -> None:
-        self._connection = TornadoConnection(
+        self._connection = amqp.AsyncConnection(
             amqp.connection_parameters(self._settings),
             on_open_callback=self._on_connection_open,
             on_open_error_callback=self._on_connection_error,
@@ -144,26 +143,28 @@ class ResizeClient:
                 self._settings.amqp_reconnect_delay_s, self._connect
             )
 
-    def _on_connection_open(self, connection: TornadoConnection) -> None:
+    def _on_connection_open(self, connection: amqp.AsyncConnection) -> None:
         self.blocked_reason = None
         connection.add_on_connection_blocked_callback(self._on_blocked)
         connection.add_on_connection_unblocked_callback(self._on_unblocked)
         connection.channel(on_open_callback=self._on_channel_open)
 
-    def _on_blocked(self, connection: TornadoConnection, frame: Any) -> None:
+    def _on_blocked(self, connection: amqp.AsyncConnection, frame: Any) -> None:
         self.blocked_reason = str(getattr(frame.method, "reason", "") or "resource alarm")
         log.warning("RabbitMQ blocks publishing (%s): misses get 503", self.blocked_reason)
         self._fail_pending(BrokerBlocked())
 
-    def _on_unblocked(self, connection: TornadoConnection, frame: Any) -> None:
+    def _on_unblocked(self, connection: amqp.AsyncConnection, frame: Any) -> None:
         log.warning("RabbitMQ unblocked publishing")
         self.blocked_reason = None
 
-    def _on_connection_error(self, connection: TornadoConnection, error: BaseException) -> None:
+    def _on_connection_error(self, connection: amqp.AsyncConnection, error: BaseException) -> None:
         log.warning("cannot connect to RabbitMQ: %s", error)
         self._reconnect_later()
 
-    def _on_connection_closed(self, connection: TornadoConnection, reason: BaseException) -> None:
+    def _on_connection_closed(
+        self, connection: amqp.AsyncConnection, reason: BaseException
+    ) -> None:
         if not self._closing:
             log.warning("RabbitMQ connection closed: %s", reason)
         self._fail_pending()

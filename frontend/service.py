@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import math
 import time
+import weakref
 
 from common import jobs
 from common.config import Settings
@@ -78,6 +79,10 @@ class ImageService:
         self._trusted_proxies = trusted_networks(settings.trusted_proxies)
         self._in_flight: dict[str, asyncio.Future[tuple[CachedFile, Lookup]]] = {}
         self.active_requests = 0  # kept by the handler; a graceful stop waits for 0
+        # Misses found by the cache-hit path, by connection, for the handler it hands them to.
+        self.misses_looked_up: weakref.WeakKeyDictionary[object, ImageRequest] = (
+            weakref.WeakKeyDictionary()
+        )
         self._waiting = 0  # cache misses waiting on a resize, bounded by max_pending_requests
 
     def parse(self, path: str, source: str | None) -> ImageRequest:
@@ -127,13 +132,13 @@ class ImageService:
         return self._cache.read(key)
 
     async def get(
-        self, request: ImageRequest, caller: Caller | None = None
+        self, request: ImageRequest, caller: Caller | None = None, known_miss: bool = False
     ) -> tuple[CachedFile, Lookup]:
         """The output for `request`, from the cache or made now (at most once),
-        and where it came from. A resize is taken from the caller's budget (none:
-        work a key authorised)."""
+        and where it came from (`known_miss`: the cache was just looked at). A
+        resize is taken from the caller's budget (none: work a key authorised)."""
         key = request.cache_key
-        cached = self._cache.read(key)
+        cached = None if known_miss else self._cache.read(key)
         if cached is not None:
             return cached, HIT
         self._failures.raise_if_failed(key)

@@ -125,7 +125,7 @@ class Processor:
             self._resizer.shutdown(wait=False, cancel_futures=True)
 
     def _consume(self) -> None:
-        connection = pika.BlockingConnection(amqp.connection_parameters(self._settings))
+        connection = amqp.blocking_connection(self._settings)
         self._in_progress = 0
         jobs = concurrent.futures.ThreadPoolExecutor(self._settings.processor_prefetch, "job")
         try:

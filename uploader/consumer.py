@@ -15,8 +15,6 @@ import logging
 import threading
 import time
 
-import pika
-import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika.spec import Basic, BasicProperties
 
@@ -58,7 +56,7 @@ class Uploader:
 
     def _consume(self) -> None:
         self._health.broker_connected = False
-        connection = pika.BlockingConnection(amqp.connection_parameters(self._settings))
+        connection = amqp.blocking_connection(self._settings)
         self._health.broker_connected = True
         self._in_progress = 0
         pool = concurrent.futures.ThreadPoolExecutor(self._settings.upload_concurrency)

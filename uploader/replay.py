@@ -12,8 +12,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-import pika
-
 from common import amqp, program
 from common.config import Settings
 from common.errors import MessageDecodeError
@@ -24,7 +22,7 @@ log = logging.getLogger("uploader.replay")
 
 def replay(settings: Settings, limit: int | None = None) -> int:
     """Replay up to `limit` dead uploads (all when None); returns how many moved."""
-    connection = pika.BlockingConnection(amqp.connection_parameters(settings))
+    connection = amqp.blocking_connection(settings)
     moved = 0
     try:
         channel = connection.channel()
