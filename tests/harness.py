@@ -355,8 +355,11 @@ class Stack:
 
     def start_processor(self, index: int) -> None:
         name = f"processor_{index}"
+        started_before = self.log(name).count("consuming")  # the log of a restart goes on
         self.spawn(name, "processor", index)
-        wait_until(lambda: "consuming" in self.log(name), what=f"{name} consuming")
+        wait_until(
+            lambda: self.log(name).count("consuming") > started_before, what=f"{name} consuming"
+        )
 
     def start_uploader(self) -> None:
         self.spawn("uploader", "uploader")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -85,16 +86,31 @@ def test_a_burst_on_both_hosts_makes_at_most_one_resize_per_host(
 def test_every_processor_of_one_host_killed_loses_no_request(
     hosts: tuple[Stack, Stack], origin: Origin
 ) -> None:
+    """SIGKILL to every processor of host A while one of them holds a job for sure
+    (it is downloading that job's original): that client, who asked host B, and
+    every other one still get their image, from host B's processors."""
     a, b = hosts
+    for name in ("processor_0", "processor_1"):
+        b.kill(name, signal.SIGTERM)  # for now only host A's processors take jobs
+    victim = "two/hosts/victim/original.jpg"
+    origin.add(victim, photo(), delay_first_s=6.0)
     origin.add("two/hosts/3/original.jpg", photo())
     paths = [f"/two/hosts/3/w{width}.jpg" for width in range(100, 180)]
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        held = pool.submit(b.get, "/two/hosts/victim/w300.jpg")
+        assert origin.started[victim].wait(10)  # a processor of host A holds its job
+        for index in (0, 1):
+            b.start_processor(index)
         answers = [pool.submit((a, b)[i % 2].get, path) for i, path in enumerate(paths)]
         wait_until(lambda: sum(answer.done() for answer in answers) >= 10, what="load under way")
+        assert not held.done()
         a.kill("processor_0")  # SIGKILL: host A has no processor left
         a.kill("processor_1")
         statuses = [answer.result().status for answer in answers]
+        victim_answer = held.result()
     assert statuses == [200] * len(paths)  # host B's processors took every job
+    assert victim_answer.status == 200 and decode(victim_answer.data).width == 300
+    assert origin.hits[victim] == 2  # A's job was redelivered, and made on B
     assert b.get("/two/hosts/3/w500.jpg").status == 200
     assert a.get("/two/hosts/3/w501.jpg").status == 200  # asked on A, made on B
 
