@@ -392,11 +392,34 @@ class Stack:
         return path.read_text() if path.exists() else ""
 
     def resizes(self, cache_key: str) -> int:
-        """How many times processors resized `cache_key`, read from their logs."""
-        needle = f"resized {cache_key} "
+        """How many times the processors made `cache_key` (all of them, or those whose
+        key starts with it when it ends with "/")."""
         return sum(
-            self.log(name).count(needle) for name in self.processes if name.startswith("processor")
+            self.outputs_made(name, cache_key)
+            for name in self.processes
+            if name.startswith("processor")
         )
+
+    def outputs_made(self, processor: str, cache_key: str) -> int:
+        """Outputs `processor` made of `cache_key` (a prefix when it ends with "/"), from
+        the structured fields of its job lines (event "job", outcome "ok"), not from
+        the wording of their message."""
+        made = 0
+        for line in self.log(processor).splitlines():
+            if cache_key not in line:
+                continue
+            try:
+                fields = json.loads(line)
+            except ValueError:
+                continue  # not a log line (a crash's output)
+            key = str(fields.get("cache_key", ""))
+            wanted = key.startswith(cache_key) if cache_key.endswith("/") else key == cache_key
+            made += fields.get("event") == "job" and fields.get("outcome") == "ok" and wanted
+        return made
+
+    def frontends_that_answered(self, path_part: str) -> set[int]:
+        """The frontends (their numbers) whose request lines name `path_part`."""
+        return {index for index in range(self._frontends) if path_part in self.access_log(index)}
 
     def kill(self, name: str, signum: int = signal.SIGKILL) -> None:
         process = self.processes[name]

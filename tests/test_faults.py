@@ -324,7 +324,7 @@ def test_processor_killed_under_load(make_stack: Callable[..., Stack], origin: O
         stack.start_processor(1)
         answers = [pool.submit(stack.get, path) for path in paths]
         wait_until(
-            lambda: stack.log("processor_0").count("resized kill/load/1/") >= 3,
+            lambda: stack.outputs_made("processor_0", "kill/load/1/") >= 3,
             what="processor_0 busy with the load too",
         )
         assert not held.done()

@@ -179,8 +179,13 @@ def test_an_animation_cannot_be_blown_up_to_many_large_frames(stack: Stack, orig
     assert answer.status == 413
     assert b"1000x1000 x 100 frames" in answer.data and b"max_output_pixels.webp" in answer.data
     fetched = downloads(origin, image)
-    for _ in range(4):  # both frontends: each may learn it once
-        assert stack.get(f"{image}/x1000.webp").status == 413
+    close = {"Connection": "close"}  # new connections: both frontends answer
+    for _ in range(8):  # each frontend may learn it once
+        assert stack.get(f"{image}/x1000.webp", headers=close).status == 413
+    wait_until(  # request lines are written every half second
+        lambda: stack.frontends_that_answered(f"{image.lstrip('/')}/x1000.webp") == {0, 1},
+        what="both frontends answered",
+    )
     assert downloads(origin, image) <= fetched + 1
     small = stack.get(f"{image}/x100.webp")  # 100 frames of 100x100: fine
     assert small.status == 200 and decode(small.data).get("n-pages") == 100

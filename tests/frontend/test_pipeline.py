@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from common import layout
-from tests.harness import Origin, Stack, free_port
+from tests.harness import Origin, Stack, free_port, wait_until
 from tests.images import decode, loader, photo, with_alpha
 
 _ids = itertools.count(1000)
@@ -274,23 +274,29 @@ def host_totals(stack: Stack) -> dict[str, float]:
 
 
 def test_status_server_counts_both_frontends(stack: Stack, origin: Origin) -> None:
-    """Counts of this test's own requests, summed over both frontends: it passes
-    alone and in any order."""
+    """Counts of this test's own requests, summed over both frontends (each request
+    on a new connection, and both shown to have answered): it passes alone and in
+    any order."""
     before = host_totals(stack)
     prefix = new_image(origin)
-    for _ in range(3):
-        assert stack.get(f"{prefix}/w60.jpg").status == 200
-    assert stack.get("/user/avatar/1/random.jpg").status == 400
+    close = {"Connection": "close"}
+    for _ in range(12):
+        assert stack.get(f"{prefix}/w60.jpg", headers=close).status == 200
+    assert stack.get("/user/avatar/1/random.jpg", headers=close).status == 400
+    wait_until(  # request lines are written every half second
+        lambda: stack.frontends_that_answered(f"{prefix.lstrip('/')}/w60.jpg") == {0, 1},
+        what="both frontends answered",
+    )
     after = host_totals(stack)
 
     def grew(name: str) -> float:
         return after.get(name, 0.0) - before.get(name, 0.0)
 
-    assert grew("image_server_http_requests_total") == 4
-    assert grew("image_server_http_requests_total:200") == 3
+    assert grew("image_server_http_requests_total") == 13
+    assert grew("image_server_http_requests_total:200") == 12
     assert grew("image_server_http_requests_total:400") == 1
     assert grew("image_server_cache_misses_total") == 1
-    assert grew("image_server_cache_hits_total") == 2
+    assert grew("image_server_cache_hits_total") == 11
     assert grew("image_server_jobs_total:ok") == 1
 
 
