@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable
@@ -12,6 +13,7 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.adapters.select_connection import SelectConnection
 from pika.adapters.tornado_connection import TornadoConnection
+from pika.channel import Channel
 
 from common.config import Settings
 
@@ -56,12 +58,6 @@ def background_queue_arguments(settings: Settings) -> dict[str, Any]:
     }
 
 
-def declare_background_queue(channel: BlockingChannel, settings: Settings) -> None:
-    channel.queue_declare(
-        BACKGROUND_QUEUE, durable=True, arguments=background_queue_arguments(settings)
-    )
-
-
 def bind_purge_queue(channel: BlockingChannel) -> str:
     """A queue of this connection's own on the purge fanout (blocking channel); its name."""
     channel.exchange_declare(PURGE_EXCHANGE, "fanout", durable=True)
@@ -100,12 +96,6 @@ def connection_parameters(settings: Settings) -> pika.URLParameters:
     return params
 
 
-def declare_resize_queues(channel: BlockingChannel, settings: Settings) -> None:
-    """Declare the resize queue and its dead-letter queue (blocking channel)."""
-    channel.queue_declare(RESIZE_DEAD_QUEUE, durable=True)
-    channel.queue_declare(RESIZE_QUEUE, durable=True, arguments=resize_queue_arguments(settings))
-
-
 def upload_delay_queue(delay_s: float) -> str:
     """The queue where a failed upload waits `delay_s` before its retry.
 
@@ -115,34 +105,65 @@ def upload_delay_queue(delay_s: float) -> str:
     return f"image.upload.delay.{round(delay_s * 1000)}ms"
 
 
-def declare_upload_queues(channel: BlockingChannel, settings: Settings) -> None:
+@dataclasses.dataclass(frozen=True)
+class QueueSpec:
+    """A queue as every program declares it (a declaration that differs from the
+    queue RabbitMQ has is refused: there is one spelling, here)."""
+
+    name: str
+    arguments: dict[str, Any] = dataclasses.field(default_factory=dict)
+    durable: bool = True
+
+
+def resize_queues(settings: Settings) -> list[QueueSpec]:
+    """image.resize, image.resize.background and their dead-letter queue."""
+    return [
+        QueueSpec(RESIZE_DEAD_QUEUE),
+        QueueSpec(BACKGROUND_QUEUE, background_queue_arguments(settings)),
+        QueueSpec(RESIZE_QUEUE, resize_queue_arguments(settings)),
+    ]
+
+
+def upload_queues(settings: Settings) -> list[QueueSpec]:
     """image.upload, its dead-letter queue, and one delay queue per retry.
 
     A failed upload is published to the delay queue of its attempt; its TTL
     expires and RabbitMQ dead-letters it back into image.upload. No consumer
     sleeps. Delays come from upload_retry_delays_s.
     """
-    channel.queue_declare(UPLOAD_DEAD_QUEUE, durable=True)
-    channel.queue_declare(
-        UPLOAD_QUEUE,
-        durable=True,
-        arguments={
-            "x-queue-type": "quorum",
-            "x-delivery-limit": UPLOAD_DELIVERY_LIMIT,
-            "x-dead-letter-exchange": "",
-            "x-dead-letter-routing-key": UPLOAD_DEAD_QUEUE,
-        },
-    )
-    for delay_s in settings.upload_retry_delays_s:
-        channel.queue_declare(
+    upload_arguments = {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": UPLOAD_DELIVERY_LIMIT,
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": UPLOAD_DEAD_QUEUE,
+    }
+    delays = [
+        QueueSpec(
             upload_delay_queue(delay_s),
-            durable=True,
-            arguments={
+            {
                 "x-message-ttl": round(delay_s * 1000),
                 "x-dead-letter-exchange": "",
                 "x-dead-letter-routing-key": UPLOAD_QUEUE,
             },
         )
+        for delay_s in settings.upload_retry_delays_s
+    ]
+    return [QueueSpec(UPLOAD_DEAD_QUEUE), QueueSpec(UPLOAD_QUEUE, upload_arguments), *delays]
+
+
+def declare(channel: BlockingChannel, queues: list[QueueSpec]) -> None:
+    """Declare `queues` on a blocking channel."""
+    for queue in queues:
+        channel.queue_declare(queue.name, durable=queue.durable, arguments=queue.arguments)
+
+
+def declare_then(channel: Channel, queues: list[QueueSpec], then: Callable[[Any], None]) -> None:
+    """Declare `queues` on an asynchronous channel (the frontend's); `then` once
+    the last is declared (a channel answers in order)."""
+    *first, last = queues
+    for queue in first:
+        channel.queue_declare(queue.name, durable=queue.durable, arguments=queue.arguments)
+    channel.queue_declare(last.name, durable=last.durable, arguments=last.arguments, callback=then)
 
 
 def persistent(

@@ -240,8 +240,7 @@ def regenerate_main(argv: list[str] | None = None, prog: str | None = None) -> N
     connection = amqp.blocking_connection(settings)
     try:
         channel = connection.channel()
-        amqp.declare_resize_queues(channel, settings)
-        amqp.declare_background_queue(channel, settings)
+        amqp.declare(channel, amqp.resize_queues(settings))
         channel.confirm_delivery()
         summary, done = regenerate(settings, store, channel, args, stop)
     finally:

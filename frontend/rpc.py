@@ -176,18 +176,7 @@ class ResizeClient:
         self._next_delivery_tag = 1
         channel.add_on_close_callback(self._on_channel_closed)
         channel.confirm_delivery(ack_nack_callback=self._on_confirm)
-        channel.queue_declare(amqp.RESIZE_DEAD_QUEUE, durable=True)
-        channel.queue_declare(
-            amqp.BACKGROUND_QUEUE,
-            durable=True,
-            arguments=amqp.background_queue_arguments(self._settings),
-        )
-        channel.queue_declare(
-            amqp.RESIZE_QUEUE,
-            durable=True,
-            arguments=amqp.resize_queue_arguments(self._settings),
-            callback=self._on_queue_declared,
-        )
+        amqp.declare_then(channel, amqp.resize_queues(self._settings), self._on_queue_declared)
 
     def _on_queue_declared(self, frame: Any) -> None:
         assert self._channel is not None

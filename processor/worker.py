@@ -32,6 +32,7 @@ from pika.spec import Basic, BasicProperties
 
 from common import amqp, graphite
 from common.config import Settings, output_pixel_limit
+from common.consumer import Consumer, OnMessage
 from common.errors import (
     ImageServerError,
     MessageDecodeError,
@@ -51,8 +52,6 @@ from processor.masters import MasterStore
 from processor.originals import OriginalStore
 
 log = logging.getLogger(__name__)
-_POLL_S = 0.2
-_STOP_GRACE_S = 30.0
 _BACKLOG_CHECK_S = 1.0
 _BACKGROUND_LOOK_S = 1.0
 _ORIGINAL_TYPE = "application/octet-stream"
@@ -115,52 +114,53 @@ class Processor:
         self._backlog = (0, 0.0)  # image.upload's depth, and when it was asked (pika thread)
         # libvips gets one core's worth of work per processor: resizes queue here.
         self._resizer = concurrent.futures.ThreadPoolExecutor(1, "resize")
-        self._in_progress = 0  # touched by pika's thread only
+        # Per connection (set_up), touched by pika's thread only:
+        self.queue = amqp.RESIZE_QUEUE
+        self._in_progress = 0
+        self._jobs: concurrent.futures.ThreadPoolExecutor | None = None
+        self._on_job: OnMessage | None = None
+        self._next_background_look = 0.0
 
     def run(self) -> None:
         """Consume until asked to stop; reconnect whenever RabbitMQ goes away."""
         try:
-            amqp.consume_until_stopped(self._consume, self._stop, self._settings)
+            Consumer(self._settings, self, self._figures.serving, self._stop).run()
         finally:
             self._resizer.shutdown(wait=False, cancel_futures=True)
 
-    def _consume(self) -> None:
-        connection = amqp.blocking_connection(self._settings)
+    # --- the consumer's hooks (common/consumer.py), on pika's thread -------------
+
+    def set_up(self, connection: BlockingConnection, channel: BlockingChannel) -> OnMessage:
         self._in_progress = 0
         jobs = concurrent.futures.ThreadPoolExecutor(self._settings.processor_prefetch, "job")
-        try:
-            channel = connection.channel()
-            amqp.declare_resize_queues(channel, self._settings)
-            amqp.declare_background_queue(channel, self._settings)
-            channel.basic_qos(prefetch_count=self._settings.processor_prefetch)
-            # Uploads are confirmed; replies (on the consuming channel) need not be.
-            upload_channel = connection.channel()
-            amqp.declare_upload_queues(upload_channel, self._settings)
-            upload_channel.confirm_delivery()
-            on_message = functools.partial(self._on_message, connection, upload_channel, jobs)
-            channel.basic_consume(amqp.bind_purge_queue(channel), self._on_purge, auto_ack=True)
-            consumer_tag = channel.basic_consume(amqp.RESIZE_QUEUE, on_message)
-            log.info("consuming %s", amqp.RESIZE_QUEUE)
-            self._figures.serving.set(1)
-            next_background_look = 0.0
-            while not self._stop.is_set():
-                connection.process_data_events(time_limit=_POLL_S)
-                if not self._in_progress and time.monotonic() >= next_background_look:
-                    if not self._take_background_job(channel, on_message):
-                        # A get on a quorum queue is a command in its log, even when
-                        # it finds nothing: an empty queue is asked once a second.
-                        next_background_look = time.monotonic() + _BACKGROUND_LOOK_S
-            self._figures.serving.set(0)
-            channel.basic_cancel(consumer_tag)
-            # Graceful stop: jobs in hand finish and are acked.
-            give_up = time.monotonic() + _STOP_GRACE_S
-            while self._in_progress and time.monotonic() < give_up:
-                connection.process_data_events(time_limit=_POLL_S)
-        finally:
-            self._figures.serving.set(0)
-            jobs.shutdown(wait=False, cancel_futures=True)
-            if connection.is_open:
-                connection.close()
+        self._jobs = jobs
+        amqp.declare(channel, amqp.resize_queues(self._settings))
+        channel.basic_qos(prefetch_count=self._settings.processor_prefetch)
+        # Uploads are confirmed; replies (on the consuming channel) need not be.
+        upload_channel = connection.channel()
+        amqp.declare(upload_channel, amqp.upload_queues(self._settings))
+        upload_channel.confirm_delivery()
+        channel.basic_consume(amqp.bind_purge_queue(channel), self._on_purge, auto_ack=True)
+        on_job = functools.partial(self._on_message, connection, upload_channel, jobs)
+        self._on_job, self._next_background_look = on_job, 0.0
+        return on_job
+
+    def between_polls(self, channel: BlockingChannel) -> None:
+        waiting = time.monotonic() < self._next_background_look
+        if self._on_job is None or self._in_progress or waiting:
+            return
+        if not self._take_background_job(channel, self._on_job):
+            # A get on a quorum queue is a command in its log, even when
+            # it finds nothing: an empty queue is asked once a second.
+            self._next_background_look = time.monotonic() + _BACKGROUND_LOOK_S
+
+    def in_hand(self) -> int:
+        return self._in_progress
+
+    def tear_down(self) -> None:
+        if self._jobs is not None:
+            self._jobs.shutdown(wait=False, cancel_futures=True)
+        self._jobs, self._on_job = None, None
 
     # --- pika's thread ---------------------------------------------------------
 

@@ -20,6 +20,7 @@ from pika.spec import Basic, BasicProperties
 
 from common import amqp
 from common.config import Settings
+from common.consumer import Consumer, OnMessage
 from common.errors import ImageServerError, MessageDecodeError
 from common.messages import UploadJob
 from common.metrics import UploaderFigures
@@ -28,7 +29,6 @@ from uploader.health import Health
 from uploader.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
-_POLL_S = 0.2
 _COUNT_EVERY_S = 1.0
 
 
@@ -48,46 +48,43 @@ class Uploader:
         self._store = store
         self._stop = stop
         self._limiter = limiter
+        # Per connection (set_up), touched by pika's thread only:
+        self.queue = amqp.UPLOAD_QUEUE
         self._in_progress = 0
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._counted_at = 0.0
 
     def run(self) -> None:
         """Consume until asked to stop; reconnect whenever RabbitMQ goes away."""
-        amqp.consume_until_stopped(self._consume, self._stop, self._settings)
+        Consumer(self._settings, self, self._figures.serving, self._stop).run()
 
-    def _consume(self) -> None:
-        self._health.broker_connected = False
-        connection = amqp.blocking_connection(self._settings)
+    # --- the consumer's hooks (common/consumer.py), on pika's thread -------------
+
+    def set_up(self, connection: BlockingConnection, channel: BlockingChannel) -> OnMessage:
         self._health.broker_connected = True
         self._in_progress = 0
         pool = concurrent.futures.ThreadPoolExecutor(self._settings.upload_concurrency)
-        try:
-            channel = connection.channel()
-            amqp.declare_upload_queues(channel, self._settings)
-            channel.confirm_delivery()
-            channel.basic_qos(prefetch_count=self._settings.upload_concurrency)
-            on_message = functools.partial(self._on_message, connection, pool)
-            consumer_tag = channel.basic_consume(amqp.UPLOAD_QUEUE, on_message)
-            log.info("consuming %s", amqp.UPLOAD_QUEUE)
-            self._figures.serving.set(1)
-            counted_at = 0.0
-            while not self._stop.is_set():
-                connection.process_data_events(time_limit=_POLL_S)
-                if time.monotonic() - counted_at >= _COUNT_EVERY_S:  # for /health
-                    declared = channel.queue_declare(amqp.UPLOAD_QUEUE, passive=True)
-                    self._health.queued_uploads = int(declared.method.message_count)
-                    counted_at = time.monotonic()
-            self._figures.serving.set(0)
-            channel.basic_cancel(consumer_tag)
-            # Graceful stop: let started uploads finish and be acked.
-            give_up = time.monotonic() + 30
-            while self._in_progress and time.monotonic() < give_up:
-                connection.process_data_events(time_limit=_POLL_S)
-        finally:
-            self._figures.serving.set(0)
-            self._health.broker_connected = False
-            pool.shutdown(wait=False, cancel_futures=True)
-            if connection.is_open:
-                connection.close()
+        self._pool = pool
+        amqp.declare(channel, amqp.upload_queues(self._settings))
+        channel.confirm_delivery()
+        channel.basic_qos(prefetch_count=self._settings.upload_concurrency)
+        self._counted_at = 0.0
+        return functools.partial(self._on_message, connection, pool)
+
+    def between_polls(self, channel: BlockingChannel) -> None:
+        if time.monotonic() - self._counted_at >= _COUNT_EVERY_S:  # for /health
+            declared = channel.queue_declare(amqp.UPLOAD_QUEUE, passive=True)
+            self._health.queued_uploads = int(declared.method.message_count)
+            self._counted_at = time.monotonic()
+
+    def in_hand(self) -> int:
+        return self._in_progress
+
+    def tear_down(self) -> None:
+        self._health.broker_connected = False
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = None
 
     def _on_message(
         self,

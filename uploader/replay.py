@@ -26,7 +26,7 @@ def replay(settings: Settings, limit: int | None = None) -> int:
     moved = 0
     try:
         channel = connection.channel()
-        amqp.declare_upload_queues(channel, settings)
+        amqp.declare(channel, amqp.upload_queues(settings))
         channel.confirm_delivery()
         while limit is None or moved < limit:
             method, _properties, body = channel.basic_get(amqp.UPLOAD_DEAD_QUEUE)

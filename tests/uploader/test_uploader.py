@@ -103,7 +103,7 @@ def publish_backlog(amqp_url: str, settings_dir: Path, count: int) -> None:
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
     try:
         channel = connection.channel()
-        amqp.declare_upload_queues(channel, load("test", settings_dir))
+        amqp.declare(channel, amqp.upload_queues(load("test", settings_dir)))
         channel.confirm_delivery()
         for index in range(count):
             job = UploadJob(f"{PREFIX}/rate/{index}.png", "image/png", payload=b"x" * 100)
