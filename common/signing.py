@@ -16,17 +16,12 @@ image URL's signature can purge; a pre-generation (POST) with
 
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import hmac
-from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 from common.errors import BadSignature
-
-if TYPE_CHECKING:
-    from common.config import Settings
 
 
 def _message(path: str, source: str | None) -> bytes:
@@ -63,73 +58,12 @@ def pregenerate_message(path: str, outputs: str) -> str:
 
 
 def signed_url(key: str, path: str, source: str | None = None) -> str:
-    return _with_query(path, signature(key, path, source), source)
+    return with_query(path, signature(key, path, source), source)
 
 
-def _with_query(path: str, signed: str, source: str | None, **query: str) -> str:
+def with_query(path: str, signed: str, source: str | None, **query: str) -> str:
     """`path` with its query: `query`, the signature and `source` when there is one."""
     query["signature"] = signed
     if source is not None:
         query["source"] = source
     return f"{path}?{urlencode(query)}"
-
-
-def _tool(
-    description: str,
-    prog: str | None,
-    argv: list[str] | None,
-    path_help: str,
-    with_outputs: bool = False,
-) -> tuple[argparse.Namespace, Settings]:
-    """The arguments and settings of a signing tool (`image-server sign...`)."""
-    from common import program
-
-    parser = program.argument_parser(description, prog)
-    parser.add_argument("path", help=path_help)
-    if with_outputs:
-        parser.add_argument("outputs", help="comma-separated output names: x300.jpg,w500.webp")
-    parser.add_argument("--source", default=None, help="the source query parameter, if any")
-    args = parser.parse_args(argv)
-    return args, program.load_settings(args, announce=True)
-
-
-def _first_key(keys: list[str], env: str, name: str, what: str) -> str:
-    if not keys:
-        raise SystemExit(f"config {env!r} has no {name}: {what}")
-    return keys[0]
-
-
-def sign_main(argv: list[str] | None = None, prog: str | None = None) -> None:
-    """`image-server sign /<model>/<imageType>/<id>/<output> [--source URL]`."""
-    args, settings = _tool(
-        "Print the signed form of an image URL path",
-        prog,
-        argv,
-        "/<model>/<imageType>/<id>/<output>",
-    )
-    key = _first_key(settings.signing_keys, args.env, "signing_keys", "URLs need no signature")
-    print(signed_url(key, args.path, args.source))
-
-
-def sign_purge_main(argv: list[str] | None = None, prog: str | None = None) -> None:
-    """`image-server sign-purge /<model>/<imageType>/<id> [--source URL]` (for DELETE)."""
-    args, settings = _tool(
-        "Print the signed path of a purge (DELETE)", prog, argv, "/<model>/<imageType>/<id>"
-    )
-    key = _first_key(settings.purge_keys, args.env, "purge_keys", "purging is off")
-    signed = signature(key, purge_message(args.path), args.source)
-    print(_with_query(args.path, signed, args.source))
-
-
-def sign_pregenerate_main(argv: list[str] | None = None, prog: str | None = None) -> None:
-    """`image-server sign-pregenerate /<model>/<imageType>/<id> OUTPUTS` (for POST)."""
-    args, settings = _tool(
-        "Print the signed path of a pre-generation (POST)",
-        prog,
-        argv,
-        "/<model>/<imageType>/<id>",
-        with_outputs=True,
-    )
-    key = _first_key(settings.pregenerate_keys, args.env, "pregenerate_keys", "POST is off")
-    signed = signature(key, pregenerate_message(args.path, args.outputs), args.source)
-    print(_with_query(args.path, signed, args.source, outputs=args.outputs))

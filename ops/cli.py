@@ -35,25 +35,25 @@ COMMANDS = {
     "frontend": Command("frontend.__main__:main", "serve HTTP on server_port", program=True),
     "processor": Command("processor.__main__:main", "resize jobs from RabbitMQ", program=True),
     "uploader": Command("uploader.__main__:main", "store outputs in object storage", program=True),
-    "status": Command("frontend.status:main", "the host's status server", program=True),
-    "janitor": Command("common.janitor:main", "keep the disk caches in budget", program=True),
+    "status": Command("ops.status:main", "the host's status server", program=True),
+    "janitor": Command("ops.janitor:main", "keep the disk caches in budget", program=True),
     "seaweedfs": Command(
-        "common.seaweedfs:main", "the development S3 server (SeaweedFS)", program=True
+        "ops.seaweedfs:main", "the development S3 server (SeaweedFS)", program=True
     ),
     "config": Command("common.config:main", "check a config and print it, secrets masked"),
-    "sign": Command("common.signing:sign_main", "print a signed image URL path"),
-    "sign-purge": Command("common.signing:sign_purge_main", "print a signed purge (DELETE) path"),
+    "sign": Command("ops.sign:sign_main", "print a signed image URL path"),
+    "sign-purge": Command("ops.sign:sign_purge_main", "print a signed purge (DELETE) path"),
     "sign-pregenerate": Command(
-        "common.signing:sign_pregenerate_main", "print a signed pre-generation (POST) path"
+        "ops.sign:sign_pregenerate_main", "print a signed pre-generation (POST) path"
     ),
     "regenerate": Command(
-        "common.batch:regenerate_main", "queue outputs of the originals in object storage"
+        "ops.batch:regenerate_main", "queue outputs of the originals in object storage"
     ),
     "migrate-keys": Command(
-        "common.batch:migrate_keys_main", "move flat object keys to the partitioned layout"
+        "ops.batch:migrate_keys_main", "move flat object keys to the partitioned layout"
     ),
     "replay-uploads": Command("uploader.replay:main", "put dead-lettered uploads back"),
-    "restart": Command("common.restart:main", "restart every process, one at a time"),
+    "restart": Command("ops.restart:main", "restart every process, one at a time"),
     "version": Command("ops.cli:version", "print the version and commit"),
 }
 

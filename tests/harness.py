@@ -319,7 +319,7 @@ class Stack:
         wait_until(lambda: self.log(name).count("listening on") > started, what=f"{name} up")
 
     def start_status(self) -> None:
-        self.spawn("status", "frontend.status")
+        self.spawn("status", "ops.status")
         wait_until(lambda: self._status_of(f"{self.status_url}/health") in (200, 503),
                    what="the status server answering")  # fmt: skip
 
@@ -447,7 +447,7 @@ class Stack:
 
 class S3Server:
     """SeaweedFS' S3 gateway on loopback ports, started by the project's own
-    launcher (common/seaweedfs.py); `start()` after `stop()` is a fresh, empty server."""
+    launcher (ops/seaweedfs.py); `start()` after `stop()` is a fresh, empty server."""
 
     ACCESS_KEY = "testing"
     SECRET_KEY = "testing-secret"
@@ -474,7 +474,8 @@ class S3Server:
         }
 
     def start(self) -> None:
-        from common import config, seaweedfs
+        from common import config
+        from ops import seaweedfs
 
         data = self._workdir / "seaweedfs"
         shutil.rmtree(data, ignore_errors=True)

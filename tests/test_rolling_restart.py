@@ -2,7 +2,7 @@
 
 supervisord runs the project's own supervisord.conf (a copy whose var/ paths
 point into the test's directory) with two frontends and two processors;
-wrk keeps 8 connections busy with hits and misses while common.restart
+wrk keeps 8 connections busy with hits and misses while ops.restart
 replaces each process in turn, after a config change that the new processes
 must show.
 """

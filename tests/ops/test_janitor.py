@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pyvips
 
-from common.janitor import USAGE_FILE, Budget, Usage, sweep
+from ops.janitor import USAGE_FILE, Budget, Usage, sweep
 from tests.harness import Origin, Stack, wait_until
 from tests.images import decode, photo
 
@@ -88,7 +88,7 @@ def test_directories_stay_within_budget_under_a_stream_of_misses(
                "masters_max_bytes": 3_000_000}  # fmt: skip
     stack = make_stack(**budgets, janitor_interval_s=0.2, eviction_min_age_s=0.0)
     stack.start(processors=2, status=True)
-    stack.spawn("janitor", "common.janitor")
+    stack.spawn("janitor", "ops.janitor")
     answers = []
     cache, originals = stack.workdir / "cache", stack.workdir / "originals"
     largest_cache = 0  # seen during the stream, not only after it
