@@ -63,7 +63,7 @@ test: $(VENV)/.installed-test test-packages rabbitmq lint
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy common frontend processor uploader ops bench tests
+	$(VENV)/bin/mypy common frontend processor uploader ops bench testkit tests
 
 bench: $(VENV)/.installed-test test-packages rabbitmq
 	bench/setup.sh

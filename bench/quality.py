@@ -2,7 +2,7 @@
 
 For every original of the corpus and every output kind (w500, x600, 300x400,
 full_size; jpg and webp): the bytes of each tool's output and its SSIM
-(bench/ssim.py, luma) against a high-quality reference of the same size:
+(testkit/ssim.py, luma) against a high-quality reference of the same size:
 Pillow's Lanczos from the full original, the box centred exactly (for
 full_size, the original itself). Then a table of encoder settings (w500),
 with the time each takes. Writes bench/QUALITY.md (or --out) and prints it.
@@ -26,12 +26,13 @@ from pathlib import Path
 
 from PIL import Image
 
-from bench import corpus, recipe, servers
-from bench.ssim import ssim
+from bench import servers
 from common import config
 from common.urls import Fit, parse_output
 from processor import imaging
 from processor.worker import encoding
+from testkit import corpus, recipe
+from testkit.ssim import ssim
 
 BENCH = Path(__file__).resolve().parent
 KINDS = ["w500", "x600", "300x400", "full_size"]
@@ -269,7 +270,7 @@ def main() -> None:
             "",
             f"Made by `python -m bench.quality` (also run by `make bench`) on {len(originals)} "
             f"originals ({', '.join(o.name for o in originals)}), one at a time, one core.",
-            "SSIM: `bench/ssim.py` (luma, Gaussian window 11/1.5), against Pillow's Lanczos "
+            "SSIM: `testkit/ssim.py` (luma, Gaussian window 11/1.5), against Pillow's Lanczos "
             "from the full original to the output's size, the box exactly centred (full_size: "
             "the original), each output against the reference of its own size (thumbor "
             "rounds 312.5 down where ImageMagick and we round up). Transparency is put "

@@ -24,8 +24,9 @@ from pathlib import Path
 
 import pyvips
 
-from bench import corpus, load, raw, servers
+from bench import load, raw, servers
 from bench.load import LoadResult
+from testkit import corpus
 
 BENCH = Path(__file__).resolve().parent
 WIDTHS = range(100, 1001)

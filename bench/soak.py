@@ -24,7 +24,8 @@ from pathlib import Path
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
-from bench import corpus, servers
+from bench import servers
+from testkit import corpus
 
 BENCH = Path(__file__).resolve().parent
 SAMPLE_S = 5.0

@@ -10,16 +10,27 @@ import pytest
 from tests.harness import REPO, Origin, S3Server, Stack, Vhost
 
 
+def starts_programs(fixture: str) -> bool:
+    """A test taking this fixture starts the programs (any `*stack`), two hosts, or S3."""
+    return fixture.endswith("stack") or fixture in ("hosts", "s3")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that stop the whole RabbitMQ node run last: if one fails and leaves the
+    """Tests that start programs are marked `stack` (by their fixtures, or by hand);
+    tests that stop the whole RabbitMQ node run last: if one fails and leaves the
     broker down, every other result has been taken already."""
+    for item in items:
+        if any(starts_programs(name) for name in getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.stack)
     items.sort(key=lambda item: item.get_closest_marker("stops_broker") is not None)
 
 
 @pytest.fixture(scope="session", autouse=True)
-def rabbitmq() -> None:
-    """The real local RabbitMQ, started by the same script `make test` uses."""
-    subprocess.run([str(REPO / "scripts" / "ensure-rabbitmq.sh")], check=True, timeout=180)
+def rabbitmq(request: pytest.FixtureRequest) -> None:
+    """The real local RabbitMQ, started by the same script `make test` uses (not
+    needed when only in-process tests run: `pytest -m "not stack"`)."""
+    if any(item.get_closest_marker("stack") for item in request.session.items):
+        subprocess.run([str(REPO / "scripts" / "ensure-rabbitmq.sh")], check=True, timeout=180)
 
 
 @pytest.fixture(scope="session")

@@ -34,6 +34,8 @@ import tornado.netutil
 import tornado.web
 import urllib3
 
+from common import metrics
+
 REPO = Path(__file__).resolve().parent.parent
 MANAGEMENT = "http://127.0.0.1:15672/api"
 _http = urllib3.PoolManager(headers=urllib3.make_headers(basic_auth="guest:guest"))
@@ -311,12 +313,16 @@ class Stack:
     def status_url(self) -> str:
         return f"http://127.0.0.1:{self.config['status_port']}"
 
+    def serving(self, process: subprocess.Popen[bytes]) -> bool:
+        """Whether `process` says it serves: its image_server_process_serving figure
+        (a frontend listening, a processor or the uploader consuming)."""
+        return process.pid in metrics.serving_pids(self.workdir / "metrics")
+
     def start_frontend(self, index: int) -> None:
         name = f"frontend_{index}"
-        started = self.log(name).count("listening on")
-        self.spawn(name, "frontend", index)
+        process = self.spawn(name, "frontend", index)
         # It listens once it can publish resize jobs (or after 10 s without RabbitMQ).
-        wait_until(lambda: self.log(name).count("listening on") > started, what=f"{name} up")
+        wait_until(lambda: self.serving(process), what=f"{name} up")
 
     def start_status(self) -> None:
         self.spawn("status", "ops.status")
@@ -355,15 +361,12 @@ class Stack:
 
     def start_processor(self, index: int) -> None:
         name = f"processor_{index}"
-        started_before = self.log(name).count("consuming")  # the log of a restart goes on
-        self.spawn(name, "processor", index)
-        wait_until(
-            lambda: self.log(name).count("consuming") > started_before, what=f"{name} consuming"
-        )
+        process = self.spawn(name, "processor", index)
+        wait_until(lambda: self.serving(process), what=f"{name} consuming")
 
     def start_uploader(self) -> None:
-        self.spawn("uploader", "uploader")
-        wait_until(lambda: "consuming" in self.log("uploader"), what="uploader consuming")
+        process = self.spawn("uploader", "uploader")
+        wait_until(lambda: self.serving(process), what="uploader consuming")
 
     def start(self, processors: int = 2, uploader: bool = False, status: bool = False) -> Stack:
         if uploader:

@@ -34,6 +34,17 @@ def test_the_request_path_never_imports_ops() -> None:
     assert {name: mods for name, mods in offenders.items() if mods} == {}
 
 
+def test_tests_take_their_oracles_from_testkit_not_from_the_benchmark() -> None:
+    """Tests and bench share testkit/ (SSIM, the ImageMagick recipe, the corpus);
+    no test depends on the benchmark's code."""
+    offenders = {
+        str(path.relative_to(REPO))
+        for path in (REPO / "tests").rglob("*.py")
+        if any(m.split(".")[0] == "bench" for m in imported_modules(path))
+    }
+    assert offenders == set()
+
+
 def test_the_rule_sees_an_import_of_ops(tmp_path: Path) -> None:
     """The check above can fail: both spellings of an import are seen."""
     module = tmp_path / "module.py"

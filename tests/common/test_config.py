@@ -99,6 +99,7 @@ def test_each_environment_has_a_vhost_of_its_own() -> None:
     assert "" not in vhosts and "/" not in vhosts
 
 
+@pytest.mark.stack  # RabbitMQ
 def test_the_set_up_creates_the_environments_vhost() -> None:
     done = subprocess.run(
         [str(REPO / "scripts" / "ensure-vhost.sh"), "development"],
@@ -276,6 +277,7 @@ def test_what_the_service_cannot_make_is_refused_at_start(raw: dict[str, Any], n
         config.from_mapping(raw)
 
 
+@pytest.mark.stack  # RabbitMQ
 def test_the_set_up_creates_a_vhost_through_the_management_api(tmp_path: Path) -> None:
     """As against a remote broker: RABBITMQ_MANAGEMENT_URL, no rabbitmqctl."""
     vhost = f"api-made-{os.getpid()}"

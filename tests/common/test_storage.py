@@ -28,7 +28,7 @@ def client(server: S3Server) -> minio.Minio:
     )
 
 
-@pytest.fixture(params=["s3", "filesystem"])
+@pytest.fixture(params=[pytest.param("s3", marks=pytest.mark.stack), "filesystem"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
     if request.param == "filesystem":
         backend: ObjectStore = FilesystemStore(tmp_path / "objects")

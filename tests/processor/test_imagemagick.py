@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 import pyvips
 
-from bench import recipe
-from bench.ssim import ssim
 from common.urls import parse_output
 from processor import imaging
+from testkit import recipe
+from testkit.ssim import ssim
 from tests.images import decode, photo
 
 OUTPUTS = ["w500", "w999", "x600", "300x400", "301x199", "x37", "1000x100", "full_size"]

@@ -7,11 +7,11 @@ import pytest
 import pyvips
 from PIL import Image, ImageCms
 
-from bench.ssim import ssim
 from common.errors import ImageTooLarge, UnsupportedImage
 from common.urls import Fit
 from processor.imaging import LOADERS, Encoding, Limits, Rendition
 from processor.imaging import render as render_within
+from testkit.ssim import ssim
 from tests.images import decode, loader, mean_abs_difference, photo, smooth, solid, with_alpha
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import pyvips
 
-from bench import corpus
-from bench.ssim import ssim
 from common.urls import Fit
 from processor import imaging
+from testkit import corpus
+from testkit.ssim import ssim
 from tests.harness import REPO
 from tests.images import decode, photo
 
