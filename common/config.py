@@ -1,8 +1,10 @@
-"""Settings: every key declared once, with type, default and meaning.
+"""Settings: every key declared once, with type, default, meaning and rule.
 
 A program loads `<config_dir>/<env>.json` once at start into a frozen
-`Settings`. An unknown key, a missing required key or a value of the wrong
-type raises `ConfigError` naming the key, and the program stops.
+`Settings`. An unknown key, a missing required key, a value of the wrong
+type or one its rule refuses (declared with the key: `check=POSITIVE`...)
+raises `ConfigError` naming the key, and the program stops. Only the rules
+across keys live apart (`_check_values`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import re
 import sys
 import typing
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +39,99 @@ DEFAULT_MAX_OUTPUT_PIXELS = {
 SOURCE_FORMATS = {"jpeg", "png", "webp", "gif", "heif", "tiff", "svg", "pdf"}
 
 
-def _key(default: Any, meaning: str) -> Any:
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """A constraint declared with its key: `holds` on the value, on each item of
+    a list (`per="item"`) or on each (name, value) entry of a dict (`per="entry"`);
+    `says` is what a bad value is told."""
+
+    holds: Callable[[Any], bool]
+    says: str
+    per: str = ""
+
+    def broken(self, name: str, value: Any) -> str | None:
+        """The complaint about `value` of key `name`, or None when it holds."""
+        if self.per == "item":
+            parts = [(f"{name}[{i}]", item, item) for i, item in enumerate(value)]
+        elif self.per == "entry":
+            parts = [(f"{name}.{key}", (key, item), item) for key, item in value.items()]
+        else:
+            parts = [(name, value, value)]
+        for where, checked, shown in parts:
+            if not self.holds(checked):
+                return f"config key {where!r} {self.says}, got {shown!r}"
+        return None
+
+
+def one_of(*allowed: str) -> Rule:
+    return Rule(lambda value: value in allowed, f"must be one of {', '.join(allowed)}")
+
+
+def each(rule: Rule) -> Rule:
+    return Rule(rule.holds, rule.says, per="item")
+
+
+def per_format(rule: Rule) -> Rule:
+    """A dict by output format (jpg, png...), each value under `rule`."""
+    return Rule(
+        lambda entry: entry[0] in CONTENT_TYPES and rule.holds(entry[1]),
+        f"needs an output format ({', '.join(sorted(CONTENT_TYPES))}) and a value that "
+        + rule.says.replace("must be", "is"),
+        per="entry",
+    )
+
+
+def _network(cidr: str) -> bool:
+    try:
+        ipaddress.ip_network(cidr, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
+_EFFORT_LIMITS = {"webp": 6, "avif": 9, "png": 9}
+_OUTPUT_PATTERN = re.compile(r"[A-Za-z0-9_*-]+\.[a-z0-9*]+")
+_IMAGE_TYPE = re.compile(r"[A-Za-z0-9_-]{1,128}/[A-Za-z0-9_-]{1,128}")
+POSITIVE = Rule(lambda value: value > 0, "must be positive")
+OFF_OR_POSITIVE = Rule(lambda value: value >= 0, "must be 0 (off) or positive")
+QUALITY = Rule(lambda value: 1 <= value <= 100, "must be 1-100")
+SSIM_OR_OFF = Rule(lambda value: 0 <= value < 1, "must be 0 (off) or an SSIM below 1")
+NETWORK = Rule(_network, "must be a network (10.0.0.0/8, 127.0.0.1/32)")
+OUTPUT_FORMAT = Rule(
+    lambda ext: EXTENSION_ALIASES.get(ext, ext) in CONTENT_TYPES,
+    f"must be an output format ({', '.join(sorted(CONTENT_TYPES))})",
+)
+OUTPUT_PATTERN = Rule(
+    lambda pattern: bool(_OUTPUT_PATTERN.fullmatch(pattern)),
+    "must be an output name or pattern (`x50.jpg`, `w*.webp`, `x100.*`)",
+)
+OUTPUTS_BY_TYPE = Rule(
+    lambda entry: (
+        bool(_IMAGE_TYPE.fullmatch(entry[0]))
+        and all(OUTPUT_PATTERN.holds(pattern) for pattern in entry[1])
+    ),
+    "must be <model>/<imageType> with output names or patterns",
+    per="entry",
+)
+EFFORTS = Rule(
+    lambda entry: entry[0] in _EFFORT_LIMITS and 0 <= entry[1] <= _EFFORT_LIMITS[entry[0]],
+    f"must be within {_EFFORT_LIMITS}",
+    per="entry",
+)
+SEAWEEDFS_PORTS = Rule(
+    lambda ports: set(ports) == {"master", "volume", "filer"},
+    "must name master, volume and filer",
+)
+
+
+def _key(default: Any, meaning: str, check: Rule | None = None) -> Any:
+    metadata = {"meaning": meaning, "check": check}
     if isinstance(default, (dict, list)):
         frozen = default
-        return dataclasses.field(
-            default_factory=lambda: type(frozen)(frozen), metadata={"meaning": meaning}
-        )
+        return dataclasses.field(default_factory=lambda: type(frozen)(frozen), metadata=metadata)
     if default is REQUIRED:
-        return dataclasses.field(metadata={"meaning": meaning})
-    return dataclasses.field(default=default, metadata={"meaning": meaning})
+        return dataclasses.field(metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -74,15 +160,20 @@ class Settings:
         "(401 otherwise).",
     )
     whitelisted_extensions: list[str] = _key(
-        ["jpg", "png", "webp"], "Output extensions served; others get 406."
+        ["jpg", "png", "webp"],
+        "Output extensions served; others get 406.",
+        check=each(OUTPUT_FORMAT),
     )
     maximum_width: int = _key(
-        1000, "Largest width (and height) an output may ask for; larger gets 406."
+        1000,
+        "Largest width (and height) an output may ask for; larger gets 406.",
+        check=POSITIVE,
     )
     default_quality: dict[str, int] = _key(
         {"jpg": 78, "webp": 80, "avif": 60},
         "Encoder quality (1-100) per lossy output format when the URL has no -q suffix "
         "(chosen in bench/QUALITY.md: at least the original service's Q75 SSIM).",
+        check=per_format(QUALITY),
     )
 
     # How outputs are encoded (bench/QUALITY.md measures each setting).
@@ -90,6 +181,7 @@ class Settings:
         {"webp": 4, "avif": 2, "png": 6},
         "CPU spent for smaller files, per format: webp 0-6, avif 0-9 (AV1 speed), png 0-9 "
         "(zlib level).",
+        check=EFFORTS,
     )
     jpeg_progressive: bool = _key(
         False,
@@ -118,6 +210,7 @@ class Settings:
         "When > 0 (e.g. 0.97): a jpg or webp output without -q gets the lowest quality (30-95) "
         "whose SSIM against the resized picture is at least this (at most 4 encodes); 0: "
         "default_quality applies.",
+        check=SSIM_OR_OFF,
     )
     enlarge_width: bool = _key(
         False,
@@ -142,6 +235,7 @@ class Settings:
         [],
         "CIDR networks the fetcher may connect to although they are loopback, private, "
         "link-local... (development and tests need 127.0.0.0/8).",
+        check=each(NETWORK),
     )
     max_source_redirects: int = _key(5, "Redirects followed when fetching an original.")
     allowed_source_ports: list[int] = _key(
@@ -152,19 +246,23 @@ class Settings:
         10.0,
         "A source URL that answered 404 or 410 is not asked again for this long (per processor "
         "process); 0: always asked.",
+        check=OFF_OR_POSITIVE,
     )
     source_failures_to_open: int = _key(
         5,
         "Failures in a row (connect errors, timeouts, 5xx) after which a source host is "
         "paused: its downloads fail at once with 503 for source_pause_s.",
+        check=POSITIVE,
     )
     source_pause_s: float = _key(
         5.0,
         "How long a failing source host is left alone; then one download tries it again.",
+        check=POSITIVE,
     )
     allowed_source_formats: list[str] = _key(
         ["jpeg", "png", "webp", "gif", "heif"],
         "Formats accepted as originals (jpeg, png, webp, gif, heif, tiff, svg, pdf); others 415.",
+        check=each(one_of(*sorted(SOURCE_FORMATS))),
     )
     masters_enabled: bool = _key(
         True,
@@ -172,10 +270,14 @@ class Settings:
         "(short side maximum_width), kept beside the originals.",
     )
     max_source_pixels: int = _key(
-        50_000_000, "Largest width x height of an original, read from its header (413)."
+        50_000_000,
+        "Largest width x height of an original, read from its header (413).",
+        check=POSITIVE,
     )
     job_timeout_s: float = _key(
-        10.0, "Longest a processor works on one job; past it the job is abandoned (504)."
+        10.0,
+        "Longest a processor works on one job; past it the job is abandoned (504).",
+        check=POSITIVE,
     )
     signing_keys: list[str] = _key(
         [],
@@ -187,11 +289,13 @@ class Settings:
         "Outputs made for unsigned requests, as canonical output names; `*` matches any run "
         "of characters (`x50.*`, `w*.webp`). Others get 406 (403 with signing_keys). "
         "Empty: every output.",
+        check=each(OUTPUT_PATTERN),
     )
     allowed_outputs_by_type: dict[str, list[str]] = _key(
         {},
         'The same per `<model>/<imageType>` (e.g. {"user/avatar": ["x50.*", "w500.jpg"]}); '
         "a type listed here uses its own list instead of allowed_outputs.",
+        check=OUTPUTS_BY_TYPE,
     )
     allow_any_output: bool = _key(
         False,
@@ -203,51 +307,65 @@ class Settings:
         "Resizes one client address may cause per second on this host, all frontends together "
         "(a token bucket; hits, 304s and answers from object storage are free); past it 429. "
         "0: no budget.",
+        check=OFF_OR_POSITIVE,
     )
     client_miss_burst: int = _key(
-        50, "Resizes one client may cause at once before client_miss_rate_per_s applies."
+        50,
+        "Resizes one client may cause at once before client_miss_rate_per_s applies.",
+        check=POSITIVE,
     )
     trusted_proxies: list[str] = _key(
         [],
         "CIDR networks of proxies whose X-Forwarded-For is believed: the client is the last "
         "address of it outside these networks. Empty: the header is ignored.",
+        check=each(NETWORK),
     )
     max_output_pixels: dict[str, int] = _key(
         DEFAULT_MAX_OUTPUT_PIXELS,
         "Largest output per format, width x height x frames kept, checked from the original's "
         "header before any decode (413): bounds what one encode can cost (AVIF and WebP "
         "encoders cannot be stopped midway).",
+        check=per_format(POSITIVE),
     )
     failure_memory_s: float = _key(
         30.0,
         "How long a frontend answers a failed output again without a resize when it failed for "
         "good (413, 415, or a render past job_timeout_s). 0: never remembered.",
+        check=OFF_OR_POSITIVE,
     )
     max_pending_requests: int = _key(
-        1000, "Cache misses one frontend process waits on at once; past it 503 at once."
+        1000,
+        "Cache misses one frontend process waits on at once; past it 503 at once.",
+        check=POSITIVE,
     )
     source_connect_timeout_s: float = _key(3.0, "Timeout to connect to the source.")
     source_read_timeout_s: float = _key(10.0, "Timeout between bytes read from the source.")
     source_download_timeout_s: float = _key(
         8.0,
         "Longest a whole download of an original may take (never past job_timeout_s); past it 504.",
+        check=POSITIVE,
     )
     max_downloads_per_source_host: int = _key(
         8,
         "Downloads from one source host one processor runs at once; a job past it gets 503 "
         "at once (a slow source cannot hold every job slot).",
+        check=POSITIVE,
     )
     max_source_bytes: int = _key(
-        50_000_000, "Largest original accepted; the download stops past it (413)."
+        50_000_000,
+        "Largest original accepted; the download stops past it (413).",
+        check=POSITIVE,
     )
     max_animation_frames: int = _key(
         100,
         "Frames an animated original (GIF, WebP) keeps in a gif or webp output; other outputs "
         "take the first frame. Every kept frame counts towards max_source_pixels.",
+        check=POSITIVE,
     )
     max_output_bytes: int = _key(
         50_000_000,
         "Largest output a processor sends back (it travels through RabbitMQ); larger is 413.",
+        check=POSITIVE,
     )
 
     # RabbitMQ and the request/reply path.
@@ -260,7 +378,9 @@ class Settings:
         20.0, "How long the frontend waits for a ResizeResult before answering 504."
     )
     resize_queue_max_length: int = _key(
-        10_000, "Bound of the resize queue; a publish past it is refused (503)."
+        10_000,
+        "Bound of the resize queue; a publish past it is refused (503).",
+        check=POSITIVE,
     )
     resize_delivery_limit: int = _key(
         3, "Deliveries of one resize job before it is dead-lettered (a job that kills workers)."
@@ -269,11 +389,16 @@ class Settings:
         16,
         "Jobs one processor holds at once (basic_qos): their downloads run concurrently, "
         "their resizes one at a time.",
+        check=POSITIVE,
     )
     amqp_reconnect_delay_s: float = _key(1.0, "Pause before reconnecting to RabbitMQ.")
 
     # Object storage (results persisted by the uploader, shared between hosts).
-    storage_backend: str = _key("filesystem", "Where results are persisted: filesystem or s3.")
+    storage_backend: str = _key(
+        "filesystem",
+        "Where results are persisted: filesystem or s3.",
+        check=one_of("filesystem", "s3"),
+    )
     storage_path: str = _key("var/storage", "Root directory of the filesystem backend.")
     storage_key_prefix: str = _key(
         "public/images/development", "Prefix of every object key (no trailing slash)."
@@ -298,11 +423,16 @@ class Settings:
         {"master": 9333, "volume": 9380, "filer": 9388},
         "HTTP ports of that SeaweedFS' master, volume server and filer (each gRPC port is "
         "+10000); its S3 port is s3_endpoint's.",
+        check=SEAWEEDFS_PORTS,
     )
 
     # The uploader.
-    upload_rate_per_s: float = _key(20.0, "Most objects the uploader stores per second.")
-    upload_concurrency: int = _key(4, "Most uploads in progress at once, per uploader.")
+    upload_rate_per_s: float = _key(
+        20.0, "Most objects the uploader stores per second.", check=POSITIVE
+    )
+    upload_concurrency: int = _key(
+        4, "Most uploads in progress at once, per uploader.", check=POSITIVE
+    )
     uploader_health_port: int = _key(
         7090, "Port of the uploader's /health (object storage and RabbitMQ reachable)."
     )
@@ -310,11 +440,13 @@ class Settings:
         2_000,
         "Messages image.upload may hold; past it processors keep new uploads on disk "
         "(spill_path) and the uploader of their host stores them from there.",
+        check=POSITIVE,
     )
     spill_path: str = _key("var/spill", "Directory of the uploads kept on disk (see above).")
     upload_retry_delays_s: list[float] = _key(
         [1.0, 5.0, 30.0, 120.0, 600.0],
         "Delay before each retry of a failed upload; when all are spent it is dead-lettered.",
+        check=each(POSITIVE),
     )
 
     # Graphite (plaintext protocol, via graphitesend).
@@ -336,13 +468,21 @@ class Settings:
 
     # Disk budgets of the per-host caches, kept by the janitor program.
     cache_max_bytes: int = _key(
-        20_000_000_000, "Budget of the output cache (local_base_path); past it LRU files go."
+        20_000_000_000,
+        "Budget of the output cache (local_base_path); past it LRU files go.",
+        check=POSITIVE,
     )
     originals_max_bytes: int = _key(
-        10_000_000_000, "Budget of the cached originals (originals_path, masters excluded)."
+        10_000_000_000,
+        "Budget of the cached originals (originals_path, masters excluded).",
+        check=POSITIVE,
     )
-    masters_max_bytes: int = _key(10_000_000_000, "Budget of the masters (originals_path/masters).")
-    janitor_interval_s: float = _key(30.0, "Pause between two sweeps of the janitor.")
+    masters_max_bytes: int = _key(
+        10_000_000_000, "Budget of the masters (originals_path/masters).", check=POSITIVE
+    )
+    janitor_interval_s: float = _key(
+        30.0, "Pause between two sweeps of the janitor.", check=POSITIVE
+    )
     eviction_min_age_s: float = _key(
         60.0, "A file written or read more recently than this is never evicted (it is in use)."
     )
@@ -380,6 +520,7 @@ class Settings:
         5.0,
         "Longest a processor works on one background job (popular outputs, POST); past it "
         "the job is abandoned.",
+        check=POSITIVE,
     )
     purge_keys: list[str] = _key(
         [],
@@ -388,7 +529,11 @@ class Settings:
     )
 
     # Operations.
-    log_level: str = _key("INFO", "Python logging level of every program.")
+    log_level: str = _key(
+        "INFO",
+        "Python logging level of every program.",
+        check=one_of("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+    )
     access_log: bool = _key(
         True, "Frontends log one JSON line per request (README, Logs); false: none."
     )
@@ -489,114 +634,22 @@ def from_mapping(raw: dict[str, Any]) -> Settings:
 
 
 def _check_values(settings: Settings) -> None:
-    limits = {"webp": 6, "avif": 9, "png": 9}
-    for fmt, effort in settings.encoder_effort.items():
-        if fmt not in limits or not 0 <= effort <= limits[fmt]:
-            raise ConfigError(
-                f"config key 'encoder_effort.{fmt}': formats and ranges are {limits}, got {effort}"
-            )
-    if set(settings.seaweedfs_ports) != {"master", "volume", "filer"}:
-        raise ConfigError("config key 'seaweedfs_ports' must name master, volume and filer")
-    if not 0 <= settings.quality_target < 1:
-        raise ConfigError("config key 'quality_target' must be 0 (off) or an SSIM below 1")
+    """Each key's own rule (declared with it), then the rules across keys."""
+    for field in dataclasses.fields(Settings):
+        rule = field.metadata.get("check")
+        complaint = rule.broken(field.name, getattr(settings, field.name)) if rule else None
+        if complaint:
+            raise ConfigError(complaint)
     for fmt in settings.auto_formats:
         if fmt not in ("webp", "avif") or fmt not in settings.whitelisted_extensions:
             raise ConfigError(
                 f"config key 'auto_formats': {fmt!r} must be webp or avif and whitelisted"
             )
-    for fmt, quality in settings.default_quality.items():
-        if not 1 <= quality <= 100:
-            raise ConfigError(f"config key 'default_quality.{fmt}' must be 1-100, got {quality}")
-    if settings.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-        raise ConfigError(
-            f"config key 'log_level' must be a logging level, got {settings.log_level!r}"
-        )
-    if settings.storage_backend not in ("filesystem", "s3"):
-        raise ConfigError("config key 'storage_backend' must be 'filesystem' or 's3'")
     if settings.storage_backend == "s3" and not (settings.s3_access_key and settings.s3_secret_key):
         raise ConfigError(
             "config keys 's3_access_key' and 's3_secret_key' must be set for the s3 backend "
             "(IMAGE_SERVER_S3_SECRET_KEY_FILE...): without them every request is anonymous"
         )
-    if any(delay <= 0 for delay in settings.upload_retry_delays_s):
-        raise ConfigError("config key 'upload_retry_delays_s' must hold positive delays")
-    for key in ("allowed_private_networks", "trusted_proxies"):
-        for cidr in getattr(settings, key):
-            try:
-                ipaddress.ip_network(cidr, strict=False)
-            except ValueError as exc:
-                raise ConfigError(f"config key {key!r}: bad network {cidr!r}") from exc
-    _check_outputs(settings)
-    unknown_formats = set(settings.allowed_source_formats) - SOURCE_FORMATS
-    if unknown_formats:
-        raise ConfigError(
-            f"config key 'allowed_source_formats': unknown {sorted(unknown_formats)}, "
-            f"known {sorted(SOURCE_FORMATS)}"
-        )
-    for name in (
-        "max_source_pixels",
-        "max_pending_requests",
-        "job_timeout_s",
-        "maximum_width",
-        "max_source_bytes",
-        "max_output_bytes",
-        "max_animation_frames",
-        "cache_max_bytes",
-        "upload_backlog_max",
-        "originals_max_bytes",
-        "masters_max_bytes",
-        "janitor_interval_s",
-        "source_download_timeout_s",
-        "max_downloads_per_source_host",
-        "resize_queue_max_length",
-        "processor_prefetch",
-        "upload_rate_per_s",
-        "upload_concurrency",
-        "client_miss_burst",
-        "background_job_timeout_s",
-        "source_failures_to_open",
-        "source_pause_s",
-    ):
-        if getattr(settings, name) <= 0:
-            raise ConfigError(f"config key {name!r} must be positive")
-    for name in ("client_miss_rate_per_s", "failure_memory_s", "source_not_found_ttl_s"):
-        if getattr(settings, name) < 0:
-            raise ConfigError(f"config key {name!r} must be 0 (off) or positive")
-
-
-_OUTPUT_PATTERN = re.compile(r"[A-Za-z0-9_*-]+\.[a-z0-9*]+")
-_IMAGE_TYPE = re.compile(r"[A-Za-z0-9_-]{1,128}/[A-Za-z0-9_-]{1,128}")
-
-
-def _check_outputs(settings: Settings) -> None:
-    """Output formats and output patterns name things the service can make."""
-    for ext in settings.whitelisted_extensions:
-        if EXTENSION_ALIASES.get(ext, ext) not in CONTENT_TYPES:
-            raise ConfigError(
-                f"config key 'whitelisted_extensions': no output format {ext!r}; "
-                f"known {sorted(CONTENT_TYPES)}"
-            )
-    for key in ("default_quality", "max_output_pixels"):
-        for fmt, value in getattr(settings, key).items():
-            if fmt not in CONTENT_TYPES or value <= 0:
-                raise ConfigError(
-                    f"config key '{key}.{fmt}': formats are {sorted(CONTENT_TYPES)}, "
-                    "values positive"
-                )
-    patterns = {"allowed_outputs": settings.allowed_outputs}
-    for image_type, listed in settings.allowed_outputs_by_type.items():
-        if not _IMAGE_TYPE.fullmatch(image_type):
-            raise ConfigError(
-                f"config key 'allowed_outputs_by_type': {image_type!r} is not <model>/<imageType>"
-            )
-        patterns[f"allowed_outputs_by_type.{image_type}"] = listed
-    for key, listed in patterns.items():
-        for pattern in listed:
-            if not _OUTPUT_PATTERN.fullmatch(pattern):
-                raise ConfigError(
-                    f"config key {key!r}: {pattern!r} is not an output name or pattern "
-                    "(`x50.jpg`, `w*.webp`, `x100.*`)"
-                )
 
 
 OPEN_ENVIRONMENTS = ("development", "test")  # may start with every output open to anyone

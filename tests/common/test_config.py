@@ -58,6 +58,13 @@ def test_defaults_fill_optional_keys() -> None:
         ({**MINIMAL, "auto_formats": ["png"]}, "auto_formats"),
         ({**MINIMAL, "encoder_effort": {"webp": 7}}, "encoder_effort.webp"),
         ({**MINIMAL, "encoder_effort": {"jpg": 1}}, "encoder_effort.jpg"),
+        ({**MINIMAL, "storage_backend": "ftp"}, "storage_backend"),
+        ({**MINIMAL, "quality_target": 1.0}, "quality_target"),
+        ({**MINIMAL, "upload_retry_delays_s": [1, 0]}, "upload_retry_delays_s[1]"),
+        ({**MINIMAL, "allowed_source_formats": ["jpeg", "bmp"]}, "allowed_source_formats[1]"),
+        ({**MINIMAL, "seaweedfs_ports": {"master": 1}}, "seaweedfs_ports"),
+        ({**MINIMAL, "client_miss_rate_per_s": -1}, "client_miss_rate_per_s"),
+        ({**MINIMAL, "source_pause_s": 0}, "source_pause_s"),
     ],
 )
 def test_bad_keys_are_named(raw: dict[str, Any], named: str) -> None:
