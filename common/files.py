@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
 import tempfile
 import time
 from pathlib import Path
+
+from common.keys import sha256_hex
 
 
 def write_atomic(path: Path, data: bytes) -> os.stat_result:
@@ -59,7 +60,7 @@ class KeyLock:
     @staticmethod
     def name(key: str) -> str:
         """The lock file's name for `key`."""
-        return hashlib.sha256(key.encode()).hexdigest()
+        return sha256_hex(key)
 
     def acquire_before(self, deadline: float, poll_s: float = 0.005) -> bool:
         """Wait for the lock until `deadline` (time.monotonic()); False if it did not come."""

@@ -5,16 +5,22 @@ from __future__ import annotations
 import time
 
 from common.config import Settings
+from common.keys import ImageRef
 from common.messages import ResizeJob
 from common.urls import ImageRequest, effective_quality
 
 
 def source_url(settings: Settings, request: ImageRequest) -> str:
-    """The original's URL: the `source` given, else source_domain and the template."""
+    """The original's URL: the `source` given, else the image's default."""
     if request.source is not None:
         return request.source
+    return default_source_url(settings, request.image)
+
+
+def default_source_url(settings: Settings, image: ImageRef) -> str:
+    """The URL of the image's original without `source=`: source_domain and the template."""
     path = settings.source_path_template.format(
-        model=request.model, image_type=request.image_type, id=request.id
+        model=image.model, image_type=image.image_type, id=image.id
     )
     return settings.source_domain.rstrip("/") + "/" + path
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 import logging
 import shutil
 
-from common import layout
+from common import keys
 from common.config import Settings
 from common.messages import PurgeImage
-from common.storage import ObjectStore, explicit_original_key, image_prefix
+from common.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -25,20 +25,21 @@ log = logging.getLogger(__name__)
 def purge_store(settings: Settings, store: ObjectStore, purge: PurgeImage) -> int:
     """Delete the image's objects (outputs, `source=` outputs, its original) and the
     original of its explicit source, if any; how many objects were there."""
-    keys = store.keys(image_prefix(settings, purge.model, purge.image_type, purge.id))
+    image = keys.ImageRef(purge.model, purge.image_type, purge.id)
+    found = store.keys(image.object_prefix(settings))
     if purge.explicit_source:
-        explicit = explicit_original_key(settings, purge.explicit_source)
-        keys += [explicit] if store.exists(explicit) else []
-    for key in keys:
+        explicit = keys.explicit_original_key(settings, purge.explicit_source)
+        found += [explicit] if store.exists(explicit) else []
+    for key in found:
         store.delete(key)
-    return len(keys)
+    return len(found)
 
 
 def purge_host(settings: Settings, purge: PurgeImage) -> None:
     """Remove the image's files from this host's caches (outputs, originals, masters)."""
-    outputs = layout.image_outputs_dir(settings, purge.model, purge.image_type, purge.id)
-    shutil.rmtree(outputs, ignore_errors=True)
+    image = keys.ImageRef(purge.model, purge.image_type, purge.id)
+    shutil.rmtree(image.outputs_dir(settings), ignore_errors=True)
     for url in purge.source_urls:
-        layout.original_path(settings, url).unlink(missing_ok=True)
-        layout.master_path(settings, url).unlink(missing_ok=True)
+        keys.original_path(settings, url).unlink(missing_ok=True)
+        keys.master_path(settings, url).unlink(missing_ok=True)
     log.info("purged %s/%s/%s from this host", purge.model, purge.image_type, purge.id)

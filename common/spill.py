@@ -11,13 +11,13 @@ file goes only after its put), and the request path never waits for it.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from pathlib import Path
 
 from common.errors import MessageDecodeError
 from common.files import write_atomic
+from common.keys import sha256_hex
 from common.messages import UploadJob
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ class Spill:
 
     def put(self, upload: UploadJob) -> None:
         """Keep `upload` on disk (the same key twice keeps the newer bytes)."""
-        write_atomic(self._dir / hashlib.sha256(upload.key.encode()).hexdigest(), upload.encode())
+        write_atomic(self._dir / sha256_hex(upload.key), upload.encode())
 
     def oldest(self, limit: int) -> list[Path]:
         """Up to `limit` spilled uploads, oldest first (no file being written)."""

@@ -10,7 +10,6 @@ StorageUnavailable (try again later) or StorageRefused (permanent).
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import os
 import threading
@@ -51,48 +50,6 @@ class ObjectStore(Protocol):
         """Keys under `prefix` (a directory: ends with "/") in order, those after
         `start_after` only, at most `limit` of them (0: all): a page of a listing."""
         ...
-
-
-# Object keys (README, "Object keys"): every object of one image under one
-# prefix, `<storage_key_prefix>/<model>/<imageType>/<partition>/<id>/`, where
-# the partition (3 hex digits of the id's SHA-256, 4,096 of them) keeps any
-# one listing level small however many ids a type has. Under it: the outputs
-# (`w500.jpg`...), `src-<hash>/` outputs of an explicit `source=`, and
-# `original` (no dot: never an output's name).
-ORIGINAL_NAME = "original"
-# Originals of explicit `source=` URLs, by the URL's SHA-256. A name no model of
-# the URL grammar can take (segments never hold a dot).
-ORIGINALS_DIR = ".originals"
-PARTITION_CHARS = 3
-
-
-def partition(image_id: str) -> str:
-    return hashlib.sha256(image_id.encode()).hexdigest()[:PARTITION_CHARS]
-
-
-def image_prefix(settings: Settings, model: str, image_type: str, image_id: str) -> str:
-    """The prefix of every object of one image, ending with "/"."""
-    kind = f"{settings.storage_key_prefix}/{model}/{image_type}"
-    return f"{kind}/{partition(image_id)}/{image_id}/"
-
-
-def output_key(settings: Settings, cache_key: str) -> str:
-    model, image_type, image_id, rest = cache_key.split("/", 3)
-    return image_prefix(settings, model, image_type, image_id) + rest
-
-
-def original_key(settings: Settings, cache_key: str, source_url: str) -> str:
-    """Where the original of the job for `cache_key` (fetched from `source_url`) is kept."""
-    model, image_type, image_id, rest = cache_key.split("/", 3)
-    if rest.startswith("src-"):
-        return explicit_original_key(settings, source_url)
-    return image_prefix(settings, model, image_type, image_id) + ORIGINAL_NAME
-
-
-def explicit_original_key(settings: Settings, source_url: str) -> str:
-    """The original fetched from a `source=` URL."""
-    digest = hashlib.sha256(source_url.encode()).hexdigest()
-    return f"{settings.storage_key_prefix}/{ORIGINALS_DIR}/{digest}"
 
 
 class FilesystemStore:

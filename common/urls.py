@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import hashlib
 import re
 from collections.abc import Mapping
 from enum import StrEnum
 
 from common.errors import BadRequest, NotAcceptable, UriTooLong
+from common.keys import ImageRef, OutputRef
 
 MAX_SEGMENT_CHARS = 128
 MAX_PATH_CHARS = 1024
@@ -69,17 +69,27 @@ class ImageRequest:
     varies: bool = False  # the format served depends on the Accept header (Vary: Accept)
 
     @property
-    def cache_key(self) -> str:
-        """Relative path of the output in every store (local cache, object store).
+    def image(self) -> ImageRef:
+        """The image asked for (an explicit `source` is another original: common/keys.py)."""
+        return ImageRef.of(self.model, self.image_type, self.id, self.source)
 
-        Laid out like the URL path; an explicit `source` is a different original,
-        so it gets a directory of its own named by its hash.
-        """
-        parts = [self.model, self.image_type, self.id]
-        if self.source is not None:
-            parts.append("src-" + hashlib.sha256(self.source.encode()).hexdigest()[:24])
-        parts.append(self.output_name)
-        return "/".join(parts)
+    @property
+    def ref(self) -> OutputRef:
+        """The output asked for: its cache key, object key... (common/keys.py)."""
+        return self.image.output(self.output_name)
+
+    @property
+    def cache_key(self) -> str:
+        """Relative path of the output in every store (local cache, object store)."""
+        return self.ref.cache_key
+
+
+def parse_image_path(path: str) -> ImageRef:
+    """`/<model>/<imageType>/<id>`: one image (a purge's target); BadRequest otherwise."""
+    segments = path.split("/")
+    if len(segments) != 4 or segments[0] or not all(SEGMENT.fullmatch(s) for s in segments[1:]):
+        raise BadRequest("an image is /<model>/<imageType>/<id>")
+    return ImageRef(segments[1], segments[2], segments[3])
 
 
 def parse_output(name: str) -> OutputSpec:

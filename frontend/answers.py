@@ -42,8 +42,9 @@ def _date_of_second(second: int) -> str:
 
 
 def surrogate_keys(request: ImageRequest) -> str:
-    kind = f"{request.model}/{request.image_type}"
-    return f"{kind}/{request.id} {kind}"
+    """The image's own key, then its type's: a CDN purges either at once."""
+    image = request.image
+    return f"{image.kind}/{image.id} {image.kind}"
 
 
 def not_modified(cached: CachedFile, request_headers: HTTPHeaders) -> bool:

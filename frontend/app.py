@@ -10,13 +10,13 @@ from typing import Any
 
 import tornado.web
 
-from common import graphite, host_health
+from common import graphite, host_health, jobs
 from common.config import Settings
 from common.errors import BadRequest, Forbidden, ImageServerError
 from common.graphite import Graphite
 from common.messages import PurgeImage
 from common.signing import pregenerate_message, purge_message, verify
-from common.urls import SEGMENT, ImageRequest
+from common.urls import ImageRequest, parse_image_path
 from frontend.accounting import REFUSED, Accounting, Lookup
 from frontend.answers import NO_SNIFF, image_headers, not_modified
 from frontend.clients import Caller, request_id
@@ -156,19 +156,14 @@ class ImageHandler(tornado.web.RequestHandler):
         source = self.get_query_argument("source", None)
         given = self.get_query_argument("signature", None)
         verify(self.config.purge_keys, purge_message(self.request.path), source, given)
-        segments = self.request.path.split("/")
-        if len(segments) != 4 or not all(SEGMENT.fullmatch(part) for part in segments[1:]):
-            raise BadRequest("purge an image: DELETE /<model>/<imageType>/<id>")
-        model, image_type, image_id = segments[1:]
-        default = self.service.parse(f"{self.request.path}/w1.jpg", None)
+        image = parse_image_path(self.request.path)
         if source is not None:
-            self.service.parse(f"{self.request.path}/w1.jpg", source)  # an allowed source?
-        purge = PurgeImage(
-            model, image_type, image_id, self.service.source_url(default), source or ""
-        )
+            self.service.check_source(source)
+        default_url = jobs.default_source_url(self.config, image)
+        purge = PurgeImage(image.model, image.image_type, image.id, default_url, source or "")
         deleted = await self.service.purge(purge)
         self.set_header("Content-Type", "application/json")
-        body = json.dumps({"purged": f"{model}/{image_type}/{image_id}", "objects": deleted})
+        body = json.dumps({"purged": f"{image.kind}/{image.id}", "objects": deleted})
         self.body_bytes = len(body)
         self.finish(body)
 

@@ -31,10 +31,6 @@ log = logging.getLogger(__name__)
 STATS_DIR = ".stats"  # no model of the URL grammar has a dot
 
 
-def image_type(request: ImageRequest) -> str:
-    return f"{request.model}/{request.image_type}"
-
-
 class Popularity:
     def __init__(self, settings: Settings, store: ObjectStore, process_num: int) -> None:
         self._settings = settings
@@ -49,7 +45,7 @@ class Popularity:
     def count(self, request: ImageRequest) -> None:
         """A request answered with its output (on the event loop: a dict update)."""
         with self._lock:
-            counts = self._counts.setdefault(image_type(request), collections.Counter())
+            counts = self._counts.setdefault(request.image.kind, collections.Counter())
             counts[request.output_name] += 1
 
     def popular(self, kind: str) -> list[str]:

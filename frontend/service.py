@@ -26,11 +26,12 @@ from common.errors import (
     StorageUnavailable,
     TooManyMisses,
 )
+from common.keys import object_key_of
 from common.messages import PurgeImage, ResizeJob
 from common.purge import purge_host, purge_store
 from common.signing import verify
 from common.sources import allowed_hosts, allowed_ports, check_source_url
-from common.storage import ObjectStore, open_store, output_key
+from common.storage import ObjectStore, open_store
 from common.urls import (
     ImageRequest,
     check_allowed,
@@ -43,7 +44,7 @@ from frontend.accounting import HIT, Lookup
 from frontend.cache import CachedFile, OutputCache
 from frontend.clients import Caller, MissBudget, client_address, trusted_networks
 from frontend.failures import FailureMemory
-from frontend.popular import Popularity, image_type
+from frontend.popular import Popularity
 from frontend.rpc import ResizeClient
 
 log = logging.getLogger(__name__)
@@ -92,8 +93,12 @@ class ImageService:
             request.output, self._settings.whitelisted_extensions, self._settings.maximum_width
         )
         if request.source is not None:
-            check_source_url(request.source, self.allowed_hosts, self._allowed_ports)
+            self.check_source(request.source)
         return request
+
+    def check_source(self, source: str) -> None:
+        """Raise unless `source` is a URL this server may fetch (403)."""
+        check_source_url(source, self.allowed_hosts, self._allowed_ports)
 
     def client_of(self, peer: str, forwarded_for: str | None) -> str:
         """The client of a request from `peer` (see frontend/clients.py)."""
@@ -226,7 +231,7 @@ class ImageService:
         """Copy the output from object storage into the local cache, if it is there."""
         if self._store is None:
             return None
-        key = output_key(self._settings, cache_key)
+        key = object_key_of(self._settings, cache_key)
         try:
             if self._store.reads_are_local:
                 data = self._store.get(key)
@@ -274,7 +279,7 @@ class ImageService:
         other popular outputs in the background (called once the answer is sent)."""
         if self.popularity is None or not self._settings.popular_outputs_max:
             return
-        for name in self.popularity.popular(image_type(request)):
+        for name in self.popularity.popular(request.image.kind):
             if name != request.output_name:
                 other = dataclasses.replace(
                     request, output_name=name, output=parse_output(name), varies=False
@@ -309,7 +314,7 @@ class ImageService:
     async def _stored(self, cache_key: str) -> bool:
         if self._store is None:
             return False
-        key = output_key(self._settings, cache_key)
+        key = object_key_of(self._settings, cache_key)
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._store_pool, self._store.exists, key)
@@ -318,6 +323,3 @@ class ImageService:
 
     def job_for(self, request: ImageRequest, timeout_s: float, request_id: str = "") -> ResizeJob:
         return jobs.resize_job(self._settings, request, timeout_s, request_id=request_id)
-
-    def source_url(self, request: ImageRequest) -> str:
-        return jobs.source_url(self._settings, request)

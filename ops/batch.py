@@ -32,17 +32,17 @@ from common import amqp, jobs, program
 from common.config import REPO_ROOT, Settings
 from common.errors import ImageServerError
 from common.files import write_atomic
-from common.storage import (
+from common.keys import (
     ORIGINAL_NAME,
-    ObjectStore,
+    PARTITIONS,
+    ImageRef,
     explicit_original_key,
-    open_store,
-    output_key,
+    parse_flat_object_key,
+    parse_object_key,
     partition,
 )
+from common.storage import ObjectStore, open_store
 from common.urls import CONTENT_TYPES, canonical_name, check_allowed, parse_output, parse_path
-
-PARTITIONS = 16**3
 
 
 @dataclasses.dataclass
@@ -59,15 +59,10 @@ class Summary:
         )
 
 
-def original_image(settings: Settings, key: str) -> tuple[str, str, str] | None:
-    """(model, image type, id) when `key` is the original of an image, else None."""
-    head = settings.storage_key_prefix + "/"
-    if not key.startswith(head):
-        return None
-    parts = key[len(head) :].split("/")
-    if len(parts) != 5 or parts[4] != ORIGINAL_NAME or parts[2] != partition(parts[3]):
-        return None
-    return parts[0], parts[1], parts[3]
+def original_image(settings: Settings, key: str) -> ImageRef | None:
+    """The image whose original `key` is, else None."""
+    parsed = parse_object_key(settings, key)
+    return parsed[0] if parsed is not None and parsed[1] == ORIGINAL_NAME else None
 
 
 def output_names(settings: Settings, names: str) -> list[str]:
@@ -121,9 +116,8 @@ class Progress:
         self._started = time.monotonic()
         self._plain_line_at = 0.0
 
-    def show(self, summary: Summary, key: str) -> None:
-        parts = key.rsplit("/", 3)
-        share = int(parts[1], 16) / PARTITIONS if len(parts) == 4 and len(parts[1]) == 3 else 0.0
+    def show(self, summary: Summary, image: ImageRef) -> None:
+        share = int(partition(image.id), 16) / PARTITIONS
         rate = summary.queued / max(time.monotonic() - self._started, 1e-3)
         if sys.stderr.isatty():
             bar = "#" * int(share * 30)
@@ -162,8 +156,9 @@ def regenerate(
             if image is None:
                 continue
             for name in outputs:
-                request = parse_path("/" + "/".join((*image, name)), None, settings.default_quality)
-                if not args.replace and store.exists(output_key(settings, request.cache_key)):
+                path = f"/{image.kind}/{image.id}/{name}"
+                request = parse_path(path, None, settings.default_quality)
+                if not args.replace and store.exists(request.ref.object_key(settings)):
                     summary.skipped += 1
                     continue
                 time.sleep(max(0.0, next_job - time.monotonic()))
@@ -180,7 +175,7 @@ def regenerate(
                     summary.failed += 1
             summary.originals += 1
             cursor.save(after)
-            progress.show(summary, key)
+            progress.show(summary, image)
     return summary, False
 
 
@@ -191,33 +186,29 @@ def migrate_keys(settings: Settings, store: ObjectStore, dry_run: bool) -> int:
     while page := store.keys(head, start_after=after, limit=1000):
         for key in page:
             after = key
-            parts = key[len(head) :].split("/")
-            flat_output = len(parts) == 4 and "." in parts[3] and not parts[0].startswith(".")
-            flat_source = len(parts) == 5 and parts[3].startswith("src-")
-            if not (flat_output or flat_source) or parts[2] == partition(parts[3]):
+            output = parse_flat_object_key(settings, key)
+            if output is None:
                 continue
-            target = output_key(settings, "/".join(parts))
-            moved += _move(store, key, target, dry_run)
-            images.add((parts[0], parts[1], parts[2]))
-    for model, image_type, image_id in sorted(images):  # their originals, by source URL
-        request = parse_path(f"/{model}/{image_type}/{image_id}/w1.jpg")
-        url = jobs.source_url(settings, request)
+            content_type = CONTENT_TYPES[parse_output(output.name).format]
+            moved += _move(store, key, output.object_key(settings), content_type, dry_run)
+            images.add(dataclasses.replace(output.image, source_tag=None))
+    for image in sorted(images, key=lambda image: (image.kind, image.id)):
+        url = jobs.default_source_url(settings, image)  # the flat layout kept it by URL
         old = explicit_original_key(settings, url)
         if store.exists(old):
-            new = output_key(settings, f"{model}/{image_type}/{image_id}/{ORIGINAL_NAME}")
-            moved += _move(store, old, new, dry_run)
+            new = image.original_key(settings, url)
+            moved += _move(store, old, new, "application/octet-stream", dry_run)
     return moved
 
 
-def _move(store: ObjectStore, old: str, new: str, dry_run: bool) -> int:
+def _move(store: ObjectStore, old: str, new: str, content_type: str, dry_run: bool) -> int:
     print(f"{old} -> {new}")
     if dry_run:
         return 1
     data = store.get(old)
     if data is None:
         return 0  # gone meanwhile
-    extension = new.rsplit(".", 1)[-1] if "." in new.rsplit("/", 1)[-1] else ""
-    store.put(new, data, CONTENT_TYPES.get(extension, "application/octet-stream"))
+    store.put(new, data, content_type)
     store.delete(old)
     return 1
 

@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from common import layout, program
+from common import keys, program
 from common.config import Settings
 from common.files import write_atomic
 
@@ -63,7 +63,7 @@ def budgets(settings: Settings) -> list[Budget]:
             settings.originals_max_bytes,
             frozenset({"masters"}),
         ),
-        Budget("masters", layout.masters_dir(settings), settings.masters_max_bytes),
+        Budget("masters", keys.masters_dir(settings), settings.masters_max_bytes),
     ]
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from common import layout
+from common import keys
 from common.config import Settings
 from common.errors import ResizeTimeout
 from common.files import KeyLock, touch
@@ -28,7 +28,7 @@ class MasterStore:
         self._long_side = settings.maximum_width
 
     def path(self, source_url: str) -> Path:
-        return layout.master_path(self._settings, source_url)
+        return keys.master_path(self._settings, source_url)
 
     def existing(self, source_url: str) -> Path | None:
         """The master of `source_url` if it is made (marked as used for the janitor)."""
@@ -56,7 +56,7 @@ class MasterStore:
         that the resize thread never sits idle behind a lock.
         """
         path = self.path(source_url)
-        lock = KeyLock(layout.masters_dir(self._settings) / ".locks", source_url)
+        lock = KeyLock(keys.masters_dir(self._settings) / ".locks", source_url)
         if not lock.acquire_before(limits.deadline):
             raise ResizeTimeout("waited too long for the master of this original")
         try:

@@ -22,7 +22,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from common import layout
+from common import keys
 from common.config import Settings
 from common.errors import ResizeTimeout, StorageUnavailable
 from common.files import KeyLock, touch, write_atomic
@@ -113,7 +113,7 @@ class OriginalStore:
 
     def path(self, url: str) -> Path:
         """Where the original of `url` is kept on this host's disk."""
-        return layout.original_path(self._settings, url)
+        return keys.original_path(self._settings, url)
 
 
 def _read_if_present(path: Path) -> bytes | None:

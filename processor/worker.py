@@ -40,11 +40,12 @@ from common.errors import (
     SourceNotFound,
 )
 from common.graphite import Graphite
+from common.keys import object_key_of, original_key_of
 from common.messages import PurgeImage, ResizeJob, ResizeResult, UploadJob
 from common.metrics import ProcessorFigures
 from common.purge import purge_host
 from common.spill import Spill
-from common.storage import ObjectStore, original_key, output_key
+from common.storage import ObjectStore
 from common.urls import CONTENT_TYPES, Fit
 from processor import imaging
 from processor.fetch import SourceFetcher
@@ -271,14 +272,14 @@ class Processor:
 
     def _already_stored(self, job: ResizeJob) -> bool:
         try:
-            return self._store.exists(output_key(self._settings, job.cache_key))
+            return self._store.exists(object_key_of(self._settings, job.cache_key))
         except ImageServerError:
             return False  # storage down: make it, the uploader retries
 
     def _store_original(self, delivery: _Delivery, job: ResizeJob, data: bytes) -> None:
         """Put a new original in object storage, off the resize thread; when
         storage fails, hand it to the uploader (which retries) instead."""
-        key = original_key(self._settings, job.cache_key, job.source_url)
+        key = original_key_of(self._settings, job.cache_key, job.source_url)
         try:
             self._store.put(key, data, _ORIGINAL_TYPE, same_as=self._originals.path(job.source_url))
             return
@@ -331,7 +332,7 @@ class Processor:
             if made is not None:
                 return _Rendered(made, None, "from its master")
             # Too small for this output, or evicted since the look: from the original.
-        shared_key = original_key(self._settings, job.cache_key, job.source_url)
+        shared_key = original_key_of(self._settings, job.cache_key, job.source_url)
         with self._originals.open(job.source_url, shared_key, limits.deadline) as original:
             if original.downloaded:
                 self._graphite.event(graphite.ORIGINAL_DOWNLOADED)
@@ -397,7 +398,7 @@ class Processor:
         data = rendered.output
         self._job_done(job, started, "ok", len(data), rendered.how)
         content_type = CONTENT_TYPES[job.format]
-        key = output_key(self._settings, job.cache_key)
+        key = object_key_of(self._settings, job.cache_key)
         upload = UploadJob(key, content_type, payload=data, request_id=job.request_id)
         self._graphite.event(graphite.IMAGE_REQUEST)
         self._graphite.event(f"{graphite.IMAGE_REQUEST}.{job.format}")

@@ -17,7 +17,7 @@ import pyvips
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.storage import original_key, output_key
+from common.keys import object_key_of, original_key_of
 from common.urls import MAX_PATH_CHARS
 from tests.harness import Origin, Stack, wait_until
 from tests.images import decode, photo
@@ -258,11 +258,11 @@ def test_an_output_can_never_take_the_key_of_an_original(
     digest = hashlib.sha256(victim_url.encode()).hexdigest()
     origin.add(f"originals/{digest}/1/original.jpg", photo())
     assert stack.get(f"/originals/{digest}/1/w100.jpg").status == 200
-    attackers = stack.stored_path(output_key(stack.settings, f"originals/{digest}/1/w100.jpg"))
+    attackers = stack.stored_path(object_key_of(stack.settings, f"originals/{digest}/1/w100.jpg"))
     wait_until(attackers.is_file, what="the attacker's output")
     assert stack.get(f"{victim}/w100.jpg").status == 200
     victims = stack.stored_path(
-        original_key(stack.settings, f"{victim.lstrip('/')}/w100.jpg", victim_url)
+        original_key_of(stack.settings, f"{victim.lstrip('/')}/w100.jpg", victim_url)
     )
     wait_until(victims.is_file, what="the victim's original")
     assert victims.read_bytes() == photo()

@@ -12,8 +12,8 @@ from pathlib import Path
 import minio
 import pytest
 
+from common.keys import ImageRef, object_key_of
 from common.signing import purge_message, signature
-from common.storage import image_prefix, output_key
 from tests.harness import Origin, S3Server, Stack, Vhost, wait_until
 from tests.images import decode, photo, solid
 
@@ -52,7 +52,7 @@ def test_an_output_made_on_one_host_is_served_by_the_other_without_a_resize(
     origin.add("two/hosts/1/original.jpg", photo())
     made = a.get("/two/hosts/1/w300.jpg")
     assert made.status == 200
-    key = output_key(a.settings, "two/hosts/1/w300.jpg")
+    key = object_key_of(a.settings, "two/hosts/1/w300.jpg")
     client = minio.Minio(s3.endpoint, s3.ACCESS_KEY, s3.SECRET_KEY, secure=False)
 
     def stored() -> bool:
@@ -104,13 +104,18 @@ def test_every_processor_of_one_host_killed_loses_no_request(
         answers = [pool.submit((a, b)[i % 2].get, path) for i, path in enumerate(paths)]
         wait_until(lambda: sum(answer.done() for answer in answers) >= 10, what="load under way")
         assert not held.done()
-        a.kill("processor_0")  # SIGKILL: host A has no processor left
-        a.kill("processor_1")
+        for name in ("processor_0", "processor_1"):  # both at once: host A has none left
+            a.processes[name].send_signal(signal.SIGKILL)
+        for name in ("processor_0", "processor_1"):
+            a.processes[name].wait(30)
         statuses = [answer.result().status for answer in answers]
         victim_answer = held.result()
     assert statuses == [200] * len(paths)  # host B's processors took every job
     assert victim_answer.status == 200 and decode(victim_answer.data).width == 300
-    assert origin.hits[victim] == 2  # A's job was redelivered, and made on B
+    # A's job was redelivered and made again (the first download never ended); a
+    # third download is the other processor of A taking it in the instant between
+    # the two signals.
+    assert origin.hits[victim] >= 2
     assert b.get("/two/hosts/3/w500.jpg").status == 200
     assert a.get("/two/hosts/3/w501.jpg").status == 200  # asked on A, made on B
 
@@ -121,7 +126,7 @@ def test_a_purge_on_one_host_makes_both_hosts_and_the_store_forget_the_image(
     a, b = hosts
     origin.add("two/purge/1/original.jpg", photo())  # 1600x1000
     client = minio.Minio(s3.endpoint, s3.ACCESS_KEY, s3.SECRET_KEY, secure=False)
-    prefix = image_prefix(a.settings, "two", "purge", "1")
+    prefix = ImageRef("two", "purge", "1").object_prefix(a.settings)
 
     def stored_objects() -> list[str]:
         found = client.list_objects("images", prefix=prefix, recursive=True)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import urllib3
 
+from common.keys import object_key_of
 from common.signing import signed_url
-from common.storage import output_key
 from common.urls import MAX_SOURCE_CHARS
 from tests.harness import REPO, Origin, Stack, wait_until
 from tests.images import animated_gif, decode, photo, smooth
@@ -146,7 +146,7 @@ def test_a_client_gets_its_budget_of_resizes_on_the_whole_host(
     etag = made.headers["ETag"]
     headers = {"X-Forwarded-For": "203.0.113.7", "If-None-Match": etag}
     assert stack.get(f"{image}/w100.jpg", headers=headers).status == 304
-    stored = stack.stored_path(output_key(stack.settings, f"{image.lstrip('/')}/w200.jpg"))
+    stored = stack.stored_path(object_key_of(stack.settings, f"{image.lstrip('/')}/w200.jpg"))
     stored.parent.mkdir(parents=True, exist_ok=True)
     stored.write_bytes(made.data)
     assert fresh_connection_get(stack, f"{image}/w200.jpg", "203.0.113.7").status == 200

@@ -14,8 +14,8 @@ from pathlib import Path
 import urllib3
 
 from common import amqp
+from common.keys import object_key_of
 from common.signing import pregenerate_message, signature
-from common.storage import output_key
 from tests.harness import Origin, Stack, wait_until
 from tests.images import decode, photo
 
@@ -43,7 +43,7 @@ def post_query(stack: Stack, path: str, **query: str) -> urllib3.BaseHTTPRespons
 
 
 def stored(stack: Stack, cache_key: str) -> Path:
-    return stack.stored_path(output_key(stack.settings, cache_key))
+    return stack.stored_path(object_key_of(stack.settings, cache_key))
 
 
 def statistics_total(stack: Stack, kind: str) -> int:

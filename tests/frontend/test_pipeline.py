@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common import layout
+from common import keys
 from tests.harness import Origin, Stack, free_port, wait_until
 from tests.images import decode, loader, photo, with_alpha
 
@@ -195,7 +195,7 @@ def test_sizes_asked_together_share_one_decode_through_the_master(
     # The second job read the original from disk, then its output from that master.
     assert job_details(stack, f"{key}/w640.jpg") == ["original cached"]
     assert origin.hits[f"{key}/original.jpg"] == 1
-    master = layout.master_path(stack.settings, origin.url(f"{key}/original.jpg"))
+    master = keys.master_path(stack.settings, origin.url(f"{key}/original.jpg"))
     assert master.exists()
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from common.storage import ObjectStore, explicit_original_key, open_store, original_key, output_key
+from common.keys import explicit_original_key, object_key_of, original_key_of
+from common.storage import ObjectStore, open_store
 from tests.harness import REPO, Origin, Stack, storage_config, wait_until
 from tests.images import photo
 
@@ -56,7 +57,7 @@ def test_regenerate_is_interrupted_and_resumed_without_duplicates(
     store.prepare()
     for index in range(IMAGES):  # originals already in object storage, none at the source
         cache_key = f"batch/img/{index}/w1.jpg"
-        store.put(original_key(stack.settings, cache_key, "unused"), photo(), "image/jpeg")
+        store.put(original_key_of(stack.settings, cache_key, "unused"), photo(), "image/jpeg")
     run = ("regenerate", "--prefix", "batch", "--outputs", ",".join(OUTPUTS), "--rate", "6",
            "--cursor", str(tmp_path / "cursor"))  # fmt: skip
 
@@ -82,7 +83,7 @@ def test_regenerate_is_interrupted_and_resumed_without_duplicates(
 
     keys = [f"batch/img/{i}/{name}" for i in range(IMAGES) for name in OUTPUTS]
     wait_until(
-        lambda: all(store.exists(output_key(stack.settings, key)) for key in keys),
+        lambda: all(store.exists(object_key_of(stack.settings, key)) for key in keys),
         timeout_s=60,
         what="every output stored",
     )
@@ -112,11 +113,11 @@ def test_migrate_keys_moves_the_flat_layout(
     report, _ = batch(stack, "migrate-keys").communicate(timeout=60)
     assert "moved 3 objects" in report
     moved = {
-        output_key(settings, "old/img/1/w100.jpg"): b"output w100",
-        output_key(settings, "old/img/1/src-0123456789abcdef01234567/w100.jpg"): (
+        object_key_of(settings, "old/img/1/w100.jpg"): b"output w100",
+        object_key_of(settings, "old/img/1/src-0123456789abcdef01234567/w100.jpg"): (
             b"output of a source"
         ),
-        original_key(settings, "old/img/1/w100.jpg", url): photo(),
+        original_key_of(settings, "old/img/1/w100.jpg", url): photo(),
     }
     assert {key: store.get(key) for key in moved} == moved
     assert [store.exists(key) for key in flat] == [False, False, False]

@@ -14,7 +14,7 @@ import pika
 import pytest
 
 from common import amqp
-from common import storage as object_keys
+from common import keys as object_keys
 from common.messages import UploadJob
 from tests.harness import REPO, Origin, S3Server, Stack, storage_config, wait_until
 from tests.images import photo
@@ -72,11 +72,11 @@ def test_results_and_originals_land_and_other_hosts_read_them(
 
     answer = host_a.get(f"/upload/{backend}/1/w200.webp")
     assert answer.status == 200
-    output_key = object_keys.output_key(host_a.settings, f"upload/{backend}/1/w200.webp")
+    output_key = object_keys.object_key_of(host_a.settings, f"upload/{backend}/1/w200.webp")
     wait_until(lambda: objects.get(output_key) is not None, what="the output in storage")
     assert objects.get(output_key) == answer.data
     original_url = origin.url(f"upload/{backend}/1/original.jpg")
-    original_key = object_keys.original_key(
+    original_key = object_keys.original_key_of(
         host_a.settings, f"upload/{backend}/1/w200.webp", original_url
     )
     assert original_key.endswith("/1/original")  # beside its outputs
@@ -144,7 +144,7 @@ def test_storage_outage_loses_nothing(
     for width in range(101, 201):
         response = stack.get(f"/outage/s3/1/w{width}.jpg")
         assert response.status == 200
-        key = object_keys.output_key(stack.settings, f"outage/s3/1/w{width}.jpg")
+        key = object_keys.object_key_of(stack.settings, f"outage/s3/1/w{width}.jpg")
         answers[key] = response.data
     delays = stack.config["upload_retry_delays_s"]
 
@@ -285,7 +285,9 @@ def test_past_upload_backlog_max_uploads_wait_on_disk_and_are_stored_from_there(
     for width in range(100, 130):
         response = stack.get(f"/spill/img/1/w{width}.jpg")
         assert response.status == 200  # the request path does not wait for any of it
-        answers[object_keys.output_key(stack.settings, f"spill/img/1/w{width}.jpg")] = response.data
+        answers[object_keys.object_key_of(stack.settings, f"spill/img/1/w{width}.jpg")] = (
+            response.data
+        )
     spill_dir = stack.workdir / "spill"
 
     def kept() -> tuple[int, int]:

@@ -1,0 +1,174 @@
+"""The key layout: where every file and object of an image lives.
+
+An image is an `ImageRef`, one of its outputs an `OutputRef`; the original
+fetched from a URL is known by that URL. These derive every path and key,
+and parse an object key back; no other module joins or splits them. Object
+storage keeps this layout across every deploy: change it only with a
+migration (`image-server migrate-keys`).
+
+    cache key (an output's relative path in the local cache; its name in messages):
+        <model>/<imageType>/<id>[/src-<tag>]/<output>
+    object keys, under <storage_key_prefix>/:
+        <model>/<imageType>/<partition>/<id>[/src-<tag>]/<output>
+        <model>/<imageType>/<partition>/<id>/original
+        .originals/<sha256 of the source= URL>
+    on each host:
+        <originals_path>/<sha[:2]>/<sha256 of the original's URL>
+        <originals_path>/masters/<sha[:2]>/<sha256 of the URL>-2.v
+
+`partition` is the first 3 hex digits of the SHA-256 of the image id (it
+spreads one type's images over 4096 prefixes); `tag` the first 24 of the
+SHA-256 of an explicit `source=` URL (another original, other outputs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # common.config imports the URL grammar, which imports this module
+    from common.config import Settings
+
+ORIGINAL_NAME = "original"  # no dot: never an output's name
+# Originals of explicit `source=` URLs: a name no model of the URL grammar can
+# take (segments never hold a dot).
+ORIGINALS_DIR = ".originals"
+PARTITION_CHARS = 3
+PARTITIONS = 16**PARTITION_CHARS
+SOURCE_TAG_CHARS = 24
+_SOURCE_PREFIX = "src-"
+
+
+def sha256_hex(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def partition(image_id: str) -> str:
+    return sha256_hex(image_id)[:PARTITION_CHARS]
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageRef:
+    """One image: its outputs share a cache directory, an object prefix and an
+    original. `source_tag` names the original of an explicit `source=` URL."""
+
+    model: str
+    image_type: str
+    id: str
+    source_tag: str | None = None
+
+    @classmethod
+    def of(cls, model: str, image_type: str, image_id: str, source: str | None) -> ImageRef:
+        """The image of a request (its `source=` URL, if any)."""
+        tag = None if source is None else sha256_hex(source)[:SOURCE_TAG_CHARS]
+        return cls(model, image_type, image_id, tag)
+
+    @property
+    def kind(self) -> str:
+        """`<model>/<imageType>`: what popularity counts, a CDN's second surrogate key."""
+        return f"{self.model}/{self.image_type}"
+
+    @property
+    def source_part(self) -> str:
+        """The directory of an explicit source's outputs under the image's, or ""."""
+        return "" if self.source_tag is None else f"{_SOURCE_PREFIX}{self.source_tag}/"
+
+    def object_prefix(self, settings: Settings) -> str:
+        """The prefix of every object of the image (all its sources), ending with "/"."""
+        return f"{settings.storage_key_prefix}/{self.kind}/{partition(self.id)}/{self.id}/"
+
+    def outputs_dir(self, settings: Settings) -> Path:
+        """The local cache directory of every output of the image (all its sources)."""
+        return settings.cache_dir / self.model / self.image_type / self.id
+
+    def original_key(self, settings: Settings, source_url: str) -> str:
+        """Where the image's original (fetched from `source_url`) is kept."""
+        if self.source_tag is not None:
+            return explicit_original_key(settings, source_url)
+        return self.object_prefix(settings) + ORIGINAL_NAME
+
+    def output(self, name: str) -> OutputRef:
+        return OutputRef(self, name)
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputRef:
+    image: ImageRef
+    name: str  # the canonical output name: w500.jpg
+
+    @classmethod
+    def from_cache_key(cls, cache_key: str) -> OutputRef:
+        """The output a cache key names (the inverse of `cache_key`)."""
+        model, image_type, image_id, rest = cache_key.split("/", 3)
+        tag, _, name = rest.rpartition("/")
+        source_tag = tag.removeprefix(_SOURCE_PREFIX) if tag else None
+        return cls(ImageRef(model, image_type, image_id, source_tag), name)
+
+    @property
+    def cache_key(self) -> str:
+        image = self.image
+        return f"{image.kind}/{image.id}/{image.source_part}{self.name}"
+
+    def object_key(self, settings: Settings) -> str:
+        return self.image.object_prefix(settings) + self.image.source_part + self.name
+
+
+def object_key_of(settings: Settings, cache_key: str) -> str:
+    """The object key of the output whose cache key is `cache_key`."""
+    return OutputRef.from_cache_key(cache_key).object_key(settings)
+
+
+def original_key_of(settings: Settings, cache_key: str, source_url: str) -> str:
+    """Where the original of the output `cache_key` (fetched from `source_url`) is kept."""
+    return OutputRef.from_cache_key(cache_key).image.original_key(settings, source_url)
+
+
+def parse_object_key(settings: Settings, key: str) -> tuple[ImageRef, str] | None:
+    """An object key of the partitioned layout, back into its image and the rest
+    (an output's name, `src-<tag>/<name>`, or `original`); None for any other key
+    (an explicit source's original, or a key of another layout)."""
+    head = settings.storage_key_prefix + "/"
+    if not key.startswith(head):
+        return None
+    parts = key[len(head) :].split("/", 4)
+    if len(parts) != 5 or parts[2] != partition(parts[3]):
+        return None
+    model, image_type, _, image_id, rest = parts
+    return ImageRef(model, image_type, image_id), rest
+
+
+def parse_flat_object_key(settings: Settings, key: str) -> OutputRef | None:
+    """An output's object key in the flat layout of earlier versions (no partition:
+    `<prefix>/<model>/<imageType>/<id>[/src-<tag>]/<output>`), or None."""
+    head = settings.storage_key_prefix + "/"
+    if not key.startswith(head):
+        return None
+    parts = key[len(head) :].split("/")
+    flat_output = len(parts) == 4 and "." in parts[3] and not parts[0].startswith(".")
+    flat_source = len(parts) == 5 and parts[3].startswith(_SOURCE_PREFIX)
+    if not (flat_output or flat_source) or parts[2] == partition(parts[3]):
+        return None
+    return OutputRef.from_cache_key("/".join(parts))
+
+
+def explicit_original_key(settings: Settings, source_url: str) -> str:
+    """The original fetched from a `source=` URL."""
+    return f"{settings.storage_key_prefix}/{ORIGINALS_DIR}/{sha256_hex(source_url)}"
+
+
+def original_path(settings: Settings, source_url: str) -> Path:
+    """Where this host keeps the original fetched from `source_url`."""
+    digest = sha256_hex(source_url)
+    return settings.originals_dir / digest[:2] / digest
+
+
+def masters_dir(settings: Settings) -> Path:
+    return settings.originals_dir / "masters"
+
+
+def master_path(settings: Settings, source_url: str) -> Path:
+    digest = sha256_hex(source_url)
+    # "-2": masters that remember their original's size (older ones are ignored).
+    return masters_dir(settings) / digest[:2] / f"{digest}-2.v"
