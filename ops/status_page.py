@@ -107,6 +107,7 @@ def render(report: dict[str, Any], host: str) -> str:
         if isinstance(disk.get(name), dict)
     ) or _row("janitor", "no figures yet")
     ratio = requests["hit_ratio"]
+    hit_percent = None if ratio is None else round(ratio * 100, 1)  # since the host started
     sampled = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(report["sampled_epoch_s"]))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -128,15 +129,12 @@ table {{ border-collapse: collapse; }} th, td {{ text-align: left; padding: .15e
 <small>sampled {sampled}; this page refreshes every {_REFRESH_S} s; JSON: /status.json</small>
 <h2>Now</h2>
 <div class="tiles">
-<div class="tile">{
-        _figure("now.images_processing", now["images_processing"])
-    }images processing</div>
+<div class="tile">{_figure("now.images_processing", now["images_processing"])}
+images processing</div>
 <div class="tile">{_figure("now.originals_downloading", now["originals_downloading"])}
 originals downloading</div>
 <div class="tile">{_figure("requests.per_s_last_minute", requests["per_s_last_minute"])}
 requests/s (last minute)</div>
-<div class="tile">{_figure("requests.hit_ratio", None if ratio is None else round(ratio * 100, 1))}
-cache hit ratio, %</div>
 <div class="tile">{_figure("requests.latency_last_5_min.p50_ms", latency["p50_ms"])} /
 {_figure("requests.latency_last_5_min.p95_ms", latency["p95_ms"])} /
 {_figure("requests.latency_last_5_min.p99_ms", latency["p99_ms"])}
@@ -150,6 +148,7 @@ latency p50 / p95 / p99, ms (5 min)</div>
 {_row("cache hits", _figure("requests.cache_hits", requests["cache_hits"]))}
 {_row("cache misses", _figure("requests.cache_misses", requests["cache_misses"]))}
 {_row("of which from object storage", _figure("requests.from_store", requests["from_store"]))}
+{_row("cache hit ratio", _figure("requests.hit_ratio", hit_percent, " %"))}
 {
         "".join(
             _row(f"answered {cls}", _figure(f"requests.by_status_class.{cls}", n))
