@@ -107,12 +107,11 @@ def upload_delay_queue(delay_s: float) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class QueueSpec:
-    """A queue as every program declares it (a declaration that differs from the
-    queue RabbitMQ has is refused: there is one spelling, here)."""
+    """A durable queue as every program declares it (a declaration that differs
+    from the queue RabbitMQ has is refused: there is one spelling, here)."""
 
     name: str
     arguments: dict[str, Any] = dataclasses.field(default_factory=dict)
-    durable: bool = True
 
 
 def resize_queues(settings: Settings) -> list[QueueSpec]:
@@ -154,7 +153,7 @@ def upload_queues(settings: Settings) -> list[QueueSpec]:
 def declare(channel: BlockingChannel, queues: list[QueueSpec]) -> None:
     """Declare `queues` on a blocking channel."""
     for queue in queues:
-        channel.queue_declare(queue.name, durable=queue.durable, arguments=queue.arguments)
+        channel.queue_declare(queue.name, durable=True, arguments=queue.arguments)
 
 
 def declare_then(channel: Channel, queues: list[QueueSpec], then: Callable[[Any], None]) -> None:
@@ -162,8 +161,8 @@ def declare_then(channel: Channel, queues: list[QueueSpec], then: Callable[[Any]
     the last is declared (a channel answers in order)."""
     *first, last = queues
     for queue in first:
-        channel.queue_declare(queue.name, durable=queue.durable, arguments=queue.arguments)
-    channel.queue_declare(last.name, durable=last.durable, arguments=last.arguments, callback=then)
+        channel.queue_declare(queue.name, durable=True, arguments=queue.arguments)
+    channel.queue_declare(last.name, durable=True, arguments=last.arguments, callback=then)
 
 
 def persistent(

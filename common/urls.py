@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import functools
 import re
 from collections.abc import Mapping
 from enum import StrEnum
@@ -68,17 +69,17 @@ class ImageRequest:
     source: str | None  # the `source` query parameter, when given
     varies: bool = False  # the format served depends on the Accept header (Vary: Accept)
 
-    @property
+    @functools.cached_property
     def image(self) -> ImageRef:
         """The image asked for (an explicit `source` is another original: common/keys.py)."""
         return ImageRef.of(self.model, self.image_type, self.id, self.source)
 
-    @property
+    @functools.cached_property
     def ref(self) -> OutputRef:
         """The output asked for: its cache key, object key... (common/keys.py)."""
         return self.image.output(self.output_name)
 
-    @property
+    @functools.cached_property
     def cache_key(self) -> str:
         """Relative path of the output in every store (local cache, object store)."""
         return self.ref.cache_key

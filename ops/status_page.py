@@ -27,6 +27,12 @@ def _figure(path: str, value: Any, unit: str = "") -> str:
     return f'<span class="figure" data-figure="{path}">{html.escape(shown)}</span>{unit}'
 
 
+def _percentiles_row(label: str, resizes: dict[str, Any], name: str) -> str:
+    """A row of the p50 and p95 (ms, last 5 minutes) of `resizes[name]`."""
+    cells = [_figure(f"resizes.{name}.{p}", resizes[name][p]) for p in ("p50_ms", "p95_ms")]
+    return _row(f"{label} p50 / p95, ms (5 min)", *cells)
+
+
 def _row(label: str, *cells: str) -> str:
     return f"<tr><th>{html.escape(label)}</th>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
 
@@ -159,28 +165,8 @@ latency p50 / p95 / p99, ms (5 min)</div>
 <h2>Resizes</h2><table>
 {_row("done", _figure("resizes.done", resizes["done"]))}
 {_row("failed", _figure("resizes.failed", resizes["failed"]))}
-{
-        _row(
-            "resize time p50 / p95, ms (5 min)",
-            _figure(
-                "resizes.resize_time_last_5_min.p50_ms", resizes["resize_time_last_5_min"]["p50_ms"]
-            ),
-            _figure(
-                "resizes.resize_time_last_5_min.p95_ms", resizes["resize_time_last_5_min"]["p95_ms"]
-            ),
-        )
-    }
-{
-        _row(
-            "queue wait p50 / p95, ms (5 min)",
-            _figure(
-                "resizes.queue_wait_last_5_min.p50_ms", resizes["queue_wait_last_5_min"]["p50_ms"]
-            ),
-            _figure(
-                "resizes.queue_wait_last_5_min.p95_ms", resizes["queue_wait_last_5_min"]["p95_ms"]
-            ),
-        )
-    }
+{_percentiles_row("resize time", resizes, "resize_time_last_5_min")}
+{_percentiles_row("queue wait", resizes, "queue_wait_last_5_min")}
 {
         _row(
             "originals downloaded",

@@ -92,6 +92,8 @@ class _Delivery:
 
 
 class Processor:
+    queue = amqp.RESIZE_QUEUE  # what the consumer skeleton consumes (common/consumer.py)
+
     def __init__(
         self,
         settings: Settings,
@@ -116,7 +118,6 @@ class Processor:
         # libvips gets one core's worth of work per processor: resizes queue here.
         self._resizer = concurrent.futures.ThreadPoolExecutor(1, "resize")
         # Per connection (set_up), touched by pika's thread only:
-        self.queue = amqp.RESIZE_QUEUE
         self._in_progress = 0
         self._jobs: concurrent.futures.ThreadPoolExecutor | None = None
         self._on_job: OnMessage | None = None

@@ -33,6 +33,8 @@ _COUNT_EVERY_S = 1.0
 
 
 class Uploader:
+    queue = amqp.UPLOAD_QUEUE  # what the consumer skeleton consumes (common/consumer.py)
+
     def __init__(
         self,
         settings: Settings,
@@ -49,7 +51,6 @@ class Uploader:
         self._stop = stop
         self._limiter = limiter
         # Per connection (set_up), touched by pika's thread only:
-        self.queue = amqp.UPLOAD_QUEUE
         self._in_progress = 0
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._counted_at = 0.0
