@@ -30,7 +30,7 @@ from bench import servers
 from common import config
 from common.urls import Fit, parse_output
 from processor import imaging
-from processor.worker import encoding
+from processor.render import encoding
 from testkit import corpus, recipe
 from testkit.ssim import ssim
 

@@ -9,9 +9,7 @@ replies, queues the output's upload (confirmed), and only then acks. A
 downloaded original is stored in object storage by its job thread after the
 reply; only when that fails does it travel through RabbitMQ (an UploadJob).
 
-Which image a resize reads: the master when there is one; straight from the
-original (shrink-on-load) for the first size asked of an image; the master,
-made now, for a second size (the original was already on disk).
+What an output is made from, and the resize thread, are processor/render.py's.
 """
 
 from __future__ import annotations
@@ -23,7 +21,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
 
 import pika
 import pika.exceptions
@@ -31,12 +28,11 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 from pika.spec import Basic, BasicProperties
 
 from common import amqp, graphite
-from common.config import Settings, output_pixel_limit
+from common.config import Settings
 from common.consumer import Consumer, OnMessage
 from common.errors import (
     ImageServerError,
     MessageDecodeError,
-    OutputTooLarge,
     SourceNotFound,
 )
 from common.graphite import Graphite
@@ -46,17 +42,15 @@ from common.metrics import ProcessorFigures
 from common.purge import purge_host
 from common.spill import Spill
 from common.storage import ObjectStore
-from common.urls import CONTENT_TYPES, Fit
-from processor import imaging
+from common.urls import CONTENT_TYPES
 from processor.fetch import SourceFetcher
-from processor.masters import MasterStore
 from processor.originals import OriginalStore
+from processor.render import Renderer, ResizeTime
 
 log = logging.getLogger(__name__)
 _BACKLOG_CHECK_S = 1.0
 _BACKGROUND_LOOK_S = 1.0
 _ORIGINAL_TYPE = "application/octet-stream"
-T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,20 +58,6 @@ class Outcome:
     result: ResizeResult | None  # None: nothing to do (background work already done)
     upload: UploadJob | None = None  # the output, for object storage
     downloaded_original: bytes | None = None  # to store once the client has its answer
-
-
-@dataclasses.dataclass(frozen=True)
-class _Rendered:
-    output: bytes
-    downloaded_original: bytes | None  # the original's bytes, when downloaded for this job
-    how: str  # for the job's log line: what the output was made from
-
-
-@dataclasses.dataclass
-class _ResizeTime:
-    """Seconds one job spent on the resize thread (its ResizeResult says, for budgets)."""
-
-    seconds: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,12 +91,9 @@ class Processor:
         self._originals = OriginalStore(
             settings, shared, SourceFetcher(settings), figures.downloads
         )
-        self._masters = MasterStore(settings) if settings.masters_enabled else None
-        self._encoding = encoding(settings)
+        self._renderer = Renderer(settings, self._originals, graphite, figures)
         self._spill = Spill(settings.spill_dir)
         self._backlog = (0, 0.0)  # image.upload's depth, and when it was asked (pika thread)
-        # libvips gets one core's worth of work per processor: resizes queue here.
-        self._resizer = concurrent.futures.ThreadPoolExecutor(1, "resize")
         # Per connection (set_up), touched by pika's thread only:
         self._in_progress = 0
         self._jobs: concurrent.futures.ThreadPoolExecutor | None = None
@@ -128,7 +105,7 @@ class Processor:
         try:
             Consumer(self._settings, self, self._figures.serving, self._stop).run()
         finally:
-            self._resizer.shutdown(wait=False, cancel_futures=True)
+            self._renderer.close()
 
     # --- the consumer's hooks (common/consumer.py), on pika's thread -------------
 
@@ -289,103 +266,12 @@ class Processor:
         upload = UploadJob(key, _ORIGINAL_TYPE, payload=data)
         _on_pika_thread(delivery, functools.partial(self._queue_upload, delivery, upload))
 
-    def _limits(self, job: ResizeJob, background: bool) -> imaging.Limits:
-        settings = self._settings
-        timeout_s = settings.background_job_timeout_s if background else settings.job_timeout_s
-        own_deadline = time.monotonic() + timeout_s
-        client_deadline = time.monotonic() + (job.deadline_epoch_s - time.time())
-        return imaging.Limits(
-            formats=frozenset(settings.allowed_source_formats),
-            max_pixels=settings.max_source_pixels,
-            deadline=min(own_deadline, client_deadline),
-            max_frames=settings.max_animation_frames,
-            max_output_pixels=output_pixel_limit(settings, job.format),
-        )
-
-    def _resize(self, output_format: str, spent: _ResizeTime, work: Callable[[], T]) -> T:
-        """Run `work` on the resize thread (in arrival order) and wait for it."""
-        seconds = self._figures.resize_seconds.labels(output_format)
-
-        def timed() -> T:
-            started = time.perf_counter()
-            try:
-                return work()
-            finally:
-                took_s = time.perf_counter() - started
-                seconds.observe(took_s)
-                spent.seconds += took_s
-
-        return self._resizer.submit(timed).result()
-
-    def _render(
-        self,
-        job: ResizeJob,
-        rendition: imaging.Rendition,
-        background: bool,
-        spent: _ResizeTime,
-    ) -> _Rendered:
-        limits = self._limits(job, background)
-        resize = functools.partial(self._resize, job.format, spent)
-        masters = self._masters if rendition.fit is not Fit.NONE else None
-        master = masters.existing(job.source_url) if masters is not None else None
-        if master is not None:
-            made = resize(lambda: imaging.render_master(master, rendition, limits))
-            if made is not None:
-                return _Rendered(made, None, "from its master")
-            # Too small for this output, or evicted since the look: from the original.
-        shared_key = original_key_of(self._settings, job.cache_key, job.source_url)
-        with self._originals.open(job.source_url, shared_key, limits.deadline) as original:
-            if original.downloaded:
-                self._graphite.event(graphite.ORIGINAL_DOWNLOADED)
-            data = original.data
-            how = "original downloaded" if original.downloaded else "original cached"
-            if masters is None:
-                output = resize(lambda: imaging.render(data, rendition, limits))
-            elif original.downloaded:
-                first = functools.partial(self._first_size, job.source_url, data, masters)
-                output, how = resize(lambda: first(rendition, limits))
-            else:
-                output = masters.render(job.source_url, data, rendition, limits, resize)
-            if len(output) > self._settings.max_output_bytes:
-                raise OutputTooLarge(
-                    f"the output is {len(output)} bytes, above max_output_bytes "
-                    f"({self._settings.max_output_bytes})"
-                )
-        return _Rendered(output, data if original.downloaded else None, how)
-
-    def _first_size(
-        self,
-        source_url: str,
-        original: bytes,
-        masters: MasterStore,
-        rendition: imaging.Rendition,
-        limits: imaging.Limits,
-    ) -> tuple[bytes, str]:
-        """On the resize thread, the first size of a new image: straight from the
-        original (no master yet, maybe never needed), unless another job has asked
-        for the image meanwhile: then the master first, from the one decode that
-        both sizes need, and this output from it. Also says which it was."""
-        if self._originals.asked_again(source_url):
-            made = masters.make_and_render(source_url, original, rendition, limits)
-            return made, "original downloaded, asked again: master made first"
-        return imaging.render(original, rendition, limits), "original downloaded"
-
     def process(self, job: ResizeJob, background: bool = False) -> Outcome:
         """Make `job`'s output (a background job has background_job_timeout_s)."""
-        spent = _ResizeTime()
+        spent = ResizeTime()
         started = time.perf_counter()
         try:
-            rendition = imaging.Rendition(
-                Fit(job.fit),
-                job.width,
-                job.height,
-                job.format,
-                job.quality,
-                self._encoding,
-                self._settings.enlarge_width,
-                job.quality_target,
-            )
-            rendered = self._render(job, rendition, background, spent)
+            rendered = self._renderer.render(job, background, spent)
         except ImageServerError as exc:
             if isinstance(exc, SourceNotFound):
                 self._graphite.event(graphite.ORIGINAL_UNAVAILABLE)
@@ -432,21 +318,6 @@ class Processor:
             detail,
             extra={"fields": fields},
         )
-
-
-def encoding(settings: Settings) -> imaging.Encoding:
-    """The encoder settings of `settings` (a format missing from encoder_effort keeps
-    imaging's default)."""
-    effort, default = settings.encoder_effort, imaging.Encoding()
-    return imaging.Encoding(
-        jpeg_progressive=settings.jpeg_progressive,
-        jpeg_trellis=settings.jpeg_trellis,
-        webp_effort=effort.get("webp", default.webp_effort),
-        avif_effort=effort.get("avif", default.avif_effort),
-        png_compression=effort.get("png", default.png_compression),
-        png_palette=settings.png_palette,
-        webp_lossless_sources=settings.webp_lossless_sources,
-    )
 
 
 def _on_pika_thread(delivery: _Delivery, callback: Callable[[], None]) -> bool:

@@ -168,7 +168,9 @@ def test_a_size_asked_alone_is_made_straight_from_the_original(
 ) -> None:
     prefix = new_image(origin)
     assert stack.get(f"{prefix}/w100.jpg").status == 200
-    assert job_details(stack, f"{prefix.lstrip('/')}/w100.jpg") == ["original downloaded"]
+    assert job_details(stack, f"{prefix.lstrip('/')}/w100.jpg") == [
+        "original downloaded, straight from the original"
+    ]
 
 
 def test_sizes_asked_together_share_one_decode_through_the_master(
@@ -189,11 +191,9 @@ def test_sizes_asked_together_share_one_decode_through_the_master(
         "w100": (100, 63),
         "w640": (640, 400),
     }
-    assert job_details(stack, f"{key}/w100.jpg") == [
-        "original downloaded, asked again: master made first"
-    ]
+    assert job_details(stack, f"{key}/w100.jpg") == ["original downloaded, master made first"]
     # The second job read the original from disk, then its output from that master.
-    assert job_details(stack, f"{key}/w640.jpg") == ["original cached"]
+    assert job_details(stack, f"{key}/w640.jpg") == ["original cached, from its master"]
     assert origin.hits[f"{key}/original.jpg"] == 1
     master = keys.master_path(stack.settings, origin.url(f"{key}/original.jpg"))
     assert master.exists()
