@@ -26,6 +26,7 @@ RESIZE_DEAD_QUEUE = "image.resize.dead"
 BACKGROUND_QUEUE = "image.resize.background"
 UPLOAD_QUEUE = "image.upload"
 UPLOAD_DEAD_QUEUE = "image.upload.dead"
+_UPLOAD_DELAY_PREFIX = "image.upload.delay."
 UPLOAD_DELIVERY_LIMIT = 5
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 # Purges (PurgeImage) reach every frontend and processor of every host: each
@@ -102,7 +103,11 @@ def upload_delay_queue(delay_s: float) -> str:
     Named by its delay, so a change of upload_retry_delays_s declares new
     queues instead of clashing with the TTL of existing ones.
     """
-    return f"image.upload.delay.{round(delay_s * 1000)}ms"
+    return f"{_UPLOAD_DELAY_PREFIX}{round(delay_s * 1000)}ms"
+
+
+def is_upload_delay_queue(name: str) -> bool:
+    return name.startswith(_UPLOAD_DELAY_PREFIX)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,6 +28,30 @@ from pathlib import Path
 from prometheus_client import Counter, Gauge, Histogram, multiprocess, values
 from prometheus_client.samples import Sample
 
+# Every metric's name, declared once: the figures below and the status server use these.
+PROCESS_START_TIME = "image_server_process_start_time_seconds"
+PROCESS_SERVING = "image_server_process_serving"
+HTTP_REQUESTS = "image_server_http_requests"
+HTTP_REQUEST_SECONDS = "image_server_http_request_duration_seconds"
+HTTP_IN_PROGRESS = "image_server_http_requests_in_progress"
+CACHE_HITS = "image_server_cache_hits"
+CACHE_MISSES = "image_server_cache_misses"
+BROKER_CONNECTED = "image_server_broker_connected"
+BROKER_BLOCKED = "image_server_broker_blocked"
+JOBS = "image_server_jobs"
+JOBS_IN_PROGRESS = "image_server_jobs_in_progress"
+JOB_SECONDS = "image_server_job_duration_seconds"
+RESIZE_SECONDS = "image_server_resize_duration_seconds"
+QUEUE_WAIT_SECONDS = "image_server_queue_wait_seconds"
+DOWNLOADS = "image_server_original_downloads"
+DOWNLOADS_IN_PROGRESS = "image_server_original_downloads_in_progress"
+DOWNLOAD_SECONDS = "image_server_original_download_duration_seconds"
+DOWNLOAD_BYTES = "image_server_original_download_bytes"
+UPLOADS = "image_server_uploads"
+UPLOADS_IN_PROGRESS = "image_server_uploads_in_progress"
+UPLOAD_SECONDS = "image_server_upload_duration_seconds"
+SPILLED_UPLOADS = "image_server_spilled_uploads"
+
 # Request and job latencies: from a cache hit (about a millisecond) to a cold
 # resize of a big original (seconds), up to resize_deadline_s.
 SECONDS_BUCKETS = (
@@ -93,11 +117,11 @@ def _samples(metrics_dir: Path) -> list[Sample]:
 
 
 def serving_pids(metrics_dir: Path) -> set[int]:
-    """Pids whose image_server_process_serving is 1."""
+    """Pids whose PROCESS_SERVING gauge is 1."""
     return {
         int(sample.labels["pid"])
         for sample in _samples(metrics_dir)
-        if sample.name == "image_server_process_serving" and sample.value == 1
+        if sample.name == PROCESS_SERVING and sample.value == 1
     }
 
 
@@ -126,14 +150,14 @@ class ProcessFigures:
     def __init__(self, program: str, process_num: int) -> None:
         labels = ("program", "num")
         self.start_time = Gauge(
-            "image_server_process_start_time_seconds",
+            PROCESS_START_TIME,
             "When this process started (Unix time); one series per live process.",
             labels,
             multiprocess_mode="liveall",
             registry=None,
         ).labels(program, str(process_num))
         self.serving = Gauge(
-            "image_server_process_serving",
+            PROCESS_SERVING,
             "1 while the process takes work (listening, consuming), 0 while it starts or drains.",
             labels,
             multiprocess_mode="liveall",
@@ -147,41 +171,41 @@ class FrontendFigures(ProcessFigures):
     def __init__(self, process_num: int) -> None:
         super().__init__("frontend", process_num)
         self.requests = Counter(
-            "image_server_http_requests",
+            HTTP_REQUESTS,
             "Image requests answered, by HTTP status and output format (none: unparsable).",
             ("status", "format"),
             registry=None,
         )
         self.request_seconds = _seconds(
-            "image_server_http_request_duration_seconds",
+            HTTP_REQUEST_SECONDS,
             "Time to answer an image request, by where its output came from: hit (local "
             "cache), store (object storage), miss (resized for it), coalesced (waited on "
             "another request's resize), none (refused before the cache was asked).",
             ("cache",),
         )
         self.in_progress = Gauge(
-            "image_server_http_requests_in_progress",
+            HTTP_IN_PROGRESS,
             "Image requests being answered now.",
             multiprocess_mode="livesum",
             registry=None,
         )
         self.cache_hits = Counter(
-            "image_server_cache_hits", "Requests answered from the local disk cache.", registry=None
+            CACHE_HITS, "Requests answered from the local disk cache.", registry=None
         )
         self.cache_misses = Counter(
-            "image_server_cache_misses",
+            CACHE_MISSES,
             "Requests whose output was not in the local cache (from storage, resized, coalesced).",
             registry=None,
         )
         self.broker_connected = Gauge(
-            "image_server_broker_connected",
+            BROKER_CONNECTED,
             "1 while this frontend can publish resize jobs to RabbitMQ.",
             ("num",),
             multiprocess_mode="liveall",
             registry=None,
         ).labels(str(process_num))
         self.broker_blocked = Gauge(
-            "image_server_broker_blocked",
+            BROKER_BLOCKED,
             "1 while RabbitMQ blocks this frontend's publishes (its memory or disk alarm).",
             ("num",),
             multiprocess_mode="liveall",
@@ -193,29 +217,29 @@ class ProcessorFigures(ProcessFigures):
     def __init__(self, process_num: int) -> None:
         super().__init__("processor", process_num)
         self.jobs = Counter(
-            "image_server_jobs",
+            JOBS,
             "Resize jobs done, by output format and outcome (ok, the error's name, or "
             "already_stored: a background job whose output object storage had).",
             ("format", "outcome"),
             registry=None,
         )
         self.jobs_in_progress = Gauge(
-            "image_server_jobs_in_progress",
+            JOBS_IN_PROGRESS,
             "Resize jobs taken from image.resize and not yet answered.",
             multiprocess_mode="livesum",
             registry=None,
         )
         self.job_seconds = _seconds(
-            "image_server_job_duration_seconds",
+            JOB_SECONDS,
             "Time of a whole job: finding the original (downloading it if need be) and resizing.",
         )
         self.resize_seconds = _seconds(
-            "image_server_resize_duration_seconds",
+            RESIZE_SECONDS,
             "Time libvips spends on a job: decode, resize, encode (waits excluded).",
             ("format",),
         )
         self.queue_wait_seconds = _seconds(
-            "image_server_queue_wait_seconds",
+            QUEUE_WAIT_SECONDS,
             "Time from a frontend's publish to a processor taking the job.",
         )
         self.downloads = DownloadFigures()
@@ -226,23 +250,19 @@ class DownloadFigures:
 
     def __init__(self) -> None:
         self.in_progress = Gauge(
-            "image_server_original_downloads_in_progress",
+            DOWNLOADS_IN_PROGRESS,
             "Originals being downloaded now.",
             multiprocess_mode="livesum",
             registry=None,
         )
         self.done = Counter(
-            "image_server_original_downloads",
+            DOWNLOADS,
             "Original downloads, by outcome (ok, or the error's name).",
             ("outcome",),
             registry=None,
         )
-        self.seconds = _seconds(
-            "image_server_original_download_duration_seconds", "Time to download an original."
-        )
-        self.bytes = Counter(
-            "image_server_original_download_bytes", "Bytes of originals downloaded.", registry=None
-        )
+        self.seconds = _seconds(DOWNLOAD_SECONDS, "Time to download an original.")
+        self.bytes = Counter(DOWNLOAD_BYTES, "Bytes of originals downloaded.", registry=None)
 
     @contextlib.contextmanager
     def measure(self) -> Iterator[None]:
@@ -264,23 +284,21 @@ class UploaderFigures(ProcessFigures):
     def __init__(self) -> None:
         super().__init__("uploader", 0)
         self.uploads = Counter(
-            "image_server_uploads",
+            UPLOADS,
             "Upload attempts to object storage, by result: stored, retry (queued for a later "
             "attempt) or dead_lettered (given up).",
             ("result",),
             registry=None,
         )
         self.uploads_in_progress = Gauge(
-            "image_server_uploads_in_progress",
+            UPLOADS_IN_PROGRESS,
             "Uploads being stored now.",
             multiprocess_mode="livesum",
             registry=None,
         )
-        self.upload_seconds = _seconds(
-            "image_server_upload_duration_seconds", "Time to store one object."
-        )
+        self.upload_seconds = _seconds(UPLOAD_SECONDS, "Time to store one object.")
         self.spilled = Gauge(
-            "image_server_spilled_uploads",
+            SPILLED_UPLOADS,
             "Uploads this host's processors kept on disk (image.upload was full).",
             multiprocess_mode="livemax",
             registry=None,

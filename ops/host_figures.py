@@ -65,6 +65,25 @@ class Sample:
     disk: dict[str, Any] | None
     frontend_broker: dict[str, tuple[bool, bool]]  # num -> (connected, blocked)
 
+    def total(self, counter: str, label_value: str = "") -> float:
+        """A counter of common/metrics.py summed over the host (only the series
+        with `label_value` of its status, outcome or result label, when given)."""
+        return self.counters.get(
+            f"{counter}_total" + (f":{label_value}" if label_value else ""), 0.0
+        )
+
+    def observations(self, histogram: str, label_value: str = "") -> float:
+        """How many values a histogram holds (of the series with `label_value`)."""
+        return self.counters.get(
+            f"{histogram}_count" + (f":{label_value}" if label_value else ""), 0.0
+        )
+
+    def gauge(self, name: str) -> float:
+        return self.gauges.get(name, 0.0)
+
+    def queue(self, name: str) -> QueueFigures:
+        return next(q for q in self.queues if q.name == name)
+
 
 def read_families(metrics_dir: Any) -> list[Metric]:
     registry = CollectorRegistry()
@@ -99,16 +118,15 @@ def summarise(families: Iterable[Metric]) -> dict[str, Any]:
                     counters[f"{name}:{labels['status'][0]}xx"] += value
             elif family.type == "histogram" and name.endswith("_bucket"):
                 buckets[family.name][float(labels["le"])] += value
-            elif name == "image_server_process_start_time_seconds":
+            elif name == metrics.PROCESS_START_TIME:
                 pid = int(labels["pid"])
                 starts[pid] = labels
                 start_times[pid] = value
-            elif name == "image_server_process_serving":
+            elif name == metrics.PROCESS_SERVING:
                 serving[int(labels["pid"])] = value == 1
-            elif name in ("image_server_broker_connected", "image_server_broker_blocked"):
-                broker.setdefault(labels["num"], [False, False])[name.endswith("blocked")] = (
-                    value == 1
-                )
+            elif name in (metrics.BROKER_CONNECTED, metrics.BROKER_BLOCKED):
+                flags = broker.setdefault(labels["num"], [False, False])
+                flags[name == metrics.BROKER_BLOCKED] = value == 1
             elif family.type == "gauge":
                 gauges[name] += value
     processes = sorted(

@@ -17,7 +17,6 @@ import signal
 import socket
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import tornado.httpserver
 import tornado.web
@@ -85,8 +84,8 @@ class Rendered:
     def fresh(self) -> Rendered:
         latest = self._host.latest
         if latest.at != self._sampled_at:
-            figures: dict[str, Any] = report(self._host, self._interval_s)
-            self.json = json.dumps(figures).encode()
+            figures = report(self._host, self._interval_s)
+            self.json = json.dumps(figures.as_json()).encode()
             self.page = status_page.render(figures, socket.gethostname()).encode()
             self._sampled_at = latest.at
         return self

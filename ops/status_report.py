@@ -1,4 +1,9 @@
-"""The figures of the status page and /status.json, computed from the sampled history."""
+"""The figures of the status page and /status.json, computed from the sampled history.
+
+The report is typed: /status.json is `dataclasses.asdict` of it, and the page
+(ops/status_page.py) reads its fields. Metric and queue names come from their
+declarations (common/metrics.py, common/amqp.py).
+"""
 
 from __future__ import annotations
 
@@ -6,20 +11,101 @@ import dataclasses
 import time
 from typing import Any
 
+from common import amqp, metrics
 from ops.host_figures import (
     CHART_WINDOW_S,
     LATENCY_WINDOW_S,
     RATE_WINDOW_S,
     HostFigures,
+    Process,
+    QueueFigures,
     Sample,
     quantile,
 )
 
-REQUESTS = "image_server_http_requests_total"
-REQUEST_SECONDS = "image_server_http_request_duration_seconds"
-RESIZE_SECONDS = "image_server_resize_duration_seconds"
-QUEUE_WAIT_SECONDS = "image_server_queue_wait_seconds"
 CHART_POINTS = 180
+STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
+Series = list[list[float | None]]  # [seconds ago, value] points
+
+
+@dataclasses.dataclass(frozen=True)
+class Percentiles:
+    """Milliseconds, over a window; None when nothing was observed in it."""
+
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Now:
+    images_processing: int
+    originals_downloading: int
+    requests_in_progress: int
+    uploads_in_progress: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Requests:
+    """Since the host started, but for the rate and the latency."""
+
+    total: int
+    per_s_last_minute: float
+    cache_hits: int
+    cache_misses: int
+    hit_ratio: float | None
+    from_store: int
+    by_status_class: dict[str, int]
+    latency_last_5_min: Percentiles
+
+
+@dataclasses.dataclass(frozen=True)
+class Resizes:
+    done: int
+    failed: int
+    resize_time_last_5_min: Percentiles
+    queue_wait_last_5_min: Percentiles
+    originals_downloaded: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Uploads:
+    stored: int
+    retried: int
+    dead_lettered: int
+    queued: int | None  # None: image.upload is not declared yet
+    waiting_for_retry: int
+    kept_on_disk: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessRow(Process):
+    uptime_s: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Charts:
+    requests_per_s: Series
+    p50_ms: Series
+    p95_ms: Series
+    p99_ms: Series
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+    sampled_epoch_s: float
+    health: str  # "ok", or why the host cannot serve
+    now: Now
+    requests: Requests
+    resizes: Resizes
+    uploads: Uploads
+    queues: list[QueueFigures]
+    disk: dict[str, Any] | None  # the janitor's figures, as it wrote them
+    processes: list[ProcessRow]
+    charts: Charts
+
+    def as_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 def health(sample: Sample, now: float, interval_s: float) -> str | None:
@@ -36,107 +122,97 @@ def health(sample: Sample, now: float, interval_s: float) -> str | None:
         return "RabbitMQ blocks publishing (its memory or disk alarm): misses get 503"
     if not any(connected for connected, _ in states):
         return "no frontend is connected to RabbitMQ"
-    resize = next(q for q in sample.queues if q.name == "image.resize")
-    if not resize.consumers:
-        return "no processor consumes image.resize"
+    if not sample.queue(amqp.RESIZE_QUEUE).consumers:
+        return f"no processor consumes {amqp.RESIZE_QUEUE}"
     return None
 
 
-def _rate(name: str, old: Sample, new: Sample) -> float:
+def _rate(old: Sample, new: Sample) -> float:
+    """Requests per second between two samples."""
     elapsed = new.at - old.at
     if elapsed <= 0:
         return 0.0
-    return max(0.0, new.counters.get(name, 0.0) - old.counters.get(name, 0.0)) / elapsed
+    done = new.total(metrics.HTTP_REQUESTS) - old.total(metrics.HTTP_REQUESTS)
+    return max(0.0, done) / elapsed
 
 
-def _quantiles(name: str, old: Sample, new: Sample, qs: tuple[float, ...]) -> dict[str, Any]:
-    before, after = old.histograms.get(name, []), new.histograms.get(name, [])
-    result: dict[str, Any] = {}
-    for q in qs:
+def _percentiles(histogram: str, old: Sample, new: Sample) -> Percentiles:
+    before, after = old.histograms.get(histogram, []), new.histograms.get(histogram, [])
+
+    def ms(q: float) -> float | None:
         seconds = quantile(q, before, after)
-        result[f"p{round(q * 100)}_ms"] = None if seconds is None else round(seconds * 1000, 1)
-    return result
+        return None if seconds is None else round(seconds * 1000, 1)
+
+    return Percentiles(ms(0.5), ms(0.95), ms(0.99))
 
 
-def report(host: HostFigures, interval_s: float) -> dict[str, Any]:
+def report(host: HostFigures, interval_s: float) -> Report:
     latest = host.latest
     minute = host.sample_before(RATE_WINDOW_S)
     window = host.sample_before(LATENCY_WINDOW_S)
-    counters, gauges = latest.counters, latest.gauges
-    hits = counters.get("image_server_cache_hits_total", 0.0)
-    misses = counters.get("image_server_cache_misses_total", 0.0)
+    hits = latest.total(metrics.CACHE_HITS)
+    misses = latest.total(metrics.CACHE_MISSES)
+    jobs = latest.total(metrics.JOBS)
     uploads_pending = sum(
-        q.messages or 0 for q in latest.queues if q.name.startswith("image.upload.delay")
+        q.messages or 0 for q in latest.queues if amqp.is_upload_delay_queue(q.name)
     )
-    upload_queue = next(q for q in latest.queues if q.name == "image.upload")
-    return {
-        "sampled_epoch_s": round(latest.at, 3),
-        "health": health(latest, time.time(), interval_s) or "ok",
-        "now": {
-            "images_processing": int(gauges.get("image_server_jobs_in_progress", 0)),
-            "originals_downloading": int(
-                gauges.get("image_server_original_downloads_in_progress", 0)
-            ),
-            "requests_in_progress": int(gauges.get("image_server_http_requests_in_progress", 0)),
-            "uploads_in_progress": int(gauges.get("image_server_uploads_in_progress", 0)),
-        },
-        "requests": {
-            "total": int(counters.get(REQUESTS, 0)),
-            "per_s_last_minute": round(_rate(REQUESTS, minute, latest), 2),
-            "cache_hits": int(hits),
-            "cache_misses": int(misses),
-            "hit_ratio": round(hits / (hits + misses), 4) if hits + misses else None,
-            "from_store": int(counters.get(f"{REQUEST_SECONDS}_count:store", 0)),
-            "by_status_class": {
-                cls: int(counters.get(f"{REQUESTS}:{cls}", 0))
-                for cls in ("2xx", "3xx", "4xx", "5xx")
+    return Report(
+        sampled_epoch_s=round(latest.at, 3),
+        health=health(latest, time.time(), interval_s) or "ok",
+        now=Now(
+            images_processing=int(latest.gauge(metrics.JOBS_IN_PROGRESS)),
+            originals_downloading=int(latest.gauge(metrics.DOWNLOADS_IN_PROGRESS)),
+            requests_in_progress=int(latest.gauge(metrics.HTTP_IN_PROGRESS)),
+            uploads_in_progress=int(latest.gauge(metrics.UPLOADS_IN_PROGRESS)),
+        ),
+        requests=Requests(
+            total=int(latest.total(metrics.HTTP_REQUESTS)),
+            per_s_last_minute=round(_rate(minute, latest), 2),
+            cache_hits=int(hits),
+            cache_misses=int(misses),
+            hit_ratio=round(hits / (hits + misses), 4) if hits + misses else None,
+            from_store=int(latest.observations(metrics.HTTP_REQUEST_SECONDS, "store")),
+            by_status_class={
+                cls: int(latest.total(metrics.HTTP_REQUESTS, cls)) for cls in STATUS_CLASSES
             },
-            "latency_last_5_min": _quantiles(REQUEST_SECONDS, window, latest, (0.5, 0.95, 0.99)),
-        },
-        "resizes": {
-            "done": int(counters.get("image_server_jobs_total:ok", 0)),
-            "failed": int(
-                counters.get("image_server_jobs_total", 0)
-                - counters.get("image_server_jobs_total:ok", 0)
-                - counters.get("image_server_jobs_total:already_stored", 0)
+            latency_last_5_min=_percentiles(metrics.HTTP_REQUEST_SECONDS, window, latest),
+        ),
+        resizes=Resizes(
+            done=int(latest.total(metrics.JOBS, "ok")),
+            failed=int(
+                jobs
+                - latest.total(metrics.JOBS, "ok")
+                - latest.total(metrics.JOBS, "already_stored")
             ),
-            "resize_time_last_5_min": _quantiles(RESIZE_SECONDS, window, latest, (0.5, 0.95)),
-            "queue_wait_last_5_min": _quantiles(QUEUE_WAIT_SECONDS, window, latest, (0.5, 0.95)),
-            "originals_downloaded": int(
-                counters.get("image_server_original_downloads_total:ok", 0)
-            ),
-        },
-        "uploads": {
-            "stored": int(counters.get("image_server_uploads_total:stored", 0)),
-            "retried": int(counters.get("image_server_uploads_total:retry", 0)),
-            "dead_lettered": int(counters.get("image_server_uploads_total:dead_lettered", 0)),
-            "queued": upload_queue.messages,
-            "waiting_for_retry": uploads_pending,
-            "kept_on_disk": int(gauges.get("image_server_spilled_uploads", 0)),
-        },
-        "queues": [dataclasses.asdict(q) for q in latest.queues],
-        "disk": latest.disk,
-        "processes": [
-            {**dataclasses.asdict(p), "uptime_s": round(latest.at - p.started_epoch_s)}
+            resize_time_last_5_min=_percentiles(metrics.RESIZE_SECONDS, window, latest),
+            queue_wait_last_5_min=_percentiles(metrics.QUEUE_WAIT_SECONDS, window, latest),
+            originals_downloaded=int(latest.total(metrics.DOWNLOADS, "ok")),
+        ),
+        uploads=Uploads(
+            stored=int(latest.total(metrics.UPLOADS, "stored")),
+            retried=int(latest.total(metrics.UPLOADS, "retry")),
+            dead_lettered=int(latest.total(metrics.UPLOADS, "dead_lettered")),
+            queued=latest.queue(amqp.UPLOAD_QUEUE).messages,
+            waiting_for_retry=uploads_pending,
+            kept_on_disk=int(latest.gauge(metrics.SPILLED_UPLOADS)),
+        ),
+        queues=latest.queues,
+        disk=latest.disk,
+        processes=[
+            ProcessRow(**dataclasses.asdict(p), uptime_s=round(latest.at - p.started_epoch_s))
             for p in latest.processes
         ],
-        "charts": charts(host.history),
-    }
+        charts=charts(host.history),
+    )
 
 
-def charts(history: list[Sample]) -> dict[str, list[list[float | None]]]:
-    """[seconds ago, value] series: requests/s and latency quantiles, each point over
-    the CHART_WINDOW_S before it."""
+def charts(history: list[Sample]) -> Charts:
+    """Requests/s and latency quantiles, each point over the CHART_WINDOW_S before it."""
+    made = Charts([], [], [], [])
     if len(history) < 2:
-        return {"requests_per_s": [], "p50_ms": [], "p95_ms": [], "p99_ms": []}
+        return made
     step = max(1, len(history) // CHART_POINTS)
     newest = history[-1].at
-    series: dict[str, list[list[float | None]]] = {
-        "requests_per_s": [],
-        "p50_ms": [],
-        "p95_ms": [],
-        "p99_ms": [],
-    }
     start = 0
     for index in range(1, len(history), step):
         new = history[index]
@@ -144,8 +220,9 @@ def charts(history: list[Sample]) -> dict[str, list[list[float | None]]]:
             start += 1
         old = history[min(start, index - 1)]
         ago = round(new.at - newest, 1)
-        series["requests_per_s"].append([ago, round(_rate(REQUESTS, old, new), 2)])
-        quantiles = _quantiles(REQUEST_SECONDS, old, new, (0.5, 0.95, 0.99))
-        for key, value in quantiles.items():
-            series[key].append([ago, value])
-    return series
+        made.requests_per_s.append([ago, round(_rate(old, new), 2)])
+        latency = _percentiles(metrics.HTTP_REQUEST_SECONDS, old, new)
+        made.p50_ms.append([ago, latency.p50_ms])
+        made.p95_ms.append([ago, latency.p95_ms])
+        made.p99_ms.append([ago, latency.p99_ms])
+    return made
