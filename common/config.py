@@ -136,13 +136,7 @@ def _key(default: Any, meaning: str, check: Rule | None = None) -> Any:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Settings:
-    # Keys kept from the original service.
-    source_domain: str = _key(
-        REQUIRED, "Base URL of the originals; the source template is joined to it."
-    )
-    local_base_path: str = _key(
-        REQUIRED, "Directory of the local output cache, laid out like the URL path."
-    )
+    # Ports and paths.
     server_port: int = _key(7000, "Port of the public HTTP frontend.")
     bind_address: str = _key("0.0.0.0", "Address the frontend's ports listen on.")
     status_port: int = _key(
@@ -159,6 +153,14 @@ class Settings:
         "When set, every status-server path but /health needs `Authorization: Bearer <token>` "
         "(401 otherwise).",
     )
+    local_base_path: str = _key(
+        REQUIRED, "Directory of the local output cache, laid out like the URL path."
+    )
+    originals_path: str = _key(
+        REQUIRED, "Directory where processors keep fetched originals (a disk cache)."
+    )
+
+    # Outputs: what the URL grammar allows.
     whitelisted_extensions: list[str] = _key(
         ["jpg", "png", "webp"],
         "Output extensions served; others get 406.",
@@ -169,11 +171,29 @@ class Settings:
         "Largest width (and height) an output may ask for; larger gets 406.",
         check=POSITIVE,
     )
+    enlarge_width: bool = _key(
+        False,
+        "w<W> wider than the original scales it up (the original service's ImageMagick recipe "
+        "did); false: never wider than the original. Boxes (x<N>, <W>x<H>) always fill the box.",
+    )
     default_quality: dict[str, int] = _key(
         {"jpg": 78, "webp": 80, "avif": 60},
         "Encoder quality (1-100) per lossy output format when the URL has no -q suffix "
         "(chosen in bench/QUALITY.md: at least the original service's Q75 SSIM).",
         check=per_format(QUALITY),
+    )
+    auto_formats: list[str] = _key(
+        [],
+        "Formats a jpg request is answered in when its Accept header names them, in order of "
+        "preference (webp, avif; each must be in whitelisted_extensions); such answers carry "
+        "Vary: Accept. Empty: off.",
+    )
+    quality_target: float = _key(
+        0.0,
+        "When > 0 (e.g. 0.97): a jpg or webp output without -q gets the lowest quality (30-95) "
+        "whose SSIM against the resized picture is at least this (at most 4 encodes); 0: "
+        "default_quality applies.",
+        check=SSIM_OR_OFF,
     )
 
     # How outputs are encoded (bench/QUALITY.md measures each setting).
@@ -199,32 +219,14 @@ class Settings:
     webp_lossless_sources: bool = _key(
         False, "A lossless original (PNG, GIF, lossless WebP) gives a lossless WebP output."
     )
-    auto_formats: list[str] = _key(
-        [],
-        "Formats a jpg request is answered in when its Accept header names them, in order of "
-        "preference (webp, avif; each must be in whitelisted_extensions); such answers carry "
-        "Vary: Accept. Empty: off.",
-    )
-    quality_target: float = _key(
-        0.0,
-        "When > 0 (e.g. 0.97): a jpg or webp output without -q gets the lowest quality (30-95) "
-        "whose SSIM against the resized picture is at least this (at most 4 encodes); 0: "
-        "default_quality applies.",
-        check=SSIM_OR_OFF,
-    )
-    enlarge_width: bool = _key(
-        False,
-        "w<W> wider than the original scales it up (the original service's ImageMagick recipe "
-        "did); false: never wider than the original. Boxes (x<N>, <W>x<H>) always fill the box.",
-    )
 
-    # Where originals come from and how they are fetched.
+    # Originals: where they come from and how they are fetched.
+    source_domain: str = _key(
+        REQUIRED, "Base URL of the originals; the source template is joined to it."
+    )
     source_path_template: str = _key(
         "{model}/{image_type}/{id}/original.jpg",
         "Path of an original under source_domain; fields {model}, {image_type}, {id}.",
-    )
-    originals_path: str = _key(
-        REQUIRED, "Directory where processors keep fetched originals (a disk cache)."
     )
     allowed_sources: list[str] = _key(
         [],
@@ -237,10 +239,23 @@ class Settings:
         "link-local... (development and tests need 127.0.0.0/8).",
         check=each(NETWORK),
     )
-    max_source_redirects: int = _key(5, "Redirects followed when fetching an original.")
     allowed_source_ports: list[int] = _key(
         [80, 443],
         "Ports a source URL may name (besides the port of source_domain); others get 403.",
+    )
+    max_source_redirects: int = _key(5, "Redirects followed when fetching an original.")
+    source_connect_timeout_s: float = _key(3.0, "Timeout to connect to the source.")
+    source_read_timeout_s: float = _key(10.0, "Timeout between bytes read from the source.")
+    source_download_timeout_s: float = _key(
+        8.0,
+        "Longest a whole download of an original may take (never past job_timeout_s); past it 504.",
+        check=POSITIVE,
+    )
+    max_downloads_per_source_host: int = _key(
+        8,
+        "Downloads from one source host one processor runs at once; a job past it gets 503 "
+        "at once (a slow source cannot hold every job slot).",
+        check=POSITIVE,
     )
     source_not_found_ttl_s: float = _key(
         10.0,
@@ -259,19 +274,44 @@ class Settings:
         "How long a failing source host is left alone; then one download tries it again.",
         check=POSITIVE,
     )
-    allowed_source_formats: list[str] = _key(
-        ["jpeg", "png", "webp", "gif", "heif"],
-        "Formats accepted as originals (jpeg, png, webp, gif, heif, tiff, svg, pdf); others 415.",
-        check=each(one_of(*sorted(SOURCE_FORMATS))),
-    )
     masters_enabled: bool = _key(
         True,
         "Make every output but full_size from a pre-shrunk master of the original "
         "(short side maximum_width), kept beside the originals.",
     )
+
+    # What one request may cost (README, Security).
+    allowed_source_formats: list[str] = _key(
+        ["jpeg", "png", "webp", "gif", "heif"],
+        "Formats accepted as originals (jpeg, png, webp, gif, heif, tiff, svg, pdf); others 415.",
+        check=each(one_of(*sorted(SOURCE_FORMATS))),
+    )
+    max_source_bytes: int = _key(
+        50_000_000,
+        "Largest original accepted; the download stops past it (413).",
+        check=POSITIVE,
+    )
     max_source_pixels: int = _key(
         50_000_000,
         "Largest width x height of an original, read from its header (413).",
+        check=POSITIVE,
+    )
+    max_animation_frames: int = _key(
+        100,
+        "Frames an animated original (GIF, WebP) keeps in a gif or webp output; other outputs "
+        "take the first frame. Every kept frame counts towards max_source_pixels.",
+        check=POSITIVE,
+    )
+    max_output_pixels: dict[str, int] = _key(
+        DEFAULT_MAX_OUTPUT_PIXELS,
+        "Largest output per format, width x height x frames kept, checked from the original's "
+        "header before any decode (413): bounds what one encode can cost (AVIF and WebP "
+        "encoders cannot be stopped midway).",
+        check=per_format(POSITIVE),
+    )
+    max_output_bytes: int = _key(
+        50_000_000,
+        "Largest output a processor sends back (it travels through RabbitMQ); larger is 413.",
         check=POSITIVE,
     )
     job_timeout_s: float = _key(
@@ -279,6 +319,19 @@ class Settings:
         "Longest a processor works on one job; past it the job is abandoned (504).",
         check=POSITIVE,
     )
+    failure_memory_s: float = _key(
+        30.0,
+        "How long a frontend answers a failed output again without a resize when it failed for "
+        "good (413, 415, or a render past job_timeout_s). 0: never remembered.",
+        check=OFF_OR_POSITIVE,
+    )
+    max_pending_requests: int = _key(
+        1000,
+        "Cache misses one frontend process waits on at once; past it 503 at once.",
+        check=POSITIVE,
+    )
+
+    # Who may ask for what (README, Security).
     signing_keys: list[str] = _key(
         [],
         "HMAC-SHA256 keys; when any is set every request must be signed (several: rotation), "
@@ -319,53 +372,6 @@ class Settings:
         "CIDR networks of proxies whose X-Forwarded-For is believed: the client is the last "
         "address of it outside these networks. Empty: the header is ignored.",
         check=each(NETWORK),
-    )
-    max_output_pixels: dict[str, int] = _key(
-        DEFAULT_MAX_OUTPUT_PIXELS,
-        "Largest output per format, width x height x frames kept, checked from the original's "
-        "header before any decode (413): bounds what one encode can cost (AVIF and WebP "
-        "encoders cannot be stopped midway).",
-        check=per_format(POSITIVE),
-    )
-    failure_memory_s: float = _key(
-        30.0,
-        "How long a frontend answers a failed output again without a resize when it failed for "
-        "good (413, 415, or a render past job_timeout_s). 0: never remembered.",
-        check=OFF_OR_POSITIVE,
-    )
-    max_pending_requests: int = _key(
-        1000,
-        "Cache misses one frontend process waits on at once; past it 503 at once.",
-        check=POSITIVE,
-    )
-    source_connect_timeout_s: float = _key(3.0, "Timeout to connect to the source.")
-    source_read_timeout_s: float = _key(10.0, "Timeout between bytes read from the source.")
-    source_download_timeout_s: float = _key(
-        8.0,
-        "Longest a whole download of an original may take (never past job_timeout_s); past it 504.",
-        check=POSITIVE,
-    )
-    max_downloads_per_source_host: int = _key(
-        8,
-        "Downloads from one source host one processor runs at once; a job past it gets 503 "
-        "at once (a slow source cannot hold every job slot).",
-        check=POSITIVE,
-    )
-    max_source_bytes: int = _key(
-        50_000_000,
-        "Largest original accepted; the download stops past it (413).",
-        check=POSITIVE,
-    )
-    max_animation_frames: int = _key(
-        100,
-        "Frames an animated original (GIF, WebP) keeps in a gif or webp output; other outputs "
-        "take the first frame. Every kept frame counts towards max_source_pixels.",
-        check=POSITIVE,
-    )
-    max_output_bytes: int = _key(
-        50_000_000,
-        "Largest output a processor sends back (it travels through RabbitMQ); larger is 413.",
-        check=POSITIVE,
     )
 
     # RabbitMQ and the request/reply path.
@@ -449,12 +455,6 @@ class Settings:
         check=each(POSITIVE),
     )
 
-    # Graphite (plaintext protocol, via graphitesend).
-    graphite_enabled: bool = _key(False, "Send events to Graphite.")
-    graphite_host: str = _key("127.0.0.1", "Graphite (carbon) host.")
-    graphite_port: int = _key(2003, "Graphite plaintext port.")
-    graphite_prefix: str = _key("stats.image_server", "Prefix of every metric name.")
-
     # HTTP answers.
     hot_cache_bytes: int = _key(
         16_000_000, "Memory each frontend process keeps of recently read outputs (0: none)."
@@ -510,7 +510,6 @@ class Settings:
     background_deadline_s: float = _key(
         3600.0, "A background job not started within this long is dropped."
     )
-
     pregenerate_keys: list[str] = _key(
         [],
         "HMAC keys that sign `POST /<model>/<imageType>/<id>?outputs=...` (make outputs ahead "
@@ -527,6 +526,12 @@ class Settings:
         "HMAC keys that sign `DELETE /<model>/<imageType>/<id>` (purge an image everywhere); "
         "empty: DELETE is refused (403).",
     )
+
+    # Graphite (plaintext protocol, via graphitesend).
+    graphite_enabled: bool = _key(False, "Send events to Graphite.")
+    graphite_host: str = _key("127.0.0.1", "Graphite (carbon) host.")
+    graphite_port: int = _key(2003, "Graphite plaintext port.")
+    graphite_prefix: str = _key("stats.image_server", "Prefix of every metric name.")
 
     # Operations.
     log_level: str = _key(

@@ -19,6 +19,14 @@ def test_readme_documents_every_config_key_with_its_type_and_default() -> None:
     assert wrong == []
 
 
+def test_readme_lists_the_keys_in_the_groups_and_order_of_the_code() -> None:
+    # Settings (common/config.py) declares its keys in groups; the README's
+    # tables follow the same groups, in the same order.
+    section = README.split("\n## Configuration\n")[1].split("\n## ")[0]
+    documented = re.findall(r"^\| `(\w+)` \| [^|]+ \| [^|]+ \|", section, re.M)
+    assert [name for name, *_ in describe()] == documented
+
+
 def test_readme_opens_with_the_two_commands() -> None:
     opening = "\n".join(README.splitlines()[:12])
     assert "make run" in opening and "make test" in opening
