@@ -7,7 +7,7 @@ import time
 from common.config import Settings
 from common.keys import ImageRef
 from common.messages import ResizeJob
-from common.urls import ImageRequest, effective_quality
+from common.urls import Fit, ImageRequest, effective_quality
 
 
 def source_url(settings: Settings, request: ImageRequest) -> str:
@@ -41,7 +41,8 @@ def resize_job(
         cache_key=request.cache_key,
         source_url=source_url(settings, request),
         fit=output.fit.value,
-        width=output.width,
+        # h<H>: as wide as the aspect ratio makes it, but no wider than maximum_width.
+        width=settings.maximum_width if output.fit is Fit.HEIGHT else output.width,
         height=output.height,
         format=output.format,
         quality=effective_quality(output, settings.default_quality),
@@ -51,4 +52,6 @@ def resize_job(
         queued_epoch_s=0.0 if background else now,
         replace=replace,
         request_id=request_id,
+        gravity=output.gravity.value,
+        background=output.background,
     )

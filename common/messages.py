@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import struct
 from typing import Any, ClassVar, TypeVar
 
 from common.errors import ImageServerError, MessageDecodeError, from_name
-from common.urls import SEGMENT, Fit
+from common.urls import SEGMENT, Fit, Gravity
 
 _LENGTH = struct.Struct(">I")
 T = TypeVar("T", bound="_Message")
@@ -92,9 +93,15 @@ class ResizeJob(_Message):
     replace: bool = False
     # The X-Request-ID of the request that asked for it: in the job's and the upload's lines.
     request_id: str = ""
+    # Where a cover crop is anchored (Gravity); a -pad output's colour (rrggbb, "": default).
+    gravity: str = Gravity.CENTRE.value
+    background: str = ""
 
     def validate(self) -> None:
         Fit(self.fit)
+        Gravity(self.gravity)
+        _require(isinstance(self.background, str), "background")
+        _require(re.fullmatch(r"(?:[0-9a-f]{6})?", self.background) is not None, "background")
         _require(isinstance(self.source_url, str) and bool(self.source_url), "source_url")
         _require(isinstance(self.cache_key, str) and bool(self.cache_key), "cache_key")
         _require(isinstance(self.format, str), "format")

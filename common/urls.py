@@ -1,9 +1,20 @@
 """The URL grammar: `/<model>/<imageType>/<id>/<output>`.
 
-`output` is `w<W>`, `x<N>`, `<W>x<H>` or `full_size`, an optional quality
-suffix `-q<Q>` (or `-c<Q>`, the same), then `.<ext>`. Numbers are written
-without leading zeros. Names that mean the same output (`w120.jpeg`,
-`w120-c85.jpg`, `120x120.png` and `x120-q7.png`...) share one canonical name,
+`output` is a shape, at most one placement suffix, an optional quality suffix,
+then the extension, in this order:
+
+    <shape>[-fit|-pad[-<rrggbb>]|-<gravity>|-smart][-q<Q>].<ext>
+
+Shapes: `w<W>` (width W), `h<H>` (height H), `x<N>` (an N x N box),
+`<W>x<H>` (a W x H box), `full_size`. A box is covered and cropped at its
+centre unless a suffix says otherwise: `-fit` (inside the box, no crop),
+`-pad` (inside, then padded to the box with white, or transparent where the
+format has alpha; `-pad-<rrggbb>` with that colour), `-<gravity>` (crop
+anchored at n, s, e, w, ne, nw, se or sw) or `-smart` (crop where libvips'
+attention finds the interest). `-q<Q>` (or `-c<Q>`, the same) is the
+encoder's quality. Numbers are written without leading zeros. Names that
+mean the same output (`w120.jpeg`, `w120-c85.jpg`, `120x120.png` and
+`x120-q7.png`, `x50-center.jpg` and `x50.jpg`...) share one canonical name,
 which is the cache key and the object key: see `canonical_name`.
 """
 
@@ -24,11 +35,15 @@ MAX_PATH_CHARS = 1024
 MAX_SOURCE_CHARS = 2048  # a `source` URL; each distinct one is an original of its own
 SEGMENT = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_SEGMENT_CHARS}}}")
 _NUMBER = r"[1-9][0-9]{0,5}"
-OUTPUT = re.compile(
-    rf"(?:w(?P<w>{_NUMBER})|x(?P<n>{_NUMBER})|(?P<bw>{_NUMBER})x(?P<bh>{_NUMBER})|(?P<full>full_size))"
-    rf"(?:-[qc](?P<q>{_NUMBER}))?"
-    r"\.(?P<ext>[a-z0-9]+)"
+_SHAPE = (
+    rf"(?:w(?P<w>{_NUMBER})|h(?P<h>{_NUMBER})|x(?P<n>{_NUMBER})"
+    rf"|(?P<bw>{_NUMBER})x(?P<bh>{_NUMBER})|(?P<full>full_size))"
 )
+_PLACEMENT = (
+    r"(?:-(?P<placement>fit|pad(?:-(?P<colour>[0-9a-fA-F]{6}))?|[nsew]|n[ew]|s[ew]|center|smart))"
+)
+OUTPUT = re.compile(rf"{_SHAPE}{_PLACEMENT}?(?:-[qc](?P<q>{_NUMBER}))?\.(?P<ext>[a-z0-9]+)")
+GRAMMAR = "<shape>[-fit|-pad[-<rrggbb>]|-<gravity>|-smart][-q<Q>].<ext>"
 EXTENSION_ALIASES = {"jpeg": "jpg"}
 LOSSLESS_FORMATS = frozenset({"png", "gif"})  # quality means nothing to them
 CONTENT_TYPES = {
@@ -40,10 +55,36 @@ CONTENT_TYPES = {
 }
 
 
+FORMATS_WITH_ALPHA = frozenset({"png", "webp", "avif", "gif"})  # -pad is transparent in these
+WHITE = "ffffff"
+
+
 class Fit(StrEnum):
-    WIDTH = "width"  # height by aspect ratio, never upscaled
-    COVER = "cover"  # exact box: scale to cover, centre crop
+    WIDTH = "width"  # w<W>: height by aspect ratio
+    HEIGHT = "height"  # h<H>: width by aspect ratio, at most maximum_width
+    COVER = "cover"  # a box: scale to cover it, crop at the gravity
+    INSIDE = "inside"  # a box, -fit: scale to fit inside it, no crop
+    PAD = "pad"  # a box, -pad: fit inside it, then pad to it
     NONE = "none"  # full_size: no resize
+
+    @property
+    def is_box(self) -> bool:
+        return self in (Fit.COVER, Fit.INSIDE, Fit.PAD)
+
+
+class Gravity(StrEnum):
+    """Where a cover crop is anchored (the side or corner kept), or smart."""
+
+    CENTRE = "center"
+    NORTH = "n"
+    SOUTH = "s"
+    EAST = "e"
+    WEST = "w"
+    NORTH_EAST = "ne"
+    NORTH_WEST = "nw"
+    SOUTH_EAST = "se"
+    SOUTH_WEST = "sw"
+    SMART = "smart"  # libvips' attention: where the picture's interest is
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +94,8 @@ class OutputSpec:
     height: int | None
     quality: int | None
     format: str  # canonical extension: jpg, png, webp, gif, avif
+    gravity: Gravity = Gravity.CENTRE  # COVER only
+    background: str = ""  # PAD only: rrggbb, or "": the format's default (pad_colour)
 
     @property
     def content_type(self) -> str:
@@ -96,19 +139,51 @@ def parse_image_path(path: str) -> ImageRef:
 def parse_output(name: str) -> OutputSpec:
     match = OUTPUT.fullmatch(name) if len(name) <= MAX_SEGMENT_CHARS else None
     if match is None:
-        raise BadRequest(f"unknown output {name[:MAX_SEGMENT_CHARS]!r}")
+        raise BadRequest(_output_problem(name[:MAX_SEGMENT_CHARS]))
     quality = int(match["q"]) if match["q"] else None
     if quality is not None and quality > 100:
         raise BadRequest("quality must be 1-100")
     ext = EXTENSION_ALIASES.get(match["ext"], match["ext"])
-    if match["w"]:
-        return OutputSpec(Fit.WIDTH, int(match["w"]), None, quality, ext)
-    if match["n"]:
-        side = int(match["n"])
-        return OutputSpec(Fit.COVER, side, side, quality, ext)
-    if match["bw"]:
-        return OutputSpec(Fit.COVER, int(match["bw"]), int(match["bh"]), quality, ext)
-    return OutputSpec(Fit.NONE, None, None, quality, ext)
+    placement = match["placement"] or ""
+    if match["w"] or match["h"] or match["full"]:
+        if placement:
+            raise BadRequest(f"-{placement} needs a box (x<N> or <W>x<H>), not {name!r}")
+        if match["w"]:
+            return OutputSpec(Fit.WIDTH, int(match["w"]), None, quality, ext)
+        if match["h"]:
+            return OutputSpec(Fit.HEIGHT, None, int(match["h"]), quality, ext)
+        return OutputSpec(Fit.NONE, None, None, quality, ext)
+    width = int(match["n"] or match["bw"])
+    height = int(match["n"] or match["bh"])
+    if placement == "fit":
+        return OutputSpec(Fit.INSIDE, width, height, quality, ext)
+    if placement.startswith("pad"):
+        colour = (match["colour"] or "").lower()
+        return OutputSpec(Fit.PAD, width, height, quality, ext, background=colour)
+    gravity = Gravity(placement) if placement else Gravity.CENTRE
+    return OutputSpec(Fit.COVER, width, height, quality, ext, gravity=gravity)
+
+
+def _output_problem(name: str) -> str:
+    """Why `name` is not an output, as precisely as can be said."""
+    stem = name.rsplit(".", 1)[0]
+    suffixes = stem.split("-")[1:]
+    placements = [s for s in suffixes if not re.fullmatch(r"[qc][0-9]+", s)]
+    quality_at = [i for i, s in enumerate(suffixes) if re.fullmatch(r"[qc][0-9]+", s)]
+    if quality_at and quality_at[0] < len(suffixes) - 1:
+        why = "the quality suffix comes last"
+    elif len(placements) > 1 and not (placements[0] == "pad" and len(placements) == 2):
+        why = "one of -fit, -pad, a gravity or -smart at most"
+    else:
+        why = "not in the grammar"
+    return f"unknown output {name!r} ({why}): outputs are {GRAMMAR}"
+
+
+def pad_colour(output_format: str, background: str) -> str | None:
+    """The colour a -pad output is padded with (rrggbb), None for transparent."""
+    if background:
+        return background
+    return None if output_format in FORMATS_WITH_ALPHA else WHITE
 
 
 def effective_quality(output: OutputSpec, default_quality: Mapping[str, int]) -> int:
@@ -117,19 +192,36 @@ def effective_quality(output: OutputSpec, default_quality: Mapping[str, int]) ->
 
 
 def canonical_name(output: OutputSpec, default_quality: Mapping[str, int]) -> str:
-    """The one name of an output: `x<N>` for a square, `-q<Q>` only when Q is not
-    the format's default, no quality for a lossless format, one extension per format."""
+    """The one name of an output: `x<N>` for a square box, no `-center` (the bare
+    crop), `-pad` alone for the format's default colour, `-q<Q>` only when Q is
+    not the format's default, no quality for a lossless format, one extension
+    per format."""
     if output.fit is Fit.WIDTH:
         size = f"w{output.width}"
-    elif output.fit is Fit.COVER:
+    elif output.fit is Fit.HEIGHT:
+        size = f"h{output.height}"
+    elif output.fit.is_box:
         square = output.width == output.height
         size = f"x{output.width}" if square else f"{output.width}x{output.height}"
     else:
         size = "full_size"
+    size += _placement_suffix(output)
     quality = effective_quality(output, default_quality)
     default = default_quality.get(output.format, 100)
     suffix = "" if output.format in LOSSLESS_FORMATS or quality == default else f"-q{quality}"
     return f"{size}{suffix}.{output.format}"
+
+
+def _placement_suffix(output: OutputSpec) -> str:
+    if output.fit is Fit.INSIDE:
+        return "-fit"
+    if output.fit is Fit.PAD:
+        colour = output.background
+        default = pad_colour(output.format, "")
+        return "-pad" if colour in ("", default) else f"-pad-{colour}"
+    if output.fit is Fit.COVER and output.gravity is not Gravity.CENTRE:
+        return f"-{output.gravity.value}"
+    return ""
 
 
 def parse_path(
@@ -178,6 +270,9 @@ def negotiate(
     for fmt in auto_formats:
         if CONTENT_TYPES[fmt] in accepted:
             output = dataclasses.replace(request.output, format=fmt)
+            if output.fit is Fit.PAD:  # padded as the format asked for would be
+                colour = pad_colour("jpg", output.background) or ""
+                output = dataclasses.replace(output, background=colour)
             name = canonical_name(output, default_quality)
             return dataclasses.replace(request, output=output, output_name=name, varies=True)
     return dataclasses.replace(request, varies=True)

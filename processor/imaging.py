@@ -26,7 +26,7 @@ from common.errors import (
     ResizeTimeout,
     UnsupportedImage,
 )
-from common.urls import CONTENT_TYPES, Fit
+from common.urls import CONTENT_TYPES, Fit, Gravity, pad_colour
 
 log = logging.getLogger(__name__)
 # allowed_source_formats names -> the libvips loader that reads each.
@@ -76,15 +76,20 @@ class Rendition:
     format: str
     quality: int
     encoding: Encoding = Encoding()
-    enlarge: bool = False  # a width fit may scale up past the original, as ImageMagick's does
+    enlarge: bool = False  # w, h, -fit, -pad may scale up past the original, as ImageMagick does
     quality_target: float = 0.0  # > 0: the lowest quality keeping this SSIM (jpg, webp)
+    gravity: Gravity = Gravity.CENTRE  # where a cover crop is anchored
+    background: str = ""  # a -pad output's colour (urls.pad_colour)
 
 
 @dataclasses.dataclass(frozen=True)
 class Geometry:
     """Where an output comes from: the upright original scaled to exactly
     resize_width x resize_height (each axis on its own, as ImageMagick and
-    Pillow map a whole image onto a whole image), then cropped."""
+    Pillow map a whole image onto a whole image), then the width x height box
+    at left, top of that taken: a crop, or, where the box reaches past the
+    image (-pad), the image placed in the box on its background, as
+    ImageMagick's -extent does."""
 
     resize_width: int
     resize_height: int
@@ -95,22 +100,63 @@ class Geometry:
 
 
 def geometry(width: int, height: int, rendition: Rendition) -> Geometry:
-    """The geometry of the original service's ImageMagick recipe for an upright
-    `width` x `height` original: `-resize W` for w<W> (its height rounded), and
-    `-resize WxH^` then `-gravity center -extent WxH` for x<N> and <W>x<H>."""
-    assert rendition.fit is not Fit.NONE and rendition.width is not None
-    if rendition.fit is Fit.WIDTH:
-        if rendition.width >= width and not rendition.enlarge:
-            return Geometry(width, height, 0, 0, width, height)
-        out_height = max(1, math.floor(height * rendition.width / width + 0.5))
-        return Geometry(rendition.width, out_height, 0, 0, rendition.width, out_height)
-    assert rendition.height is not None
-    scale = max(rendition.width / width, rendition.height / height)
-    resize_width = max(rendition.width, math.floor(width * scale + 0.5))
-    resize_height = max(rendition.height, math.floor(height * scale + 0.5))
-    left = resize_width // 2 - rendition.width // 2
-    top = resize_height // 2 - rendition.height // 2
-    return Geometry(resize_width, resize_height, left, top, rendition.width, rendition.height)
+    """The geometry ImageMagick gives an upright `width` x `height` original:
+    `-resize W` for w<W> (its height rounded), `-resize xH` for h<H> (`-resize
+    WxH` once the width would pass W, maximum_width), `-resize WxH` for -fit,
+    `-resize WxH` then `-gravity center -extent WxH` for -pad, `-resize WxH^`
+    then `-gravity <g> -extent WxH` for the other boxes (smart: the box's size;
+    where it is comes from the pixels). w, h, -fit and -pad do not scale up
+    unless `enlarge` is set."""
+    fit = rendition.fit
+    assert fit is not Fit.NONE
+    if fit is Fit.WIDTH:
+        assert rendition.width is not None
+        return _scaled(width, height, rendition.width / width, rendition.enlarge)
+    if fit is Fit.HEIGHT:
+        assert rendition.height is not None
+        scale = rendition.height / height
+        if rendition.width is not None:  # no wider than maximum_width
+            scale = min(scale, rendition.width / width)
+        return _scaled(width, height, scale, rendition.enlarge)
+    assert rendition.width is not None and rendition.height is not None
+    box_width, box_height = rendition.width, rendition.height
+    if fit is Fit.COVER:
+        scale = max(box_width / width, box_height / height)
+        resize_width = max(box_width, math.floor(width * scale + 0.5))
+        resize_height = max(box_height, math.floor(height * scale + 0.5))
+    else:
+        inside = _scaled(
+            width, height, min(box_width / width, box_height / height), rendition.enlarge
+        )
+        if fit is Fit.INSIDE:
+            return inside
+        resize_width = min(box_width, inside.resize_width)
+        resize_height = min(box_height, inside.resize_height)
+    left, top = _anchored(resize_width, resize_height, box_width, box_height, rendition.gravity)
+    return Geometry(resize_width, resize_height, left, top, box_width, box_height)
+
+
+def _scaled(width: int, height: int, scale: float, enlarge: bool) -> Geometry:
+    """The whole original scaled by `scale` (not past 1 unless `enlarge`), uncropped."""
+    if scale >= 1 and not enlarge:
+        return Geometry(width, height, 0, 0, width, height)
+    out_width = max(1, math.floor(width * scale + 0.5))
+    out_height = max(1, math.floor(height * scale + 0.5))
+    return Geometry(out_width, out_height, 0, 0, out_width, out_height)
+
+
+def _anchored(
+    width: int, height: int, box_width: int, box_height: int, gravity: Gravity
+) -> tuple[int, int]:
+    """Where the box's top left corner falls on a `width` x `height` image (negative
+    where the image is smaller: it is placed inside the box), as ImageMagick's
+    -gravity places an -extent."""
+    side = "" if gravity in (Gravity.CENTRE, Gravity.SMART) else gravity.value  # n, se...
+    left = 0 if "w" in side else width - box_width if "e" in side else width // 2 - box_width // 2
+    top = (
+        0 if "n" in side else height - box_height if "s" in side else height // 2 - box_height // 2
+    )
+    return left, top
 
 
 def _output_size(width: int, height: int, rendition: Rendition) -> tuple[int, int]:
@@ -175,7 +221,7 @@ def render_master(master: Path, rendition: Rendition, limits: Limits) -> bytes |
         # Resized from the image opened above: a master removed from now on is
         # still read whole (its pages stay mapped until they are released).
         image = image.thumbnail_image(place.resize_width, height=place.resize_height, size="force")
-        return _render(_crop(image, place), rendition, limits, source.lossless)
+        return _render(_place(image, place, rendition), rendition, limits, source.lossless)
 
 
 # What a master remembers of its original (libvips keeps these fields in its file).
@@ -347,23 +393,57 @@ def _resize_original(
         image = pyvips.Image.thumbnail_buffer(
             original, place.resize_width, option_string=options, **size
         )
-    return _crop(image, place)
+    return _place(image, place, rendition)
 
 
-def _crop(image: pyvips.Image, place: Geometry) -> pyvips.Image:
-    """The box of `place` from every frame of `image`."""
+def _place(image: pyvips.Image, place: Geometry, rendition: Rendition) -> pyvips.Image:
+    """The box of `place` from every frame of `image` (resized already): cropped,
+    or padded to it (-pad); a smart crop's box goes where libvips' attention
+    puts it (an animation's: its centre, the same for every frame)."""
     frame_height = _frame_height(image)
     if (image.width, frame_height) == (place.width, place.height):
         return image
-    frames = [
-        image.crop(place.left, index * frame_height + place.top, place.width, place.height)
-        for index in range(image.height // frame_height)
-    ]
+    count = image.height // frame_height
+    if rendition.gravity is Gravity.SMART and count == 1:
+        # Attention reads the image out of order: from memory (it is resized already).
+        return image.copy_memory().smartcrop(place.width, place.height, interesting="attention")
+    if rendition.fit is Fit.PAD:
+        image, background = _with_background(image, rendition)
+        frames = [
+            image.crop(0, index * frame_height, image.width, frame_height).embed(
+                -place.left,
+                -place.top,
+                place.width,
+                place.height,
+                extend="background",
+                background=background,
+            )  # fmt: skip
+            for index in range(count)
+        ]
+    else:
+        frames = [
+            image.crop(place.left, index * frame_height + place.top, place.width, place.height)
+            for index in range(count)
+        ]
     if len(frames) == 1:
         return frames[0]
-    cropped = pyvips.Image.arrayjoin(frames, across=1).copy()
-    cropped.set_type(pyvips.GValue.gint_type, "page-height", place.height)
-    return cropped
+    placed = pyvips.Image.arrayjoin(frames, across=1).copy()
+    placed.set_type(pyvips.GValue.gint_type, "page-height", place.height)
+    return placed
+
+
+def _with_background(image: pyvips.Image, rendition: Rendition) -> tuple[pyvips.Image, list[int]]:
+    """`image` in sRGB, with an alpha band when it is padded with transparency,
+    and the background to pad it with (one value per band)."""
+    image = _to_srgb(image)
+    if image.interpretation == "b-w":
+        image = image.colourspace("srgb")
+    colour = pad_colour(rendition.format, rendition.background)
+    if colour is None:
+        with_alpha = image if image.hasalpha() else image.bandjoin(255)
+        return with_alpha, [0, 0, 0, 0]
+    rgb = [int(colour[i : i + 2], 16) for i in (0, 2, 4)]
+    return image, rgb + [255] if image.hasalpha() else rgb
 
 
 def _frame_height(image: pyvips.Image) -> int:

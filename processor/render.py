@@ -33,7 +33,7 @@ from common.graphite import Graphite
 from common.keys import original_key_of
 from common.messages import ResizeJob
 from common.metrics import ProcessorFigures
-from common.urls import Fit
+from common.urls import Fit, Gravity
 from processor import imaging
 from processor.masters import MasterStore
 from processor.originals import Original, OriginalStore
@@ -183,6 +183,8 @@ class Renderer:
             self._encoding,
             self._settings.enlarge_width,
             job.quality_target,
+            Gravity(job.gravity),
+            job.background,
         )
 
     def _limits(self, job: ResizeJob, background: bool) -> imaging.Limits:

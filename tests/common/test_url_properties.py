@@ -11,8 +11,10 @@ from common.errors import BadRequest, NotAcceptable
 from common.urls import (
     LOSSLESS_FORMATS,
     SEGMENT,
+    Gravity,
     canonical_name,
     check_allowed,
+    pad_colour,
     parse_output,
     parse_path,
 )
@@ -34,9 +36,12 @@ def test_any_text_parses_or_is_a_bad_request(path: str) -> None:
 # Near the grammar, often in it: real sizes, real formats and their aliases, now and
 # then a number or an extension out of range.
 near_output = st.from_regex(
-    r"(w[1-9][0-9]{0,2}|x[1-9][0-9]{0,2}|[1-9][0-9]{0,2}x[1-9][0-9]{0,2}|full_size"
-    r"|w0[0-9]{1,3}|w[1-9][0-9]{3,5})"  # a leading zero (400), too wide (406)
+    r"(w[1-9][0-9]{0,2}|h[1-9][0-9]{0,2}|x[1-9][0-9]{0,2}|[1-9][0-9]{0,2}x[1-9][0-9]{0,2}"
+    r"|full_size|w0[0-9]{1,3}|w[1-9][0-9]{3,5})"  # a leading zero (400), too wide (406)
+    # Placements, alone, doubled or after the quality (400), on any shape (400 but boxes).
+    r"(-(fit|pad|pad-[0-9a-fA-F]{6}|pad-[0-9a-z]{3,7}|n|s|e|w|ne|nw|se|sw|center|smart|top)){0,2}"
     r"(-[qc][1-9][0-9]?|-q[0-9]{3})?"  # qualities in range, and some not
+    r"(-(fit|pad|n|smart))?"
     r"\.(jpg|jpeg|png|webp|gif|avif|[a-z]{2,5})",
     fullmatch=True,
 )
@@ -74,11 +79,18 @@ def test_outputs_parse_or_are_bad_requests() -> None:
             return
         reached.append(name)
         # What parses is in the grammar: its canonical name parses to the same output
-        # (without a quality that means nothing, or that is the default: 100 here).
+        # (without a quality that means nothing, or that is the default: 100 here;
+        # without a pad colour that is the format's default), and is a fixed point.
         dropped = spec.format in LOSSLESS_FORMATS or spec.quality == 100
-        assert parse_output(canonical_name(spec, {})) == dataclasses.replace(
-            spec, quality=None if dropped else spec.quality
+        canonical = canonical_name(spec, {})
+        default_colour = spec.background == pad_colour(spec.format, "")
+        assert parse_output(canonical) == dataclasses.replace(
+            spec,
+            quality=None if dropped else spec.quality,
+            background="" if default_colour else spec.background,
         )
+        assert canonical_name(parse_output(canonical), {}) == canonical
+        assert spec.fit.is_box or (spec.gravity is Gravity.CENTRE and not spec.background)
 
     check()
     assert len(reached) >= 10
@@ -118,3 +130,27 @@ def test_different_outputs_have_different_names(
         assert name(f"{side}x{other_side}.jpg") != name(f"{other_side}x{side}.jpg")
     if quality != other_quality:
         assert name(f"x{side}-q{quality}.jpg") != name(f"x{side}-q{other_quality}.jpg")
+
+
+@given(sizes, sizes, st.sampled_from(["ffffff", "FFFFFF", "fFfFfF"]))
+def test_placements_have_one_canonical_name(width: int, height: int, white: str) -> None:
+    def name(output: str) -> str:
+        return parse_path(f"/m/t/1/{output}", None, DEFAULTS).output_name
+
+    box = f"{width}x{height}" if width != height else f"x{width}"
+    assert name(f"{width}x{height}-center.jpg") == f"{box}.jpg"  # the bare crop
+    assert name(f"{width}x{height}-pad-{white}.jpg") == f"{box}-pad.jpg"  # jpg pads white
+    assert name(f"{width}x{height}-pad-{white}.png") == f"{box}-pad-ffffff.png"  # not clear
+    assert name(f"{width}x{height}-pad-{white}-c85.jpeg") == f"{box}-pad.jpg"
+    assert name(f"{width}x{height}-smart-q85.jpg") == f"{box}-smart.jpg"
+
+
+@given(sizes, st.sampled_from(list(Gravity)), st.sampled_from(list(Gravity)))
+def test_different_placements_have_different_names(side: int, one: Gravity, other: Gravity) -> None:
+    def name(output: str) -> str:
+        return parse_path(f"/m/t/1/{output}", None, DEFAULTS).output_name
+
+    if one != other:
+        assert name(f"x{side}-{one.value}.jpg") != name(f"x{side}-{other.value}.jpg")
+    shapes = {name(f"x{side}-{one.value}.jpg"), name(f"x{side}-fit.jpg"), name(f"x{side}-pad.jpg")}
+    assert len(shapes | {name(f"h{side}.jpg"), name(f"w{side}.jpg")}) == 5

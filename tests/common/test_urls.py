@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from common.errors import BadRequest, NotAcceptable
-from common.urls import Fit, OutputSpec, check_allowed, parse_output, parse_path
+from common.urls import Fit, Gravity, OutputSpec, check_allowed, parse_output, parse_path
 
 
 @pytest.mark.parametrize(
@@ -18,6 +18,15 @@ from common.urls import Fit, OutputSpec, check_allowed, parse_output, parse_path
         ("w500.jpeg", OutputSpec(Fit.WIDTH, 500, None, None, "jpg")),
         ("w1-q100.png", OutputSpec(Fit.WIDTH, 1, None, 100, "png")),
         ("full_size-q10.jpg", OutputSpec(Fit.NONE, None, None, 10, "jpg")),
+        ("h200.jpg", OutputSpec(Fit.HEIGHT, None, 200, None, "jpg")),
+        ("300x200-fit.jpg", OutputSpec(Fit.INSIDE, 300, 200, None, "jpg")),
+        ("x300-fit-q60.webp", OutputSpec(Fit.INSIDE, 300, 300, 60, "webp")),
+        ("300x200-pad.png", OutputSpec(Fit.PAD, 300, 200, None, "png")),
+        ("300x200-pad-F0e0D0.jpg", OutputSpec(Fit.PAD, 300, 200, None, "jpg", background="f0e0d0")),
+        ("x300-n.jpg", OutputSpec(Fit.COVER, 300, 300, None, "jpg", gravity=Gravity.NORTH)),
+        ("30x20-sw-c9.jpg", OutputSpec(Fit.COVER, 30, 20, 9, "jpg", gravity=Gravity.SOUTH_WEST)),
+        ("x300-smart.avif", OutputSpec(Fit.COVER, 300, 300, None, "avif", gravity=Gravity.SMART)),
+        ("x300-center.jpg", OutputSpec(Fit.COVER, 300, 300, None, "jpg")),
     ],
 )
 def test_outputs_in_the_grammar(name: str, expected: OutputSpec) -> None:
@@ -50,6 +59,30 @@ def test_outputs_in_the_grammar(name: str, expected: OutputSpec) -> None:
 def test_outputs_outside_the_grammar_are_bad_requests(name: str) -> None:
     with pytest.raises(BadRequest):
         parse_output(name)
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("w500-pad.jpg", "-pad needs a box"),
+        ("h300-smart.jpg", "-smart needs a box"),
+        ("full_size-n.jpg", "-n needs a box"),
+        ("x300-fit-smart.jpg", "one of -fit, -pad, a gravity or -smart at most"),
+        ("x300-n-e.jpg", "one of -fit, -pad, a gravity or -smart at most"),
+        ("x300-q80-n.jpg", "the quality suffix comes last"),
+        ("x300-pad-fff.jpg", "not in the grammar"),
+        ("x300-top.jpg", "not in the grammar"),
+        ("x300-N.jpg", "not in the grammar"),
+    ],
+)
+def test_a_refused_output_says_what_is_wrong(name: str, problem: str) -> None:
+    with pytest.raises(BadRequest) as refused:
+        parse_output(name)
+    assert problem in refused.value.message
+    assert (
+        "<shape>[-fit|-pad[-<rrggbb>]|-<gravity>|-smart][-q<Q>].<ext>" in refused.value.message
+        or ("needs a box" in problem)
+    )
 
 
 @pytest.mark.parametrize(
