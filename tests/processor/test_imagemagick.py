@@ -208,8 +208,9 @@ def _padding(original: bytes, rendition: imaging.Rendition, output: pyvips.Image
         (xs >= left - 16) & (xs < left + place.resize_width + 16)
         & (ys >= top - 16) & (ys < top + place.resize_height + 16)
     )  # fmt: skip
-    pixels: numpy.ndarray = output.numpy().reshape(output.height, output.width, output.bands)
-    return pixels[~inside][:, :3].astype(int)
+    pixels = output.numpy().reshape(output.height, output.width, output.bands)
+    padding: numpy.ndarray = pixels[~inside][:, :3].astype(int)
+    return padding
 
 
 @pytest.mark.parametrize("original", ["photo.jpg", "alpha.png"])
