@@ -3,7 +3,15 @@ from __future__ import annotations
 import pytest
 
 from common.errors import BadRequest, NotAcceptable
-from common.urls import Fit, Gravity, OutputSpec, check_allowed, parse_output, parse_path
+from common.urls import (
+    Fit,
+    Gravity,
+    OutputSpec,
+    check_allowed,
+    negotiate,
+    parse_output,
+    parse_path,
+)
 
 
 @pytest.mark.parametrize(
@@ -134,3 +142,16 @@ def test_sizes_above_maximum_width_are_not_acceptable(name: str) -> None:
 def test_sizes_up_to_maximum_width_are_served() -> None:
     check_allowed(parse_output("w1000.jpg"), ["jpg"], 1000)
     check_allowed(parse_output("1000x1000.jpg"), ["jpg"], 1000)
+
+
+def test_a_pad_served_in_another_format_keeps_the_colour_its_format_had() -> None:
+    defaults = {"jpg": 80, "webp": 80}
+    asked = parse_path("/m/t/1/300x200-pad.jpg", None, defaults)
+    served = negotiate(asked, "image/webp,*/*", ["webp"], defaults)
+    # WebP has alpha: its bare -pad would be transparent; the JPEG asked was white.
+    assert served.output_name == "300x200-pad-ffffff.webp"
+    assert served.varies
+    coloured = parse_path("/m/t/1/300x200-pad-102030.jpg", None, defaults)
+    assert negotiate(coloured, "image/webp", ["webp"], defaults).output_name == (
+        "300x200-pad-102030.webp"
+    )

@@ -45,16 +45,26 @@ def test_unsigned_requests_get_only_the_allowed_outputs(
     make_stack: Callable[..., Stack], origin: Origin
 ) -> None:
     stack = make_stack(
-        allowed_outputs=["x50.*", "w500.jpg"],
+        allowed_outputs=["x50.*", "w500.jpg", "300x200-pad*.jpg"],
         allowed_outputs_by_type={"amp/avatar": ["x100.webp"]},
     ).start(processors=1)
     image = new_image(origin)
-    for refused in ("w501.jpg", "w500.webp", "x50-q60.jpg", "x100.webp", "full_size.jpg"):
+    refusals = ("w501.jpg", "w500.webp", "x50-q60.jpg", "x100.webp", "full_size.jpg", "x50-n.jpg")
+    for refused in (*refusals, "300x200-pad-ff0000.webp", "300x200-fit.jpg", "x50-smart.jpg"):
         answer = stack.get(f"{image}/{refused}")
         assert answer.status == 406, refused
         assert b"not an output this server makes" in answer.data
     assert downloads(origin, image) == 0  # refused before anything was queued
-    for allowed in ("x50.jpg", "x50.webp", "50x50.png", "w500.jpg", "w500-q78.jpg"):
+    # Patterns match canonical names: x50-center is x50; -pad-FFFFFF on a JPEG is -pad.
+    allowed_names = (
+        "x50.jpg",
+        "x50.webp",
+        "50x50.png",
+        "w500.jpg",
+        "w500-q78.jpg",
+        "x50-center.jpg",
+    )
+    for allowed in (*allowed_names, "300x200-pad-FFFFFF.jpg", "300x200-pad-00ff00.jpg"):
         assert stack.get(f"{image}/{allowed}").status == 200, allowed
     avatar = new_image(origin, "amp/avatar")
     assert stack.get(f"{avatar}/x100.webp").status == 200

@@ -122,16 +122,18 @@ def test_post_makes_the_first_output_now_and_queues_the_rest(
 ) -> None:
     stack = make_stack(pregenerate_keys=[PREGENERATE_KEY]).start(processors=1, uploader=True)
     origin.add("pre/img/1/original.jpg", photo())
-    answer = post(stack, "/pre/img/1", "x300.jpg,w500.webp,300x400.jpg")
+    # Any shape; each under its canonical name.
+    answer = post(stack, "/pre/img/1", "x300.jpg,w500.webp,300x400-pad-FFFFFF.jpg,x200-smart.jpg")
     assert answer.status == 202
     assert answer.headers["Content-Type"] == "application/json"
     assert json.loads(answer.data) == {
         "made": ["x300.jpg"],
-        "queued": ["w500.webp", "300x400.jpg"],
+        "queued": ["w500.webp", "300x400-pad.jpg", "x200-smart.jpg"],
         "existing": [],
         "refused": [],
     }
-    for key in ("pre/img/1/x300.jpg", "pre/img/1/w500.webp", "pre/img/1/300x400.jpg"):
+    made = ("x300.jpg", "w500.webp", "300x400-pad.jpg", "x200-smart.jpg")
+    for key in (f"pre/img/1/{name}" for name in made):
         wait_until(lambda: stored(stack, key).exists(), what=key)  # noqa: B023
     again = post(stack, "/pre/img/1", "x300.jpg,w500.webp")
     assert json.loads(again.data)["existing"] == ["x300.jpg", "w500.webp"]

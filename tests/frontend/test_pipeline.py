@@ -39,6 +39,13 @@ def new_image(origin: Origin, body: bytes | None = None, **kwargs: object) -> st
         ("x50-q60.jpg", (50, 50), "jpegload_buffer", "image/jpeg"),
         ("w120-c70.jpeg", (120, 75), "jpegload_buffer", "image/jpeg"),
         ("w200.png", (200, 125), "pngload_buffer", "image/png"),
+        ("h200.jpg", (320, 200), "jpegload_buffer", "image/jpeg"),
+        ("h900.jpg", (1000, 625), "jpegload_buffer", "image/jpeg"),  # at most maximum_width
+        ("300x200-fit.jpg", (300, 188), "jpegload_buffer", "image/jpeg"),
+        ("300x200-pad.jpg", (300, 200), "jpegload_buffer", "image/jpeg"),
+        ("x300-pad-ff0000.webp", (300, 300), "webpload_buffer", "image/webp"),
+        ("x300-e.jpg", (300, 300), "jpegload_buffer", "image/jpeg"),
+        ("300x400-smart.png", (300, 400), "pngload_buffer", "image/png"),
     ],
 )
 def test_outputs_of_the_grammar(
@@ -197,6 +204,24 @@ def test_sizes_asked_together_share_one_decode_through_the_master(
     assert origin.hits[f"{key}/original.jpg"] == 1
     master = keys.master_path(stack.settings, origin.url(f"{key}/original.jpg"))
     assert master.exists()
+
+
+def test_every_shape_of_a_known_image_is_made_from_its_master(stack: Stack, origin: Origin) -> None:
+    prefix = new_image(origin)
+    key = prefix.lstrip("/")
+    assert stack.get(f"{prefix}/w100.jpg").status == 200  # straight from the original
+    assert stack.get(f"{prefix}/w200.jpg").status == 200  # its master made first
+    assert job_details(stack, f"{key}/w200.jpg") == ["original cached, master made first"]
+    for output in (
+        "x300-smart.jpg",
+        "300x200-pad.jpg",
+        "x300-nw.jpg",
+        "200x300-fit.jpg",
+        "h200.jpg",
+    ):
+        assert stack.get(f"{prefix}/{output}").status == 200
+        assert job_details(stack, f"{key}/{output}") == ["from its master"], output
+    assert origin.hits[f"{key}/original.jpg"] == 1
 
 
 # --- the error table ---------------------------------------------------------------
