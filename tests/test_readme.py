@@ -4,7 +4,7 @@ import json
 import re
 
 from common.config import describe
-from tests.harness import REPO
+from tests.harness import REPO, Origin, Stack
 
 README = (REPO / "README.md").read_text()
 
@@ -30,3 +30,15 @@ def test_readme_lists_the_keys_in_the_groups_and_order_of_the_code() -> None:
 def test_readme_opens_with_the_two_commands() -> None:
     opening = "\n".join(README.splitlines()[:12])
     assert "make run" in opening and "make test" in opening
+
+
+def test_the_grammar_tables_examples_are_answered(stack: Stack, origin: Origin) -> None:
+    """Each example URL of the README's grammar table, from the sample it names."""
+    examples = re.findall(r"^\| [^|]+ \| [^|]+ \| `(/sample/image/\d+/[^`]+)` \|", README, re.M)
+    assert len(examples) >= 10
+    for image in {path.rsplit("/", 1)[0] for path in examples}:
+        sample = REPO / "samples" / image.lstrip("/") / "original.jpg"
+        origin.add(f"{image.lstrip('/')}/original.jpg", sample.read_bytes())
+    for path in examples:
+        answer = stack.get(path)
+        assert answer.status == 200, (path, answer.data[:200])
