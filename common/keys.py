@@ -12,6 +12,7 @@ migration (`image-server migrate-keys`).
         <model>/<imageType>/<partition>/<id>[/src-<tag>]/<output>
         <model>/<imageType>/<partition>/<id>/original
         .originals/<sha256 of the source= URL>
+        .purged/<model>/<imageType>/<id>  (when the image was last purged: common/purge.py)
     on each host:
         <originals_path>/<sha[:2]>/<sha256 of the original's URL>
         <originals_path>/masters/<sha[:2]>/<sha256 of the URL>-2.v
@@ -35,6 +36,7 @@ ORIGINAL_NAME = "original"  # no dot: never an output's name
 # Originals of explicit `source=` URLs: a name no model of the URL grammar can
 # take (segments never hold a dot).
 ORIGINALS_DIR = ".originals"
+PURGE_MARKS_DIR = ".purged"
 PARTITION_CHARS = 3
 PARTITIONS = 16**PARTITION_CHARS
 SOURCE_TAG_CHARS = 24
@@ -88,6 +90,10 @@ class ImageRef:
         if self.source_tag is not None:
             return explicit_original_key(settings, source_url)
         return self.object_prefix(settings) + ORIGINAL_NAME
+
+    def purge_mark_key(self, settings: Settings) -> str:
+        """Where the time of the image's last purge is kept (all its sources)."""
+        return f"{settings.storage_key_prefix}/{PURGE_MARKS_DIR}/{self.kind}/{self.id}"
 
     def output(self, name: str) -> OutputRef:
         return OutputRef(self, name)

@@ -159,9 +159,15 @@ class UploadJob(_Message):
     attempt: int = 0  # failed uploads so far; picks the next retry delay
     payload: bytes = b""
     request_id: str = ""  # of the request whose job made it (README, Logs)
+    # The output whose job made it, and when that job began: a purge of its image
+    # after that undoes the put (common/purge.py). "": not an image's object.
+    made_for: str = ""
+    made_epoch_s: float = 0.0
 
     def validate(self) -> None:
         _require(isinstance(self.key, str) and bool(self.key), "key")
+        _require(isinstance(self.made_for, str), "made_for")
+        _require(isinstance(self.made_epoch_s, (int, float)), "made_epoch_s")
         _require(isinstance(self.content_type, str) and bool(self.content_type), "content_type")
         _require(isinstance(self.attempt, int) and self.attempt >= 0, "attempt")
         _require(isinstance(self.request_id, str), "request_id")

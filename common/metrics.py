@@ -286,7 +286,8 @@ class UploaderFigures(ProcessFigures):
         self.uploads = Counter(
             UPLOADS,
             "Upload attempts to object storage, by result: stored, retry (queued for a later "
-            "attempt) or dead_lettered (given up).",
+            "attempt), dead_lettered (given up) or purged (deleted again: its image was purged "
+            "after its job began).",
             ("result",),
             registry=None,
         )

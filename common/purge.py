@@ -1,18 +1,31 @@
 """Purging one image: every output, its original and its master, on every host and in storage.
 
 `DELETE /<model>/<imageType>/<id>` (signed with `purge_keys`; `?source=` for
-an image fetched from an explicit source) on any frontend: the image's
-objects in object storage go first (so no host refills its cache from them),
-then its files on that host, then a PurgeImage on the `image.purge` fanout
-makes every frontend and processor of every host remove theirs. The next
-request is a miss made from the source's current original. A resize of the
-image already running when the purge comes may still store its output.
+an image fetched from an explicit source) on any frontend: the time of the
+purge is written to object storage first (the image's purge mark), then the
+image's objects there go (so no host refills its cache from them), then its
+files on that host, then a PurgeImage on the `image.purge` fanout makes every
+frontend and processor of every host remove theirs. The next request is a
+miss made from the source's current original.
+
+Puts still on their way when the purge comes (the upload queue, its delay
+queues, spilled uploads: minutes of them) would bring objects back. Each
+carries when the job that made it began; whoever puts an object of an image
+(the uploader, a processor storing an original) looks for the image's purge
+mark right after the put, and deletes the object again when the purge came
+after that job began. The purge wins whichever ran first: the mark is written
+before the purge lists what to delete, so a put either happened before that
+listing (and is deleted by it) or is followed by a look that finds the mark.
+Clocks of different hosts differ: a put made within PURGE_CLOCK_MARGIN_S
+after a purge goes too (the next request makes it again).
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+import time
+from pathlib import Path
 
 from common import keys
 from common.config import Settings
@@ -20,12 +33,15 @@ from common.messages import PurgeImage
 from common.storage import ObjectStore
 
 log = logging.getLogger(__name__)
+PURGE_CLOCK_MARGIN_S = 5.0
+_MARK_TYPE = "text/plain"
 
 
 def purge_store(settings: Settings, store: ObjectStore, purge: PurgeImage) -> int:
     """Delete the image's objects (outputs, `source=` outputs, its original) and the
     original of its explicit source, if any; how many objects were there."""
     image = keys.ImageRef(purge.model, purge.image_type, purge.id)
+    store.put(image.purge_mark_key(settings), f"{time.time():.3f}".encode(), _MARK_TYPE)
     found = store.keys(image.object_prefix(settings))
     if purge.explicit_source:
         explicit = keys.explicit_original_key(settings, purge.explicit_source)
@@ -43,3 +59,25 @@ def purge_host(settings: Settings, purge: PurgeImage) -> None:
         keys.original_path(settings, url).unlink(missing_ok=True)
         keys.master_path(settings, url).unlink(missing_ok=True)
     log.info("purged %s/%s/%s from this host", purge.model, purge.image_type, purge.id)
+
+
+def put_unless_purged(
+    settings: Settings,
+    store: ObjectStore,
+    put: tuple[str, bytes, str],
+    made_for: str,
+    made_epoch_s: float,
+    same_as: Path | None = None,
+) -> bool:
+    """Put `put` (key, data, content type), made by the job of the output
+    `made_for` (a cache key) that began at `made_epoch_s`; then, if the image
+    was purged since, delete it again. False when the purge won."""
+    key, data, content_type = put
+    store.put(key, data, content_type, same_as=same_as)
+    image = keys.OutputRef.from_cache_key(made_for).image
+    mark = store.get(image.purge_mark_key(settings))
+    if mark is None or made_epoch_s >= float(mark) + PURGE_CLOCK_MARGIN_S:
+        return True
+    store.delete(key)
+    log.info("%s: its image was purged after its job began, not kept", key)
+    return False

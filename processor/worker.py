@@ -27,7 +27,7 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika.spec import Basic, BasicProperties
 
-from common import amqp, graphite
+from common import amqp, graphite, purge
 from common.config import Settings
 from common.consumer import Consumer, OnMessage
 from common.errors import (
@@ -39,7 +39,6 @@ from common.graphite import Graphite
 from common.keys import object_key_of, original_key_of
 from common.messages import PurgeImage, ResizeJob, ResizeResult, UploadJob
 from common.metrics import ProcessorFigures
-from common.purge import purge_host
 from common.spill import Spill
 from common.storage import ObjectStore
 from common.urls import CONTENT_TYPES
@@ -152,7 +151,7 @@ class Processor:
     ) -> None:
         """An image purged (common/purge.py): its original and master here go too."""
         try:
-            purge_host(self._settings, PurgeImage.decode(body))
+            purge.purge_host(self._settings, PurgeImage.decode(body))
         except MessageDecodeError as exc:
             log.error("ignoring an undecodable purge: %s", exc.message)
 
@@ -245,8 +244,8 @@ class Processor:
             outcome = self.process(job, background)
         if not _on_pika_thread(delivery, functools.partial(self._answer, delivery, outcome)):
             return  # the connection is gone: RabbitMQ redelivers the job
-        if outcome.downloaded_original is not None:
-            self._store_original(delivery, job, outcome.downloaded_original)
+        if outcome.downloaded_original is not None and outcome.upload is not None:
+            self._store_original(delivery, job, outcome.downloaded_original, outcome.upload)
 
     def _already_stored(self, job: ResizeJob) -> bool:
         try:
@@ -254,22 +253,34 @@ class Processor:
         except ImageServerError:
             return False  # storage down: make it, the uploader retries
 
-    def _store_original(self, delivery: _Delivery, job: ResizeJob, data: bytes) -> None:
+    def _store_original(
+        self, delivery: _Delivery, job: ResizeJob, data: bytes, output: UploadJob
+    ) -> None:
         """Put a new original in object storage, off the resize thread; when
-        storage fails, hand it to the uploader (which retries) instead."""
+        storage fails, hand it to the uploader (which retries) instead. Like the
+        output it was downloaded for, a purge of its image since undoes it."""
         key = original_key_of(self._settings, job.cache_key, job.source_url)
+        upload = dataclasses.replace(
+            output, key=key, content_type=_ORIGINAL_TYPE, payload=data, request_id=""
+        )
         try:
-            self._store.put(key, data, _ORIGINAL_TYPE, same_as=self._originals.path(job.source_url))
+            purge.put_unless_purged(
+                self._settings,
+                self._store,
+                (key, data, _ORIGINAL_TYPE),
+                upload.made_for,
+                upload.made_epoch_s,
+                same_as=self._originals.path(job.source_url),
+            )
             return
         except ImageServerError as exc:
             log.warning("storing original %s failed (%s): queued for the uploader", key, exc)
-        upload = UploadJob(key, _ORIGINAL_TYPE, payload=data)
         _on_pika_thread(delivery, functools.partial(self._queue_upload, delivery, upload))
 
     def process(self, job: ResizeJob, background: bool = False) -> Outcome:
         """Make `job`'s output (a background job has background_job_timeout_s)."""
         spent = ResizeTime()
-        started = time.perf_counter()
+        started, began_epoch_s = time.perf_counter(), time.time()
         try:
             rendered = self._renderer.render(job, background, spent)
         except ImageServerError as exc:
@@ -286,7 +297,14 @@ class Processor:
         self._job_done(job, started, "ok", len(data), rendered.how)
         content_type = CONTENT_TYPES[job.format]
         key = object_key_of(self._settings, job.cache_key)
-        upload = UploadJob(key, content_type, payload=data, request_id=job.request_id)
+        upload = UploadJob(
+            key,
+            content_type,
+            payload=data,
+            request_id=job.request_id,
+            made_for=job.cache_key,
+            made_epoch_s=began_epoch_s,
+        )
         self._graphite.event(graphite.IMAGE_REQUEST)
         self._graphite.event(f"{graphite.IMAGE_REQUEST}.{job.format}")
         result = ResizeResult.success(content_type, data, spent.seconds)

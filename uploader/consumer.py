@@ -18,7 +18,7 @@ import time
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika.spec import Basic, BasicProperties
 
-from common import amqp
+from common import amqp, purge
 from common.config import Settings
 from common.consumer import Consumer, OnMessage
 from common.errors import ImageServerError, MessageDecodeError
@@ -115,9 +115,10 @@ class Uploader:
     ) -> None:
         """On a pool thread: store the object, then hand the outcome to pika's thread."""
         failure: ImageServerError | None = None
+        kept = True
         try:
             with self._figures.storing():
-                self._store.put(job.key, job.payload, job.content_type)
+                kept = self._put(job)
             self._health.storage_ok()
         except ImageServerError as exc:
             failure = exc
@@ -126,8 +127,18 @@ class Uploader:
         except Exception as exc:  # a bug costs one upload attempt, never the uploader
             log.exception("upload of %s crashed", job.key)
             failure = ImageServerError(f"internal error ({type(exc).__name__})")
-        finish = functools.partial(self._finish, channel, method, job, failure)
+        finish = functools.partial(self._finish, channel, method, job, failure, kept)
         connection.add_callback_threadsafe(finish)
+
+    def _put(self, job: UploadJob) -> bool:
+        """Store `job`'s object; False when a purge of its image came after its job began."""
+        put = (job.key, job.payload, job.content_type)
+        if not job.made_for:
+            self._store.put(*put)
+            return True
+        return purge.put_unless_purged(
+            self._settings, self._store, put, job.made_for, job.made_epoch_s
+        )
 
     def _finish(
         self,
@@ -135,9 +146,12 @@ class Uploader:
         method: Basic.Deliver,
         job: UploadJob,
         failure: ImageServerError | None,
+        kept: bool,
     ) -> None:
         self._in_progress -= 1
-        if failure is None:
+        if failure is None and not kept:
+            self._figures.uploads.labels("purged").inc()
+        elif failure is None:
             self._figures.uploads.labels("stored").inc()
             fields = {"event": "upload", "key": job.key, "request_id": job.request_id}
             log.info("stored %s (%d bytes)", job.key, len(job.payload), extra={"fields": fields})

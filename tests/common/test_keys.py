@@ -37,6 +37,7 @@ def test_the_layout_as_documented() -> None:
         f"public/images/test/user/avatar/{part}/3589782/original"
     )
     assert str(image.outputs_dir(SETTINGS)) == "/var/cache/images/user/avatar/3589782"
+    assert image.purge_mark_key(SETTINGS) == "public/images/test/.purged/user/avatar/3589782"
     assert str(keys.original_path(SETTINGS, url)) == f"/var/originals/{sha(url)[:2]}/{sha(url)}"
     assert str(keys.master_path(SETTINGS, url)) == (
         f"/var/originals/masters/{sha(url)[:2]}/{sha(url)}-2.v"
@@ -81,6 +82,7 @@ def test_keys_of_the_flat_layout_are_recognised_and_others_are_not() -> None:
     assert flat == ImageRef("old", "img", "1").output("w100.jpg")
     tagged = keys.parse_flat_object_key(SETTINGS, f"{head}/old/img/1/src-0123/w100.jpg")
     assert tagged == ImageRef("old", "img", "1", "0123").output("w100.jpg")
-    for other in (f"{head}/.originals/{sha('x')}", "elsewhere/old/img/1/w100.jpg"):
+    mark = ImageRef("old", "img", "1").purge_mark_key(SETTINGS)
+    for other in (f"{head}/.originals/{sha('x')}", "elsewhere/old/img/1/w100.jpg", mark):
         assert keys.parse_flat_object_key(SETTINGS, other) is None
         assert keys.parse_object_key(SETTINGS, other) is None

@@ -15,9 +15,9 @@ import urllib3
 
 from common import amqp
 from common.keys import object_key_of
-from common.signing import pregenerate_message, signature
+from common.signing import pregenerate_message, purge_message, signature
 from tests.harness import Origin, Stack, wait_until
-from tests.images import decode, photo
+from tests.images import decode, photo, solid
 
 POPULAR = {
     "popular_outputs_max": 2,
@@ -202,3 +202,45 @@ def test_purging_is_refused_without_purge_keys(stack: Stack, origin: Origin) -> 
     assert after.status == 200 and after.headers["ETag"] == made.headers["ETag"]
     assert stack.resizes("cdn/img/6/w100.jpg") == 1
     assert origin.hits["cdn/img/6/original.jpg"] == 1
+
+
+PURGE_KEY = "purge-key"
+
+
+def uploads(stack: Stack, result: str) -> float:
+    """image_server_uploads_total{result=...} of the stack's uploader."""
+    wanted = ("result", result)
+    return sum(
+        value
+        for (name, labels), value in stack.metrics().items()
+        if name == "image_server_uploads_total" and wanted in labels
+    )
+
+
+def test_a_purge_wins_over_every_put_still_on_its_way(
+    make_stack: Callable[..., Stack], origin: Origin
+) -> None:
+    # Uploads at 10/s: 40 outputs made in about a second wait for seconds in
+    # image.upload, and the purge comes while most of them are still there.
+    stack = make_stack(purge_keys=[PURGE_KEY], upload_rate_per_s=10.0)
+    stack.start(processors=2, uploader=True, status=True)
+    origin.add("race/img/1/original.jpg", photo())  # 1600x1000
+    names = [f"w{width}.jpg" for width in range(100, 140)]
+    for name in names:
+        assert stack.get(f"/race/img/1/{name}").status == 200
+    origin.add("race/img/1/original.jpg", solid(400, 800, (200, 30, 30), ".jpg"))  # changed
+    signed = signature(PURGE_KEY, purge_message("/race/img/1"))
+    assert stack.get(f"/race/img/1?signature={signed}", method="DELETE").status == 200
+    # Every upload is done: stored, or undone by the purge.
+    wait_until(
+        lambda: uploads(stack, "stored") + uploads(stack, "purged") == len(names),
+        timeout_s=60,
+        what="every upload done",
+    )
+    prefix = Path(stack.config["storage_path"]) / stack.settings.storage_key_prefix / "race"
+    left = [path.name for path in prefix.rglob("*") if path.is_file()]
+    assert left == [], f"{len(left)} objects of the purged image came back: {left[:5]}"
+    assert uploads(stack, "purged") > 0  # puts did come after the purge (the race happened)
+    # The next request is a miss made from the new original (a portrait now).
+    again = stack.get("/race/img/1/w100.jpg")
+    assert (decode(again.data).width, decode(again.data).height) == (100, 200)
