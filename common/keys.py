@@ -120,6 +120,10 @@ class OutputRef:
     def object_key(self, settings: Settings) -> str:
         return self.image.object_prefix(settings) + self.image.source_part + self.name
 
+    def cache_path(self, settings: Settings) -> Path:
+        """Where this host's disk cache keeps the output."""
+        return settings.cache_dir / self.cache_key
+
 
 def object_key_of(settings: Settings, cache_key: str) -> str:
     """The object key of the output whose cache key is `cache_key`."""

@@ -35,8 +35,9 @@ from common.errors import (
     MessageDecodeError,
     SourceNotFound,
 )
+from common.files import write_atomic
 from common.graphite import Graphite
-from common.keys import object_key_of, original_key_of
+from common.keys import ImageRef, OutputRef, object_key_of, original_key_of
 from common.messages import PurgeImage, ResizeJob, ResizeResult, UploadJob
 from common.metrics import ProcessorFigures
 from common.spill import Spill
@@ -98,6 +99,8 @@ class Processor:
         self._jobs: concurrent.futures.ThreadPoolExecutor | None = None
         self._on_job: OnMessage | None = None
         self._next_background_look = 0.0
+        # When each image was last purged (by the fanout), for background outputs.
+        self._purged_at: dict[ImageRef, float] = {}
 
     def run(self) -> None:
         """Consume until asked to stop; reconnect whenever RabbitMQ goes away."""
@@ -151,9 +154,12 @@ class Processor:
     ) -> None:
         """An image purged (common/purge.py): its original and master here go too."""
         try:
-            purge.purge_host(self._settings, PurgeImage.decode(body))
+            purged = PurgeImage.decode(body)
         except MessageDecodeError as exc:
             log.error("ignoring an undecodable purge: %s", exc.message)
+            return
+        self._purged_at[ImageRef(purged.model, purged.image_type, purged.id)] = time.time()
+        purge.purge_host(self._settings, purged)
 
     def _take_background_job(
         self, channel: BlockingChannel, on_message: Callable[..., None]
@@ -242,10 +248,25 @@ class Processor:
             self._figures.jobs.labels(job.format, "already_stored").inc()
         else:
             outcome = self.process(job, background)
+            if background and outcome.upload is not None:
+                self._keep_here(job, outcome.upload)
         if not _on_pika_thread(delivery, functools.partial(self._answer, delivery, outcome)):
             return  # the connection is gone: RabbitMQ redelivers the job
         if outcome.downloaded_original is not None and outcome.upload is not None:
             self._store_original(delivery, job, outcome.downloaded_original, outcome.upload)
+
+    def _keep_here(self, job: ResizeJob, upload: UploadJob) -> None:
+        """A background output goes into this host's disk cache at once: the requests
+        it was made for find it while its upload waits its turn (not when its image
+        was purged since its job began)."""
+        output = OutputRef.from_cache_key(job.cache_key)
+        image = dataclasses.replace(output.image, source_tag=None)  # purged with all its sources
+        if self._purged_at.get(image, 0.0) >= upload.made_epoch_s:
+            return
+        try:
+            write_atomic(output.cache_path(self._settings), upload.payload)
+        except OSError as exc:  # the upload still stores it
+            log.warning("could not keep %s in this host's cache: %s", job.cache_key, exc)
 
     def _already_stored(self, job: ResizeJob) -> bool:
         try:

@@ -244,3 +244,18 @@ def test_a_purge_wins_over_every_put_still_on_its_way(
     # The next request is a miss made from the new original (a portrait now).
     again = stack.get("/race/img/1/w100.jpg")
     assert (decode(again.data).width, decode(again.data).height) == (100, 200)
+
+
+def test_a_pre_generated_output_is_found_before_its_upload_lands(
+    make_stack: Callable[..., Stack], origin: Origin
+) -> None:
+    # One upload every 10 s: the queued outputs' uploads wait behind the first.
+    stack = make_stack(pregenerate_keys=[PREGENERATE_KEY], upload_rate_per_s=0.1)
+    stack.start(processors=1, uploader=True)
+    origin.add("pre/img/7/original.jpg", photo())
+    assert post(stack, "/pre/img/7", "x300.jpg,w500.webp,300x200-pad.jpg").status == 202
+    for name in ("w500.webp", "300x200-pad.jpg"):
+        wait_until(lambda: stack.resizes(f"pre/img/7/{name}") == 1, what=name)  # noqa: B023
+        assert not stored(stack, f"pre/img/7/{name}").exists()  # its upload still waits
+        assert stack.get(f"/pre/img/7/{name}").status == 200
+        assert stack.resizes(f"pre/img/7/{name}") == 1  # the request found it: no resize
