@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import functools
+import time
 
 from tornado.httputil import HTTPHeaders
 
@@ -56,8 +57,10 @@ def not_modified(cached: CachedFile, request_headers: HTTPHeaders) -> bool:
     if_modified_since = request_headers.get("If-Modified-Since")
     if if_modified_since is not None:
         try:
-            since = email.utils.parsedate_to_datetime(if_modified_since)
+            since = email.utils.parsedate_to_datetime(if_modified_since).timestamp()
         except (TypeError, ValueError):
             return False  # unparsable dates are ignored, as RFC 9110 says
-        return int(cached.mtime_s) <= since.timestamp()
+        if since > time.time():
+            return False  # a date in the future is no date the client saw (nginx does so too)
+        return int(cached.mtime_s) <= since
     return False

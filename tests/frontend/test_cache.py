@@ -1,9 +1,15 @@
 from __future__ import annotations
 
+import email.utils
 import os
+import time
 from pathlib import Path
 
-from frontend.cache import OutputCache
+import pytest
+from tornado.httputil import HTTPHeaders
+
+from frontend.answers import not_modified
+from frontend.cache import CachedFile, OutputCache
 
 
 def test_written_outputs_are_read_back(tmp_path: Path) -> None:
@@ -48,3 +54,22 @@ def test_etag_changes_with_the_file(tmp_path: Path) -> None:
     before = cache.read("k.jpg").etag  # type: ignore[union-attr]
     os.utime(tmp_path / "k.jpg", ns=(1, 1))
     assert cache.read("k.jpg").etag != before  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("since_s", "current"),
+    [(-10, False), (0, True), (600, True), (None, False), ("nonsense", False)],
+)
+def test_if_modified_since_is_a_date_the_client_saw(since_s: object, current: bool) -> None:
+    """A file modified at T is current for If-Modified-Since T or later, never for a
+    date in the future (a client clock ahead, or a forged header)."""
+    modified = time.time() - 1800
+    cached = CachedFile(b"x", 1, modified, int(modified * 1e9))
+    if since_s is None:
+        value = email.utils.formatdate(time.time() + 86400, usegmt=True)  # tomorrow
+    elif isinstance(since_s, int):
+        value = email.utils.formatdate(int(modified) + since_s, usegmt=True)
+    else:
+        value = str(since_s)
+    headers = HTTPHeaders({"If-Modified-Since": value})
+    assert not_modified(cached, headers) is current
