@@ -163,6 +163,11 @@ def parse_flat_object_key(settings: Settings, key: str) -> OutputRef | None:
     return OutputRef.from_cache_key("/".join(parts))
 
 
+def probe_key(settings: Settings) -> str:
+    """An empty object written to learn whether object storage takes writes at all."""
+    return f"{settings.storage_key_prefix}/.probe"
+
+
 def explicit_original_key(settings: Settings, source_url: str) -> str:
     """The original fetched from a `source=` URL."""
     return f"{settings.storage_key_prefix}/{ORIGINALS_DIR}/{sha256_hex(source_url)}"

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from common import keys
 from common.config import Settings
-from common.messages import PurgeImage
+from common.messages import PurgeImage, UploadJob
 from common.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -81,3 +81,12 @@ def put_unless_purged(
     store.delete(key)
     log.info("%s: its image was purged after its job began, not kept", key)
     return False
+
+
+def store_upload(settings: Settings, store: ObjectStore, upload: UploadJob) -> bool:
+    """Put `upload`'s object (unless its image was purged since: False)."""
+    put = (upload.key, upload.payload, upload.content_type)
+    if not upload.made_for:  # not an image's object
+        store.put(*put)
+        return True
+    return put_unless_purged(settings, store, put, upload.made_for, upload.made_epoch_s)

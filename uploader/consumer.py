@@ -18,7 +18,7 @@ import time
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika.spec import Basic, BasicProperties
 
-from common import amqp, purge
+from common import amqp, keys, purge
 from common.config import Settings
 from common.consumer import Consumer, OnMessage
 from common.errors import ImageServerError, MessageDecodeError
@@ -30,6 +30,13 @@ from uploader.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 _COUNT_EVERY_S = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class _Outcome:
+    failure: ImageServerError | None
+    kept: bool  # False: stored, then deleted again (its image was purged since)
+    counted: bool  # False: storage did not answer at all, the attempt is not spent
 
 
 class Uploader:
@@ -115,64 +122,64 @@ class Uploader:
     ) -> None:
         """On a pool thread: store the object, then hand the outcome to pika's thread."""
         failure: ImageServerError | None = None
-        kept = True
+        kept, counted = True, True
         try:
             with self._figures.storing():
-                kept = self._put(job)
+                kept = purge.store_upload(self._settings, self._store, job)
             self._health.storage_ok()
         except ImageServerError as exc:
             failure = exc
-            if exc.retryable:
+            if exc.retryable and not self._storage_takes_writes():
+                # Storage is down, not this object: the attempt is not spent.
                 self._health.storage_failed(exc.message)
+                counted = False
         except Exception as exc:  # a bug costs one upload attempt, never the uploader
             log.exception("upload of %s crashed", job.key)
             failure = ImageServerError(f"internal error ({type(exc).__name__})")
-        finish = functools.partial(self._finish, channel, method, job, failure, kept)
-        connection.add_callback_threadsafe(finish)
-
-    def _put(self, job: UploadJob) -> bool:
-        """Store `job`'s object; False when a purge of its image came after its job began."""
-        put = (job.key, job.payload, job.content_type)
-        if not job.made_for:
-            self._store.put(*put)
-            return True
-        return purge.put_unless_purged(
-            self._settings, self._store, put, job.made_for, job.made_epoch_s
+        outcome = _Outcome(failure, kept, counted)
+        connection.add_callback_threadsafe(
+            functools.partial(self._finish, channel, method, job, outcome)
         )
 
+    def _storage_takes_writes(self) -> bool:
+        """Whether object storage stores anything now (a failed put may be the object's own)."""
+        try:
+            self._store.put(keys.probe_key(self._settings), b"", "text/plain")
+        except ImageServerError:
+            return False
+        return True
+
     def _finish(
-        self,
-        channel: BlockingChannel,
-        method: Basic.Deliver,
-        job: UploadJob,
-        failure: ImageServerError | None,
-        kept: bool,
+        self, channel: BlockingChannel, method: Basic.Deliver, job: UploadJob, outcome: _Outcome
     ) -> None:
         self._in_progress -= 1
-        if failure is None and not kept:
+        if outcome.failure is not None:
+            self._retry_or_give_up(channel, job, outcome.failure, outcome.counted)
+        elif not outcome.kept:
             self._figures.uploads.labels("purged").inc()
-        elif failure is None:
+        else:
             self._figures.uploads.labels("stored").inc()
             fields = {"event": "upload", "key": job.key, "request_id": job.request_id}
             log.info("stored %s (%d bytes)", job.key, len(job.payload), extra={"fields": fields})
-        else:
-            self._retry_or_give_up(channel, job, failure)
         channel.basic_ack(method.delivery_tag)
 
     def _retry_or_give_up(
-        self, channel: BlockingChannel, job: UploadJob, failure: ImageServerError
+        self, channel: BlockingChannel, job: UploadJob, failure: ImageServerError, counted: bool
     ) -> None:
+        """Retry after the next delay, or dead-letter once the attempts are spent (an
+        attempt made while storage did not answer at all is not one of them)."""
         delays = self._settings.upload_retry_delays_s
-        if failure.retryable and job.attempt < len(delays):
-            delay_s = delays[job.attempt]
+        if failure.retryable and (job.attempt < len(delays) or not counted):
+            delay_s = delays[min(job.attempt, len(delays) - 1)]
             target = amqp.upload_delay_queue(delay_s)
             self._figures.uploads.labels("retry").inc()
             log.warning(
-                "upload of %s failed (%s); retry %d in %.1f s",
+                "upload of %s failed (%s); retry %d in %.1f s%s",
                 job.key,
                 failure.message,
                 job.attempt + 1,
                 delay_s,
+                "" if counted else " (storage is down: this attempt is not counted)",
             )
         else:
             target = amqp.UPLOAD_DEAD_QUEUE
@@ -183,6 +190,6 @@ class Uploader:
                 job.attempt + 1,
                 failure.message,
             )
-        retry = dataclasses.replace(job, attempt=job.attempt + 1)
+        retry = dataclasses.replace(job, attempt=job.attempt + (1 if counted else 0))
         # Confirmed publish: only then is the original message acked.
         channel.basic_publish("", target, retry.encode(), amqp.persistent())

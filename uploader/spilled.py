@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from common import purge
 from common.config import Settings
 from common.errors import ImageServerError
 from common.metrics import UploaderFigures
@@ -47,11 +48,12 @@ def drain(
                 return
             try:
                 with figures.storing():
-                    store.put(upload.key, upload.payload, upload.content_type)
+                    kept = purge.store_upload(settings, store, upload)
             except ImageServerError as exc:
                 log.warning("stored-on-disk upload %s failed (%s): kept", upload.key, exc.message)
                 stop.wait(settings.upload_retry_delays_s[0])
                 break
             path.unlink(missing_ok=True)
-            figures.uploads.labels("stored").inc()
-            log.info("stored %s (%d bytes, from disk)", upload.key, len(upload.payload))
+            figures.uploads.labels("stored" if kept else "purged").inc()
+            if kept:
+                log.info("stored %s (%d bytes, from disk)", upload.key, len(upload.payload))

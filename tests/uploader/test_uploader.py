@@ -97,7 +97,7 @@ def test_results_and_originals_land_and_other_hosts_read_them(
     assert origin.hits[f"upload/{backend}/1/original.jpg"] == 1
 
 
-def publish_backlog(amqp_url: str, settings_dir: Path, count: int) -> None:
+def publish_backlog(amqp_url: str, settings_dir: Path, count: int, attempt: int = 0) -> None:
     from common.config import load
 
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
@@ -106,7 +106,9 @@ def publish_backlog(amqp_url: str, settings_dir: Path, count: int) -> None:
         amqp.declare(channel, amqp.upload_queues(load("test", settings_dir)))
         channel.confirm_delivery()
         for index in range(count):
-            job = UploadJob(f"{PREFIX}/rate/{index}.png", "image/png", payload=b"x" * 100)
+            job = UploadJob(
+                f"{PREFIX}/rate/{index}.png", "image/png", payload=b"x" * 100, attempt=attempt
+            )
             channel.basic_publish("", amqp.UPLOAD_QUEUE, job.encode(), amqp.persistent())
     finally:
         connection.close()
@@ -211,12 +213,12 @@ def test_refused_uploads_are_dead_lettered_then_replayed(
     )
 
 
-def test_failing_storage_exhausts_retries_into_the_dead_letter_queue(
-    make_stack: Callable[..., Stack], tmp_path: Path
+def test_an_object_that_keeps_failing_exhausts_its_retries_into_the_dead_letter_queue(
+    make_stack: Callable[..., Stack],
 ) -> None:
-    blocker = tmp_path / "not-a-directory"
-    blocker.write_text("a file where the storage directory should be")
-    stack = make_stack(storage_path=str(blocker), upload_retry_delays_s=[0.2, 0.2, 0.2])
+    # Storage takes writes, but not this object's: a directory is where it goes.
+    stack = make_stack(upload_retry_delays_s=[0.2, 0.2, 0.2])
+    (Path(stack.config["storage_path"]) / PREFIX / "rate" / "0.png").mkdir(parents=True)
     stack.start(processors=0, uploader=True)
     publish_backlog(stack.vhost.amqp_url, stack.workdir / "config", 1)
     wait_until(
@@ -225,7 +227,7 @@ def test_failing_storage_exhausts_retries_into_the_dead_letter_queue(
         what="the upload dead-lettered after its retries",
     )
     log = stack.log("uploader")
-    assert log.count("retry") == 3
+    assert log.count("; retry ") == 3
     assert "failed for good after 4 attempts" in log
     assert stack.alive()["uploader"]
 
@@ -316,3 +318,29 @@ def test_past_upload_backlog_max_uploads_wait_on_disk_and_are_stored_from_there(
         return report["queued_uploads"], report["spilled_uploads"], report["drain_estimate_s"]
 
     wait_until(lambda: backlog_shown() == (0, 0, 0), what="/health showing no backlog")
+
+
+def test_no_attempt_is_spent_while_storage_is_down(
+    make_stack: Callable[..., Stack], s3: S3Server
+) -> None:
+    # Uploads on their last attempt, and storage down from the uploader's start.
+    s3.stop()
+    stack = make_stack(upload_retry_delays_s=[0.2, 0.2], **s3.config())
+    publish_backlog(stack.vhost.amqp_url, stack.workdir / "config", 20, attempt=2)
+    stack.start(processors=0, uploader=True)
+
+    def dead_lettered() -> int:
+        return stack.vhost.message_count(amqp.UPLOAD_DEAD_QUEUE)
+
+    # Each upload tried twice at least: retried each time, or given up.
+    wait_until(
+        lambda: stack.log("uploader").count("; retry ") >= 40 or dead_lettered() > 0,
+        what="two tries of each upload",
+    )
+    assert dead_lettered() == 0  # none given up
+    assert stack.log("uploader").count("this attempt is not counted") >= 40
+    s3.start()
+    objects = StoredObjects(stack.config, s3)
+    keys = [f"{PREFIX}/rate/{index}.png" for index in range(20)]
+    wait_until(lambda: all(objects.get(key) for key in keys), timeout_s=60, what="all stored")
+    assert dead_lettered() == 0
