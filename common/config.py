@@ -96,6 +96,7 @@ POSITIVE = Rule(lambda value: value > 0, "must be positive")
 OFF_OR_POSITIVE = Rule(lambda value: value >= 0, "must be 0 (off) or positive")
 QUALITY = Rule(lambda value: 1 <= value <= 100, "must be 1-100")
 SSIM_OR_OFF = Rule(lambda value: 0 <= value < 1, "must be 0 (off) or an SSIM below 1")
+SHARE_OR_OFF = Rule(lambda value: 0 <= value < 1, "must be 0 (off) or a share below 1")
 NETWORK = Rule(_network, "must be a network (10.0.0.0/8, 127.0.0.1/32)")
 OUTPUT_FORMAT = Rule(
     lambda ext: EXTENSION_ALIASES.get(ext, ext) in CONTENT_TYPES,
@@ -485,6 +486,13 @@ class Settings:
     )
     eviction_min_age_s: float = _key(
         60.0, "A file written or read more recently than this is never evicted (it is in use)."
+    )
+    min_free_disk_share: float = _key(
+        0.05,
+        "Share of each filesystem the caches are on that the janitor keeps free, evicting past "
+        "the budgets (outputs first, then masters, then originals); /health answers 503 when a "
+        "filesystem the host writes to has less than half of it free. 0: off.",
+        check=SHARE_OR_OFF,
     )
 
     # Work ahead of requests (README, "Work ahead of requests").

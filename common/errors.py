@@ -158,6 +158,15 @@ class TooManyMisses(ImageServerError):
     default_message = "too many new images asked by this client, retry later"
 
 
+class DiskFull(ImageServerError):
+    """A disk of this host has no space left (the janitor keeps min_free_disk_share free)."""
+
+    status = 503
+    retryable = True
+    retry_after_s = 30
+    default_message = "this host's disk is full: retry later"
+
+
 class StorageUnavailable(ImageServerError):
     status = 503
     retryable = True

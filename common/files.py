@@ -3,20 +3,32 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import errno
 import fcntl
+import logging
 import os
 import tempfile
 import time
 from pathlib import Path
 
+from common.errors import DiskFull
 from common.keys import sha256_hex
+
+log = logging.getLogger(__name__)
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 def write_atomic(path: Path, data: bytes) -> os.stat_result:
     """Write `data` to `path` so that readers see either nothing or all of it;
-    returns the file's stat (taken before it is in place: it may go at once)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    returns the file's stat (taken before it is in place: it may go at once).
+    Raises DiskFull when the disk (or a quota) has no space left."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    except OSError as exc:
+        raise_if_no_space(exc, path)
+        raise
     try:
         with os.fdopen(fd, "wb") as tmp_file:
             tmp_file.write(data)
@@ -25,9 +37,18 @@ def write_atomic(path: Path, data: bytes) -> os.stat_result:
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
         return stat
-    except BaseException:
+    except BaseException as exc:
         os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise_if_no_space(exc, path)
         raise
+
+
+def raise_if_no_space(exc: OSError, path: Path) -> None:
+    """DiskFull (whose message names no path: clients read it) for a full disk."""
+    if exc.errno in NO_SPACE:
+        log.error("no space left on the disk of %s: %s", path.parent, exc.strerror)
+        raise DiskFull() from exc
 
 
 TOUCH_INTERVAL_S = 60.0
@@ -95,10 +116,14 @@ class KeyLock:
 
     def _open(self) -> int:
         try:
-            return os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
-        except FileNotFoundError:  # the first lock of this directory
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            return os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                return os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+            except FileNotFoundError:  # the first lock of this directory
+                self._path.parent.mkdir(parents=True, exist_ok=True)
+                return os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:  # no inode left for a lock file: a full disk
+            raise_if_no_space(exc, self._path)
+            raise
 
     def _still_named(self, fd: int) -> bool:
         try:
@@ -107,3 +132,39 @@ class KeyLock:
             return False
         mine = os.fstat(fd)
         return (current.st_dev, current.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+@dataclasses.dataclass(frozen=True)
+class Space:
+    """What a filesystem has left (statvfs: what an unprivileged writer may use)."""
+
+    path: str  # the directory asked about
+    free_bytes: int
+    total_bytes: int
+    free_inodes: int
+    total_inodes: int
+    device: int  # st_dev: directories on one filesystem have the same
+
+    @property
+    def free_share(self) -> float:
+        """The smaller of the free shares of bytes and of inodes (either fills a disk)."""
+        shares = [self.free_bytes / self.total_bytes if self.total_bytes else 1.0]
+        if self.total_inodes:  # some filesystems have no fixed inode count
+            shares.append(self.free_inodes / self.total_inodes)
+        return min(shares)
+
+
+def space_of(directory: Path) -> Space:
+    """The space left on the filesystem of `directory` (or of its nearest existing parent)."""
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    figures = os.statvfs(existing)
+    return Space(
+        str(directory),
+        figures.f_bavail * figures.f_frsize,
+        figures.f_blocks * figures.f_frsize,
+        figures.f_favail,
+        figures.f_files,
+        os.stat(existing).st_dev,
+    )

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 from common.config import REPO_ROOT, Settings
-from common.errors import StorageRefused, StorageUnavailable
+from common.errors import DiskFull, StorageRefused, StorageUnavailable
 from common.files import write_atomic
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,8 @@ class FilesystemStore:
         try:
             if same_as is None or not _linked(same_as, target):
                 write_atomic(target, data)
+        except DiskFull as exc:
+            raise StorageUnavailable(f"cannot write {key}: {exc.message}") from exc
         except OSError as exc:
             raise StorageUnavailable(f"cannot write {key}: {exc.strerror}") from exc
 

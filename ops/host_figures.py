@@ -28,6 +28,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from common import amqp, metrics
 from common.config import Settings
+from common.files import Space, space_of
 from ops.janitor import USAGE_FILE
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ class Sample:
     broker_problem: str | None
     disk: dict[str, Any] | None
     frontend_broker: dict[str, tuple[bool, bool]]  # num -> (connected, blocked)
+    filesystems: list[Space] = dataclasses.field(default_factory=list)  # the host writes to
 
     def total(self, counter: str, label_value: str = "") -> float:
         """A counter of common/metrics.py summed over the host (only the series
@@ -213,6 +215,23 @@ class Queues:
             self._connection.close()
 
 
+def filesystems(settings: Settings) -> list[Space]:
+    """The space left on each filesystem the host writes to (caches, spilled uploads,
+    logs), once per filesystem."""
+    seen, found = set(), []
+    for directory in (
+        settings.cache_dir,
+        settings.originals_dir,
+        settings.spill_dir,
+        settings.access_log_dir,
+    ):
+        space = space_of(directory)
+        if space.device not in seen:
+            seen.add(space.device)
+            found.append(space)
+    return found
+
+
 class HostFigures:
     """Samples on a thread of its own; `latest` and `history` for the handlers."""
 
@@ -251,6 +270,7 @@ class HostFigures:
             queues=queues,
             broker_problem=problem,
             disk=self._disk(),
+            filesystems=filesystems(self._settings),
             **summary,
         )
         with self._lock:

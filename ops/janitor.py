@@ -6,7 +6,10 @@ per host) sweeps, every `janitor_interval_s`: the output cache
 (`originals_path`, `originals_max_bytes`) and the masters (`masters/` under
 it, `masters_max_bytes`). Past a budget it removes the least recently used
 files (by access time: readers touch what they use, see
-`common.files.touch`) until the directory is 10% under its budget.
+`common.files.touch`) until the directory is 10% under its budget. It also
+keeps `min_free_disk_share` of each filesystem free (bytes and inodes):
+when a disk holds less, whatever filled it, it evicts past the budgets,
+outputs first, then masters, then originals.
 
 It never blocks a request: it runs in its own process. It never removes a
 file being written (producers write a hidden temporary file and rename it;
@@ -31,7 +34,7 @@ from pathlib import Path
 
 from common import keys, program
 from common.config import Settings
-from common.files import write_atomic
+from common.files import space_of, write_atomic
 
 log = logging.getLogger("janitor")
 LOW_WATER = 0.9  # a sweep stops this far under the budget, so it does not run on every file
@@ -55,16 +58,31 @@ class Usage:
 
 
 def budgets(settings: Settings) -> list[Budget]:
+    """The budgets, in the order they give up files to keep a disk's free share:
+    outputs (object storage has them), masters (made again from an original),
+    originals (object storage or the source has them)."""
     return [
         Budget("outputs", settings.cache_dir, settings.cache_max_bytes),
+        Budget("masters", keys.masters_dir(settings), settings.masters_max_bytes),
         Budget(
             "originals",
             settings.originals_dir,
             settings.originals_max_bytes,
             frozenset({"masters"}),
         ),
-        Budget("masters", keys.masters_dir(settings), settings.masters_max_bytes),
     ]
+
+
+def to_free(directory: Path, min_free_share: float) -> int:
+    """Bytes to evict for `directory`'s filesystem to have `min_free_share` of it free
+    again (and a margin, so that it does not sweep at every pass); 0 when it has."""
+    if not min_free_share:
+        return 0
+    space = space_of(directory)
+    if space.free_share >= min_free_share:
+        return 0
+    wanted = space.total_bytes * min_free_share / LOW_WATER
+    return max(1, int(wanted - space.free_bytes))
 
 
 def _files(budget: Budget) -> Iterator[os.DirEntry[str]]:
@@ -88,8 +106,11 @@ def _files(budget: Budget) -> Iterator[os.DirEntry[str]]:
         top = False
 
 
-def sweep(budget: Budget, usage: Usage, min_age_s: float, now: float | None = None) -> None:
-    """Bring `budget.directory` under its budget, least recently used first."""
+def sweep(
+    budget: Budget, usage: Usage, min_age_s: float, now: float | None = None, free_bytes: int = 0
+) -> None:
+    """Bring `budget.directory` under its budget, least recently used first; and
+    evict `free_bytes` more when its disk needs them (however far under budget)."""
     now = time.time() if now is None else now
     files = []
     for entry in _files(budget):
@@ -100,8 +121,9 @@ def sweep(budget: Budget, usage: Usage, min_age_s: float, now: float | None = No
         files.append((max(stat.st_atime, stat.st_mtime), stat.st_size, entry.path))
     used = sum(size for _, size, _ in files)
     usage.files = len(files)
-    if used > budget.max_bytes:
-        target = budget.max_bytes * LOW_WATER
+    target = budget.max_bytes * LOW_WATER if used > budget.max_bytes else used
+    target = min(target, used - free_bytes)
+    if used > target:
         for used_at, size, path in sorted(files):
             if used <= target:
                 break
@@ -126,7 +148,8 @@ def run(settings: Settings, stop: threading.Event) -> None:
         for budget in budgets(settings):
             figures = usage[budget.name]
             before = figures.evicted_files
-            sweep(budget, figures, settings.eviction_min_age_s)
+            free_bytes = to_free(budget.directory, settings.min_free_disk_share)
+            sweep(budget, figures, settings.eviction_min_age_s, free_bytes=free_bytes)
             if figures.evicted_files > before:
                 log.info("%s: evicted %d files, %d bytes used", budget.name,
                          figures.evicted_files - before, figures.bytes_used)  # fmt: skip

@@ -74,9 +74,9 @@ class Rendered:
     """The page and /status.json of the latest sample, made once per sample however
     many clients load them: loading the page cannot slow /health down."""
 
-    def __init__(self, host: HostFigures, interval_s: float) -> None:
+    def __init__(self, host: HostFigures, settings: Settings) -> None:
         self._host = host
-        self._interval_s = interval_s
+        self._settings = settings
         self._sampled_at: float | None = None
         self.json = b""
         self.page = b""
@@ -84,7 +84,7 @@ class Rendered:
     def fresh(self) -> Rendered:
         latest = self._host.latest
         if latest.at != self._sampled_at:
-            figures = report(self._host, self._interval_s)
+            figures = report(self._host, self._settings)
             self.json = json.dumps(figures.as_json()).encode()
             self.page = status_page.render(figures, socket.gethostname()).encode()
             self._sampled_at = latest.at
@@ -135,7 +135,7 @@ class JsonHandler(_Handler):
 
 class HealthHandler(_Handler):
     def get(self) -> None:
-        problem = health(self.host.latest, time.time(), self.config.status_interval_s)
+        problem = health(self.host.latest, time.time(), self.config)
         self.set_header("Content-Type", "application/json")
         if problem is not None:
             self.set_status(503)
@@ -157,7 +157,7 @@ def make_app(settings: Settings, host: HostFigures) -> tornado.web.Application:
     registry = CollectorRegistry()
     MultiProcessCollector(registry, str(settings.metrics_dir))
     registry.register(SampledFigures(host))
-    rendered = Rendered(host, settings.status_interval_s)
+    rendered = Rendered(host, settings)
     args = {"settings": settings, "host": host, "registry": registry, "rendered": rendered}
     return tornado.web.Application(
         [
@@ -174,7 +174,7 @@ async def publish_health(settings: Settings, host: HostFigures) -> None:
     """Write the host's verdict for the frontends' public /health (common/host_health.py)."""
     loop = asyncio.get_running_loop()
     while True:
-        problem = health(host.latest, time.time(), settings.status_interval_s)
+        problem = health(host.latest, time.time(), settings)
         await loop.run_in_executor(None, host_health.publish, settings, problem is None)
         await asyncio.sleep(settings.status_interval_s)
 

@@ -12,6 +12,8 @@ import time
 from typing import Any
 
 from common import amqp, metrics
+from common.config import Settings
+from common.files import Space
 from ops.host_figures import (
     CHART_WINDOW_S,
     LATENCY_WINDOW_S,
@@ -101,6 +103,9 @@ class Report:
     uploads: Uploads
     queues: list[QueueFigures]
     disk: dict[str, Any] | None  # the janitor's figures, as it wrote them
+    janitor_swept_s_ago: int | None  # None: no sweep yet (or no janitor)
+    janitor_late: bool  # no sweep for three intervals and a minute: is it running?
+    filesystems: list[Space]  # the host writes to
     processes: list[ProcessRow]
     charts: Charts
 
@@ -108,12 +113,18 @@ class Report:
         return dataclasses.asdict(self)
 
 
-def health(sample: Sample, now: float, interval_s: float) -> str | None:
+def health(sample: Sample, now: float, settings: Settings) -> str | None:
     """Why this host cannot serve, or None when it can."""
-    if now - sample.at > 5 * interval_s + 5:
+    if now - sample.at > 5 * settings.status_interval_s + 5:
         return "the status server's sampler is stalled"
     if sample.broker_problem is not None:
         return sample.broker_problem
+    for space in sample.filesystems:
+        if space.free_share < settings.min_free_disk_share / 2:
+            return (
+                f"the disk of {space.path} is full: {space.free_share:.1%} free, below half "
+                f"of min_free_disk_share ({settings.min_free_disk_share:.0%})"
+            )
     frontends = [p for p in sample.processes if p.program == "frontend" and p.serving]
     if not frontends:
         return "no frontend process is serving"
@@ -146,19 +157,20 @@ def _percentiles(histogram: str, old: Sample, new: Sample) -> Percentiles:
     return Percentiles(ms(0.5), ms(0.95), ms(0.99))
 
 
-def report(host: HostFigures, interval_s: float) -> Report:
+def report(host: HostFigures, settings: Settings) -> Report:
     latest = host.latest
     minute = host.sample_before(RATE_WINDOW_S)
     window = host.sample_before(LATENCY_WINDOW_S)
     hits = latest.total(metrics.CACHE_HITS)
     misses = latest.total(metrics.CACHE_MISSES)
     jobs = latest.total(metrics.JOBS)
+    swept_s_ago = _swept_s_ago(latest)
     uploads_pending = sum(
         q.messages or 0 for q in latest.queues if amqp.is_upload_delay_queue(q.name)
     )
     return Report(
         sampled_epoch_s=round(latest.at, 3),
-        health=health(latest, time.time(), interval_s) or "ok",
+        health=health(latest, time.time(), settings) or "ok",
         now=Now(
             images_processing=int(latest.gauge(metrics.JOBS_IN_PROGRESS)),
             originals_downloading=int(latest.gauge(metrics.DOWNLOADS_IN_PROGRESS)),
@@ -198,12 +210,21 @@ def report(host: HostFigures, interval_s: float) -> Report:
         ),
         queues=latest.queues,
         disk=latest.disk,
+        janitor_swept_s_ago=swept_s_ago,
+        janitor_late=swept_s_ago is None or swept_s_ago > 3 * settings.janitor_interval_s + 60,
+        filesystems=latest.filesystems,
         processes=[
             ProcessRow(**dataclasses.asdict(p), uptime_s=round(latest.at - p.started_epoch_s))
             for p in latest.processes
         ],
         charts=charts(host.history),
     )
+
+
+def _swept_s_ago(sample: Sample) -> int | None:
+    """Seconds since the janitor's last sweep: a dead janitor's figures grow old."""
+    swept = (sample.disk or {}).get("updated_epoch_s")
+    return None if swept is None else round(sample.at - float(swept))
 
 
 def charts(history: list[Sample]) -> Charts:

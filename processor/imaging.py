@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import logging
 import math
 import os
@@ -19,6 +20,7 @@ import pyvips
 import simplejpeg
 
 from common.errors import (
+    DiskFull,
     ImageServerError,
     ImageTooLarge,
     OutputTooLarge,
@@ -26,6 +28,7 @@ from common.errors import (
     ResizeTimeout,
     UnsupportedImage,
 )
+from common.files import raise_if_no_space
 from common.urls import CONTENT_TYPES, Fit, Gravity, pad_colour
 
 log = logging.getLogger(__name__)
@@ -45,6 +48,7 @@ ANIMATED_FORMATS = frozenset({"gif", "webp"})  # outputs that keep an original's
 # A truncated original is an error (415), not an image padded with grey.
 # thumbnail_buffer ignores its own fail_on: it must reach the loader as an option.
 _FAIL_ON = "truncated"
+_NO_SPACE = os.strerror(errno.ENOSPC)  # in libvips' message when a write finds a full disk
 _LOAD_OPTIONS = f"fail_on={_FAIL_ON}"
 
 
@@ -266,9 +270,16 @@ def make_master(original: bytes, long_side: int, limits: Limits, path: Path) -> 
         pixels.set_type(pyvips.GValue.gint_type, _MASTER_HEIGHT, height)
         pixels.set_type(pyvips.GValue.gint_type, _MASTER_LOSSLESS, int(_lossless(original, header)))
         tmp = path.with_name(f".{os.getpid()}-{path.name}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pixels.vipssave(str(tmp))
-        os.replace(tmp, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise_if_no_space(exc, path)
+            raise
+        try:
+            pixels.vipssave(str(tmp))
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)  # a write that failed midway (a full disk) leaves none
         return True
 
 
@@ -317,6 +328,9 @@ def _translated_errors(limits: Limits) -> Iterator[None]:
     except pyvips.Error as exc:
         if time.monotonic() > limits.deadline:
             raise RenderTooSlow() from exc
+        if _NO_SPACE in f"{exc.message} {exc.detail}":  # writing a master: not the image
+            log.error("libvips: %s", str(exc.detail).strip() or _first_line(exc))
+            raise DiskFull() from exc
         # The client learns what is wrong with the original; the log keeps libvips' words.
         log.info("libvips: %s", _first_line(exc))
         raise UnsupportedImage("the original is truncated or corrupt") from exc

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from common import keys
 from common.config import Settings
-from common.errors import ResizeTimeout, StorageUnavailable
+from common.errors import DiskFull, ResizeTimeout, StorageUnavailable
 from common.files import KeyLock, touch, write_atomic
 from common.metrics import DownloadFigures
 from common.storage import ObjectStore
@@ -76,7 +76,7 @@ class OriginalStore:
                 return
             data = self._from_shared_store(shared_key)
             if data is not None:
-                write_atomic(path, data)  # stored only after it had decoded once
+                _keep(path, data)
                 yield Original(data, downloaded=False)
                 return
             with self._downloads.measure():
@@ -84,7 +84,7 @@ class OriginalStore:
             self._downloads.bytes.inc(len(data))
             original = Original(data, downloaded=True)
             yield original
-            write_atomic(path, original.data)
+            _keep(path, original.data)  # stored only after it had decoded once
         finally:
             # Whoever held the lock last clears the mark: it was meant for this hold.
             self._asked_path(url).unlink(missing_ok=True)
@@ -123,3 +123,11 @@ def _read_if_present(path: Path) -> bytes | None:
             return file.read()
     except FileNotFoundError:
         return None
+
+
+def _keep(path: Path, data: bytes) -> None:
+    """Keep an original on this host's disk; a full disk only costs the next job a fetch."""
+    try:
+        write_atomic(path, data)
+    except DiskFull as exc:
+        log.error("original not kept: %s", exc.message)

@@ -22,13 +22,14 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import enum
+import logging
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
 from common import graphite
 from common.config import Settings, output_pixel_limit
-from common.errors import OutputTooLarge
+from common.errors import DiskFull, OutputTooLarge
 from common.graphite import Graphite
 from common.keys import original_key_of
 from common.messages import ResizeJob
@@ -39,6 +40,7 @@ from processor.masters import MasterStore
 from processor.originals import Original, OriginalStore
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class Plan(enum.Enum):
@@ -135,7 +137,10 @@ class Renderer:
             asked_again = original.downloaded and self._originals.asked_again(source_url)
             taken = plan(True, masters.made(source_url), original.downloaded, asked_again)
             if taken is Plan.MASTER_FIRST:
-                masters.make(source_url, original.data, limits)  # none if small already
+                try:
+                    masters.make(source_url, original.data, limits)  # none if small already
+                except DiskFull as exc:  # no master, then: this output from the original
+                    log.error("master not made: %s", exc.message)
             if taken is not Plan.FROM_ORIGINAL:
                 # None without a master, or when this output needs more pixels.
                 output = imaging.render_master(masters.path(source_url), rendition, limits)

@@ -31,6 +31,7 @@ from common import amqp, graphite, purge
 from common.config import Settings
 from common.consumer import Consumer, OnMessage
 from common.errors import (
+    DiskFull,
     ImageServerError,
     MessageDecodeError,
     SourceNotFound,
@@ -222,9 +223,12 @@ class Processor:
     def _queue_upload(self, delivery: _Delivery, upload: UploadJob) -> None:
         """Publish `upload` (confirmed), or keep it on disk while image.upload is full."""
         if self._upload_backlog(delivery) >= self._settings.upload_backlog_max:
-            self._spill.put(upload)
-            log.info("image.upload is at upload_backlog_max: %s kept on disk", upload.key)
-            return
+            try:
+                self._spill.put(upload)
+                log.info("image.upload is at upload_backlog_max: %s kept on disk", upload.key)
+                return
+            except DiskFull as exc:  # past the backlog's bound rather than lost
+                log.error("%s not kept on disk (%s): queued all the same", upload.key, exc.message)
         delivery.upload_channel.basic_publish(
             "", amqp.UPLOAD_QUEUE, upload.encode(), amqp.persistent()
         )
@@ -265,7 +269,7 @@ class Processor:
             return
         try:
             write_atomic(output.cache_path(self._settings), upload.payload)
-        except OSError as exc:  # the upload still stores it
+        except (OSError, DiskFull) as exc:  # the upload still stores it
             log.warning("could not keep %s in this host's cache: %s", job.cache_key, exc)
 
     def _already_stored(self, job: ResizeJob) -> bool:
