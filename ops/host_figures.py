@@ -29,6 +29,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from common import amqp, metrics
 from common.config import Settings
 from common.files import Space, space_of
+from ops.build_info import Build
 from ops.janitor import USAGE_FILE
 
 log = logging.getLogger(__name__)
@@ -235,8 +236,9 @@ def filesystems(settings: Settings) -> list[Space]:
 class HostFigures:
     """Samples on a thread of its own; `latest` and `history` for the handlers."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, build: Build) -> None:
         self._settings = settings
+        self.build = build  # what runs here: the same for every sample
         self._queues = Queues(settings)
         self._lock = threading.Lock()
         self._history: collections.deque[Sample] = collections.deque(

@@ -28,7 +28,7 @@ from prometheus_client.registry import Collector
 from common import host_health, program
 from common.config import Settings
 from frontend.answers import NO_SNIFF
-from ops import status_page
+from ops import build_info, status_page
 from ops.host_figures import HostFigures
 from ops.status_report import health, report
 
@@ -67,7 +67,14 @@ class SampledFigures(Collector):
             "image_server_broker_reachable", "1 when the status server reaches RabbitMQ."
         )
         up.add_metric([], 1 if sample.broker_problem is None else 0)
-        yield from (messages, consumers, used, budget, up)
+        build = self._host.build
+        info = GaugeMetricFamily(
+            "image_server_build_info",
+            "What runs on this host (always 1).",
+            labels=["version", "commit", "libvips", "environment"],
+        )
+        info.add_metric([build.version, build.commit, build.libvips, build.environment], 1)
+        yield from (messages, consumers, used, budget, up, info)
 
 
 class Rendered:
@@ -179,8 +186,8 @@ async def publish_health(settings: Settings, host: HostFigures) -> None:
         await asyncio.sleep(settings.status_interval_s)
 
 
-async def serve(settings: Settings) -> None:
-    host = HostFigures(settings)
+async def serve(settings: Settings, environment: str) -> None:
+    host = HostFigures(settings, build_info.current(settings, environment))
     await asyncio.get_running_loop().run_in_executor(None, host.start)
     server = tornado.httpserver.HTTPServer(make_app(settings, host))
     server.listen(settings.status_port, settings.status_bind_address)
@@ -200,7 +207,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     settings = program.load_settings(args)
     program.configure_logging(settings, "status")
     settings.metrics_dir.mkdir(parents=True, exist_ok=True)
-    asyncio.run(serve(settings))
+    asyncio.run(serve(settings, args.env))
     log.info("stopped")
 
 

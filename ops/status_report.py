@@ -14,6 +14,7 @@ from typing import Any
 from common import amqp, metrics
 from common.config import Settings
 from common.files import Space
+from ops.build_info import Build
 from ops.host_figures import (
     CHART_WINDOW_S,
     LATENCY_WINDOW_S,
@@ -97,6 +98,7 @@ class Charts:
 class Report:
     sampled_epoch_s: float
     health: str  # "ok", or why the host cannot serve
+    build: Build
     now: Now
     requests: Requests
     resizes: Resizes
@@ -171,6 +173,7 @@ def report(host: HostFigures, settings: Settings) -> Report:
     return Report(
         sampled_epoch_s=round(latest.at, 3),
         health=health(latest, time.time(), settings) or "ok",
+        build=host.build,
         now=Now(
             images_processing=int(latest.gauge(metrics.JOBS_IN_PROGRESS)),
             originals_downloading=int(latest.gauge(metrics.DOWNLOADS_IN_PROGRESS)),

@@ -78,6 +78,7 @@ def test_the_status_page_in_chromium_shows_the_burst(
     assert shown(dom, "requests.by_status_class.2xx") == "30"
     assert shown(dom, "resizes.done") == "6"
     assert shown(dom, "resizes.originals_downloaded") == "6"
+    assert "environment <b>test</b>" in dom and "storage: <b>filesystem</b>" in dom
     assert shown(dom, "uploads.stored") == "6"
     assert shown(dom, "queues.image.resize.consumers") == "2"
     assert shown(dom, "queues.image.upload.consumers") == "1"
@@ -125,6 +126,13 @@ def test_metrics_add_up_over_processes_and_survive_a_restart(
                 assert fresh_connection_get(stack, f"/metrics/img/{index}/w150.jpg") == 200
         assert fresh_connection_get(stack, "/metrics/img/0/nonsense.jpg") == 400
 
+    # What runs: one series, this checkout's commit, the environment, libvips.
+    builds = [dict(labels) for name, labels in stack.metrics() if name == "image_server_build_info"]
+    commit = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    assert len(builds) == 1 and builds[0]["environment"] == "test"
+    assert builds[0]["commit"] == commit and builds[0]["libvips"].startswith("8.")
     burst(range(4))
     requests = host_counter(stack, "image_server_http_requests_total")
     assert requests == 13
