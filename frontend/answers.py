@@ -15,6 +15,10 @@ from frontend.cache import CachedFile
 # browser may guess that they are HTML.
 NO_SNIFF = ("X-Content-Type-Options", "nosniff")
 
+# A body larger than this goes out on its own: Tornado copies a body sent with the
+# headers into their buffer, but references a large one sent alone.
+SEPARATE_BODY_BYTES = 65536
+
 
 def image_headers(cached: CachedFile, request: ImageRequest, max_age_s: int) -> dict[str, str]:
     headers = {

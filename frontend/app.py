@@ -18,7 +18,7 @@ from common.messages import PurgeImage
 from common.signing import pregenerate_message, purge_message, verify
 from common.urls import ImageRequest, parse_image_path
 from frontend.accounting import REFUSED, Accounting, Lookup
-from frontend.answers import NO_SNIFF, image_headers, not_modified
+from frontend.answers import NO_SNIFF, SEPARATE_BODY_BYTES, image_headers, not_modified
 from frontend.clients import Caller, request_id
 from frontend.service import ImageService
 
@@ -106,8 +106,19 @@ class ImageHandler(tornado.web.RequestHandler):
             return
         self.set_header("Content-Length", cached.size)
         if include_body:
-            self.write(cached.data)
+            self._send(cached.data)
             self.body_bytes = cached.size
+
+    def _send(self, body: bytes | memoryview) -> None:
+        if isinstance(body, bytes) and len(body) <= SEPARATE_BODY_BYTES:
+            self.write(body)
+            return
+        # The headers first, then the body on its own: Tornado references a large
+        # body instead of copying it (a mapped file stays the page cache's).
+        self.flush()
+        connection = self.request.connection
+        assert connection is not None
+        connection.write(body)  # type: ignore[arg-type]
 
     def _parsed_request(self) -> ImageRequest:
         """This request's output: parsed, allowed (signature or allowed_outputs), negotiated."""

@@ -3,7 +3,11 @@
 Recently read files are also kept in memory (up to `memory_bytes`), checked
 against the file's size and mtime on every read: one stat() instead of an
 open, a read and a copy, and a file replaced or deleted on disk is never
-served stale.
+served stale. A file too large to keep is mapped, not read: its pages are
+the kernel's page cache, shared by every connection and process that sends
+it, so a client that reads slowly (or not at all) holds no copy of it.
+Outputs are written whole and renamed into place, never changed in place: a
+mapping stays valid, and whole, after its file is replaced or evicted.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import collections
 import dataclasses
 import email.utils
 import functools
+import mmap
 import os
 from pathlib import Path
 
@@ -20,7 +25,7 @@ from common.files import KeyLock, touch, write_atomic
 
 @dataclasses.dataclass(frozen=True)
 class CachedFile:
-    data: bytes
+    data: bytes | memoryview  # a memoryview of a mapped file past memory_bytes / 8
     size: int
     mtime_s: float
     mtime_ns: int
@@ -59,17 +64,25 @@ class OutputCache:
         try:
             with open(path, "rb") as file:
                 stat = os.fstat(file.fileno())
-                data = file.read()
+                if self._kept_in_memory(stat.st_size) or not stat.st_size:
+                    data: bytes | memoryview = file.read()
+                else:  # mapped: the mapping outlives the file descriptor
+                    data = memoryview(mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ))
         except FileNotFoundError:
             return None
         cached = CachedFile(data, stat.st_size, stat.st_mtime, stat.st_mtime_ns)
         self._remember(key, cached)
         return cached
 
+    def _kept_in_memory(self, size: int) -> bool:
+        """Whether a file of `size` bytes is read into memory (and remembered);
+        larger ones would push out many small hot ones, and are mapped instead."""
+        return size <= self._memory_limit // 8
+
     def _remember(self, key: str, cached: CachedFile) -> None:
         self._forget(key)
-        if cached.size > self._memory_limit // 8:
-            return  # large files would push out many small hot ones
+        if not self._kept_in_memory(cached.size):
+            return
         self._memory[key] = cached
         self._memory_bytes += cached.size
         while self._memory_bytes > self._memory_limit:

@@ -22,7 +22,7 @@ from common.config import Settings
 from common.errors import ImageServerError
 from common.urls import ImageRequest
 from frontend.accounting import HIT, Accounting
-from frontend.answers import date_header, image_headers, not_modified
+from frontend.answers import SEPARATE_BODY_BYTES, date_header, image_headers, not_modified
 from frontend.clients import Caller, request_id
 from frontend.service import ImageService
 
@@ -97,8 +97,9 @@ class CacheHitsFirst(httputil.HTTPServerConnectionDelegate):
         answer["X-Request-ID"] = request_id(headers.get("X-Request-ID"))
         if start_line.method == "GET":
             self.service.count_request(request)
+        body: bytes | memoryview = b""
         if not_modified(cached, headers):
-            status, reason, body = 304, "Not Modified", b""
+            status, reason = 304, "Not Modified"
         else:
             status, reason = 200, "OK"
             answer["Content-Length"] = str(cached.size)
@@ -112,7 +113,7 @@ class _Answer:
         self,
         start: httputil.ResponseStartLine,
         headers: httputil.HTTPHeaders,
-        body: bytes,
+        body: bytes | memoryview,
         output_format: str,
     ) -> None:
         self.start, self.headers, self.body = start, headers, body
@@ -173,7 +174,14 @@ class _HitOrApplication(httputil.HTTPMessageDelegate):
                 caller=caller,
                 headers=self._headers,
             )
-            self._connection.write_headers(answer.start, answer.headers, answer.body or None)
+            if len(answer.body) > SEPARATE_BODY_BYTES:
+                # Tornado would copy the body in behind the headers: sent on its own, it
+                # is referenced, not copied (a mapped file stays the page cache's).
+                self._connection.write_headers(answer.start, answer.headers)
+                self._connection.write(answer.body)  # type: ignore[arg-type]
+            else:  # one send for both
+                body = bytes(answer.body) if answer.body else None  # a small mapped file: copied
+                self._connection.write_headers(answer.start, answer.headers, body)
             self._connection.finish()
         elif self._delegate is not None:
             self._delegate.finish()

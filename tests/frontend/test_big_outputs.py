@@ -1,0 +1,67 @@
+"""A big output asked by clients that do not read: memory stays put.
+
+A cached output larger than what a frontend keeps in memory is mapped from
+its file, not copied per request: 20 clients that ask for a 12 MB file and
+read nothing cost the frontend a few MiB of its own memory (the file's pages
+are the kernel's page cache, shared), where a copy per connection cost 20 x
+12 MB.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pyvips
+
+from tests.harness import Origin, Stack
+from tests.images import decode
+
+CLIENTS = 20
+
+
+def noise_png(side: int) -> bytes:
+    """A PNG that does not compress: random pixels."""
+    image = pyvips.Image.gaussnoise(side, side, sigma=80, mean=128).cast("uchar")
+    rgb = image.bandjoin([image.rot90().flip("horizontal"), image.flip("vertical")])
+    return bytes(rgb.copy(interpretation="srgb").pngsave_buffer(compression=1))
+
+
+def anonymous_kib(pid: int) -> int:
+    """The process' own memory (RssAnon: not the file pages it maps)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1])
+    raise AssertionError("no RssAnon")
+
+
+def test_clients_that_do_not_read_a_big_output_cost_no_copy_of_it(
+    make_stack: Callable[..., Stack], origin: Origin
+) -> None:
+    stack = make_stack().start(processors=1)
+    origin.add("big/img/1/original.jpg", noise_png(2000), content_type="image/png")
+    first = stack.get("/big/img/1/full_size.png")  # made, cached, 12 MB
+    assert first.status == 200 and decode(first.data).width == 2000
+    size = len(first.data)
+    assert size > 10_000_000
+    assert stack.get("/big/img/1/full_size.png").data == first.data  # served from the cache
+    # The same through the web layer (a query string skips the cache-hit path).
+    assert stack.get("/big/img/1/full_size.png?v=2").data == first.data
+    head = stack.get("/big/img/1/full_size.png", method="HEAD")
+    assert head.status == 200 and int(head.headers["Content-Length"]) == size and not head.data
+    frontend = stack.processes["frontend_0"].pid
+    before = anonymous_kib(frontend)
+    clients = []
+    for _ in range(CLIENTS):
+        client = socket.create_connection(("127.0.0.1", stack.config["server_port"]))
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # and reads nothing
+        client.sendall(b"GET /big/img/1/full_size.png HTTP/1.1\r\nHost: test\r\n\r\n")
+        clients.append(client)
+    time.sleep(2)  # every answer started, stuck in the frontend's buffers
+    grown_mib = (anonymous_kib(frontend) - before) / 1024
+    for client in clients:
+        client.close()
+    # A copy each would be CLIENTS x 12 MB = 240 MB; the mapped file costs nothing of its own.
+    assert grown_mib < 0.2 * CLIENTS * size / 2**20, f"the frontend grew by {grown_mib:.0f} MiB"
