@@ -449,6 +449,13 @@ class Settings:
         "(spill_path) and the uploader of their host stores them from there.",
         check=POSITIVE,
     )
+    upload_inline_max_bytes: int = _key(
+        262_144,
+        "An upload larger than this never travels through RabbitMQ: its processor keeps it on "
+        "disk (spill_path) and the uploader of its host stores it from there. RabbitMQ holds "
+        "at most upload_backlog_max times this of uploads.",
+        check=POSITIVE,
+    )
     spill_path: str = _key("var/spill", "Directory of the uploads kept on disk (see above).")
     upload_retry_delays_s: list[float] = _key(
         [1.0, 5.0, 30.0, 120.0, 600.0],

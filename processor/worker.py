@@ -221,13 +221,19 @@ class Processor:
         delivery.channel.basic_ack(delivery.method.delivery_tag)
 
     def _queue_upload(self, delivery: _Delivery, upload: UploadJob) -> None:
-        """Publish `upload` (confirmed), or keep it on disk while image.upload is full."""
-        if self._upload_backlog(delivery) >= self._settings.upload_backlog_max:
+        """Publish `upload` (confirmed), or keep it on disk for this host's uploader
+        when it is larger than upload_inline_max_bytes or image.upload is full."""
+        large = len(upload.payload) > self._settings.upload_inline_max_bytes
+        if large or self._upload_backlog(delivery) >= self._settings.upload_backlog_max:
+            why = "above upload_inline_max_bytes" if large else "image.upload at upload_backlog_max"
             try:
                 self._spill.put(upload)
-                log.info("image.upload is at upload_backlog_max: %s kept on disk", upload.key)
+                log.info("%s: %s kept on disk", why, upload.key)
                 return
-            except DiskFull as exc:  # past the backlog's bound rather than lost
+            except DiskFull as exc:
+                if large:  # RabbitMQ's memory is not for it: the next miss makes it again
+                    log.error("%s not stored (%s): %s", upload.key, why, exc.message)
+                    return
                 log.error("%s not kept on disk (%s): queued all the same", upload.key, exc.message)
         delivery.upload_channel.basic_publish(
             "", amqp.UPLOAD_QUEUE, upload.encode(), amqp.persistent()

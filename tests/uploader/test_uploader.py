@@ -344,3 +344,29 @@ def test_no_attempt_is_spent_while_storage_is_down(
     keys = [f"{PREFIX}/rate/{index}.png" for index in range(20)]
     wait_until(lambda: all(objects.get(key) for key in keys), timeout_s=60, what="all stored")
     assert dead_lettered() == 0
+
+
+def test_a_large_upload_goes_by_disk_not_through_rabbitmq(
+    make_stack: Callable[..., Stack], origin: Origin
+) -> None:
+    stack = make_stack(upload_inline_max_bytes=20_000)
+    stack.start(processors=1, uploader=False)  # nobody drains anything yet
+    origin.add("inline/img/1/original.jpg", photo())
+    small = stack.get("/inline/img/1/w100.jpg").data
+    large = stack.get("/inline/img/1/w900.jpg").data
+    assert len(small) < 20_000 < len(large)
+    spill_dir = stack.workdir / "spill"
+
+    def spilled() -> int:
+        return sum(1 for path in spill_dir.glob("*") if not path.name.startswith("."))
+
+    wait_until(
+        lambda: (stack.vhost.message_count(amqp.UPLOAD_QUEUE), spilled()) == (1, 1),
+        what="the small one queued, the large one on disk",
+    )
+    stack.start_uploader()
+    root = Path(stack.config["storage_path"])
+    for name, data in (("w100.jpg", small), ("w900.jpg", large)):
+        key = object_keys.object_key_of(stack.settings, f"inline/img/1/{name}")
+        wait_until(lambda: (root / key).exists(), what=name)  # noqa: B023
+        assert (root / key).read_bytes() == data
