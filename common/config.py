@@ -559,7 +559,7 @@ class Settings:
     )
     access_log_path: str = _key(
         "var/log",
-        "Directory of the request logs, access_frontend_<N>.log (rotated at 50 MB, 10 kept).",
+        "Directory of the request logs, access_frontend_<N>.log (rotated at 20 MB, 4 kept).",
     )
     metrics_path: str = _key(
         "var/metrics",

@@ -48,8 +48,8 @@ class AccessLog:
 
     BATCH = 256
     FLUSH_S = 0.5
-    MAX_BYTES = 50 * 1024 * 1024
-    BACKUPS = 10
+    MAX_BYTES = 20 * 1024 * 1024  # as supervisord.conf rotates the programs' own logs
+    BACKUPS = 4
 
     def __init__(self, path: Path, program: str = "frontend") -> None:
         self.path = path
