@@ -51,6 +51,10 @@ UPLOADS = "image_server_uploads"
 UPLOADS_IN_PROGRESS = "image_server_uploads_in_progress"
 UPLOAD_SECONDS = "image_server_upload_duration_seconds"
 SPILLED_UPLOADS = "image_server_spilled_uploads"
+OUTPUT_BYTES = "image_server_output_bytes"
+ORIGINAL_BYTES = "image_server_original_bytes"
+# Sizes of outputs and originals: from a thumbnail (a few KB) to max_source_bytes.
+BYTES_BUCKETS = tuple(float(4**power * 1024) for power in range(0, 10))  # 1 KiB to 256 MiB
 
 # Request and job latencies: from a cache hit (about a millisecond) to a cold
 # resize of a big original (seconds), up to resize_deadline_s.
@@ -242,6 +246,13 @@ class ProcessorFigures(ProcessFigures):
             QUEUE_WAIT_SECONDS,
             "Time from a frontend's publish to a processor taking the job.",
         )
+        self.output_bytes = Histogram(
+            OUTPUT_BYTES,
+            "Size of each output made, by format.",
+            ("format",),
+            buckets=BYTES_BUCKETS,
+            registry=None,
+        )
         self.downloads = DownloadFigures()
 
 
@@ -263,6 +274,12 @@ class DownloadFigures:
         )
         self.seconds = _seconds(DOWNLOAD_SECONDS, "Time to download an original.")
         self.bytes = Counter(DOWNLOAD_BYTES, "Bytes of originals downloaded.", registry=None)
+        self.sizes = Histogram(
+            ORIGINAL_BYTES,
+            "Size of each original downloaded.",
+            buckets=BYTES_BUCKETS,
+            registry=None,
+        )
 
     @contextlib.contextmanager
     def measure(self) -> Iterator[None]:
@@ -285,10 +302,10 @@ class UploaderFigures(ProcessFigures):
         super().__init__("uploader", 0)
         self.uploads = Counter(
             UPLOADS,
-            "Upload attempts to object storage, by result: stored, retry (queued for a later "
+            "Upload attempts to object storage, by outcome: stored, retry (queued for a later "
             "attempt), dead_lettered (given up) or purged (deleted again: its image was purged "
             "after its job began).",
-            ("result",),
+            ("outcome",),
             registry=None,
         )
         self.uploads_in_progress = Gauge(

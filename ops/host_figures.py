@@ -16,9 +16,11 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import pika
@@ -46,6 +48,26 @@ class Process:
     pid: int
     started_epoch_s: float
     serving: bool
+    # From /proc when sampled (multiprocess metrics have no process collector).
+    rss_bytes: int = 0
+    cpu_s: float = 0.0
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+
+
+def with_usage(process: Process) -> Process:
+    """`process` with its resident memory and CPU time so far (as it was when gone)."""
+    try:
+        stat = Path(f"/proc/{process.pid}/stat").read_text()
+        statm = Path(f"/proc/{process.pid}/statm").read_text()
+    except OSError:
+        return process
+    fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    cpu_s = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime + stime
+    rss_bytes = int(statm.split()[1]) * _PAGE_BYTES
+    return dataclasses.replace(process, rss_bytes=rss_bytes, cpu_s=round(cpu_s, 2))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,11 +136,13 @@ def summarise(families: Iterable[Metric]) -> dict[str, Any]:
             )
             if counts:
                 counters[name] += value
-                for label in ("status", "outcome", "result", "cache"):
+                for label in ("status", "outcome", "cache"):
                     if label in labels:
                         counters[f"{name}:{labels[label]}"] += value
                 if "status" in labels:
                     counters[f"{name}:{labels['status'][0]}xx"] += value
+            elif family.type == "histogram" and name.endswith("_sum"):
+                counters[name] += value  # seconds spent: how busy the resize threads are
             elif family.type == "histogram" and name.endswith("_bucket"):
                 buckets[family.name][float(labels["le"])] += value
             elif name == metrics.PROCESS_START_TIME:
@@ -134,12 +158,14 @@ def summarise(families: Iterable[Metric]) -> dict[str, Any]:
                 gauges[name] += value
     processes = sorted(
         (
-            Process(
-                labels["program"],
-                labels["num"],
-                pid,
-                start_times[pid],
-                serving.get(pid, False),
+            with_usage(
+                Process(
+                    labels["program"],
+                    labels["num"],
+                    pid,
+                    start_times[pid],
+                    serving.get(pid, False),
+                )
             )
             for pid, labels in starts.items()
         ),

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 import tornado.httpserver
 import tornado.web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
@@ -41,7 +41,7 @@ class SampledFigures(Collector):
     def __init__(self, host: HostFigures) -> None:
         self._host = host
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         sample = self._host.latest
         messages = GaugeMetricFamily(
             "image_server_queue_messages", "Messages ready in a queue.", labels=["queue"]
@@ -67,6 +67,21 @@ class SampledFigures(Collector):
             "image_server_broker_reachable", "1 when the status server reaches RabbitMQ."
         )
         up.add_metric([], 1 if sample.broker_problem is None else 0)
+        memory = GaugeMetricFamily(
+            "image_server_process_resident_memory_bytes",
+            "Resident memory of each process of the host.",
+            labels=["program", "num", "pid"],
+        )
+        cpu = CounterMetricFamily(
+            "image_server_process_cpu_seconds",
+            "CPU time (user and system) of each process of the host since it started.",
+            labels=["program", "num", "pid"],
+        )
+        for process in sample.processes:
+            labels = [process.program, process.num, str(process.pid)]
+            memory.add_metric(labels, process.rss_bytes)
+            cpu.add_metric(labels, process.cpu_s)
+        yield from (memory, cpu)
         build = self._host.build
         info = GaugeMetricFamily(
             "image_server_build_info",

@@ -66,6 +66,8 @@ class Requests:
 class Resizes:
     done: int
     failed: int
+    # How busy the processors' resize threads were over the last minute (0-1; None: none ran).
+    busy_share_last_minute: float | None
     resize_time_last_5_min: Percentiles
     queue_wait_last_5_min: Percentiles
     originals_downloaded: int
@@ -83,7 +85,7 @@ class Uploads:
 
 @dataclasses.dataclass(frozen=True)
 class ProcessRow(Process):
-    uptime_s: int
+    uptime_s: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,6 +151,18 @@ def _rate(old: Sample, new: Sample) -> float:
     return max(0.0, done) / elapsed
 
 
+def busy_share(old: Sample, new: Sample) -> float | None:
+    """The share of the time between two samples the processors' resize threads
+    spent resizing (imgproxy's workers utilisation); None without a processor."""
+    processors = sum(1 for p in new.processes if p.program == "processor" and p.serving)
+    elapsed = new.at - old.at
+    if not processors or elapsed <= 0:
+        return None
+    key = f"{metrics.RESIZE_SECONDS}_sum"
+    busy_s = max(0.0, new.counters.get(key, 0.0) - old.counters.get(key, 0.0))
+    return round(min(1.0, busy_s / elapsed / processors), 3)
+
+
 def _percentiles(histogram: str, old: Sample, new: Sample) -> Percentiles:
     before, after = old.histograms.get(histogram, []), new.histograms.get(histogram, [])
 
@@ -194,6 +208,7 @@ def report(host: HostFigures, settings: Settings) -> Report:
         ),
         resizes=Resizes(
             done=int(latest.total(metrics.JOBS, "ok")),
+            busy_share_last_minute=busy_share(minute, latest),
             failed=int(
                 jobs
                 - latest.total(metrics.JOBS, "ok")

@@ -82,6 +82,7 @@ class OriginalStore:
             with self._downloads.measure():
                 data = self._fetcher.fetch(url, deadline)
             self._downloads.bytes.inc(len(data))
+            self._downloads.sizes.observe(len(data))
             original = Original(data, downloaded=True)
             yield original
             _keep(path, original.data)  # stored only after it had decoded once

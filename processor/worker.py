@@ -326,6 +326,7 @@ class Processor:
             return Outcome(ResizeResult.failure(error))
         data = rendered.output
         self._job_done(job, started, "ok", len(data), rendered.how)
+        self._figures.output_bytes.labels(job.format).observe(len(data))
         content_type = CONTENT_TYPES[job.format]
         key = object_key_of(self._settings, job.cache_key)
         upload = UploadJob(

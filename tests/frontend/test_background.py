@@ -208,8 +208,8 @@ PURGE_KEY = "purge-key"
 
 
 def uploads(stack: Stack, result: str) -> float:
-    """image_server_uploads_total{result=...} of the stack's uploader."""
-    wanted = ("result", result)
+    """image_server_uploads_total{outcome=...} of the stack's uploader."""
+    wanted = ("outcome", result)
     return sum(
         value
         for (name, labels), value in stack.metrics().items()

@@ -113,6 +113,10 @@ def host_counter(stack: Stack, name: str, **labels: str) -> float:
     )
 
 
+MEMORY = "image_server_process_resident_memory_bytes"
+CPU = "image_server_process_cpu_seconds_total"
+
+
 def test_metrics_add_up_over_processes_and_survive_a_restart(
     make_stack: Callable[..., Stack], origin: Origin
 ) -> None:
@@ -141,6 +145,20 @@ def test_metrics_add_up_over_processes_and_survive_a_restart(
     assert host_counter(stack, "image_server_cache_hits_total") == 8
     assert host_counter(stack, "image_server_jobs_total", outcome="ok") == 4
     assert host_counter(stack, "image_server_original_downloads_total", outcome="ok") == 4
+    assert host_counter(stack, "image_server_output_bytes_count") == 4
+    assert host_counter(stack, "image_server_original_bytes_count") == 4
+    # Each process' memory and CPU, read from /proc by the status server.
+    usage = {
+        (name, dict(labels)["pid"]): value
+        for (name, labels), value in stack.metrics().items()
+        if name in (MEMORY, CPU)
+    }
+    pids = {str(process.pid) for process in stack.processes.values()} - {
+        str(stack.processes["status"].pid)
+    }
+    memory = {pid: value for (name, pid), value in usage.items() if name == MEMORY}
+    assert set(memory) == pids and all(rss > 10_000_000 for rss in memory.values())
+    assert {pid for (name, pid) in usage if name == CPU} == pids
     hits = host_counter(stack, "image_server_http_request_duration_seconds_count", cache="hit")
     assert hits == 8
     # Both frontends and both processors did part of it (their own log lines say so).
