@@ -67,6 +67,21 @@ class SampledFigures(Collector):
             "image_server_broker_reachable", "1 when the status server reaches RabbitMQ."
         )
         up.add_metric([], 1 if sample.broker_problem is None else 0)
+        free = GaugeMetricFamily(
+            "image_server_filesystem_free_share",
+            "Free share (bytes or inodes, the smaller) of each filesystem the host writes to.",
+            labels=["path"],
+        )
+        for space in sample.filesystems:
+            free.add_metric([space.path], space.free_share)
+        yield free
+        swept = (sample.disk or {}).get("updated_epoch_s")
+        if swept is not None:
+            yield GaugeMetricFamily(
+                "image_server_janitor_sweep_age_seconds",
+                "Seconds since the janitor's last sweep (growing: it is not running).",
+                value=sample.at - float(swept),
+            )
         memory = GaugeMetricFamily(
             "image_server_process_resident_memory_bytes",
             "Resident memory of each process of the host.",

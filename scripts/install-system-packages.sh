@@ -2,8 +2,9 @@
 # Installs what the project needs from the distribution's packages, only when
 # it is missing: python3-venv and RabbitMQ; with the argument `test`, also
 # ImageMagick (the tests compare our geometry with the original service's
-# ImageMagick recipe), headless Chromium (the status page is loaded in it) and
-# wrk (load during the rolling-restart test). Idempotent.
+# ImageMagick recipe), headless Chromium (the status page is loaded in it),
+# wrk (load during the rolling-restart test) and Prometheus (its promtool checks
+# the alert rules). Idempotent.
 set -euo pipefail
 
 missing=()
@@ -14,6 +15,7 @@ if [ "${1:-}" = test ]; then
   convert -version 2>/dev/null | grep -q ImageMagick || missing+=(imagemagick)
   command -v chromium-headless-shell >/dev/null 2>&1 || missing+=(chromium-headless-shell)
   command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+  command -v promtool >/dev/null 2>&1 || missing+=(prometheus)  # checks deploy/alerts.yml
 fi
 
 if ((${#missing[@]})); then
