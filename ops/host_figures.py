@@ -31,6 +31,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from common import amqp, metrics
 from common.config import Settings
 from common.files import Space, space_of
+from ops import incidents
 from ops.build_info import Build
 from ops.janitor import USAGE_FILE
 
@@ -89,6 +90,8 @@ class Sample:
     disk: dict[str, Any] | None
     frontend_broker: dict[str, tuple[bool, bool]]  # num -> (connected, blocked)
     filesystems: list[Space] = dataclasses.field(default_factory=list)  # the host writes to
+    failures: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # newest first
+    storage: dict[str, Any] = dataclasses.field(default_factory=dict)  # the uploader's /health
 
     def total(self, counter: str, label_value: str = "") -> float:
         """A counter of common/metrics.py summed over the host (only the series
@@ -299,6 +302,8 @@ class HostFigures:
             broker_problem=problem,
             disk=self._disk(),
             filesystems=filesystems(self._settings),
+            failures=incidents.recent_failures(self._settings),
+            storage=incidents.storage_health(self._settings),
             **summary,
         )
         with self._lock:

@@ -84,6 +84,17 @@ class Uploads:
 
 
 @dataclasses.dataclass(frozen=True)
+class Errors:
+    """What is failing now."""
+
+    client_errors_per_min: float  # 4xx answers, over the last minute
+    server_errors_per_min: float  # 5xx answers
+    jobs_failed_last_5_min: dict[str, int]  # by the error's name
+    downloads_failed_last_5_min: dict[str, int]
+    recent: list[dict[str, Any]]  # the latest failed requests, newest first (ops/incidents.py)
+
+
+@dataclasses.dataclass(frozen=True)
 class ProcessRow(Process):
     uptime_s: int = 0
 
@@ -102,13 +113,15 @@ class Report:
     health: str  # "ok", or why the host cannot serve
     build: Build
     now: Now
+    errors: Errors
     requests: Requests
     resizes: Resizes
     uploads: Uploads
+    storage: dict[str, Any]  # the uploader's /health ({"uploader_answers": False}: none)
     queues: list[QueueFigures]
     disk: dict[str, Any] | None  # the janitor's figures, as it wrote them
     janitor_swept_s_ago: int | None  # None: no sweep yet (or no janitor)
-    janitor_late: bool  # no sweep for three intervals and a minute: is it running?
+    janitor_late: bool  # no sweep for three intervals (and 5 s): is it running?
     filesystems: list[Space]  # the host writes to
     processes: list[ProcessRow]
     charts: Charts
@@ -149,6 +162,30 @@ def _rate(old: Sample, new: Sample) -> float:
         return 0.0
     done = new.total(metrics.HTTP_REQUESTS) - old.total(metrics.HTTP_REQUESTS)
     return max(0.0, done) / elapsed
+
+
+def _per_min(counter: str, label_value: str, old: Sample, new: Sample) -> float:
+    elapsed = new.at - old.at
+    if elapsed <= 0:
+        return 0.0
+    done = new.total(counter, label_value) - old.total(counter, label_value)
+    return round(max(0.0, done) * 60 / elapsed, 1)
+
+
+_NOT_FAILURES = ("ok", "already_stored")
+
+
+def _failures(counter: str, old: Sample, new: Sample) -> dict[str, int]:
+    """How many of `counter` ended in each failure between two samples."""
+    head = f"{counter}_total:"
+    found = {}
+    for key, value in new.counters.items():
+        outcome = key.removeprefix(head)
+        if key.startswith(head) and outcome not in _NOT_FAILURES:
+            count = int(value - old.counters.get(key, 0.0))
+            if count > 0:
+                found[outcome] = count
+    return dict(sorted(found.items(), key=lambda item: -item[1]))
 
 
 def busy_share(old: Sample, new: Sample) -> float | None:
@@ -194,6 +231,13 @@ def report(host: HostFigures, settings: Settings) -> Report:
             requests_in_progress=int(latest.gauge(metrics.HTTP_IN_PROGRESS)),
             uploads_in_progress=int(latest.gauge(metrics.UPLOADS_IN_PROGRESS)),
         ),
+        errors=Errors(
+            client_errors_per_min=_per_min(metrics.HTTP_REQUESTS, "4xx", minute, latest),
+            server_errors_per_min=_per_min(metrics.HTTP_REQUESTS, "5xx", minute, latest),
+            jobs_failed_last_5_min=_failures(metrics.JOBS, window, latest),
+            downloads_failed_last_5_min=_failures(metrics.DOWNLOADS, window, latest),
+            recent=latest.failures,
+        ),
         requests=Requests(
             total=int(latest.total(metrics.HTTP_REQUESTS)),
             per_s_last_minute=round(_rate(minute, latest), 2),
@@ -226,10 +270,11 @@ def report(host: HostFigures, settings: Settings) -> Report:
             waiting_for_retry=uploads_pending,
             kept_on_disk=int(latest.gauge(metrics.SPILLED_UPLOADS)),
         ),
+        storage=latest.storage,
         queues=latest.queues,
         disk=latest.disk,
         janitor_swept_s_ago=swept_s_ago,
-        janitor_late=swept_s_ago is None or swept_s_ago > 3 * settings.janitor_interval_s + 60,
+        janitor_late=swept_s_ago is None or swept_s_ago > 3 * settings.janitor_interval_s + 5,
         filesystems=latest.filesystems,
         processes=[
             ProcessRow(**dataclasses.asdict(p), uptime_s=round(latest.at - p.started_epoch_s))

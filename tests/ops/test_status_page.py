@@ -17,7 +17,7 @@ from collections.abc import Callable
 import numpy
 from PIL import Image
 
-from tests.harness import REPO, Origin, Stack, wait_until
+from tests.harness import REPO, Origin, S3Server, Stack, wait_until
 from tests.images import photo
 
 ARTIFACTS = REPO / "var" / "test-artifacts"
@@ -192,3 +192,40 @@ def test_health_needs_a_consumer_of_image_resize(
     assert b"no processor consumes image.resize" in stack.http.request("GET", health).data
     stack.start_processor(0)
     wait_until(lambda: stack.http.request("GET", health).status == 200, what="healthy again")
+
+
+def test_the_status_page_in_chromium_shows_an_incident(
+    make_stack: Callable[..., Stack], origin: Origin, s3: S3Server
+) -> None:
+    # The origin fails one image, object storage stops, the janitor dies over a
+    # budget the outputs overflow: what the operator on call must see at once.
+    stack = make_stack(janitor_interval_s=0.5, cache_max_bytes=1, **s3.config())
+    stack.start(processors=1, uploader=True, status=True)
+    janitor = stack.spawn("janitor", "ops.janitor")
+    origin.add("incident/img/1/original.jpg", photo())
+    origin.add("incident/img/2/original.jpg", b"down for maintenance", status=500)
+    s3.stop()
+    assert stack.get("/incident/img/1/w100.jpg").status == 200  # its upload cannot land
+    for width in (100, 101, 102):
+        assert stack.get(f"/incident/img/2/w{width}.jpg").status == 502
+    wait_until(lambda: stack.status_json()["disk"] is not None, what="a sweep")
+    janitor.kill()
+    janitor.wait(10)
+    wait_until(lambda: stack.status_json()["janitor_late"], timeout_s=30, what="a late janitor")
+    wait_until(
+        lambda: not stack.status_json()["storage"].get("storage_reachable", True),
+        timeout_s=30,
+        what="the uploader seeing storage down",
+    )
+    dom = chromium("--dump-dom", f"{stack.status_url}/").decode()
+    assert float(shown(dom, "errors.server_errors_per_min")) > 0
+    assert int(shown(dom, "errors.downloads_failed_last_5_min.SourceUnavailable")) == 3
+    failures = re.findall(r'<tr data-failure="502">(.*?)</tr>', dom, re.S)
+    assert len(failures) == 3 and all("the source answered 500" in row for row in failures)
+    assert "/incident/img/2/w102.jpg" in failures[0]  # newest first
+    assert shown(dom, "storage.storage_reachable") == "no"
+    assert "object storage" in shown(dom, "storage.storage_problem")
+    assert "the janitor is late" in dom
+    outputs = re.search(r"<tr><th>outputs</th><td>([^<]*)</td><td>([^<]*)</td>", dom)
+    assert outputs is not None and outputs.group(2) == "1 B"  # over budget: its files are in use
+    s3.start()
