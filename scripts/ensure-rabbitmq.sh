@@ -6,6 +6,16 @@ export PATH="$PATH:/usr/sbin"
 sudo_cmd=()
 [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
 
+# The broker setting the project relies on: quorum queues keep their write-ahead
+# log in memory up to raft.wal_max_size_bytes (512 MiB by default), which is most
+# of a busy node's growth; 64 MiB bounds it (README, "Object storage and the
+# uploader"; bench/SOAK.md). Read when the node starts.
+conf=/etc/rabbitmq/conf.d/50-image-server.conf
+if [ ! -f "$conf" ]; then
+  "${sudo_cmd[@]}" mkdir -p /etc/rabbitmq/conf.d
+  echo "raft.wal_max_size_bytes = 67108864" | "${sudo_cmd[@]}" tee "$conf" >/dev/null
+fi
+
 if "${sudo_cmd[@]}" rabbitmqctl -q await_startup --timeout 5 >/dev/null 2>&1; then
   exit 0
 fi
