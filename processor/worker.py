@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 _BACKLOG_CHECK_S = 1.0
 _BACKGROUND_LOOK_S = 1.0
 _ORIGINAL_TYPE = "application/octet-stream"
+_PURGE_MEMORY_S = 3600.0  # far past background_job_timeout_s
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,7 +160,12 @@ class Processor:
         except MessageDecodeError as exc:
             log.error("ignoring an undecodable purge: %s", exc.message)
             return
-        self._purged_at[ImageRef(purged.model, purged.image_type, purged.id)] = time.time()
+        now = time.time()
+        # Kept as long as a background job that began before a purge may still end.
+        self._purged_at = {
+            image: at for image, at in self._purged_at.items() if now - at < _PURGE_MEMORY_S
+        }
+        self._purged_at[ImageRef(purged.model, purged.image_type, purged.id)] = now
         purge.purge_host(self._settings, purged)
 
     def _take_background_job(
