@@ -49,10 +49,8 @@ class Plan(enum.Enum):
     MASTER_FIRST = "master made first"
 
 
-def plan(masters_on: bool, master_made: bool, original_new: bool, asked_again: bool) -> Plan:
-    """What an output is made from (this module's docstring says why)."""
-    if not masters_on:
-        return Plan.FROM_ORIGINAL
+def plan(master_made: bool, original_new: bool, asked_again: bool) -> Plan:
+    """What an output is made from, masters on (this module's docstring says why)."""
     if master_made:
         return Plan.FROM_MASTER
     if original_new and not asked_again:
@@ -135,7 +133,7 @@ class Renderer:
 
         def make() -> tuple[bytes, str]:
             asked_again = original.downloaded and self._originals.asked_again(source_url)
-            taken = plan(True, masters.made(source_url), original.downloaded, asked_again)
+            taken = plan(masters.made(source_url), original.downloaded, asked_again)
             if taken is Plan.MASTER_FIRST:
                 try:
                     masters.make(source_url, original.data, limits)  # none if small already
