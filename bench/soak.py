@@ -75,6 +75,17 @@ def hot_paths() -> list[str]:
     return [f"/soak/img/{i % IMAGES}/w{100 + i}.jpg" for i in range(100)]
 
 
+# Each image's outputs in turn: 801 sizes (200-1000) of each of these shapes, 4,806
+# outputs of each image (at 40 misses a second, 80 minutes before one repeats).
+SHAPES = ("w{}.jpg", "h{}.jpg", "x{}.jpg", "w{}.webp", "{}x200-fit.jpg", "{}x200-pad.jpg")
+
+
+def new_output(index: int) -> str:
+    """The `index`-th output of an image, none asked twice (nor past maximum_width)."""
+    size = 200 + index % 801
+    return SHAPES[index // 801 % len(SHAPES)].format(size)
+
+
 async def load(args: argparse.Namespace, started: float, done: list[Done]) -> None:
     client = AsyncHTTPClient(max_clients=64)
     base = f"http://127.0.0.1:{servers.OURS_PORT}"
@@ -103,8 +114,7 @@ async def load(args: argparse.Namespace, started: float, done: list[Done]) -> No
             if due >= end:
                 break
             await asyncio.sleep(max(0.0, due - time.monotonic()))
-            # A new output each time: image by turn, a width not asked before.
-            path = f"/soak/img/{count % IMAGES}/w{200 + count // IMAGES}.jpg"
+            path = f"/soak/img/{count % IMAGES}/{new_output(count // IMAGES)}"
             tasks.append(asyncio.ensure_future(get(path, "miss")))
         await asyncio.gather(*tasks)
 
