@@ -70,7 +70,8 @@ bench: $(VENV)/.installed-test test-packages rabbitmq
 	PATH="$$PATH:/usr/sbin" $(VENV)/bin/python -m bench.run $(BENCH_ARGS)
 	PATH="$$PATH:/usr/sbin" $(VENV)/bin/python -m bench.quality
 
-# More new outputs than the upload rate for minutes (bench/SOAK.md), about 5 minutes.
+# More new outputs than the upload rate for minutes (bench/SOAK.md), about 5 minutes
+# (`python -m bench.soak --minutes 20` for the 20-minute run SOAK.md shows).
 soak: $(VENV)/.installed-test rabbitmq
 	bench/setup.sh
 	PATH="$$PATH:/usr/sbin" $(VENV)/bin/python -m bench.soak
