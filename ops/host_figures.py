@@ -161,14 +161,12 @@ def summarise(families: Iterable[Metric]) -> dict[str, Any]:
                 gauges[name] += value
     processes = sorted(
         (
-            with_usage(
-                Process(
-                    labels["program"],
-                    labels["num"],
-                    pid,
-                    start_times[pid],
-                    serving.get(pid, False),
-                )
+            Process(
+                labels["program"],
+                labels["num"],
+                pid,
+                start_times[pid],
+                serving.get(pid, False),
             )
             for pid, labels in starts.items()
         ),
@@ -295,6 +293,7 @@ class HostFigures:
     def sample_once(self) -> None:
         metrics.forget_dead_processes(self._settings.metrics_dir)
         summary = summarise(read_families(self._settings.metrics_dir))
+        summary["processes"] = [with_usage(process) for process in summary["processes"]]
         queues, problem = self._queues.read()
         sample = Sample(
             at=time.time(),
