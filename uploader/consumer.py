@@ -123,14 +123,16 @@ class Uploader:
         """On a pool thread: store the object, then hand the outcome to pika's thread."""
         failure: ImageServerError | None = None
         kept, counted = True, True
+        known_down = self._health.storage_down()  # before: it may come back meanwhile
         try:
             with self._figures.storing():
                 kept = purge.store_upload(self._settings, self._store, job)
             self._health.storage_ok()
         except ImageServerError as exc:
             failure = exc
-            if exc.retryable and not self._storage_takes_writes():
-                # Storage is down, not this object: the attempt is not spent.
+            # An attempt made while storage was down is not spent, nor one that
+            # failed because it just went down (it takes no write at all now).
+            if exc.retryable and (known_down or not self._storage_takes_writes()):
                 self._health.storage_failed(exc.message)
                 counted = False
         except Exception as exc:  # a bug costs one upload attempt, never the uploader

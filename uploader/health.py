@@ -32,6 +32,10 @@ class Health:
         with self._lock:
             self.storage_problem = reason
 
+    def storage_down(self) -> bool:
+        with self._lock:
+            return self.storage_problem is not None
+
     def report(self) -> tuple[int, dict[str, object]]:
         with self._lock:
             problem = self.storage_problem
