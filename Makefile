@@ -49,6 +49,7 @@ FRONTENDS := $(shell n=$(NPROC); echo $$(( n < 2 ? 2 : n )))
 
 run: $(VENV)/.installed-$(RUN_LOCK) rabbitmq
 	scripts/ensure-vhost.sh $(ENV)
+	IMAGE_SERVER_CONFIG_DIR=$(CURDIR)/config $(VENV)/bin/image-server queues -e $(ENV)
 	mkdir -p var/run var/log
 	# Prometheus figures start afresh with the host (a counter reset).
 	rm -rf var/metrics

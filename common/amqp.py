@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import random
+import socket
+import sys
 import threading
+import urllib.parse
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -26,12 +31,25 @@ RESIZE_DEAD_QUEUE = "image.resize.dead"
 BACKGROUND_QUEUE = "image.resize.background"
 UPLOAD_QUEUE = "image.upload"
 UPLOAD_DEAD_QUEUE = "image.upload.dead"
-_UPLOAD_DELAY_PREFIX = "image.upload.delay."
+# Quorum queues since the broker cluster's tests (a classic queue lives on one
+# node: while it is down, that queue refuses every declare, and so every
+# program's reconnection). Before, the delay queues were classic and named
+# image.upload.delay.<ms>ms: left alone, they drain into image.upload by their
+# TTL (`image-server queues` deletes them once empty).
+_UPLOAD_DELAY_PREFIX = "image.upload.retry."
+OLD_UPLOAD_DELAY_PREFIX = "image.upload.delay."
 UPLOAD_DELIVERY_LIMIT = 5
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+PRECONDITION_FAILED = 406  # a queue declared with other arguments than the broker's
 # Purges (PurgeImage) reach every frontend and processor of every host: each
 # binds a queue of its own (exclusive, server-named) to this fanout exchange.
 PURGE_EXCHANGE = "image.purge"
+
+
+# Every durable queue of ours is a quorum queue: replicated over the cluster's
+# nodes, it survives a node lost (a classic queue lives on one node, and while it
+# is down refuses every declare and loses what is published to it).
+REPLICATED: dict[str, Any] = {"x-queue-type": "quorum"}
 
 
 def resize_queue_arguments(settings: Settings) -> dict[str, Any]:
@@ -40,7 +58,7 @@ def resize_queue_arguments(settings: Settings) -> dict[str, Any]:
     # of looping forever; reject-publish bounds the backlog (the frontend
     # answers 503 when its publish is nacked).
     return {
-        "x-queue-type": "quorum",
+        **REPLICATED,
         "x-max-length": settings.resize_queue_max_length,
         "x-overflow": "reject-publish",
         "x-delivery-limit": settings.resize_delivery_limit,
@@ -86,15 +104,66 @@ class AsyncConnection(_OneSendPerMessage, TornadoConnection):  # type: ignore[mi
 
 
 def blocking_connection(settings: Settings) -> pika.BlockingConnection:
-    return pika.BlockingConnection(connection_parameters(settings), _impl_class=_SelectConnection)
+    """A connection to the next node that answers (pika tries them in turn)."""
+    return pika.BlockingConnection(_NODES.rotation(settings), _impl_class=_SelectConnection)
 
 
-def connection_parameters(settings: Settings) -> pika.URLParameters:
-    params = pika.URLParameters(settings.amqp_url)
+def identify(program: str, process_num: int) -> None:
+    """Name this process' connections `<program>_<N>@<host>` and pick its first node."""
+    _NODES.identify(program, process_num)
+
+
+def next_node(settings: Settings) -> pika.URLParameters:
+    """The node an asynchronous connection (one node per attempt) tries next."""
+    return _NODES.rotation(settings)[0]
+
+
+def _node_parameters(settings: Settings) -> list[pika.URLParameters]:
+    """One set of parameters per RabbitMQ node: amqp_url itself, or amqp_url's
+    credentials and vhost on each of amqp_nodes."""
+    parts = urllib.parse.urlsplit(settings.amqp_url)
+    credentials = parts.netloc.rpartition("@")[0]
+    urls = [
+        parts._replace(netloc=f"{credentials}@{node}" if credentials else node).geturl()
+        for node in settings.amqp_nodes
+    ] or [settings.amqp_url]
+    return [_parameters(url) for url in urls]
+
+
+def _parameters(url: str) -> pika.URLParameters:
+    params = pika.URLParameters(url)
     params.connection_attempts = 1
     params.socket_timeout = 5
     params.blocked_connection_timeout = 30
+    params.client_properties = {"connection_name": _NODES.connection_name}
     return params
+
+
+class NodeRotation:
+    """The order in which this process tries the nodes. A program starts at node
+    (process number + a number of its host) mod the nodes, so that the processes of
+    a host, and the hosts, spread over the cluster; a tool at a random one. Each new
+    connection starts one node further: after a node is lost, its clients try the
+    next one first instead of the lost one again."""
+
+    def __init__(self) -> None:
+        self._next = random.randrange(1 << 16)
+        # How the management console and `rabbitmqctl list_connections` name us.
+        self.connection_name = f"{sys.argv[0].rsplit('/', 1)[-1]}@{socket.gethostname()}"
+
+    def identify(self, program: str, process_num: int) -> None:
+        host = socket.gethostname()
+        self._next = process_num + zlib.crc32(host.encode())
+        self.connection_name = f"{program}_{process_num}@{host}"
+
+    def rotation(self, settings: Settings) -> list[pika.URLParameters]:
+        nodes = _node_parameters(settings)
+        start = self._next % len(nodes)
+        self._next += 1
+        return nodes[start:] + nodes[:start]
+
+
+_NODES = NodeRotation()
 
 
 def upload_delay_queue(delay_s: float) -> str:
@@ -122,7 +191,7 @@ class QueueSpec:
 def resize_queues(settings: Settings) -> list[QueueSpec]:
     """image.resize, image.resize.background and their dead-letter queue."""
     return [
-        QueueSpec(RESIZE_DEAD_QUEUE),
+        QueueSpec(RESIZE_DEAD_QUEUE, REPLICATED),
         QueueSpec(BACKGROUND_QUEUE, background_queue_arguments(settings)),
         QueueSpec(RESIZE_QUEUE, resize_queue_arguments(settings)),
     ]
@@ -136,23 +205,33 @@ def upload_queues(settings: Settings) -> list[QueueSpec]:
     sleeps. Delays come from upload_retry_delays_s.
     """
     upload_arguments = {
-        "x-queue-type": "quorum",
+        **REPLICATED,
         "x-delivery-limit": UPLOAD_DELIVERY_LIMIT,
         "x-dead-letter-exchange": "",
         "x-dead-letter-routing-key": UPLOAD_DEAD_QUEUE,
     }
+    # Each upload waiting for its retry goes back to image.upload at least once,
+    # even when a node is lost as its TTL expires (RabbitMQ's at-least-once
+    # dead-lettering, which needs reject-publish; nothing bounds these queues).
     delays = [
         QueueSpec(
             upload_delay_queue(delay_s),
             {
+                **REPLICATED,
                 "x-message-ttl": round(delay_s * 1000),
                 "x-dead-letter-exchange": "",
                 "x-dead-letter-routing-key": UPLOAD_QUEUE,
+                "x-dead-letter-strategy": "at-least-once",
+                "x-overflow": "reject-publish",
             },
         )
         for delay_s in settings.upload_retry_delays_s
     ]
-    return [QueueSpec(UPLOAD_DEAD_QUEUE), QueueSpec(UPLOAD_QUEUE, upload_arguments), *delays]
+    return [
+        QueueSpec(UPLOAD_DEAD_QUEUE, REPLICATED),
+        QueueSpec(UPLOAD_QUEUE, upload_arguments),
+        *delays,
+    ]
 
 
 def declare(channel: BlockingChannel, queues: list[QueueSpec]) -> None:
@@ -188,5 +267,14 @@ def consume_until_stopped(
         try:
             consume()
         except pika.exceptions.AMQPError as exc:
-            log.warning("RabbitMQ connection lost (%s); reconnecting", type(exc).__name__)
+            log.warning("RabbitMQ connection lost (%s); reconnecting", why_closed(exc))
             stop.wait(settings.amqp_reconnect_delay_s)
+
+
+def why_closed(exc: BaseException) -> str:
+    """What RabbitMQ said, and for a queue declared differently what to run."""
+    if isinstance(exc, pika.exceptions.ChannelClosedByBroker):
+        if exc.reply_code == PRECONDITION_FAILED:
+            return f"{exc.reply_text}: run `image-server queues` (README, Upgrading)"
+        return str(exc.reply_text)
+    return type(exc).__name__

@@ -98,6 +98,11 @@ QUALITY = Rule(lambda value: 1 <= value <= 100, "must be 1-100")
 SSIM_OR_OFF = Rule(lambda value: 0 <= value < 1, "must be 0 (off) or an SSIM below 1")
 SHARE_OR_OFF = Rule(lambda value: 0 <= value < 1, "must be 0 (off) or a share below 1")
 NETWORK = Rule(_network, "must be a network (10.0.0.0/8, 127.0.0.1/32)")
+_HOST_PORT = re.compile(r"([A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\]):[0-9]{1,5}")
+HOST_PORT = Rule(
+    lambda node: bool(_HOST_PORT.fullmatch(node)),
+    "must be host:port (rabbit-1.internal:5672)",
+)
 OUTPUT_FORMAT = Rule(
     lambda ext: EXTENSION_ALIASES.get(ext, ext) in CONTENT_TYPES,
     f"must be an output format ({', '.join(sorted(CONTENT_TYPES))})",
@@ -380,6 +385,14 @@ class Settings:
         "amqp://guest:guest@127.0.0.1:5672/image-server",
         "RabbitMQ URL (vhost URL-encoded); one vhost per environment, so that nothing "
         "made for one is consumed by another.",
+    )
+    amqp_nodes: list[str] = _key(
+        [],
+        "The RabbitMQ cluster's nodes as host:port. Empty: amqp_url's host alone. Else "
+        "amqp_url gives only the credentials and the vhost: each process connects to one "
+        "node of this list (each starts at a different one) and, when its node goes away, "
+        "to the next that answers.",
+        check=each(HOST_PORT),
     )
     resize_deadline_s: float = _key(
         20.0, "How long the frontend waits for a ResizeResult before answering 504."

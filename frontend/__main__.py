@@ -9,7 +9,7 @@ import signal
 import tornado.httpserver
 import tornado.netutil
 
-from common import metrics, program
+from common import amqp, metrics, program
 from common.config import Settings
 from common.graphite import Graphite
 from common.metrics import FrontendFigures
@@ -143,6 +143,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     args = program.parse_program_args("Image server frontend", argv, prog)
     settings = program.load_settings(args)
     program.configure_logging(settings, "frontend")
+    amqp.identify("frontend", args.process_num)
     metrics.enable(settings.metrics_dir)
     asyncio.run(serve(settings, args.process_num))
     log.info("stopped")

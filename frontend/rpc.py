@@ -130,7 +130,7 @@ class ResizeClient:
 
     def _connect(self) -> None:
         self._connection = amqp.AsyncConnection(
-            amqp.connection_parameters(self._settings),
+            amqp.next_node(self._settings),
             on_open_callback=self._on_connection_open,
             on_open_error_callback=self._on_connection_error,
             on_close_callback=self._on_connection_closed,
@@ -228,7 +228,7 @@ class ResizeClient:
         self._fail_pending()
         if self._closing:
             return
-        log.warning("RabbitMQ channel closed: %s", reason)
+        log.warning("RabbitMQ channel closed: %s", amqp.why_closed(reason))
         if self._connection is not None and self._connection.is_open:
             self._connection.close()  # the close callback reconnects
 

@@ -52,6 +52,9 @@ COMMANDS = {
     "migrate-keys": Command(
         "ops.batch:migrate_keys_main", "move flat object keys to the partitioned layout"
     ),
+    "queues": Command(
+        "ops.queues:main", "declare the RabbitMQ queues, rebuilding those that differ"
+    ),
     "replay-uploads": Command("uploader.replay:main", "put dead-lettered uploads back"),
     "restart": Command("ops.restart:main", "restart every process, one at a time"),
     "version": Command("ops.cli:version", "print the version and commit"),

@@ -1,0 +1,230 @@
+"""A RabbitMQ cluster of three nodes under load, a node killed and brought back:
+the node that leads image.resize's and image.upload's quorum, then one that leads
+nothing. No upload may be lost, no program left disconnected, and misses must be
+answered again within seconds; the figures are printed (`pytest -s`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from common import amqp
+from common.keys import object_key_of
+from tests.harness import Origin, Stack, wait_until
+from tests.images import photo
+from tests.rabbit_cluster import ClusterVhost, Node, RabbitCluster
+
+pytestmark = [pytest.mark.stack, pytest.mark.timeout(600)]
+
+IMAGES = 40  # 36,000 new outputs: misses stay misses
+MISS_CLIENTS = 3
+HIT_CLIENTS = 2
+DEADLINE_S = 30.0  # resize_deadline_s: a call failed "at once" is far below it
+RECOVERED_WITHIN_S = 10.0  # after a node is lost, every miss is answered again by then
+DOWN_S = 12.0  # how long a node stays down under load
+
+
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    kind: str  # "miss" or "hit"
+    path: str
+    status: int
+    started: float  # time.monotonic()
+    ended: float
+
+
+class Load:
+    """Clients asking the stack in loops until stopped: misses (a new output each
+    time) and hits (outputs made before)."""
+
+    def __init__(self, stack: Stack, hits: list[str]) -> None:
+        self.stack = stack
+        self.hits = hits
+        self.answers: list[Answer] = []
+        self._widths = itertools.count()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._client, args=(kind,), daemon=True)
+            for kind in ["miss"] * MISS_CLIENTS + ["hit"] * HIT_CLIENTS
+        ]
+
+    def _next_path(self, kind: str, turn: int) -> str:
+        if kind == "hit":
+            return self.hits[turn % len(self.hits)]
+        with self._lock:
+            width = next(self._widths)
+        return f"/cluster/img/{width % IMAGES}/w{100 + (width // IMAGES) % 900}.jpg"
+
+    def _client(self, kind: str) -> None:
+        for turn in itertools.count():
+            if self._stop.is_set():
+                return
+            path = self._next_path(kind, turn)
+            started = time.monotonic()
+            try:
+                status = self.stack.get(path, timeout=DEADLINE_S + 10).status
+            except Exception:  # noqa: BLE001 - no answer at all is recorded as such
+                status = 0
+            with self._lock:
+                self.answers.append(Answer(kind, path, status, started, time.monotonic()))
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(DEADLINE_S + 20)
+
+    def since(self, moment: float) -> list[Answer]:
+        with self._lock:
+            return [answer for answer in self.answers if answer.started >= moment]
+
+
+@dataclasses.dataclass
+class Fault:
+    """What the clients saw from a node's loss to the end of its phase."""
+
+    node: str
+    led: list[str]  # the queues whose leader it was
+    connections: int  # the stack's connections it held
+    requests: int
+    failed: int
+    statuses: dict[int, int]
+    answering_503_s: float  # from the loss to the end of the last failed request
+    slowest_failure_s: float
+    failed_hits: int
+
+
+def lose_and_restore(cluster: RabbitCluster, node: Node, vhost: str, load: Load) -> Fault:
+    led = sorted(name for name, leader in leaders(cluster, vhost).items() if leader == node.name)
+    connections = cluster.connections(vhost)[node.name]
+    time.sleep(3)  # steady load first
+    lost_at = time.monotonic()
+    cluster.kill(node)
+    time.sleep(DOWN_S)
+    cluster.start(node)  # with its data: it rejoins the cluster
+    wait_until(lambda: len(cluster.running_nodes(node)) == 3, timeout_s=60, what="rejoined")
+    time.sleep(5)
+    seen = load.since(lost_at)
+    failed = [answer for answer in seen if answer.status != 200]
+    statuses: dict[int, int] = {}
+    for answer in seen:
+        statuses[answer.status] = statuses.get(answer.status, 0) + 1
+    fault = Fault(
+        node=node.name,
+        led=led,
+        connections=connections,
+        requests=len(seen),
+        failed=len(failed),
+        statuses=statuses,
+        answering_503_s=round(max((a.ended - lost_at for a in failed), default=0.0), 2),
+        slowest_failure_s=round(max((a.ended - a.started for a in failed), default=0.0), 2),
+        failed_hits=sum(answer.kind == "hit" for answer in failed),
+    )
+    print(fault)
+    return fault
+
+
+def leaders(cluster: RabbitCluster, vhost: str) -> dict[str, str]:
+    return {name: row["leader"] for name, row in cluster.queues(vhost).items()}
+
+
+def node_named(cluster: RabbitCluster, name: str) -> Node:
+    return next(node for node in cluster.nodes if node.name == name)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[RabbitCluster]:
+    made = RabbitCluster(tmp_path / "rabbitmq")
+    try:
+        made.form()
+        yield made
+    finally:
+        made.stop()
+
+
+@pytest.fixture
+def cluster_stack(cluster: RabbitCluster, tmp_path: Path, origin: Origin) -> Iterator[Stack]:
+    """Programs on every node (each starts at a random one). The uploader, then the
+    processors, declare the queues first: the node of the uploader's connection leads
+    image.upload, processor_0's image.resize (RabbitMQ places a new quorum queue's
+    leader on the declaring client's node)."""
+    vhost = ClusterVhost(cluster)
+    stack = Stack(
+        tmp_path / "stack", vhost, origin, frontends=2, amqp_nodes=vhost.nodes,
+        resize_deadline_s=DEADLINE_S, upload_rate_per_s=1000.0,
+    )  # fmt: skip
+    try:
+        yield stack.start(processors=2, uploader=True)
+    finally:
+        stack.stop()
+        vhost.delete()
+
+
+def test_a_node_lost_under_load_loses_no_upload_and_no_program(
+    cluster: RabbitCluster, cluster_stack: Stack, origin: Origin
+) -> None:
+    stack = cluster_stack
+    vhost = stack.vhost.name
+    for index in range(IMAGES):
+        origin.add(f"cluster/img/{index}/original.jpg", photo())
+    hits = [f"/cluster/img/{index}/x80.jpg" for index in range(IMAGES)]
+    assert [stack.get(path).status for path in hits] == [200] * IMAGES
+    # The leader of image.resize, then image.upload's if another node leads it,
+    # then a node that leads none of the project's queues.
+    victims = [node_named(cluster, leaders(cluster, vhost)[amqp.RESIZE_QUEUE])]
+    faults = []
+    with Load(stack, hits) as load:
+        faults.append(lose_and_restore(cluster, victims[0], vhost, load))
+        upload_leader = node_named(cluster, leaders(cluster, vhost)[amqp.UPLOAD_QUEUE])
+        if amqp.UPLOAD_QUEUE not in faults[0].led:
+            faults.append(lose_and_restore(cluster, upload_leader, vhost, load))
+        # A node lost and back is a follower of every queue (the others elected
+        # leaders meanwhile): the last one brought back leads nothing.
+        led = leaders(cluster, vhost)
+        idle = node_named(cluster, faults[-1].node)
+        assert idle.name not in led.values(), led
+        faults.append(lose_and_restore(cluster, idle, vhost, load))
+        time.sleep(2)
+    answers = load.answers
+
+    print(json.dumps([dataclasses.asdict(fault) for fault in faults], indent=1))
+    assert amqp.RESIZE_QUEUE in faults[0].led and faults[-1].led == []
+    assert any(amqp.UPLOAD_QUEUE in fault.led for fault in faults)
+    for fault in faults:
+        assert fault.failed_hits == 0, fault  # hits never touch the broker
+        assert set(fault.statuses) <= {200, 503}, fault  # a refusal, never an error or a hang
+        assert fault.answering_503_s < RECOVERED_WITHIN_S, fault
+        # Calls on a lost connection fail at once, not at the deadline.
+        assert fault.slowest_failure_s < DEADLINE_S / 2, fault
+    # No program left disconnected: each consumes again, and a new output is made.
+    for name, process in stack.processes.items():
+        assert process.poll() is None, name
+        if not name.startswith("frontend"):
+            wait_until(lambda p=process: stack.serving(p), what=f"{name} consuming again")
+    assert stack.get("/cluster/img/0/w1000.webp").status == 200
+    # No upload lost: every output answered is in object storage.
+    made = {answer.path.lstrip("/") for answer in answers if answer.status == 200}
+    keys = {path: object_key_of(stack.settings, path) for path in made}
+
+    def missing() -> list[str]:
+        return [path for path, key in keys.items() if not stack.stored_path(key).exists()]
+
+    stored_at_end = len(keys) - len(missing())
+    wait_until(lambda: not missing(), timeout_s=120, what="every output answered in storage")
+    print(
+        f"{len(answers)} requests, {len(made)} outputs answered, {stored_at_end} stored when "
+        f"the load stopped, {len(keys) - len(missing())} stored afterwards"
+    )
+    assert stack.vhost.message_count(amqp.UPLOAD_DEAD_QUEUE) == 0
