@@ -6,9 +6,7 @@ answered again within seconds; the figures are printed (`pytest -s`)."""
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,77 +16,14 @@ import pytest
 from common import amqp
 from common.keys import object_key_of
 from tests.harness import Origin, Stack, wait_until
-from tests.images import photo
+from tests.load import Load
 from tests.rabbit_cluster import ClusterVhost, Node, RabbitCluster
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(600)]
 
-IMAGES = 40  # 36,000 new outputs: misses stay misses
-MISS_CLIENTS = 3
-HIT_CLIENTS = 2
 DEADLINE_S = 30.0  # resize_deadline_s: a call failed "at once" is far below it
 RECOVERED_WITHIN_S = 10.0  # after a node is lost, every miss is answered again by then
 DOWN_S = 12.0  # how long a node stays down under load
-
-
-@dataclasses.dataclass(frozen=True)
-class Answer:
-    kind: str  # "miss" or "hit"
-    path: str
-    status: int
-    started: float  # time.monotonic()
-    ended: float
-
-
-class Load:
-    """Clients asking the stack in loops until stopped: misses (a new output each
-    time) and hits (outputs made before)."""
-
-    def __init__(self, stack: Stack, hits: list[str]) -> None:
-        self.stack = stack
-        self.hits = hits
-        self.answers: list[Answer] = []
-        self._widths = itertools.count()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._client, args=(kind,), daemon=True)
-            for kind in ["miss"] * MISS_CLIENTS + ["hit"] * HIT_CLIENTS
-        ]
-
-    def _next_path(self, kind: str, turn: int) -> str:
-        if kind == "hit":
-            return self.hits[turn % len(self.hits)]
-        with self._lock:
-            width = next(self._widths)
-        return f"/cluster/img/{width % IMAGES}/w{100 + (width // IMAGES) % 900}.jpg"
-
-    def _client(self, kind: str) -> None:
-        for turn in itertools.count():
-            if self._stop.is_set():
-                return
-            path = self._next_path(kind, turn)
-            started = time.monotonic()
-            try:
-                status = self.stack.get(path, timeout=DEADLINE_S + 10).status
-            except Exception:  # noqa: BLE001 - no answer at all is recorded as such
-                status = 0
-            with self._lock:
-                self.answers.append(Answer(kind, path, status, started, time.monotonic()))
-
-    def __enter__(self) -> Load:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(DEADLINE_S + 20)
-
-    def since(self, moment: float) -> list[Answer]:
-        with self._lock:
-            return [answer for answer in self.answers if answer.started >= moment]
 
 
 @dataclasses.dataclass
@@ -177,15 +112,13 @@ def test_a_node_lost_under_load_loses_no_upload_and_no_program(
 ) -> None:
     stack = cluster_stack
     vhost = stack.vhost.name
-    for index in range(IMAGES):
-        origin.add(f"cluster/img/{index}/original.jpg", photo())
-    hits = [f"/cluster/img/{index}/x80.jpg" for index in range(IMAGES)]
-    assert [stack.get(path).status for path in hits] == [200] * IMAGES
+    load = Load(stack, origin, "cluster/img")
+    assert set(load.make_hits()) == {200}
     # The leader of image.resize, then image.upload's if another node leads it,
     # then a node that leads none of the project's queues.
     victims = [node_named(cluster, leaders(cluster, vhost)[amqp.RESIZE_QUEUE])]
     faults = []
-    with Load(stack, hits) as load:
+    with load:
         faults.append(lose_and_restore(cluster, victims[0], vhost, load))
         upload_leader = node_named(cluster, leaders(cluster, vhost)[amqp.UPLOAD_QUEUE])
         if amqp.UPLOAD_QUEUE not in faults[0].led:
@@ -215,7 +148,7 @@ def test_a_node_lost_under_load_loses_no_upload_and_no_program(
             wait_until(lambda p=process: stack.serving(p), what=f"{name} consuming again")
     assert stack.get("/cluster/img/0/w1000.webp").status == 200
     # No upload lost: every output answered is in object storage.
-    made = {answer.path.lstrip("/") for answer in answers if answer.status == 200}
+    made = load.outputs_answered()
     keys = {path: object_key_of(stack.settings, path) for path in made}
 
     def missing() -> list[str]:
