@@ -6,7 +6,6 @@ answered again within seconds; the figures are printed (`pytest -s`)."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -91,10 +90,11 @@ def cluster(tmp_path: Path) -> Iterator[RabbitCluster]:
 
 @pytest.fixture
 def cluster_stack(cluster: RabbitCluster, tmp_path: Path, origin: Origin) -> Iterator[Stack]:
-    """Programs on every node (each starts at a random one). The uploader, then the
-    processors, declare the queues first: the node of the uploader's connection leads
-    image.upload, processor_0's image.resize (RabbitMQ places a new quorum queue's
-    leader on the declaring client's node)."""
+    """Programs spread over the nodes (process N of a program starts at node N + a
+    number of the host). The uploader, then the processors, declare the queues
+    first: the node of the uploader's connection leads image.upload, processor_0's
+    image.resize (RabbitMQ places a new quorum queue's leader on the node of the
+    client that declares it)."""
     vhost = ClusterVhost(cluster)
     stack = Stack(
         tmp_path / "stack", vhost, origin, frontends=2, amqp_nodes=vhost.nodes,
@@ -114,12 +114,13 @@ def test_a_node_lost_under_load_loses_no_upload_and_no_program(
     vhost = stack.vhost.name
     load = Load(stack, origin, "cluster/img")
     assert set(load.make_hits()) == {200}
+    connected = sum(cluster.connections(vhost).values())
     # The leader of image.resize, then image.upload's if another node leads it,
     # then a node that leads none of the project's queues.
-    victims = [node_named(cluster, leaders(cluster, vhost)[amqp.RESIZE_QUEUE])]
+    resize_leader = node_named(cluster, leaders(cluster, vhost)[amqp.RESIZE_QUEUE])
     faults = []
     with load:
-        faults.append(lose_and_restore(cluster, victims[0], vhost, load))
+        faults.append(lose_and_restore(cluster, resize_leader, vhost, load))
         upload_leader = node_named(cluster, leaders(cluster, vhost)[amqp.UPLOAD_QUEUE])
         if amqp.UPLOAD_QUEUE not in faults[0].led:
             faults.append(lose_and_restore(cluster, upload_leader, vhost, load))
@@ -132,7 +133,6 @@ def test_a_node_lost_under_load_loses_no_upload_and_no_program(
         time.sleep(2)
     answers = load.answers
 
-    print(json.dumps([dataclasses.asdict(fault) for fault in faults], indent=1))
     assert amqp.RESIZE_QUEUE in faults[0].led and faults[-1].led == []
     assert any(amqp.UPLOAD_QUEUE in fault.led for fault in faults)
     for fault in faults:
@@ -141,7 +141,10 @@ def test_a_node_lost_under_load_loses_no_upload_and_no_program(
         assert fault.answering_503_s < RECOVERED_WITHIN_S, fault
         # Calls on a lost connection fail at once, not at the deadline.
         assert fault.slowest_failure_s < DEADLINE_S / 2, fault
-    # No program left disconnected: each consumes again, and a new output is made.
+    # No program left disconnected: as many connections as before, each consumer
+    # consuming again, and a new output made.
+    wait_until(lambda: sum(cluster.connections(vhost).values()) == connected,
+               what=f"the {connected} connections of the programs")  # fmt: skip
     for name, process in stack.processes.items():
         assert process.poll() is None, name
         if not name.startswith("frontend"):
