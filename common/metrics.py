@@ -28,6 +28,8 @@ from pathlib import Path
 from prometheus_client import Counter, Gauge, Histogram, multiprocess, values
 from prometheus_client.samples import Sample
 
+from common.errors import SourceForbidden
+
 # Every metric's name, declared once: the figures below and the status server use these.
 PROCESS_START_TIME = "image_server_process_start_time_seconds"
 PROCESS_SERVING = "image_server_process_serving"
@@ -47,6 +49,7 @@ DOWNLOADS = "image_server_original_downloads"
 DOWNLOADS_IN_PROGRESS = "image_server_original_downloads_in_progress"
 DOWNLOAD_SECONDS = "image_server_original_download_duration_seconds"
 DOWNLOAD_BYTES = "image_server_original_download_bytes"
+REFUSED_HOST = "(refused)"  # the host label of downloads refused as forbidden
 UPLOADS = "image_server_uploads"
 UPLOADS_IN_PROGRESS = "image_server_uploads_in_progress"
 UPLOAD_SECONDS = "image_server_upload_duration_seconds"
@@ -266,13 +269,14 @@ class DownloadFigures:
             multiprocess_mode="livesum",
             registry=None,
         )
+        # By source host: the origins' health (a refused host is not a label of its own).
         self.done = Counter(
             DOWNLOADS,
-            "Original downloads, by outcome (ok, or the error's name).",
-            ("outcome",),
+            "Original downloads, by source host and outcome (ok, or the error's name).",
+            ("host", "outcome"),
             registry=None,
         )
-        self.seconds = _seconds(DOWNLOAD_SECONDS, "Time to download an original.")
+        self.seconds = _seconds(DOWNLOAD_SECONDS, "Time to download an original.", ("host",))
         self.bytes = Counter(DOWNLOAD_BYTES, "Bytes of originals downloaded.", registry=None)
         self.sizes = Histogram(
             ORIGINAL_BYTES,
@@ -282,7 +286,9 @@ class DownloadFigures:
         )
 
     @contextlib.contextmanager
-    def measure(self) -> Iterator[None]:
+    def measure(self, host: str) -> Iterator[None]:
+        """Count a download from `host`; one refused as forbidden counts under
+        REFUSED_HOST (anyone may name any host in a source URL)."""
         self.in_progress.inc()
         started = time.perf_counter()
         outcome = "ok"
@@ -290,11 +296,13 @@ class DownloadFigures:
             yield
         except Exception as exc:
             outcome = type(exc).__name__
+            if isinstance(exc, SourceForbidden):
+                host = REFUSED_HOST
             raise
         finally:
             self.in_progress.dec()
-            self.seconds.observe(time.perf_counter() - started)
-            self.done.labels(outcome).inc()
+            self.seconds.labels(host).observe(time.perf_counter() - started)
+            self.done.labels(host, outcome).inc()
 
 
 class UploaderFigures(ProcessFigures):

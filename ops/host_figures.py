@@ -144,10 +144,16 @@ def summarise(families: Iterable[Metric]) -> dict[str, Any]:
                         counters[f"{name}:{labels[label]}"] += value
                 if "status" in labels:
                     counters[f"{name}:{labels['status'][0]}xx"] += value
+                if "host" in labels:  # downloads by source host: name@host, name@host@outcome
+                    counters[f"{name}@{labels['host']}"] += value
+                    if "outcome" in labels:
+                        counters[f"{name}@{labels['host']}@{labels['outcome']}"] += value
             elif family.type == "histogram" and name.endswith("_sum"):
                 counters[name] += value  # seconds spent: how busy the resize threads are
             elif family.type == "histogram" and name.endswith("_bucket"):
                 buckets[family.name][float(labels["le"])] += value
+                if "host" in labels:
+                    buckets[f"{family.name}@{labels['host']}"][float(labels["le"])] += value
             elif name == metrics.PROCESS_START_TIME:
                 pid = int(labels["pid"])
                 starts[pid] = labels

@@ -74,6 +74,17 @@ class Resizes:
 
 
 @dataclasses.dataclass(frozen=True)
+class Origin:
+    """One source host's downloads by this host's processors, over the last 5 minutes."""
+
+    host: str
+    downloads: int
+    failed: dict[str, int]  # by the error's name
+    refused_busy: int  # too many downloads from it at once (SourceBusy), or paused (breaker)
+    p95_ms: float | None
+
+
+@dataclasses.dataclass(frozen=True)
 class Uploads:
     stored: int
     retried: int
@@ -117,6 +128,7 @@ class Report:
     requests: Requests
     resizes: Resizes
     uploads: Uploads
+    origins: list[Origin]  # the busiest first
     storage: dict[str, Any]  # the uploader's /health ({"uploader_answers": False}: none)
     queues: list[QueueFigures]
     disk: dict[str, Any] | None  # the janitor's figures, as it wrote them
@@ -210,6 +222,39 @@ def _percentiles(histogram: str, old: Sample, new: Sample) -> Percentiles:
     return Percentiles(ms(0.5), ms(0.95), ms(0.99))
 
 
+_REFUSALS = ("SourceBusy", "SourceHostPaused")
+
+
+def origins(old: Sample, new: Sample) -> list[Origin]:
+    """Each source host downloaded from between two samples, the busiest first."""
+    head = f"{metrics.DOWNLOADS}_total@"
+    rows = []
+    for key, total in new.counters.items():
+        if not key.startswith(head) or "@" in key[len(head) :]:
+            continue
+        source = key[len(head) :]
+        downloads = int(total - old.counters.get(key, 0.0))
+        if downloads <= 0:
+            continue
+        outcomes = {
+            outcome: int(value - old.counters.get(name, 0.0))
+            for name, value in new.counters.items()
+            if name.startswith(f"{key}@") and (outcome := name[len(key) + 1 :]) != "ok"
+        }
+        histogram = f"{metrics.DOWNLOAD_SECONDS}@{source}"
+        p95 = quantile(0.95, old.histograms.get(histogram, []), new.histograms.get(histogram, []))
+        rows.append(
+            Origin(
+                host=source,
+                downloads=downloads,
+                failed={o: n for o, n in outcomes.items() if n > 0 and o not in _REFUSALS},
+                refused_busy=sum(n for o, n in outcomes.items() if o in _REFUSALS),
+                p95_ms=None if p95 is None else round(p95 * 1000, 1),
+            )
+        )
+    return sorted(rows, key=lambda row: -row.downloads)
+
+
 def report(host: HostFigures, settings: Settings) -> Report:
     latest = host.latest
     minute = host.sample_before(RATE_WINDOW_S)
@@ -270,6 +315,7 @@ def report(host: HostFigures, settings: Settings) -> Report:
             waiting_for_retry=uploads_pending,
             kept_on_disk=int(latest.gauge(metrics.SPILLED_UPLOADS)),
         ),
+        origins=origins(window, latest),
         storage=latest.storage,
         queues=latest.queues,
         disk=latest.disk,

@@ -21,6 +21,7 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from common import keys
 from common.config import Settings
@@ -79,7 +80,7 @@ class OriginalStore:
                 _keep(path, data)
                 yield Original(data, downloaded=False)
                 return
-            with self._downloads.measure():
+            with self._downloads.measure(urlsplit(url).hostname or ""):
                 data = self._fetcher.fetch(url, deadline)
             self._downloads.bytes.inc(len(data))
             self._downloads.sizes.observe(len(data))

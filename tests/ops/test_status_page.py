@@ -145,6 +145,7 @@ def test_metrics_add_up_over_processes_and_survive_a_restart(
     assert host_counter(stack, "image_server_cache_hits_total") == 8
     assert host_counter(stack, "image_server_jobs_total", outcome="ok") == 4
     assert host_counter(stack, "image_server_original_downloads_total", outcome="ok") == 4
+    assert host_counter(stack, "image_server_original_downloads_total", host="127.0.0.1") == 4
     assert host_counter(stack, "image_server_output_bytes_count") == 4
     assert host_counter(stack, "image_server_original_bytes_count") == 4
     # Each process' memory and CPU, read from /proc by the status server.
@@ -220,6 +221,11 @@ def test_the_status_page_in_chromium_shows_an_incident(
     dom = chromium("--dump-dom", f"{stack.status_url}/").decode()
     assert float(shown(dom, "errors.server_errors_per_min")) > 0
     assert int(shown(dom, "errors.downloads_failed_last_5_min.SourceUnavailable")) == 3
+    # The failing origin, by host: 4 downloads in 5 minutes (one good image), 3 failed.
+    assert int(shown(dom, "origins.127.0.0.1.downloads")) == 4
+    assert int(shown(dom, "origins.127.0.0.1.failed")) == 3
+    row = re.search(r'<tr data-origin="127.0.0.1">(.*?)</tr>', dom, re.S)
+    assert row is not None and "SourceUnavailable 3" in row.group(1)
     failures = re.findall(r'<tr data-failure="502">(.*?)</tr>', dom, re.S)
     assert len(failures) == 3 and all("the source answered 500" in row for row in failures)
     assert "/incident/img/2/w102.jpg" in failures[0]  # newest first
