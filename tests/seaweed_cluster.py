@@ -27,9 +27,11 @@ class SeaweedCluster(S3Server):
 
     def __init__(self, workdir: Path, volume_servers: int = 3) -> None:
         super().__init__(workdir)
-        self.master_port = _free_port_below(55_000)
-        self.filer_port = _free_port_below(55_000)
-        self.volume_ports = [_free_port_below(55_000) for _ in range(volume_servers)]
+        # Distinct ports (a free port stays free until bound: two picks may return the same).
+        ports = {self.port}
+        while len(ports) < volume_servers + 3:
+            ports.add(_free_port_below(55_000))
+        self.master_port, self.filer_port, *self.volume_ports = sorted(ports - {self.port})
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     def _spawn(self, name: str, *args: str) -> None:
