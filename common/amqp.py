@@ -277,4 +277,8 @@ def why_closed(exc: BaseException) -> str:
         if exc.reply_code == PRECONDITION_FAILED:
             return f"{exc.reply_text}: run `image-server queues` (README, Upgrading)"
         return str(exc.reply_text)
+    if isinstance(exc, pika.exceptions.ConnectionClosedByBroker):
+        return f"closed by RabbitMQ: {exc.reply_code} {exc.reply_text}"
+    if isinstance(exc, pika.exceptions.NackError):
+        return "RabbitMQ refused a publish (nack); a new connection asks again"
     return type(exc).__name__

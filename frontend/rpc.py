@@ -8,12 +8,18 @@ and the client reconnects by itself. While RabbitMQ blocks publishers (its
 memory or disk alarm: `connection.blocked`), every call fails at once with
 `BrokerBlocked`, and so do the calls that were waiting: a publish would only
 hang until the alarm clears. Calls succeed again on `connection.unblocked`.
+
+A quorum queue whose leader was lost just before a channel's first publish to
+it refuses every publish of that channel until the lost node returns (RabbitMQ
+3.10's queue client keeps asking the lost node): a channel that has only ever
+been refused by a queue is replaced by a new one, at most once a second.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -36,6 +42,8 @@ from common.messages import PurgeImage, ResizeJob, ResizeResult
 
 log = logging.getLogger(__name__)
 
+CHANNEL_RENEWAL_S = 1.0  # at most one new channel a second for a refusing queue
+
 
 class ResizeClient:
     def __init__(self, settings: Settings) -> None:
@@ -49,6 +57,10 @@ class ResizeClient:
         self.blocked_reason: str | None = None  # RabbitMQ's alarm, while it blocks us
         self._next_delivery_tag = 1
         self._confirms: dict[int, asyncio.Future[bool]] = {}
+        self._destinations: dict[int, str] = {}  # each unconfirmed publish's queue or exchange
+        self._accepted_by: set[str] = set()  # those that acked a publish of this channel
+        self._renewing_channel = False
+        self._channel_renewed_at = 0.0
         self._replies: dict[str, asyncio.Future[ResizeResult]] = {}
 
     @property
@@ -72,16 +84,13 @@ class ResizeClient:
             raise BrokerUnavailable()
         if self.blocked_reason is not None:
             raise BrokerBlocked()
-        loop = asyncio.get_running_loop()
         correlation_id = uuid.uuid4().hex
-        delivery_tag = self._next_delivery_tag
-        confirmed: asyncio.Future[bool] = loop.create_future()
-        reply: asyncio.Future[ResizeResult] = loop.create_future()
-        self._confirms[delivery_tag] = confirmed
+        reply: asyncio.Future[ResizeResult] = asyncio.get_running_loop().create_future()
         self._replies[correlation_id] = reply
+        delivery_tag = None
         try:
             try:
-                self._channel.basic_publish(
+                delivery_tag, confirmed = self._publish(
                     "",
                     amqp.RESIZE_QUEUE,
                     job.encode(),
@@ -89,7 +98,6 @@ class ResizeClient:
                 )
             except pika.exceptions.AMQPError as exc:
                 raise BrokerUnavailable() from exc
-            self._next_delivery_tag += 1
             try:
                 async with asyncio.timeout(timeout_s):
                     if not await confirmed:
@@ -98,7 +106,7 @@ class ResizeClient:
             except TimeoutError as exc:
                 raise ResizeTimeout() from exc
         finally:
-            self._confirms.pop(delivery_tag, None)
+            self._forget(delivery_tag)
             self._replies.pop(correlation_id, None)
 
     async def publish_background(self, job: ResizeJob) -> bool:
@@ -113,18 +121,34 @@ class ResizeClient:
     async def _publish_confirmed(self, exchange: str, routing_key: str, body: bytes) -> bool:
         if not self._ready or self._channel is None or self.blocked_reason is not None:
             return False
-        confirmed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        delivery_tag = self._next_delivery_tag
-        self._confirms[delivery_tag] = confirmed
+        delivery_tag = None
         try:
-            self._channel.basic_publish(exchange, routing_key, body, amqp.persistent())
-            self._next_delivery_tag += 1
+            delivery_tag, confirmed = self._publish(exchange, routing_key, body, amqp.persistent())
             async with asyncio.timeout(self._settings.resize_deadline_s):
                 return await confirmed
         except (pika.exceptions.AMQPError, BrokerUnavailable, TimeoutError):
             return False
         finally:
+            self._forget(delivery_tag)
+
+    def _publish(
+        self, exchange: str, routing_key: str, body: bytes, properties: BasicProperties
+    ) -> tuple[int, asyncio.Future[bool]]:
+        """Publish on the channel; its delivery tag, and a future that is True
+        once RabbitMQ acks the message, False if it nacks it."""
+        assert self._channel is not None
+        self._channel.basic_publish(exchange, routing_key, body, properties)
+        delivery_tag = self._next_delivery_tag
+        self._next_delivery_tag += 1
+        confirmed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._confirms[delivery_tag] = confirmed
+        self._destinations[delivery_tag] = routing_key or exchange
+        return delivery_tag, confirmed
+
+    def _forget(self, delivery_tag: int | None) -> None:
+        if delivery_tag is not None:
             self._confirms.pop(delivery_tag, None)
+            self._destinations.pop(delivery_tag, None)
 
     # --- connection life cycle -------------------------------------------------
 
@@ -174,6 +198,8 @@ class ResizeClient:
     def _on_channel_open(self, channel: Channel) -> None:
         self._channel = channel
         self._next_delivery_tag = 1
+        self._accepted_by = set()
+        self._renewing_channel = False
         channel.add_on_close_callback(self._on_channel_closed)
         channel.confirm_delivery(ack_nack_callback=self._on_confirm)
         amqp.declare_then(channel, amqp.resize_queues(self._settings), self._on_queue_declared)
@@ -228,9 +254,26 @@ class ResizeClient:
         self._fail_pending()
         if self._closing:
             return
+        connection = self._connection
+        if connection is None or not connection.is_open:
+            return  # the connection's close callback reconnects
+        if self._renewing_channel:
+            self._renewing_channel = False
+            connection.channel(on_open_callback=self._on_channel_open)
+            return
         log.warning("RabbitMQ channel closed: %s", amqp.why_closed(reason))
-        if self._connection is not None and self._connection.is_open:
-            self._connection.close()  # the close callback reconnects
+        connection.close()  # the close callback reconnects
+
+    def _renew_channel(self, refused_by: str) -> None:
+        """Replace a channel that `refused_by` has never accepted a publish from."""
+        if self._channel is None or not self._channel.is_open:
+            return
+        if time.monotonic() - self._channel_renewed_at < CHANNEL_RENEWAL_S:
+            return
+        self._channel_renewed_at = time.monotonic()
+        log.warning("%s refuses every publish of this channel: opening another", refused_by)
+        self._renewing_channel = True
+        self._channel.close()
 
     def _fail_pending(self, error: BrokerUnavailable | None = None) -> None:
         pending: list[asyncio.Future[Any]] = [*self._confirms.values(), *self._replies.values()]
@@ -241,6 +284,7 @@ class ResizeClient:
                 # marked as seen, so asyncio does not log it as never retrieved.
                 future.exception()
         self._confirms.clear()
+        self._destinations.clear()
         self._replies.clear()
 
     # --- deliveries --------------------------------------------------------------
@@ -255,8 +299,15 @@ class ResizeClient:
         )
         for tag in tags:
             future = self._confirms.pop(tag, None)
+            destination = self._destinations.pop(tag, None)
             if future is not None and not future.done():
                 future.set_result(acked)
+            if destination is None:
+                continue
+            if acked:
+                self._accepted_by.add(destination)
+            elif destination not in self._accepted_by:
+                self._renew_channel(destination)
 
     def _on_reply(
         self, channel: Channel, method: Basic.Deliver, properties: BasicProperties, body: bytes

@@ -28,6 +28,7 @@ from common.config import Settings
 from common.errors import DiskFull, ResizeTimeout, StorageUnavailable
 from common.files import KeyLock, touch, write_atomic
 from common.metrics import DownloadFigures
+from common.sources import normalise_host
 from common.storage import ObjectStore
 from processor.fetch import SourceFetcher
 
@@ -80,7 +81,7 @@ class OriginalStore:
                 _keep(path, data)
                 yield Original(data, downloaded=False)
                 return
-            with self._downloads.measure(urlsplit(url).hostname or ""):
+            with self._downloads.measure(normalise_host(urlsplit(url).hostname or "")):
                 data = self._fetcher.fetch(url, deadline)
             self._downloads.bytes.inc(len(data))
             self._downloads.sizes.observe(len(data))

@@ -101,9 +101,12 @@ class Vhost:
         )
         self.amqp_url = f"amqp://guest:guest@127.0.0.1:5672/{quoted}"
 
+    def connect(self) -> pika.BlockingConnection:
+        return pika.BlockingConnection(pika.URLParameters(self.amqp_url))
+
     def message_count(self, queue: str) -> int:
         """Messages ready in `queue`, asked of the broker itself (no stats delay)."""
-        connection = pika.BlockingConnection(pika.URLParameters(self.amqp_url))
+        connection = self.connect()
         try:
             declared = connection.channel().queue_declare(queue, passive=True)
             return int(declared.method.message_count)

@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pika
-import pika.exceptions
 
-from tests.harness import Vhost, free_port, wait_until
+from tests.harness import Vhost, free_port
 
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
 # rabbitmqctl's own Erlang distribution listens in this range: a node must not.
@@ -193,18 +192,6 @@ class RabbitCluster:
         url = parts._replace(netloc=f"guest:guest@{node.address}").geturl()
         return pika.BlockingConnection(pika.URLParameters(url))
 
-    def wait_for_quorum(self, vhost: str, queue: str, members: int) -> None:
-        """Until `queue` has a leader and `members` members online."""
-
-        def settled() -> bool:
-            try:
-                row = self.queues(vhost).get(queue)
-            except AssertionError:
-                return False
-            return bool(row and row.get("leader") and len(row.get("members", [])) == members)
-
-        wait_until(settled, timeout_s=60, what=f"{queue}'s quorum settled")
-
 
 class ClusterVhost(Vhost):
     """A vhost of the cluster, for a Stack: its amqp_url names the first node,
@@ -219,13 +206,9 @@ class ClusterVhost(Vhost):
     def nodes(self) -> list[str]:
         return [node.address for node in self.cluster.nodes]
 
-    def message_count(self, queue: str) -> int:
-        connection = self.cluster.connect(self.amqp_url, self.cluster.up()[0])
-        try:
-            declared = connection.channel().queue_declare(queue, passive=True)
-            return int(declared.method.message_count)
-        finally:
-            connection.close()
+    def connect(self) -> pika.BlockingConnection:
+        """To a node that is up."""
+        return self.cluster.connect(self.amqp_url, self.cluster.up()[0])
 
     def delete(self) -> None:
         if self.cluster.up():

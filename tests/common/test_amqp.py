@@ -58,3 +58,12 @@ def test_a_program_starts_at_its_own_node_then_the_next_one_each_time() -> None:
 def test_a_node_that_is_not_host_and_port_is_refused(node: str) -> None:
     with pytest.raises(ConfigError, match=r"amqp_nodes\[0\]"):
         config.from_mapping({**BASE, "amqp_url": URL, "amqp_nodes": [node]})
+
+
+def test_a_closed_connection_or_a_refused_publish_is_logged_with_what_rabbitmq_said() -> None:
+    forced = pika.exceptions.ConnectionClosedByBroker(320, "CONNECTION_FORCED - shutdown")
+    assert amqp.why_closed(forced) == "closed by RabbitMQ: 320 CONNECTION_FORCED - shutdown"
+    differs = pika.exceptions.ChannelClosedByBroker(406, "PRECONDITION_FAILED - inequivalent arg")
+    assert "run `image-server queues`" in amqp.why_closed(differs)
+    assert "refused a publish" in amqp.why_closed(pika.exceptions.NackError([]))
+    assert amqp.why_closed(pika.exceptions.StreamLostError("eof")) == "StreamLostError"
