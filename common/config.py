@@ -470,6 +470,12 @@ class Settings:
         check=POSITIVE,
     )
     spill_path: str = _key("var/spill", "Directory of the uploads kept on disk (see above).")
+    spill_max_bytes: int = _key(
+        10_000_000_000,
+        "Most bytes of uploads kept on disk (spill_path); past it a new one goes through "
+        "RabbitMQ after all, or, larger than upload_inline_max_bytes, is dropped and logged.",
+        check=POSITIVE,
+    )
     upload_retry_delays_s: list[float] = _key(
         [1.0, 5.0, 30.0, 120.0, 600.0],
         "Delay before each retry of a failed upload; when all are spent it is dead-lettered.",

@@ -54,6 +54,7 @@ UPLOADS = "image_server_uploads"
 UPLOADS_IN_PROGRESS = "image_server_uploads_in_progress"
 UPLOAD_SECONDS = "image_server_upload_duration_seconds"
 SPILLED_UPLOADS = "image_server_spilled_uploads"
+DROPPED_UPLOADS = "image_server_dropped_uploads"
 OUTPUT_BYTES = "image_server_output_bytes"
 ORIGINAL_BYTES = "image_server_original_bytes"
 # Sizes of outputs and originals: from a thumbnail (a few KB) to max_source_bytes.
@@ -254,6 +255,12 @@ class ProcessorFigures(ProcessFigures):
             "Size of each output made, by format.",
             ("format",),
             buckets=BYTES_BUCKETS,
+            registry=None,
+        )
+        self.dropped_uploads = Counter(
+            DROPPED_UPLOADS,
+            "Outputs answered but not stored: larger than upload_inline_max_bytes, and "
+            "spill_path full (its disk, or spill_max_bytes); the next miss makes them again.",
             registry=None,
         )
         self.downloads = DownloadFigures()

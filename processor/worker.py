@@ -94,7 +94,7 @@ class Processor:
             settings, shared, SourceFetcher(settings), figures.downloads
         )
         self._renderer = Renderer(settings, self._originals, graphite, figures)
-        self._spill = Spill(settings.spill_dir)
+        self._spill = Spill(settings.spill_dir, settings.spill_max_bytes)
         self._backlog = (0, 0.0)  # image.upload's depth, and when it was asked (pika thread)
         # Per connection (set_up), touched by pika's thread only:
         self._in_progress = 0
@@ -239,6 +239,7 @@ class Processor:
             except DiskFull as exc:
                 if large:  # RabbitMQ's memory is not for it: the next miss makes it again
                     log.error("%s not stored (%s): %s", upload.key, why, exc.message)
+                    self._figures.dropped_uploads.inc()
                     return
                 log.error("%s not kept on disk (%s): queued all the same", upload.key, exc.message)
         delivery.upload_channel.basic_publish(

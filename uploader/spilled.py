@@ -32,7 +32,7 @@ def drain(
     figures: UploaderFigures,
     stop: threading.Event,
 ) -> None:
-    spill = Spill(settings.spill_dir)
+    spill = Spill(settings.spill_dir, settings.spill_max_bytes)
     while not stop.is_set():
         health.spilled_uploads = spill.count()
         figures.spilled.set(health.spilled_uploads)

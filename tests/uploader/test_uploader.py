@@ -370,3 +370,21 @@ def test_a_large_upload_goes_by_disk_not_through_rabbitmq(
         key = object_keys.object_key_of(stack.settings, f"inline/img/1/{name}")
         wait_until(lambda: (root / key).exists(), what=name)  # noqa: B023
         assert (root / key).read_bytes() == data
+
+
+def test_a_large_upload_is_dropped_and_counted_when_spill_path_is_full(
+    make_stack: Callable[..., Stack], origin: Origin
+) -> None:
+    """Past spill_max_bytes a large output is answered but not kept: RabbitMQ's
+    memory is not for it either. The next miss makes it again."""
+    stack = make_stack(upload_inline_max_bytes=20_000, spill_max_bytes=10_000)
+    stack.start(processors=1, uploader=False, status=True)
+    origin.add("dropped/img/1/original.jpg", photo())
+    large = stack.get("/dropped/img/1/w900.jpg")
+    assert large.status == 200 and len(large.data) > 20_000  # the client has its answer
+    dropped = ("image_server_dropped_uploads_total", frozenset())
+    wait_until(lambda: stack.metrics().get(dropped) == 1, what="the dropped upload counted")
+    spill_dir = stack.workdir / "spill"
+    assert [path for path in spill_dir.glob("*") if not path.name.startswith(".")] == []
+    assert stack.vhost.message_count(amqp.UPLOAD_QUEUE) == 0
+    assert "spill_max_bytes" in stack.log("processor_0")

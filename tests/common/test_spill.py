@@ -1,0 +1,40 @@
+"""Uploads kept on disk stay within spill_max_bytes, counted over every process
+of the host that puts into the directory."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from common.errors import DiskFull
+from common.messages import UploadJob
+from common.spill import Spill
+
+
+def upload(number: int) -> UploadJob:
+    return UploadJob(key=f"out/{number}.jpg", content_type="image/jpeg", payload=bytes(10_000))
+
+
+def test_the_spill_directory_never_holds_more_than_spill_max_bytes(tmp_path: Path) -> None:
+    size = len(upload(0).encode())
+    spill = Spill(tmp_path, max_bytes=5 * size)
+    for number in range(5):
+        spill.put(upload(number))
+    with pytest.raises(DiskFull, match="spill_max_bytes"):
+        spill.put(upload(5))
+    assert spill.bytes_held() == 5 * size
+    # Another process of the host (its own Spill) sees the same bytes.
+    with pytest.raises(DiskFull):
+        Spill(tmp_path, max_bytes=5 * size).put(upload(6))
+    # The uploader stores two and removes their files: there is room again once
+    # the directory is summed anew (at most a second later).
+    for path in spill.oldest(2):
+        path.unlink()
+    time.sleep(1.1)
+    spill.put(upload(7))
+    spill.put(upload(8))
+    with pytest.raises(DiskFull):
+        spill.put(upload(9))
+    assert spill.bytes_held() == 5 * size
