@@ -118,7 +118,7 @@ def next_node(settings: Settings) -> pika.URLParameters:
     return _NODES.rotation(settings)[0]
 
 
-def _node_parameters(settings: Settings) -> list[pika.URLParameters]:
+def node_parameters(settings: Settings) -> list[pika.URLParameters]:
     """One set of parameters per RabbitMQ node: amqp_url itself, or amqp_url's
     credentials and vhost on each of amqp_nodes."""
     parts = urllib.parse.urlsplit(settings.amqp_url)
@@ -157,7 +157,7 @@ class NodeRotation:
         self.connection_name = f"{program}_{process_num}@{host}"
 
     def rotation(self, settings: Settings) -> list[pika.URLParameters]:
-        nodes = _node_parameters(settings)
+        nodes = node_parameters(settings)
         start = self._next % len(nodes)
         self._next += 1
         return nodes[start:] + nodes[:start]

@@ -394,6 +394,13 @@ class Settings:
         "to the next that answers.",
         check=each(HOST_PORT),
     )
+    amqp_management_port: int = _key(
+        15672,
+        "Port of RabbitMQ's management API on each node: the status page reads unacked "
+        "messages and rates in and out of the queues there, with amqp_url's credentials "
+        "(the user needs the monitoring tag).",
+        check=POSITIVE,
+    )
     resize_deadline_s: float = _key(
         20.0, "How long the frontend waits for a ResizeResult before answering 504."
     )

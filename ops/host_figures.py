@@ -3,7 +3,8 @@
 One thread samples: the Prometheus files of every program of the host
 (common/metrics.py), RabbitMQ's queues (a passive declare per queue on the
 sampler's own connection: message and consumer counts straight from the
-broker, no management plugin needed), and the janitor's disk figures. The
+broker; unacked messages and rates from its management API), and the
+janitor's disk figures. The
 status server's handlers only read the last sample and the history kept for
 the charts, so a page, a scrape or a health check never waits on a file or a
 socket, and never changes anything.
@@ -31,7 +32,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from common import amqp, metrics
 from common.config import Settings
 from common.files import Space, space_of
-from ops import incidents
+from ops import incidents, queue_stats
 from ops.build_info import Build
 from ops.janitor import USAGE_FILE
 
@@ -74,8 +75,13 @@ def with_usage(process: Process) -> Process:
 @dataclasses.dataclass(frozen=True)
 class QueueFigures:
     name: str
-    messages: int | None  # None: the queue does not exist (yet)
+    messages: int | None  # ready; None: the queue does not exist (yet)
     consumers: int | None
+    # From the management API (ops/queue_stats.py); None: not read.
+    unacked: int | None = None
+    in_per_s: float | None = None
+    out_per_s: float | None = None
+    drain_s: float | None = None  # the ready messages at out_per_s (None: waiting, none go out)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +98,7 @@ class Sample:
     filesystems: list[Space] = dataclasses.field(default_factory=list)  # the host writes to
     failures: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # newest first
     storage: dict[str, Any] = dataclasses.field(default_factory=dict)  # the uploader's /health
+    queue_stats_problem: str | None = None  # what kept RabbitMQ's management API
 
     def total(self, counter: str, label_value: str = "") -> float:
         """A counter of common/metrics.py summed over the host (only the series
@@ -208,7 +215,9 @@ def quantile(
 
 
 class Queues:
-    """Message and consumer counts of the project's queues, asked of RabbitMQ."""
+    """The project's queues: message and consumer counts asked of RabbitMQ (a
+    passive declare: exact, no statistics delay), unacked messages and rates
+    from its management API."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -223,7 +232,20 @@ class Queues:
         names += [amqp.upload_delay_queue(delay) for delay in delays]
         self.names = [*names, amqp.UPLOAD_DEAD_QUEUE]
 
-    def read(self) -> tuple[list[QueueFigures], str | None]:
+    def read(self) -> tuple[list[QueueFigures], str | None, str | None]:
+        """The queues, what kept RabbitMQ from answering, what kept its management API."""
+        counted, broker_problem = self._counts()
+        try:
+            stats = queue_stats.read(self._settings)
+        except queue_stats.QueueStatsUnavailable as exc:
+            return counted, broker_problem, str(exc)
+        return (
+            [_with_stats(queue, stats.get(queue.name)) for queue in counted],
+            broker_problem,
+            None,
+        )
+
+    def _counts(self) -> tuple[list[QueueFigures], str | None]:
         try:
             if self._connection is None or not self._connection.is_open:
                 self._connection = amqp.blocking_connection(self._settings)
@@ -247,6 +269,23 @@ class Queues:
     def close(self) -> None:
         if self._connection is not None and self._connection.is_open:
             self._connection.close()
+
+
+def _with_stats(queue: QueueFigures, stats: queue_stats.QueueStats | None) -> QueueFigures:
+    if stats is None:
+        return queue
+    drain_s = None  # messages wait and none go out: never, at this rate
+    if queue.messages == 0:
+        drain_s = 0.0
+    elif queue.messages is not None and stats.out_per_s > 0:
+        drain_s = round(queue.messages / stats.out_per_s, 1)
+    return dataclasses.replace(
+        queue,
+        unacked=stats.unacked,
+        in_per_s=stats.in_per_s,
+        out_per_s=stats.out_per_s,
+        drain_s=drain_s,
+    )
 
 
 def filesystems(settings: Settings) -> list[Space]:
@@ -300,11 +339,12 @@ class HostFigures:
         metrics.forget_dead_processes(self._settings.metrics_dir)
         summary = summarise(read_families(self._settings.metrics_dir))
         summary["processes"] = [with_usage(process) for process in summary["processes"]]
-        queues, problem = self._queues.read()
+        queues, broker_problem, stats_problem = self._queues.read()
         sample = Sample(
             at=time.time(),
             queues=queues,
-            broker_problem=problem,
+            broker_problem=broker_problem,
+            queue_stats_problem=stats_problem,
             disk=self._disk(),
             filesystems=filesystems(self._settings),
             failures=incidents.recent_failures(self._settings),

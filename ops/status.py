@@ -49,10 +49,29 @@ class SampledFigures(Collector):
         consumers = GaugeMetricFamily(
             "image_server_queue_consumers", "Consumers of a queue.", labels=["queue"]
         )
+        unacked = GaugeMetricFamily(
+            "image_server_queue_unacked_messages",
+            "Messages of a queue delivered and not yet acked (management API).",
+            labels=["queue"],
+        )
+        published = GaugeMetricFamily(
+            "image_server_queue_published_per_second",
+            "Messages published to a queue per second (management API).",
+            labels=["queue"],
+        )
+        acked = GaugeMetricFamily(
+            "image_server_queue_acked_per_second",
+            "Messages of a queue acked per second: taken and done (management API).",
+            labels=["queue"],
+        )
         for queue in sample.queues:
             if queue.messages is not None and queue.consumers is not None:
                 messages.add_metric([queue.name], queue.messages)
                 consumers.add_metric([queue.name], queue.consumers)
+            if queue.unacked is not None and queue.in_per_s is not None:
+                unacked.add_metric([queue.name], queue.unacked)
+                published.add_metric([queue.name], queue.in_per_s)
+                acked.add_metric([queue.name], queue.out_per_s or 0.0)
         used = GaugeMetricFamily(
             "image_server_cache_disk_bytes", "Disk used by a per-host cache.", labels=["cache"]
         )
@@ -104,7 +123,7 @@ class SampledFigures(Collector):
             labels=["version", "commit", "libvips", "environment"],
         )
         info.add_metric([build.version, build.commit, build.libvips, build.environment], 1)
-        yield from (messages, consumers, used, budget, up, info)
+        yield from (messages, consumers, unacked, published, acked, used, budget, up, info)
 
 
 class Rendered:

@@ -92,6 +92,7 @@ class Uploads:
     queued: int | None  # None: image.upload is not declared yet
     waiting_for_retry: int
     kept_on_disk: int
+    dropped: int  # too large for RabbitMQ while spill_path was full
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,6 +132,7 @@ class Report:
     origins: list[Origin]  # the busiest first
     storage: dict[str, Any]  # the uploader's /health ({"uploader_answers": False}: none)
     queues: list[QueueFigures]
+    queue_stats_problem: str | None  # why unacked messages and rates are missing
     disk: dict[str, Any] | None  # the janitor's figures, as it wrote them
     janitor_swept_s_ago: int | None  # None: no sweep yet (or no janitor)
     janitor_late: bool  # no sweep for three intervals (and 5 s): is it running?
@@ -314,10 +316,12 @@ def report(host: HostFigures, settings: Settings) -> Report:
             queued=latest.queue(amqp.UPLOAD_QUEUE).messages,
             waiting_for_retry=uploads_pending,
             kept_on_disk=int(latest.gauge(metrics.SPILLED_UPLOADS)),
+            dropped=int(latest.total(metrics.DROPPED_UPLOADS)),
         ),
         origins=origins(window, latest),
         storage=latest.storage,
         queues=latest.queues,
+        queue_stats_problem=latest.queue_stats_problem,
         disk=latest.disk,
         janitor_swept_s_ago=swept_s_ago,
         janitor_late=swept_s_ago is None or swept_s_ago > 3 * settings.janitor_interval_s + 5,

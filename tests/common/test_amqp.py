@@ -23,7 +23,7 @@ def addresses(parameters: list[pika.URLParameters]) -> list[tuple[str, int]]:
 
 def test_every_node_gets_the_credentials_and_the_vhost_of_amqp_url() -> None:
     settings = config.from_mapping({**BASE, "amqp_url": URL, "amqp_nodes": NODES})
-    parameters = amqp._node_parameters(settings)
+    parameters = amqp.node_parameters(settings)
     assert addresses(parameters) == [
         ("rabbit-1.internal", 5672), ("rabbit-2.internal", 5673), ("::1", 5674)
     ]  # fmt: skip
@@ -35,7 +35,7 @@ def test_every_node_gets_the_credentials_and_the_vhost_of_amqp_url() -> None:
 
 def test_without_amqp_nodes_there_is_one_node_amqp_urls() -> None:
     settings = config.from_mapping({**BASE, "amqp_url": URL})
-    assert addresses(amqp._node_parameters(settings)) == [("rabbit.internal", 5672)]
+    assert addresses(amqp.node_parameters(settings)) == [("rabbit.internal", 5672)]
 
 
 def test_a_program_starts_at_its_own_node_then_the_next_one_each_time() -> None:
@@ -44,7 +44,7 @@ def test_a_program_starts_at_its_own_node_then_the_next_one_each_time() -> None:
     rotation.identify("processor", 1)
     first = (1 + zlib.crc32(socket.gethostname().encode())) % 3
     orders = [addresses(rotation.rotation(settings)) for _ in range(4)]
-    starts = [[node[0] for node in addresses(amqp._node_parameters(settings))].index(order[0][0])
+    starts = [[node[0] for node in addresses(amqp.node_parameters(settings))].index(order[0][0])
               for order in orders]  # fmt: skip
     assert starts == [first, (first + 1) % 3, (first + 2) % 3, first]
     assert all(sorted(order) == sorted(orders[0]) for order in orders)  # every node, each time

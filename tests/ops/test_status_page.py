@@ -82,6 +82,10 @@ def test_the_status_page_in_chromium_shows_the_burst(
     assert shown(dom, "uploads.stored") == "6"
     assert shown(dom, "queues.image.resize.consumers") == "2"
     assert shown(dom, "queues.image.upload.consumers") == "1"
+    # Unacked messages and rates, from the management API (a number, not "–").
+    assert shown(dom, "queues.image.resize.unacked").isdigit()
+    assert float(shown(dom, "queues.image.resize.in_per_s")) >= 0
+    assert 'data-figure="queue_stats_problem"' not in dom
     assert float(shown(dom, "requests.latency_last_5_min.p99_ms")) > 0
     assert dom.count("<td>serving</td>") == 5  # 2 frontends, 2 processors, the uploader
     # The outputs row itself (cache, used, budget, files), not a later row's 6.
