@@ -382,7 +382,10 @@ def test_a_large_upload_is_dropped_and_counted_when_spill_path_is_full(
     origin.add("dropped/img/1/original.jpg", photo())
     large = stack.get("/dropped/img/1/w900.jpg")
     assert large.status == 200 and len(large.data) > 20_000  # the client has its answer
-    dropped = ("image_server_dropped_uploads_total", frozenset())
+    dropped: tuple[str, frozenset[tuple[str, str]]] = (
+        "image_server_dropped_uploads_total",
+        frozenset(),
+    )
     wait_until(lambda: stack.metrics().get(dropped) == 1, what="the dropped upload counted")
     spill_dir = stack.workdir / "spill"
     assert [path for path in spill_dir.glob("*") if not path.name.startswith(".")] == []
