@@ -155,13 +155,30 @@ def report(args: argparse.Namespace, samples: list[Sample], done: list[Done]) ->
             f"{min(rss):.0f}-{max(rss):.0f} |"
         )
     misses_all = [d.ms for d in done if d.kind == "miss"]
+    at_s, slowest_ms = slowest_window([d for d in done if d.kind == "miss"])
     lines += [
         "",
         f"Misses overall: median {statistics.median(misses_all):.0f} ms; "
-        f"{sum(1 for d in done if d.status != 200)} answers not 200.",
+        f"{sum(1 for d in done if d.status != 200)} answers not 200. The slowest "
+        f"{WINDOW_S:.0f} s (a stall a minute's figures would hide): from "
+        f"{int(at_s // 60)}:{int(at_s % 60):02d}, miss p50 {slowest_ms:.0f} ms.",
         "",
     ]
     return "\n".join(lines)
+
+
+WINDOW_S = 10.0
+
+
+def slowest_window(misses: list[Done]) -> tuple[float, float]:
+    """The start of the WINDOW_S whose misses had the highest median, and that
+    median (windows of 10 misses or more: not the last few of the run)."""
+    windows: dict[int, list[float]] = {}
+    for miss in misses:
+        windows.setdefault(int(miss.at_s // WINDOW_S), []).append(miss.ms)
+    full = {index: values for index, values in windows.items() if len(values) >= 10}
+    index, values = max(full.items(), key=lambda item: statistics.median(item[1]))
+    return index * WINDOW_S, statistics.median(values)
 
 
 def main() -> None:

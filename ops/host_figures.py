@@ -53,6 +53,8 @@ class Process:
     # From /proc when sampled (multiprocess metrics have no process collector).
     rss_bytes: int = 0
     cpu_s: float = 0.0
+    # Pids of this program and number seen since the status server started, less one.
+    restarts: int = 0
 
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -312,6 +314,7 @@ class HostFigures:
         self._settings = settings
         self.build = build  # what runs here: the same for every sample
         self._queues = Queues(settings)
+        self._pids_seen: dict[tuple[str, str], set[int]] = {}  # by program and number
         self._lock = threading.Lock()
         self._history: collections.deque[Sample] = collections.deque(
             maxlen=max(2, int(HISTORY_S / settings.status_interval_s))
@@ -338,7 +341,9 @@ class HostFigures:
     def sample_once(self) -> None:
         metrics.forget_dead_processes(self._settings.metrics_dir)
         summary = summarise(read_families(self._settings.metrics_dir))
-        summary["processes"] = [with_usage(process) for process in summary["processes"]]
+        summary["processes"] = [
+            self._with_restarts(with_usage(process)) for process in summary["processes"]
+        ]
         queues, broker_problem, stats_problem = self._queues.read()
         sample = Sample(
             at=time.time(),
@@ -353,6 +358,11 @@ class HostFigures:
         )
         with self._lock:
             self._history.append(sample)
+
+    def _with_restarts(self, process: Process) -> Process:
+        pids = self._pids_seen.setdefault((process.program, process.num), set())
+        pids.add(process.pid)
+        return dataclasses.replace(process, restarts=len(pids) - 1)
 
     def _disk(self) -> dict[str, Any] | None:
         try:

@@ -184,6 +184,9 @@ def test_metrics_add_up_over_processes_and_survive_a_restart(
     assert host_counter(stack, "image_server_cache_hits_total") == 16
     serving = [p for p in stack.status_json()["processes"] if p["serving"]]
     assert sorted(p["program"] for p in serving) == ["frontend"] * 2 + ["processor"] * 2
+    # The two processes started again count one restart each, the others none.
+    restarts = {f"{p['program']}_{p['num']}": p["restarts"] for p in serving}
+    assert restarts == {"frontend_0": 0, "frontend_1": 1, "processor_0": 0, "processor_1": 1}
 
 
 def test_health_needs_a_consumer_of_image_resize(
