@@ -4,10 +4,9 @@ One thread samples: the Prometheus files of every program of the host
 (common/metrics.py), RabbitMQ's queues (a passive declare per queue on the
 sampler's own connection: message and consumer counts straight from the
 broker; unacked messages and rates from its management API), and the
-janitor's disk figures. The
-status server's handlers only read the last sample and the history kept for
-the charts, so a page, a scrape or a health check never waits on a file or a
-socket, and never changes anything.
+janitor's disk figures. The status server's handlers only read the last
+sample and the history kept for the charts, so a page, a scrape or a health
+check never waits on a file or a socket, and never changes anything.
 """
 
 from __future__ import annotations
@@ -39,6 +38,7 @@ from ops.janitor import USAGE_FILE
 log = logging.getLogger(__name__)
 HISTORY_S = 30 * 60  # what the charts show
 RATE_WINDOW_S = 60.0  # requests per second: over the last minute
+STATS_RETRY_S = 30.0  # the management API, after it failed
 LATENCY_WINDOW_S = 300.0  # quantiles: over the last five minutes
 CHART_WINDOW_S = 30.0  # each chart point: quantiles over this much
 
@@ -233,14 +233,22 @@ class Queues:
         delays = sorted(set(settings.upload_retry_delays_s))
         names += [amqp.upload_delay_queue(delay) for delay in delays]
         self.names = [*names, amqp.UPLOAD_DEAD_QUEUE]
+        self._stats_retry_at = 0.0
+        self._stats_problem: str | None = None
 
     def read(self) -> tuple[list[QueueFigures], str | None, str | None]:
-        """The queues, what kept RabbitMQ from answering, what kept its management API."""
+        """The queues, what kept RabbitMQ from answering, what kept its management API
+        (asked again STATS_RETRY_S after it failed: a node that drops packets costs
+        the sampler a timeout per node)."""
         counted, broker_problem = self._counts()
+        if time.monotonic() < self._stats_retry_at:
+            return counted, broker_problem, self._stats_problem
         try:
             stats = queue_stats.read(self._settings)
         except queue_stats.QueueStatsUnavailable as exc:
-            return counted, broker_problem, str(exc)
+            self._stats_problem = str(exc)
+            self._stats_retry_at = time.monotonic() + STATS_RETRY_S
+            return counted, broker_problem, self._stats_problem
         return (
             [_with_stats(queue, stats.get(queue.name)) for queue in counted],
             broker_problem,
