@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from typing import Any
 
 from common import amqp, metrics
@@ -101,6 +102,8 @@ class Errors:
 
     client_errors_per_min: float  # 4xx answers, over the last minute
     server_errors_per_min: float  # 5xx answers
+    # By status: 502 an origin failed, 503 refused (busy, broker, disk), 504 timed out.
+    server_errors_last_5_min: dict[str, int]
     jobs_failed_last_5_min: dict[str, int]  # by the error's name
     downloads_failed_last_5_min: dict[str, int]
     recent: list[dict[str, Any]]  # the latest failed requests, newest first (ops/incidents.py)
@@ -189,17 +192,32 @@ def _per_min(counter: str, label_value: str, old: Sample, new: Sample) -> float:
 _NOT_FAILURES = ("ok", "already_stored")
 
 
+def _server_errors(old: Sample, new: Sample) -> dict[str, int]:
+    """5xx answers between two samples, by status code."""
+    found = _grown(f"{metrics.HTTP_REQUESTS}_total:", _is_server_error, old, new)
+    return dict(sorted(found.items()))
+
+
+def _is_server_error(status: str) -> bool:
+    return status.isdigit() and status.startswith("5")
+
+
 def _failures(counter: str, old: Sample, new: Sample) -> dict[str, int]:
     """How many of `counter` ended in each failure between two samples."""
-    head = f"{counter}_total:"
+    found = _grown(f"{counter}_total:", lambda outcome: outcome not in _NOT_FAILURES, old, new)
+    return dict(sorted(found.items(), key=lambda item: -item[1]))
+
+
+def _grown(head: str, wanted: Callable[[str], bool], old: Sample, new: Sample) -> dict[str, int]:
+    """How much each series `<head><label>` whose label is `wanted` grew between two samples."""
     found = {}
     for key, value in new.counters.items():
-        outcome = key.removeprefix(head)
-        if key.startswith(head) and outcome not in _NOT_FAILURES:
+        label = key.removeprefix(head)
+        if key.startswith(head) and wanted(label):
             count = int(value - old.counters.get(key, 0.0))
             if count > 0:
-                found[outcome] = count
-    return dict(sorted(found.items(), key=lambda item: -item[1]))
+                found[label] = count
+    return found
 
 
 def busy_share(old: Sample, new: Sample) -> float | None:
@@ -281,6 +299,7 @@ def report(host: HostFigures, settings: Settings) -> Report:
         errors=Errors(
             client_errors_per_min=_per_min(metrics.HTTP_REQUESTS, "4xx", minute, latest),
             server_errors_per_min=_per_min(metrics.HTTP_REQUESTS, "5xx", minute, latest),
+            server_errors_last_5_min=_server_errors(window, latest),
             jobs_failed_last_5_min=_failures(metrics.JOBS, window, latest),
             downloads_failed_last_5_min=_failures(metrics.DOWNLOADS, window, latest),
             recent=latest.failures,

@@ -89,8 +89,9 @@ def test_the_status_page_in_chromium_shows_the_burst(
     assert float(shown(dom, "requests.latency_last_5_min.p99_ms")) > 0
     assert dom.count("<td>serving</td>") == 5  # 2 frontends, 2 processors, the uploader
     # The outputs row itself (cache, used, budget, files), not a later row's 6.
-    outputs_row = re.search(r"<tr><th>outputs</th><td>[^<]+</td><td>[^<]+</td><td>6</td></tr>", dom)
+    outputs_row = re.search(r"<tr><th>outputs</th><td>[^<]+</td><td>[^<]+</td><td>6</td><td>", dom)
     assert outputs_row is not None, "the janitor's figures (6 outputs on disk) are not shown"
+    assert shown(dom, "disk.outputs.evicted_files") == "0"  # all within budget
     # Both charts are drawn from several samples.
     for series in ("requests_per_s", "p50_ms", "p95_ms", "p99_ms"):
         points = re.search(rf'data-series="{series}" points="([^"]+)"', dom)
@@ -227,6 +228,7 @@ def test_the_status_page_in_chromium_shows_an_incident(
     )
     dom = chromium("--dump-dom", f"{stack.status_url}/").decode()
     assert float(shown(dom, "errors.server_errors_per_min")) > 0
+    assert shown(dom, "errors.server_errors_last_5_min.502") == "3"  # by status: an origin's
     assert int(shown(dom, "errors.downloads_failed_last_5_min.SourceUnavailable")) == 3
     # The failing origin, by host: 4 downloads in 5 minutes (one good image), 3 failed.
     assert int(shown(dom, "origins.127.0.0.1.downloads")) == 4
