@@ -247,27 +247,17 @@ _REFUSALS = ("SourceBusy", "SourceHostPaused")
 
 def origins(old: Sample, new: Sample) -> list[Origin]:
     """Each source host downloaded from between two samples, the busiest first."""
-    head = f"{metrics.DOWNLOADS}_total@"
+    head = f"{metrics.DOWNLOADS}_total@"  # name@host, and name@host@outcome
     rows = []
-    for key, total in new.counters.items():
-        if not key.startswith(head) or "@" in key[len(head) :]:
-            continue
-        source = key[len(head) :]
-        downloads = int(total - old.counters.get(key, 0.0))
-        if downloads <= 0:
-            continue
-        outcomes = {
-            outcome: int(value - old.counters.get(name, 0.0))
-            for name, value in new.counters.items()
-            if name.startswith(f"{key}@") and (outcome := name[len(key) + 1 :]) != "ok"
-        }
+    for source, downloads in _grown(head, lambda label: "@" not in label, old, new).items():
+        outcomes = _grown(f"{head}{source}@", lambda outcome: outcome != "ok", old, new)
         histogram = f"{metrics.DOWNLOAD_SECONDS}@{source}"
         p95 = quantile(0.95, old.histograms.get(histogram, []), new.histograms.get(histogram, []))
         rows.append(
             Origin(
                 host=source,
                 downloads=downloads,
-                failed={o: n for o, n in outcomes.items() if n > 0 and o not in _REFUSALS},
+                failed={o: n for o, n in outcomes.items() if o not in _REFUSALS},
                 refused_busy=sum(n for o, n in outcomes.items() if o in _REFUSALS),
                 p95_ms=None if p95 is None else round(p95 * 1000, 1),
             )

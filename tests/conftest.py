@@ -40,6 +40,14 @@ def origin() -> Iterator[Origin]:
     server.stop()
 
 
+@pytest.fixture
+def vhost() -> Iterator[Vhost]:
+    """A fresh vhost of the local RabbitMQ, for a test without programs."""
+    made = Vhost()
+    yield made
+    made.delete()
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory, origin: Origin) -> Iterator[Stack]:
     """Shared stack shaped like production: two frontends on one port, two processors."""

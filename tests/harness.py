@@ -34,7 +34,8 @@ import tornado.netutil
 import tornado.web
 import urllib3
 
-from common import metrics
+from common import config, metrics
+from common.config import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 MANAGEMENT = "http://127.0.0.1:15672/api"
@@ -115,6 +116,14 @@ class Vhost:
 
     def delete(self) -> None:
         management("DELETE", self._path)
+
+
+def settings_on(amqp_url: str, **keys: Any) -> Settings:
+    """The settings of a program on `amqp_url`: RabbitMQ's keys, defaults for the rest."""
+    return config.from_mapping({
+        "source_domain": "http://127.0.0.1/", "local_base_path": "unused",
+        "originals_path": "unused", "amqp_url": amqp_url, **keys,
+    })  # fmt: skip
 
 
 def rabbitmqctl(*args: str) -> None:

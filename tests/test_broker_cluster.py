@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from common import amqp, config
+from common import amqp
 from common.errors import BrokerUnavailable, QueueFull, ResizeTimeout
 from common.keys import object_key_of
 from common.messages import ResizeJob
 from frontend.rpc import ResizeClient
-from tests.harness import Origin, Stack, wait_until
+from tests.harness import Origin, Stack, settings_on, wait_until
 from tests.load import Load
 from tests.rabbit_cluster import ClusterVhost, Node, RabbitCluster
 
@@ -193,10 +193,7 @@ def test_a_frontend_whose_first_publish_meets_a_lost_leader_publishes_again_at_o
     while the node is still down."""
     vhost = ClusterVhost(cluster)
     leader, other, _ = cluster.nodes
-    settings = config.from_mapping({
-        "source_domain": "http://127.0.0.1/", "local_base_path": "x", "originals_path": "y",
-        "amqp_url": vhost.amqp_url, "amqp_nodes": [other.address],
-    })  # fmt: skip
+    settings = settings_on(vhost.amqp_url, amqp_nodes=[other.address])
     # A quorum queue's leader is the node of the client that declares it.
     declaring = cluster.connect(vhost.amqp_url, leader)
     amqp.declare(declaring.channel(), amqp.resize_queues(settings))

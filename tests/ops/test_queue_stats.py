@@ -4,36 +4,20 @@ API: unacked messages, rates in and out, and the time to drain at that rate."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 
-from common import amqp, config
-from common.config import Settings
+from common import amqp
 from ops.host_figures import QueueFigures, Queues
-from tests.harness import Vhost, free_port
+from tests.harness import Vhost, free_port, settings_on
 
 pytestmark = pytest.mark.stack
-
-
-@pytest.fixture
-def vhost() -> Iterator[Vhost]:
-    made = Vhost()
-    yield made
-    made.delete()
-
-
-def settings_for(vhost: Vhost, **keys: object) -> Settings:
-    return config.from_mapping({
-        "source_domain": "http://127.0.0.1/", "local_base_path": "x", "originals_path": "y",
-        "amqp_url": vhost.amqp_url, **keys,
-    })  # fmt: skip
 
 
 def test_unacked_messages_and_rates_in_and_out_come_from_the_management_api(
     vhost: Vhost,
 ) -> None:
-    settings = settings_for(vhost)
+    settings = settings_on(vhost.amqp_url)
     connection = vhost.connect()
     channel = connection.channel()
     amqp.declare(channel, amqp.upload_queues(settings))
@@ -75,7 +59,7 @@ def test_unacked_messages_and_rates_in_and_out_come_from_the_management_api(
 def test_without_the_management_api_the_counts_remain_and_the_page_says_why(
     vhost: Vhost,
 ) -> None:
-    settings = settings_for(vhost, amqp_management_port=free_port())
+    settings = settings_on(vhost.amqp_url, amqp_management_port=free_port())
     connection = vhost.connect()
     amqp.declare(connection.channel(), amqp.upload_queues(settings))
     connection.close()

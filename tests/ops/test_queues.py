@@ -3,24 +3,16 @@ queues that differ are rebuilt with their messages, obsolete ones go once empty.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pika
 import pytest
 
-from common import amqp, config
+from common import amqp
 from ops.queues import bring_up_to_date
-from tests.harness import Vhost, management
+from tests.harness import Vhost, management, settings_on
 
 pytestmark = pytest.mark.stack
-
-
-@pytest.fixture
-def vhost() -> Iterator[Vhost]:
-    made = Vhost()
-    yield made
-    made.delete()
 
 
 def queue_types(vhost: Vhost) -> dict[str, str]:
@@ -40,11 +32,9 @@ def drain(channel: pika.adapters.blocking_connection.BlockingChannel, queue: str
 
 
 def test_an_older_layout_is_rebuilt_and_keeps_every_message(vhost: Vhost) -> None:
-    settings = config.from_mapping(
-        {"source_domain": "http://127.0.0.1/", "local_base_path": "unused",
-         "originals_path": "unused", "amqp_url": vhost.amqp_url,
-         "resize_queue_max_length": 500, "upload_retry_delays_s": [1, 30]}
-    )  # fmt: skip
+    settings = settings_on(
+        vhost.amqp_url, resize_queue_max_length=500, upload_retry_delays_s=[1, 30]
+    )
     connection = pika.BlockingConnection(pika.URLParameters(vhost.amqp_url))
     channel = connection.channel()
     channel.confirm_delivery()
