@@ -3,7 +3,9 @@
 An original above the limits (413), one that is not an image (415), or a
 render that ran past its deadline fail the same way every time; without this,
 each repeat of such a request costs a download, a decode or a whole timeout.
-Kept per frontend process (a host with N frontends repeats one at most N times
+A request that timed out is held too: asked again, it would only queue
+another job behind the one still running; the late result (frontend/rpc.py)
+ends the hold. Kept per frontend process (a host with N frontends repeats one at most N times
 per `failure_memory_s`), bounded in entries.
 """
 
@@ -22,7 +24,14 @@ class FailureMemory:
         self._failed: dict[str, tuple[float, ImageServerError]] = {}  # key -> (until, error)
 
     def remember(self, key: str, error: ImageServerError) -> None:
-        if not self._memory_s or not error.deterministic:
+        """Remember a failure that would happen again (error.deterministic)."""
+        if error.deterministic:
+            self.hold(key, error)
+
+    def hold(self, key: str, error: ImageServerError) -> None:
+        """Answer `key` with `error` for failure_memory_s, whatever the error (a
+        timeout: until the late result says otherwise, see forget)."""
+        if not self._memory_s:
             return
         if len(self._failed) >= _MAX_ENTRIES:  # the oldest half goes
             for old in list(self._failed)[: _MAX_ENTRIES // 2]:

@@ -8,6 +8,8 @@ and the client reconnects by itself. While RabbitMQ blocks publishers (its
 memory or disk alarm: `connection.blocked`), every call fails at once with
 `BrokerBlocked`, and so do the calls that were waiting: a publish would only
 hang until the alarm clears. Calls succeed again on `connection.unblocked`.
+A reply that comes after its call timed out is still handed to the caller's
+`on_late` (the frontend charges the client for it and keeps what it made).
 
 A quorum queue whose leader was lost just before a channel's first publish to
 it refuses every publish of that channel until the lost node returns (RabbitMQ
@@ -18,6 +20,7 @@ been refused by a queue is replaced by a new one, at most once a second.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -43,6 +46,11 @@ from common.messages import PurgeImage, ResizeJob, ResizeResult
 log = logging.getLogger(__name__)
 
 CHANNEL_RENEWAL_S = 1.0  # at most one new channel a second for a refusing queue
+# A reply past its caller's timeout is still wanted this long after job_timeout_s
+# (a processor answers a runaway resize about a second past it).
+LATE_REPLY_GRACE_S = 5.0
+_MAX_LATE = 10_000
+LateReply = Callable[[ResizeResult], None]
 
 
 class ResizeClient:
@@ -62,6 +70,8 @@ class ResizeClient:
         self._renewing_channel = False
         self._channel_renewed_at = 0.0
         self._replies: dict[str, asyncio.Future[ResizeResult]] = {}
+        # Calls that timed out: correlation id -> (until when, what to do with the reply).
+        self._late: dict[str, tuple[float, LateReply]] = {}
 
     @property
     def ready(self) -> bool:
@@ -78,8 +88,11 @@ class ResizeClient:
         ):
             self._connection.close()
 
-    async def call(self, job: ResizeJob, timeout_s: float) -> ResizeResult:
-        """Publish `job` and wait for its result, at most `timeout_s` in all."""
+    async def call(
+        self, job: ResizeJob, timeout_s: float, on_late: LateReply | None = None
+    ) -> ResizeResult:
+        """Publish `job` and wait for its result, at most `timeout_s` in all; a
+        result that comes later is given to `on_late` (on the loop)."""
         if not self._ready or self._channel is None:
             raise BrokerUnavailable()
         if self.blocked_reason is not None:
@@ -104,10 +117,22 @@ class ResizeClient:
                         raise QueueFull()
                     return await reply
             except TimeoutError as exc:
+                if on_late is not None:
+                    self._await_late(correlation_id, on_late)
                 raise ResizeTimeout() from exc
         finally:
             self._forget(delivery_tag)
             self._replies.pop(correlation_id, None)
+
+    def _await_late(self, correlation_id: str, on_late: LateReply) -> None:
+        now = time.monotonic()
+        while self._late:  # oldest first: the expired ones go
+            oldest, (until, _) = next(iter(self._late.items()))
+            if until > now and len(self._late) < _MAX_LATE:
+                break
+            del self._late[oldest]
+        until = now + self._settings.job_timeout_s + LATE_REPLY_GRACE_S
+        self._late[correlation_id] = (until, on_late)
 
     async def publish_background(self, job: ResizeJob) -> bool:
         """Queue `job` on image.resize.background, nobody waiting for its result;
@@ -312,9 +337,14 @@ class ResizeClient:
     def _on_reply(
         self, channel: Channel, method: Basic.Deliver, properties: BasicProperties, body: bytes
     ) -> None:
-        future = self._replies.get(properties.correlation_id or "")
-        if future is None or future.done():
-            return  # the caller gave up (timeout) before the reply came
+        correlation_id = properties.correlation_id or ""
+        future = self._replies.get(correlation_id)
+        if future is None or future.done():  # the caller gave up (timeout) before it came
+            late = self._late.pop(correlation_id, None)
+            if late is not None:
+                with contextlib.suppress(MessageDecodeError):
+                    late[1](ResizeResult.decode(body))
+            return
         try:
             future.set_result(ResizeResult.decode(body))
         except Exception as exc:  # MessageDecodeError: fail this call only

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import functools
 import logging
 import math
 import time
@@ -27,7 +28,7 @@ from common.errors import (
     TooManyMisses,
 )
 from common.keys import object_key_of
-from common.messages import PurgeImage, ResizeJob
+from common.messages import PurgeImage, ResizeJob, ResizeResult
 from common.purge import purge_host, purge_store
 from common.signing import verify
 from common.sources import allowed_hosts, allowed_ports, check_source_url
@@ -199,7 +200,13 @@ class ImageService:
             self._take_from_budget(client)
             remaining_s = deadline - time.monotonic()
             job = self.job_for(request, remaining_s, caller.request_id if caller else "")
-            result = await self._rpc.call(job, remaining_s)
+            late = functools.partial(self._late_result, request.cache_key, client)
+            try:
+                result = await self._rpc.call(job, remaining_s, late)
+            except ResizeTimeout as exc:
+                # Asked again, it would only queue another job behind this one.
+                self._failures.hold(request.cache_key, exc)
+                raise
             self._charge_for(client, result.resize_s)
             try:
                 result.raise_for_error()
@@ -209,6 +216,25 @@ class ImageService:
             return self._cache.write(request.cache_key, result.payload), Lookup("miss")
         finally:
             lock.release()
+
+    def _late_result(self, key: str, client: str | None, result: ResizeResult) -> None:
+        """The result of a job whose request timed out: its client pays for the
+        processor time all the same, and what it made is kept (a failure
+        remembered as any failure is)."""
+        log.info(
+            "late result of %s (%.2f s of resize): charged to its client", key, result.resize_s
+        )
+        self._charge_for(client, result.resize_s)
+        self._failures.forget(key)
+        try:
+            result.raise_for_error()
+        except ImageServerError as exc:
+            self._failures.remember(key, exc)
+            return
+        try:
+            self._cache.write(key, result.payload)
+        except (OSError, ImageServerError) as exc:
+            log.warning("could not keep the late output %s: %s", key, exc)
 
     def _take_from_budget(self, client: str | None) -> None:
         if client is None or self._budget is None:

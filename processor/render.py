@@ -29,7 +29,7 @@ from typing import TypeVar
 
 from common import graphite
 from common.config import Settings, output_pixel_limit
-from common.errors import DiskFull, OutputTooLarge
+from common.errors import DiskFull, OutputTooLarge, RenderTooSlow, ResizeTimeout
 from common.graphite import Graphite
 from common.keys import original_key_of
 from common.messages import ResizeJob
@@ -41,6 +41,10 @@ from processor.originals import Original, OriginalStore
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+# Past a job's deadline, libvips stops by itself (imaging._abandon_after); work
+# still running this long after it is in a codec that cannot be stopped.
+RUNAWAY_GRACE_S = 1.0
+_RUNAWAY_POLL_S = 0.1
 
 
 class Plan(enum.Enum):
@@ -88,6 +92,7 @@ class Renderer:
         self._encoding = encoding(settings)
         # libvips gets one core's worth of work per processor: resizes queue here.
         self._resizer = concurrent.futures.ThreadPoolExecutor(1, "resize")
+        self.runaway = False  # the resize thread is held by work past its deadline
 
     def close(self) -> None:
         self._resizer.shutdown(wait=False, cancel_futures=True)
@@ -96,7 +101,7 @@ class Renderer:
         """`job`'s output, on the job's thread; its libvips work adds to `spent`."""
         rendition = self._rendition(job)
         limits = self._limits(job, background)
-        resize = self._on_resize_thread(job.format, spent)
+        resize = self._on_resize_thread(job.format, spent, limits.deadline)
         masters = self._masters if rendition.fit is not Fit.NONE else None
         master = masters.existing(job.source_url) if masters is not None else None
         if master is not None:
@@ -156,23 +161,44 @@ class Renderer:
             )
 
     def _on_resize_thread(
-        self, output_format: str, spent: ResizeTime
+        self, output_format: str, spent: ResizeTime, deadline: float
     ) -> Callable[[Callable[[], T]], T]:
         """A function that runs work on the resize thread (in arrival order),
-        waits for it, and counts its time."""
+        waits for it, and counts its time. Work still running RUNAWAY_GRACE_S
+        past `deadline` (time.monotonic()) is a runaway: a codec that does not
+        honour the deadline. It is not waited for: RenderTooSlow is raised and
+        `runaway` set (the processor then restarts, processor/worker.py)."""
         seconds = self._figures.resize_seconds.labels(output_format)
 
         def run(work: Callable[[], T]) -> T:
+            started: list[float] = []
+
             def timed() -> T:
-                started = time.perf_counter()
+                started.append(time.perf_counter())
                 try:
                     return work()
                 finally:
-                    took_s = time.perf_counter() - started
+                    took_s = time.perf_counter() - started[0]
                     seconds.observe(took_s)
                     spent.seconds += took_s
 
-            return self._resizer.submit(timed).result()
+            future = self._resizer.submit(timed)
+            wait_s = max(0.0, deadline - time.monotonic()) + RUNAWAY_GRACE_S
+            while True:
+                try:
+                    return future.result(timeout=wait_s)
+                except concurrent.futures.TimeoutError:
+                    pass
+                if future.cancel():  # still waiting its turn behind a runaway
+                    raise ResizeTimeout("the job's deadline passed while it waited to be resized")
+                # Work that began after its deadline stops at once (imaging checks first).
+                if started and time.perf_counter() - started[0] > RUNAWAY_GRACE_S:
+                    spent.seconds += time.perf_counter() - started[0]
+                    self.runaway = True
+                    raise RenderTooSlow(
+                        "the resize ran past job_timeout_s in a codec that cannot be stopped"
+                    )
+                wait_s = _RUNAWAY_POLL_S
 
         return run
 
@@ -201,6 +227,7 @@ class Renderer:
             deadline=min(own_deadline, client_deadline),
             max_frames=settings.max_animation_frames,
             max_output_pixels=output_pixel_limit(settings, job.format),
+            max_jpeg_scans=settings.max_source_jpeg_scans,
         )
 
 

@@ -15,9 +15,11 @@ What an output is made from, and the resize thread, are processor/render.py's.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import functools
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -46,13 +48,14 @@ from common.storage import ObjectStore
 from common.urls import CONTENT_TYPES
 from processor.fetch import SourceFetcher
 from processor.originals import OriginalStore
-from processor.render import Renderer, ResizeTime
+from processor.render import RUNAWAY_GRACE_S, Renderer, ResizeTime
 
 log = logging.getLogger(__name__)
 _BACKLOG_CHECK_S = 1.0
 _BACKGROUND_LOOK_S = 1.0
 _ORIGINAL_TYPE = "application/octet-stream"
 _PURGE_MEMORY_S = 3600.0  # far past background_job_timeout_s
+RUNAWAY_EXIT_CODE = 75  # EX_TEMPFAIL: supervisord restarts any code but 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,6 +132,8 @@ class Processor:
         return on_job
 
     def between_polls(self, channel: BlockingChannel) -> None:
+        if self._renderer.runaway:
+            self._restart(channel)
         waiting = time.monotonic() < self._next_background_look
         if self._on_job is None or self._in_progress or waiting:
             return
@@ -139,6 +144,21 @@ class Processor:
 
     def in_hand(self) -> int:
         return self._in_progress
+
+    def _restart(self, channel: BlockingChannel) -> None:
+        """The resize thread is held by work that cannot be stopped (its job is
+        answered 504 and acked by now): exit, and supervisord starts this
+        processor again. The jobs in hand go back to the queue with the
+        connection."""
+        log.error(
+            "a resize ran %g s past its job's deadline in a codec that cannot be stopped: "
+            "restarting this processor (its other jobs are redelivered)",
+            RUNAWAY_GRACE_S,
+        )
+        with contextlib.suppress(pika.exceptions.AMQPError):
+            channel.connection.close()
+        logging.shutdown()
+        os._exit(RUNAWAY_EXIT_CODE)
 
     def tear_down(self) -> None:
         if self._jobs is not None:
