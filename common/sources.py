@@ -49,6 +49,12 @@ def port_of(url: str) -> int:
     return parts.port or (443 if parts.scheme == "https" else 80)
 
 
+def origin_of(url: str) -> str:
+    """The scheme, host and port a (checked) http(s) URL connects to: what fails
+    or answers together (`http://images.example.com:80`)."""
+    return f"{urlsplit(url).scheme.lower()}://{host_of(url)}:{port_of(url)}"
+
+
 def allowed_ports(settings: Settings) -> frozenset[int]:
     """allowed_source_ports plus the port of source_domain."""
     return frozenset([*settings.allowed_source_ports, port_of(settings.source_domain)])

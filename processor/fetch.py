@@ -70,18 +70,22 @@ class SourceFetcher:
         self._lock = threading.Lock()  # fetch() is called from several job threads
         self._pools: dict[tuple[str, str, int, str], urllib3.HTTPConnectionPool] = {}
 
-    def fetch(self, url: str, deadline: float | None = None) -> bytes:
+    def fetch(self, url: str, deadline: float | None = None, explicit: bool = False) -> bytes:
         """The body of `url`, following checked redirects; raises an ImageServerError.
 
         `deadline` (time.monotonic()) bounds the whole download, together with
-        source_download_timeout_s from now, whichever comes first.
+        source_download_timeout_s from now, whichever comes first. `explicit`:
+        the URL is a request's `source=`, not source_domain's template.
         """
         own = time.monotonic() + self._download_timeout_s
         deadline = own if deadline is None else min(deadline, own)
-        host = sources.host_of(url)
+        origin = sources.origin_of(url)
+        # A client's own `source=` URLs fail and wait apart from the configured
+        # origin's downloads: they can pause or fill only each other.
+        origin = f"source= {origin}" if explicit else origin
         self._not_found.check(url)
-        # Counted by the host asked for; each hop is checked in _request.
-        with self._breakers.guard(host), self._slot(host):
+        # Counted by the origin asked for; each hop is checked in _request.
+        with self._breakers.guard(origin), self._slot(origin):
             try:
                 return self._follow(url, deadline)
             except SourceNotFound:
@@ -100,20 +104,20 @@ class SourceFetcher:
         raise SourceUnavailable(f"more than {self._max_redirects} redirects")
 
     @contextlib.contextmanager
-    def _slot(self, host: str) -> Iterator[None]:
+    def _slot(self, origin: str) -> Iterator[None]:
         with self._lock:
-            if self._downloading[host] >= self._per_host:
+            if self._downloading[origin] >= self._per_host:
                 raise SourceBusy(
-                    f"{self._per_host} downloads from {host!r} are already in progress"
+                    f"{self._per_host} downloads from {origin!r} are already in progress"
                 )
-            self._downloading[host] += 1
+            self._downloading[origin] += 1
         try:
             yield
         finally:
             with self._lock:
-                self._downloading[host] -= 1
-                if not self._downloading[host]:
-                    del self._downloading[host]
+                self._downloading[origin] -= 1
+                if not self._downloading[origin]:
+                    del self._downloading[origin]
 
     def _timeout(self, deadline: float) -> urllib3.Timeout:
         remaining_s = deadline - time.monotonic()

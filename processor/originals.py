@@ -56,9 +56,12 @@ class OriginalStore:
         self._downloads = downloads
 
     @contextlib.contextmanager
-    def open(self, url: str, shared_key: str, deadline: float) -> Iterator[Original]:
-        """The original of `url` (kept in object storage as `shared_key`). A downloaded
-        one is written to disk when the `with` block ends without an exception, not before."""
+    def open(
+        self, url: str, shared_key: str, deadline: float, explicit: bool = False
+    ) -> Iterator[Original]:
+        """The original of `url` (kept in object storage as `shared_key`; `explicit`:
+        a request's `source=`). A downloaded one is written to disk when the
+        `with` block ends without an exception, not before."""
         path = self.path(url)
         data = _read_if_present(path)
         if data is not None:
@@ -82,7 +85,7 @@ class OriginalStore:
                 yield Original(data, downloaded=False)
                 return
             with self._downloads.measure(normalise_host(urlsplit(url).hostname or "")):
-                data = self._fetcher.fetch(url, deadline)
+                data = self._fetcher.fetch(url, deadline, explicit)
             self._downloads.bytes.inc(len(data))
             self._downloads.sizes.observe(len(data))
             original = Original(data, downloaded=True)

@@ -31,7 +31,7 @@ from common import graphite
 from common.config import Settings, output_pixel_limit
 from common.errors import DiskFull, OutputTooLarge, RenderTooSlow, ResizeTimeout
 from common.graphite import Graphite
-from common.keys import original_key_of
+from common.keys import OutputRef
 from common.messages import ResizeJob
 from common.metrics import ProcessorFigures
 from common.urls import Fit, Gravity
@@ -108,8 +108,11 @@ class Renderer:
             output = resize(lambda: imaging.render_master(master, rendition, limits))
             if output is not None:  # else too small for this output, or evicted since the look
                 return Rendered(output, None, Plan.FROM_MASTER.value)
-        shared_key = original_key_of(self._settings, job.cache_key, job.source_url)
-        with self._originals.open(job.source_url, shared_key, limits.deadline) as original:
+        image = OutputRef.from_cache_key(job.cache_key).image
+        shared_key = image.original_key(self._settings, job.source_url)
+        explicit = image.source_tag is not None
+        opened = self._originals.open(job.source_url, shared_key, limits.deadline, explicit)
+        with opened as original:
             if original.downloaded:
                 self._graphite.event(graphite.ORIGINAL_DOWNLOADED)
             if masters is None:

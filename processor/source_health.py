@@ -1,11 +1,13 @@
 """Sources that are down are left alone: what a processor remembers of its origins.
 
 - A URL that answered 404 or 410 is not asked again for `source_not_found_ttl_s`.
-- A host whose downloads fail `source_failures_to_open` times in a row (connect
-  errors, timeouts, 5xx: what a retry a moment later would meet again) is paused
-  for `source_pause_s`: its downloads fail at once (503) instead of each costing
-  a connect attempt or a timeout. Then one download tries it (half-open): success
-  closes the breaker, failure pauses the host again.
+- An origin (scheme, host and port) whose downloads fail `source_failures_to_open`
+  times in a row (connect errors, timeouts, 5xx: what a retry a moment later
+  would meet again) is paused for `source_pause_s`: its downloads fail at once
+  (503) instead of each costing a connect attempt or a timeout. Then one download
+  tries it (half-open): success closes the breaker, failure pauses it again.
+  The fetcher keeps requests' own `source=` URLs apart from the configured
+  origin's (processor/fetch.py): a client cannot pause the site's origin.
 
 Per processor process, shared by its job threads.
 """
