@@ -245,6 +245,11 @@ class Settings:
         "link-local... (development and tests need 127.0.0.0/8).",
         check=each(NETWORK),
     )
+    allowed_source_query: bool = _key(
+        False,
+        "A `source` URL may have a query string. Off: refused (403), for each distinct query "
+        "of one resource would be another original with outputs of its own.",
+    )
     allowed_source_ports: list[int] = _key(
         [80, 443],
         "Ports a source URL may name (besides the port of source_domain); others get 403.",
@@ -349,6 +354,11 @@ class Settings:
         [],
         "HMAC-SHA256 keys; when any is set every request must be signed (several: rotation), "
         "except outputs in allowed_outputs.",
+    )
+    source_requires_signature: bool = _key(
+        False,
+        "A request with a `source` URL must be signed (signing_keys) whatever its output: "
+        "allowed_outputs do not cover it (403). On in the production template.",
     )
     allowed_outputs: list[str] = _key(
         [],

@@ -11,13 +11,20 @@ NAT64, Teredo), except networks listed in `allowed_private_networks`.
 from __future__ import annotations
 
 import ipaddress
-from urllib.parse import urlsplit
+import re
+import string
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from common.config import Settings
 from common.errors import SourceForbidden
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 ALLOWED_SCHEMES = ("http", "https")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
+_KEPT_AS_IS = "".join(sorted(_UNRESERVED)) + "!$&'()*+,;=:@/?%"  # RFC 3986 pchar, query
+_LONE_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 _NAT64 = [ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48")]
 # Not public, although Python's is_private / is_global let them through:
@@ -47,6 +54,64 @@ def port_of(url: str) -> int:
     """The port a (checked) http(s) URL connects to."""
     parts = urlsplit(url)
     return parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def normalised_source(url: str, query_allowed: bool) -> str:
+    """`url` (a request's `source=`) in the one spelling of its resource, so that
+    one resource is one original: RFC 3986's normalisations (section 6.2.2:
+    scheme and host in lower case, the default port left out, percent-encodings
+    of unreserved characters decoded and the others in upper case, dot segments
+    removed; an empty query and the fragment dropped), the host's trailing dot
+    dropped and repeated slashes merged, as nginx merges them. SourceForbidden
+    for a URL that is malformed, carries credentials, or has a query while
+    `query_allowed` (allowed_source_query) is off."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as exc:
+        raise SourceForbidden(f"malformed source URL {url!r}") from exc
+    scheme = parts.scheme.lower()
+    if scheme not in ALLOWED_SCHEMES:
+        raise SourceForbidden(f"source scheme {parts.scheme!r} is not allowed")
+    if parts.username is not None or parts.password is not None:
+        raise SourceForbidden("a source URL may not carry a user name or password")
+    host = normalise_host(parts.hostname or "")
+    if not host:
+        raise SourceForbidden("source URL has no host")
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None and port != _DEFAULT_PORTS[scheme]:
+        netloc = f"{netloc}:{port}"
+    query = _normalised_escapes(parts.query)
+    if query and not query_allowed:
+        raise SourceForbidden("a source URL may not have a query here (allowed_source_query)")
+    return urlunsplit((scheme, netloc, _normalised_path(parts.path), query, ""))
+
+
+def _normalised_escapes(text: str) -> str:
+    """Unreserved characters as themselves, every other escape in upper case,
+    and what must be escaped (spaces, non-ASCII, a lone %) escaped."""
+    text = quote(_LONE_PERCENT.sub("%25", text), safe=_KEPT_AS_IS)
+
+    def one(escape: re.Match[str]) -> str:
+        char = chr(int(escape.group(1), 16))
+        return char if char in _UNRESERVED else escape.group(0).upper()
+
+    return _ESCAPE.sub(one, text)
+
+
+def _normalised_path(path: str) -> str:
+    """The path without dot segments or empty ones (after its escapes are
+    normalised: `%2E%2E` is a `..`), keeping a trailing slash."""
+    segments = _normalised_escapes(path).split("/")
+    kept: list[str] = []
+    for segment in segments:
+        if segment == "..":
+            if kept:
+                kept.pop()
+        elif segment not in ("", "."):
+            kept.append(segment)
+    trailing = "/" if kept and segments[-1] in ("", ".", "..") else ""
+    return "/" + "/".join(kept) + trailing
 
 
 def origin_of(url: str) -> str:

@@ -122,7 +122,7 @@ class ImageHandler(tornado.web.RequestHandler):
 
     def _parsed_request(self) -> ImageRequest:
         """This request's output: parsed, allowed (signature or allowed_outputs), negotiated."""
-        source = self.get_query_argument("source", None)
+        source = self.service.source_of(self.get_query_argument("source", None))
         request = self.service.parse(self.request.path, source)
         signature = self.get_query_argument("signature", None)
         self.service.authorise(request, signature, self.request.path)
@@ -137,7 +137,7 @@ class ImageHandler(tornado.web.RequestHandler):
         pregenerate_keys (any output the grammar allows); refused without them."""
         if not self.config.pregenerate_keys:
             raise Forbidden("pre-generation is off on this server (no pregenerate_keys)")
-        source = self.get_query_argument("source", None)
+        source = self.service.source_of(self.get_query_argument("source", None))
         outputs = self.get_query_argument("outputs", "")
         given = self.get_query_argument("signature", None)
         message = pregenerate_message(self.request.path, outputs)
@@ -164,7 +164,7 @@ class ImageHandler(tornado.web.RequestHandler):
         """Purge: `DELETE /<model>/<imageType>/<id>`, signed with purge_keys."""
         if not self.config.purge_keys:
             raise Forbidden("purging is off on this server (no purge_keys)")
-        source = self.get_query_argument("source", None)
+        source = self.service.source_of(self.get_query_argument("source", None))
         given = self.get_query_argument("signature", None)
         verify(self.config.purge_keys, purge_message(self.request.path), source, given)
         image = parse_image_path(self.request.path)

@@ -31,7 +31,7 @@ from common.keys import object_key_of
 from common.messages import PurgeImage, ResizeJob, ResizeResult
 from common.purge import purge_host, purge_store
 from common.signing import verify
-from common.sources import allowed_hosts, allowed_ports, check_source_url
+from common.sources import allowed_hosts, allowed_ports, check_source_url, normalised_source
 from common.storage import ObjectStore, open_store
 from common.urls import (
     ImageRequest,
@@ -101,6 +101,13 @@ class ImageService:
         """Raise unless `source` is a URL this server may fetch (403)."""
         check_source_url(source, self.allowed_hosts, self._allowed_ports)
 
+    def source_of(self, given: str | None) -> str | None:
+        """A request's `source=` in its one spelling (common/sources.py), what its
+        signature signs; 403 for a URL that cannot be one."""
+        if given is None:
+            return None
+        return normalised_source(given, self._settings.allowed_source_query)
+
     def client_of(self, peer: str, forwarded_for: str | None) -> str:
         """The client of a request from `peer` (see frontend/clients.py)."""
         return client_address(peer, forwarded_for, self._trusted_proxies)
@@ -122,6 +129,8 @@ class ImageService:
         if settings.signing_keys and signature is not None:
             verify(settings.signing_keys, path, request.source, signature)
             return
+        if request.source is not None and settings.source_requires_signature:
+            raise BadSignature("a source= URL needs a signed URL on this server")
         if self.unsigned_allowed(request):
             return
         if settings.signing_keys:

@@ -8,7 +8,9 @@ import argparse
 
 from common import program
 from common.config import Settings
+from common.errors import SourceForbidden
 from common.signing import pregenerate_message, purge_message, signature, signed_url, with_query
+from common.sources import normalised_source
 
 
 def _tool(
@@ -25,7 +27,13 @@ def _tool(
         parser.add_argument("outputs", help="comma-separated output names: x300.jpg,w500.webp")
     parser.add_argument("--source", default=None, help="the source query parameter, if any")
     args = parser.parse_args(argv)
-    return args, program.load_settings(args, announce=True)
+    settings = program.load_settings(args, announce=True)
+    if args.source is not None:  # signed as the frontends read it
+        try:
+            args.source = normalised_source(args.source, settings.allowed_source_query)
+        except SourceForbidden as exc:
+            parser.error(f"--source: {exc.message}")
+    return args, settings
 
 
 def _first_key(keys: list[str], env: str, name: str, what: str) -> str:

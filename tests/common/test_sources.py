@@ -6,7 +6,13 @@ import pytest
 
 from common.config import from_mapping
 from common.errors import SourceForbidden
-from common.sources import address_refusal, allowed_ports, check_source_url, host_allowed
+from common.sources import (
+    address_refusal,
+    allowed_ports,
+    check_source_url,
+    host_allowed,
+    normalised_source,
+)
 
 PORTS = frozenset({80, 443, 8443})
 
@@ -127,3 +133,60 @@ def test_the_port_of_source_domain_is_allowed() -> None:
          "originals_path": "o"}
     )  # fmt: skip
     assert allowed_ports(settings) == {80, 443, 8181}
+
+
+# --- one spelling per resource (hardening, third pass) -----------------------------
+
+SPELLINGS = [
+    "http://images.example.com/a/b/1/original.jpg",
+    "http://images.example.com/a/b/1/original.jpg?",
+    "http://images.example.com/a/b/1/original.jpg#x",
+    "http://images.example.com/a/b/1/original.jpg?#x",
+    "http://images.example.com//a/b/1/original.jpg",
+    "http://images.example.com/a/./b/1/original.jpg",
+    "http://images.example.com/a/b/c/../1/original.jpg",
+    "HTTP://images.example.com/a/b/1/original.jpg",
+    "http://IMAGES.Example.COM/a/b/1/original.jpg",
+    "http://images.example.com:80/a/b/1/original.jpg",
+    "http://images.example.com./a/b/1/original.jpg",
+    "http://images.example.com/%61/b/1/original.jpg",
+    "http://images.example.com/a/b/1/original%2Ejpg",
+    "http://images.example.com/a/b/1/%2E%2E/1/original.jpg",
+]
+
+
+def test_every_spelling_of_one_resource_is_one_url() -> None:
+    assert {normalised_source(url, False) for url in SPELLINGS} == {SPELLINGS[0]}
+
+
+@pytest.mark.parametrize(
+    ("given", "normal"),
+    [
+        ("https://x.example:443/", "https://x.example/"),
+        ("https://x.example:8443", "https://x.example:8443/"),
+        ("http://x.example/a%2fb", "http://x.example/a%2Fb"),  # an escaped slash stays one
+        ("http://x.example/a b/é", "http://x.example/a%20b/%C3%A9"),
+        ("http://x.example/100%", "http://x.example/100%25"),
+        ("http://x.example/dir/", "http://x.example/dir/"),
+        ("http://[::1]:8080/a/..", "http://[::1]:8080/"),
+    ],
+)
+def test_normalised_spellings(given: str, normal: str) -> None:
+    assert normalised_source(given, False) == normal
+
+
+def test_a_query_is_refused_unless_allowed_and_then_kept() -> None:
+    with pytest.raises(SourceForbidden, match="allowed_source_query"):
+        normalised_source("http://x.example/a.jpg?utm=1", False)
+    assert normalised_source("http://x.example/a.jpg?v=%7e1#f", True) == (
+        "http://x.example/a.jpg?v=~1"
+    )
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["ftp://x.example/a.jpg", "http://user:pw@x.example/a.jpg", "http:///a.jpg", "http://x:99999/"],
+)
+def test_urls_that_cannot_be_a_source_are_refused(bad: str) -> None:
+    with pytest.raises(SourceForbidden):
+        normalised_source(bad, False)

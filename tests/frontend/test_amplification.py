@@ -222,3 +222,49 @@ def test_a_source_url_is_capped_in_length(stack: Stack, origin: Origin) -> None:
     source = origin.url("x" * MAX_SOURCE_CHARS)
     answer = stack.get("/amp/img/1/w100.jpg", fields={"source": source})
     assert answer.status == 414 and b"source URL is longer" in answer.data
+
+
+def test_every_spelling_of_one_source_makes_one_original(stack: Stack, origin: Origin) -> None:
+    """Thirteen spellings of one `source=` URL were thirteen originals, each with
+    its outputs: now one original, one output, one download."""
+    image = new_image(origin, "amp/spelled")
+    url = origin.url(f"{image.lstrip('/')}/original.jpg")  # http://127.0.0.1:<port>/amp/...
+    head, path = url.split("/amp/")
+    spellings = [
+        url,
+        f"{url}?",
+        f"{url}#x",
+        f"{url}?#x",
+        f"{head}//amp/{path}",
+        f"{head}/./amp/{path}",
+        f"{head}/amp/x/../{path}",
+        url.replace("http://", "HTTP://"),
+        url.replace("127.0.0.1", "127.0.0.1."),
+        f"{head}/%61mp/{path}",
+        url.replace("original.jpg", "original%2Ejpg"),
+        url.replace("original.jpg", "%6Friginal.jpg"),
+        f" {url}",
+    ]
+    for source in spellings:
+        answer = stack.get(f"{image}/w100.jpg", fields={"source": source})
+        assert answer.status == 200, (source, answer.data)
+    assert downloads(origin, image) == 1
+    assert stack.resizes(f"{image.lstrip('/')}/") == 1
+    refused = stack.get(f"{image}/w100.jpg", fields={"source": f"{url}?utm=1"})
+    assert refused.status == 403 and b"allowed_source_query" in refused.data
+
+
+def test_production_can_require_a_signed_source(
+    make_stack: Callable[..., Stack], origin: Origin
+) -> None:
+    key = "k" * 32
+    stack = make_stack(
+        signing_keys=[key], allowed_outputs=["w100.*"], source_requires_signature=True
+    ).start(processors=1)
+    image = new_image(origin)
+    source = origin.url(f"{image.lstrip('/')}/original.jpg")
+    assert stack.get(f"{image}/w100.jpg").status == 200  # an allowed output, unsigned
+    unsigned = stack.get(f"{image}/w100.jpg", fields={"source": source})
+    assert unsigned.status == 403 and b"source= URL needs a signed URL" in unsigned.data
+    signed = stack.get(signed_url(key, f"{image}/w100.jpg", source))
+    assert signed.status == 200
