@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,6 +42,9 @@ PARTITION_CHARS = 3
 PARTITIONS = 16**PARTITION_CHARS
 SOURCE_TAG_CHARS = 24
 _SOURCE_PREFIX = "src-"
+_SOURCE_DIR = re.compile(rf"{_SOURCE_PREFIX}[0-9a-f]{{{SOURCE_TAG_CHARS}}}")
+_ORIGINAL_FILE = re.compile(r"([0-9a-f]{2})/\1[0-9a-f]{62}")
+_MASTER_FILE = re.compile(r"([0-9a-f]{2})/\1[0-9a-f]{62}(?:-2)?\.v")  # older masters too
 
 
 def sha256_hex(text: str) -> str:
@@ -123,6 +127,26 @@ class OutputRef:
     def cache_path(self, settings: Settings) -> Path:
         """Where this host's disk cache keeps the output."""
         return settings.cache_dir / self.cache_key
+
+
+def cached_output(relative: str) -> OutputRef | None:
+    """The output whose cache path, under local_base_path, is `relative`; None
+    for a path this layout never makes (whether its names are in the URL
+    grammar is common.urls' to say)."""
+    parts = relative.split("/")
+    if len(parts) == 5 and _SOURCE_DIR.fullmatch(parts[3]) or len(parts) == 4:
+        return OutputRef.from_cache_key(relative)
+    return None
+
+
+def is_kept_original(relative: str) -> bool:
+    """Whether `relative`, under originals_path, is where an original is kept."""
+    return _ORIGINAL_FILE.fullmatch(relative) is not None
+
+
+def is_master(relative: str) -> bool:
+    """Whether `relative`, under the masters' directory, is where a master is kept."""
+    return _MASTER_FILE.fullmatch(relative) is not None
 
 
 def object_key_of(settings: Settings, cache_key: str) -> str:

@@ -11,7 +11,9 @@ keeps `min_free_disk_share` of each filesystem free (bytes and inodes):
 when a disk holds less, whatever filled it, it evicts past the budgets,
 outputs first, then masters, then originals.
 
-It never blocks a request: it runs in its own process. It never removes a
+It removes only files whose names its own layout made (common/keys.py): a
+cache directory shared with other files by mistake keeps them. It never
+blocks a request: it runs in its own process. It never removes a
 file being written (producers write a hidden temporary file and rename it;
 hidden files and lock directories are not swept), nor one used in the last
 `eviction_min_age_s` (just written, or just read). A reader that opened a
@@ -29,11 +31,12 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from common import keys, program
+from common import keys, program, urls
 from common.config import Settings
+from common.errors import ImageServerError
 from common.files import space_of, write_atomic
 
 log = logging.getLogger("janitor")
@@ -41,11 +44,24 @@ LOW_WATER = 0.9  # a sweep stops this far under the budget, so it does not run o
 USAGE_FILE = ".disk-usage.json"
 
 
+def is_output(relative: str) -> bool:
+    """Whether `relative`, under local_base_path, is where an output is cached."""
+    output = keys.cached_output(relative)
+    if output is None:
+        return False
+    try:
+        request = urls.parse_path(f"/{output.image.kind}/{output.image.id}/{output.name}")
+    except ImageServerError:
+        return False
+    return request.output.format in urls.CONTENT_TYPES
+
+
 @dataclasses.dataclass(frozen=True)
 class Budget:
     name: str
     directory: Path
     max_bytes: int
+    ours: Callable[[str], bool]  # a path under `directory` that the layout makes
     skip: frozenset[str] = frozenset()  # top-level directories swept by another budget
 
 
@@ -62,12 +78,13 @@ def budgets(settings: Settings) -> list[Budget]:
     outputs (object storage has them), masters (made again from an original),
     originals (object storage or the source has them)."""
     return [
-        Budget("outputs", settings.cache_dir, settings.cache_max_bytes),
-        Budget("masters", keys.masters_dir(settings), settings.masters_max_bytes),
+        Budget("outputs", settings.cache_dir, settings.cache_max_bytes, is_output),
+        Budget("masters", keys.masters_dir(settings), settings.masters_max_bytes, keys.is_master),
         Budget(
             "originals",
             settings.originals_dir,
             settings.originals_max_bytes,
+            keys.is_kept_original,
             frozenset({"masters"}),
         ),
     ]
@@ -86,8 +103,10 @@ def to_free(directory: Path, min_free_share: float) -> int:
 
 
 def _files(budget: Budget) -> Iterator[os.DirEntry[str]]:
-    """Every finished file under the budget's directory (no hidden file or directory)."""
+    """Every finished file under the budget's directory (no hidden file or directory)
+    that the layout made."""
     pending = [budget.directory]
+    start = len(str(budget.directory)) + 1  # where a path under it begins
     top = True
     while pending:
         directory = pending.pop()
@@ -101,7 +120,7 @@ def _files(budget: Budget) -> Iterator[os.DirEntry[str]]:
             if entry.is_dir(follow_symlinks=False):
                 if not (top and entry.name in budget.skip):
                     pending.append(Path(entry.path))
-            elif entry.is_file(follow_symlinks=False):
+            elif entry.is_file(follow_symlinks=False) and budget.ours(entry.path[start:]):
                 yield entry
         top = False
 

@@ -11,9 +11,17 @@ from pathlib import Path
 
 import pyvips
 
-from ops.janitor import USAGE_FILE, Budget, Usage, sweep
-from tests.harness import Origin, Stack, wait_until
+from common import keys
+from ops.janitor import USAGE_FILE, Budget, Usage, budgets, is_output, sweep
+from common.config import Settings, from_mapping
+from tests.harness import REPO, Origin, Stack, wait_until
 from tests.images import decode, photo
+
+
+def original_name(url: str) -> Path:
+    """Where the layout keeps the original of `url`, under originals_path."""
+    digest = keys.sha256_hex(url)
+    return Path(digest[:2]) / digest
 
 
 def _file(path: Path, size: int, used_at: float) -> Path:
@@ -29,7 +37,7 @@ def test_sweep_removes_least_recently_used_files_down_to_the_low_water_mark(
     now = time.time()
     files = [_file(tmp_path / f"m/t/{i}/w1.jpg", 100, now - 1000 + i) for i in range(10)]
     usage = Usage()
-    sweep(Budget("outputs", tmp_path, 500), usage, min_age_s=60, now=now)
+    sweep(Budget("outputs", tmp_path, 500, is_output), usage, min_age_s=60, now=now)
     # 1000 bytes against 500: the six oldest go (down to 90% of the budget: 400).
     assert [f.exists() for f in files] == [False] * 6 + [True] * 4
     assert (usage.bytes_used, usage.files, usage.evicted_files, usage.evicted_bytes) == (
@@ -39,16 +47,54 @@ def test_sweep_removes_least_recently_used_files_down_to_the_low_water_mark(
 
 def test_sweep_spares_what_is_in_use_being_written_or_another_budgets(tmp_path: Path) -> None:
     now = time.time()
-    old = _file(tmp_path / "a" / "old", 300, now - 1000)
-    recent = _file(tmp_path / "a" / "recent", 300, now - 10)  # read 10 s ago: in use
+    old = _file(tmp_path / original_name("old"), 300, now - 1000)
+    recent = _file(tmp_path / original_name("recent"), 300, now - 10)  # read 10 s ago: in use
     writing = _file(tmp_path / "a" / ".tmp-123", 300, now - 1000)  # a producer's temporary file
     lock = _file(tmp_path / ".locks" / "abc", 0, now - 1000)
-    master = _file(tmp_path / "masters" / "ab" / "abc-2.v", 300, now - 1000)
+    master = _file(tmp_path / "masters" / original_name("m").with_suffix(".v"), 300, now - 1000)
     usage = Usage()
-    sweep(Budget("originals", tmp_path, 100, frozenset({"masters"})), usage, 60, now=now)
+    budget = Budget("originals", tmp_path, 100, keys.is_kept_original, frozenset({"masters"}))
+    sweep(budget, usage, 60, now=now)
     assert not old.exists()
     assert recent.exists() and writing.exists() and lock.exists() and master.exists()
     assert usage.bytes_used == 300  # still over: the rest is in use, and stays
+
+
+FOREIGN = [
+    "important.txt",
+    "docs/thesis.pdf",
+    "m/t/1/notes.txt",  # an output's directory, a name no output has
+    "m/t/1/w100.pdf",  # not an output format
+    "m/t/1/extra/w100.jpg",  # one level too deep
+    "m/t/1/src-nothex/w100.jpg",
+    "ab/not-a-digest",
+    "masters/ab/abc-2.v",
+]
+
+
+def test_the_janitor_removes_only_files_its_layout_made(tmp_path: Path) -> None:
+    """Foreign files under the cache paths survive sweeps at a tiny budget and a
+    free-disk share no disk can give (every sweep then evicts all it may)."""
+    now = time.time()
+    settings = settings_for_janitor(tmp_path)
+    cache, originals = settings.cache_dir, settings.originals_dir
+    foreign = [_file(root / name, 100, now - 10_000) for root in (cache, originals)
+               for name in FOREIGN]  # fmt: skip
+    output = _file(cache / "m/t/1/w100.jpg", 100, now - 10_000)
+    sourced = _file(cache / f"m/t/1/src-{'a' * 24}/x50-q60.webp", 100, now - 10_000)
+    original = _file(originals / original_name("http://x/a.jpg"), 100, now - 10_000)
+    master_name = original_name("http://x/a.jpg").with_suffix("")
+    master = _file(originals / "masters" / f"{master_name}-2.v", 100, now - 10_000)
+    for budget in budgets(settings):
+        sweep(budget, Usage(), 60, now=now, free_bytes=10**15)
+    assert all(path.exists() for path in foreign)
+    assert not any(path.exists() for path in (output, sourced, original, master))
+
+
+def settings_for_janitor(root: Path) -> Settings:
+    raw = json.loads((REPO / "config" / "test.json").read_text())
+    paths = {"local_base_path": str(root / "cache"), "originals_path": str(root / "originals")}
+    return from_mapping({**raw, **paths, "cache_max_bytes": 1, "originals_max_bytes": 1})
 
 
 def test_a_read_marks_an_output_as_used(stack: Stack, origin: Origin) -> None:
