@@ -12,8 +12,8 @@ from pathlib import Path
 import pyvips
 
 from common import keys
-from ops.janitor import USAGE_FILE, Budget, Usage, budgets, is_output, sweep
 from common.config import Settings, from_mapping
+from ops.janitor import USAGE_FILE, Budget, Usage, budgets, is_output, sweep
 from tests.harness import REPO, Origin, Stack, wait_until
 from tests.images import decode, photo
 
