@@ -98,6 +98,40 @@ QUALITY = Rule(lambda value: 1 <= value <= 100, "must be 1-100")
 SSIM_OR_OFF = Rule(lambda value: 0 <= value < 1, "must be 0 (off) or an SSIM below 1")
 SHARE_OR_OFF = Rule(lambda value: 0 <= value < 1, "must be 0 (off) or a share below 1")
 NETWORK = Rule(_network, "must be a network (10.0.0.0/8, 127.0.0.1/32)")
+# An allowance for private addresses as wide as the Internet is the SSRF guard switched off.
+PRIVATE_NETWORK = Rule(
+    lambda cidr: (
+        _network(cidr)
+        and ipaddress.ip_network(cidr, strict=False).prefixlen
+        >= (8 if ipaddress.ip_network(cidr, strict=False).version == 4 else 7)
+    ),
+    "must be a network no wider than /8 (IPv4) or /7 (IPv6, fc00::/7)",
+)
+PORT = Rule(lambda port: 1 <= port <= 65535, "must be a port, 1-65535")
+# A key anyone could guess signs anything: `openssl rand -base64 32` makes a good one.
+SECRET_KEY = Rule(
+    lambda key: len(key.strip().encode()) >= 32,
+    "must be at least 32 bytes besides blanks (`openssl rand -base64 32`)",
+)
+TOKEN = Rule(
+    lambda token: token == "" or len(token.strip()) >= 16,
+    "must be empty (off) or at least 16 characters besides blanks",
+)
+
+
+def duration(most_s: float, least_s: float = 0.0) -> Rule:
+    """Seconds above 0 (at least `least_s`) and at most `most_s`: a bound that bounds."""
+    low = f"at least {least_s:g}" if least_s else "above 0"
+    return Rule(
+        lambda seconds: seconds > 0 and least_s <= seconds <= most_s,
+        f"must be {low} and at most {most_s:g} s",
+    )
+
+
+def duration_or_off(most_s: float) -> Rule:
+    return Rule(lambda seconds: 0 <= seconds <= most_s, f"must be 0 (off) to {most_s:g} s")
+
+
 _HOST_PORT = re.compile(r"([A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\]):[0-9]{1,5}")
 HOST_PORT = Rule(
     lambda node: bool(_HOST_PORT.fullmatch(node)),
@@ -143,11 +177,12 @@ def _key(default: Any, meaning: str, check: Rule | None = None) -> Any:
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Settings:
     # Ports and paths.
-    server_port: int = _key(7000, "Port of the public HTTP frontend.")
+    server_port: int = _key(7000, "Port of the public HTTP frontend.", check=PORT)
     bind_address: str = _key("0.0.0.0", "Address the frontend's ports listen on.")
     status_port: int = _key(
         7001,
         "Port of the host's status server (program status): page, /status.json, /health, /metrics.",
+        check=PORT,
     )
     status_bind_address: str = _key(
         "127.0.0.1",
@@ -158,6 +193,7 @@ class Settings:
         "",
         "When set, every status-server path but /health needs `Authorization: Bearer <token>` "
         "(401 otherwise).",
+        check=TOKEN,
     )
     local_base_path: str = _key(
         REQUIRED, "Directory of the local output cache, laid out like the URL path."
@@ -243,7 +279,7 @@ class Settings:
         [],
         "CIDR networks the fetcher may connect to although they are loopback, private, "
         "link-local... (development and tests need 127.0.0.0/8).",
-        check=each(NETWORK),
+        check=each(PRIVATE_NETWORK),
     )
     allowed_source_query: bool = _key(
         False,
@@ -255,12 +291,16 @@ class Settings:
         "Ports a source URL may name (besides the port of source_domain); others get 403.",
     )
     max_source_redirects: int = _key(5, "Redirects followed when fetching an original.")
-    source_connect_timeout_s: float = _key(3.0, "Timeout to connect to the source.")
-    source_read_timeout_s: float = _key(10.0, "Timeout between bytes read from the source.")
+    source_connect_timeout_s: float = _key(
+        3.0, "Timeout to connect to the source.", check=duration(300)
+    )
+    source_read_timeout_s: float = _key(
+        10.0, "Timeout between bytes read from the source.", check=duration(300)
+    )
     source_download_timeout_s: float = _key(
         8.0,
         "Longest a whole download of an original may take (never past job_timeout_s); past it 504.",
-        check=POSITIVE,
+        check=duration(600),
     )
     max_downloads_per_source_host: int = _key(
         8,
@@ -283,7 +323,7 @@ class Settings:
     source_pause_s: float = _key(
         5.0,
         "How long a failing source host is left alone; then one download tries it again.",
-        check=POSITIVE,
+        check=duration(3600),
     )
     masters_enabled: bool = _key(
         True,
@@ -335,13 +375,13 @@ class Settings:
     job_timeout_s: float = _key(
         10.0,
         "Longest a processor works on one job; past it the job is abandoned (504).",
-        check=POSITIVE,
+        check=duration(300, least_s=0.1),
     )
     failure_memory_s: float = _key(
         30.0,
         "How long a frontend answers a failed output again without a resize when it failed for "
         "good (413, 415, or a render past job_timeout_s). 0: never remembered.",
-        check=OFF_OR_POSITIVE,
+        check=duration_or_off(86400),
     )
     max_pending_requests: int = _key(
         1000,
@@ -354,6 +394,7 @@ class Settings:
         [],
         "HMAC-SHA256 keys; when any is set every request must be signed (several: rotation), "
         "except outputs in allowed_outputs.",
+        check=each(SECRET_KEY),
     )
     source_requires_signature: bool = _key(
         False,
@@ -416,10 +457,12 @@ class Settings:
         "Port of RabbitMQ's management API on each node: the status page reads unacked "
         "messages and rates in and out of the queues there, with amqp_url's credentials "
         "(the user needs the monitoring tag).",
-        check=POSITIVE,
+        check=PORT,
     )
     resize_deadline_s: float = _key(
-        20.0, "How long the frontend waits for a ResizeResult before answering 504."
+        20.0,
+        "How long the frontend waits for a ResizeResult before answering 504.",
+        check=duration(300, least_s=0.5),
     )
     resize_queue_max_length: int = _key(
         10_000,
@@ -450,7 +493,9 @@ class Settings:
     storage_read_enabled: bool = _key(
         True, "On a local cache miss, look in object storage before queueing a resize."
     )
-    storage_timeout_s: float = _key(5.0, "Connect and read timeout of object storage calls.")
+    storage_timeout_s: float = _key(
+        5.0, "Connect and read timeout of object storage calls.", check=duration(300)
+    )
     s3_endpoint: str = _key("127.0.0.1:9000", "host:port of the S3-compatible endpoint.")
     s3_bucket: str = _key("images", "Bucket of the s3 backend.")
     s3_region: str = _key("us-east-1", "Region of the bucket.")
@@ -478,7 +523,9 @@ class Settings:
         4, "Most uploads in progress at once, per uploader.", check=POSITIVE
     )
     uploader_health_port: int = _key(
-        7090, "Port of the uploader's /health (object storage and RabbitMQ reachable)."
+        7090,
+        "Port of the uploader's /health (object storage and RabbitMQ reachable).",
+        check=PORT,
     )
     upload_backlog_max: int = _key(
         2_000,
@@ -532,7 +579,7 @@ class Settings:
         10_000_000_000, "Budget of the masters (originals_path/masters).", check=POSITIVE
     )
     janitor_interval_s: float = _key(
-        30.0, "Pause between two sweeps of the janitor.", check=POSITIVE
+        30.0, "Pause between two sweeps of the janitor.", check=duration(3600)
     )
     eviction_min_age_s: float = _key(
         60.0, "A file written or read more recently than this is never evicted (it is in use)."
@@ -572,23 +619,25 @@ class Settings:
         [],
         "HMAC keys that sign `POST /<model>/<imageType>/<id>?outputs=...` (make outputs ahead "
         "of requests); empty: POST is refused (403).",
+        check=each(SECRET_KEY),
     )
     background_job_timeout_s: float = _key(
         5.0,
         "Longest a processor works on one background job (popular outputs, POST); past it "
         "the job is abandoned.",
-        check=POSITIVE,
+        check=duration(3600),
     )
     purge_keys: list[str] = _key(
         [],
         "HMAC keys that sign `DELETE /<model>/<imageType>/<id>` (purge an image everywhere); "
         "empty: DELETE is refused (403).",
+        check=each(SECRET_KEY),
     )
 
     # Graphite (plaintext protocol, via graphitesend).
     graphite_enabled: bool = _key(False, "Send events to Graphite.")
     graphite_host: str = _key("127.0.0.1", "Graphite (carbon) host.")
-    graphite_port: int = _key(2003, "Graphite plaintext port.")
+    graphite_port: int = _key(2003, "Graphite plaintext port.", check=PORT)
     graphite_prefix: str = _key("stats.image_server", "Prefix of every metric name.")
 
     # Operations.
@@ -610,12 +659,15 @@ class Settings:
         "status server reads it. One per host, emptied by `make run`.",
     )
     status_interval_s: float = _key(
-        2.0, "How often the status server samples figures, queues and processes."
+        2.0,
+        "How often the status server samples figures, queues and processes.",
+        check=duration(3600),
     )
     drain_timeout_s: float = _key(
         25.0,
         "On SIGTERM a frontend stops accepting, answers what it holds and closes each "
         "connection after its next answer; after this long it closes the idle rest.",
+        check=duration_or_off(600),
     )
 
     @property
@@ -708,11 +760,48 @@ def _check_values(settings: Settings) -> None:
             raise ConfigError(
                 f"config key 'auto_formats': {fmt!r} must be webp or avif and whitelisted"
             )
+    _check_ports_apart(settings)
+    _check_cache_paths(settings)
     if settings.storage_backend == "s3" and not (settings.s3_access_key and settings.s3_secret_key):
         raise ConfigError(
             "config keys 's3_access_key' and 's3_secret_key' must be set for the s3 backend "
             "(IMAGE_SERVER_S3_SECRET_KEY_FILE...): without them every request is anonymous"
         )
+
+
+def _check_ports_apart(settings: Settings) -> None:
+    ports = {"server_port": settings.server_port, "status_port": settings.status_port,
+             "uploader_health_port": settings.uploader_health_port}  # fmt: skip
+    for name, port in ports.items():
+        others = [other for other, taken in ports.items() if taken == port and other != name]
+        if others:
+            raise ConfigError(f"config key {name!r} must differ from {others[0]!r} ({port})")
+
+
+def _check_cache_paths(settings: Settings) -> None:
+    """The directories the janitor evicts from, or the uploader empties, must be
+    directories of their own: not empty, `/`, a top-level directory, the
+    checkout or a directory holding it, a home directory, nor inside another."""
+    paths = {"local_base_path": settings.cache_dir, "originals_path": settings.originals_dir,
+             "spill_path": settings.spill_dir}  # fmt: skip
+    if settings.storage_backend == "filesystem":
+        paths["storage_path"] = REPO_ROOT / settings.storage_path
+    resolved = {}
+    for name, path in paths.items():
+        if not str(getattr(settings, name)).strip():
+            raise ConfigError(f"config key {name!r} must name a directory, got ''")
+        where = path.resolve()
+        home = where == Path.home() or where.parent == Path("/home")
+        if len(where.parts) < 3 or where == REPO_ROOT or where in REPO_ROOT.parents or home:
+            raise ConfigError(
+                f"config key {name!r} must be a directory of its own (files are evicted from "
+                f"it), not {where}"
+            )
+        resolved[name] = where
+    for name, where in resolved.items():
+        for other, around in resolved.items():
+            if other != name and (where == around or around in where.parents):
+                raise ConfigError(f"config key {name!r} ({where}) must not be inside {other!r}")
 
 
 OPEN_ENVIRONMENTS = ("development", "test")  # may start with every output open to anyone

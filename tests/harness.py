@@ -121,8 +121,8 @@ class Vhost:
 def settings_on(amqp_url: str, **keys: Any) -> Settings:
     """The settings of a program on `amqp_url`: RabbitMQ's keys, defaults for the rest."""
     return config.from_mapping({
-        "source_domain": "http://127.0.0.1/", "local_base_path": "unused",
-        "originals_path": "unused", "amqp_url": amqp_url, **keys,
+        "source_domain": "http://127.0.0.1/", "local_base_path": "unused/cache",
+        "originals_path": "unused/originals", "amqp_url": amqp_url, **keys,
     })  # fmt: skip
 
 
@@ -498,8 +498,8 @@ class S3Server:
         settings = config.from_mapping(
             {
                 "source_domain": "http://127.0.0.1/",
-                "local_base_path": "unused",
-                "originals_path": "unused",
+                "local_base_path": "unused/cache",
+                "originals_path": "unused/originals",
                 **self.config(),
                 "seaweedfs_dir": str(data),
                 "seaweedfs_ports": ports,

@@ -36,14 +36,14 @@ def test_operator_ports_listen_on_loopback_while_the_public_port_is_open(
 
 
 def test_status_token_guards_everything_but_health(make_stack: Callable[..., Stack]) -> None:
-    stack = make_stack(status_token="operator-token").start(processors=1, status=True)
+    stack = make_stack(status_token="operator-token-of-the-tests").start(processors=1, status=True)
     for path in ("/", "/status.json", "/metrics"):
         refused = stack.http.request("GET", stack.status_url + path)
         assert refused.status == 401, path
         assert refused.headers["WWW-Authenticate"].startswith("Bearer")
-        wrong = {"Authorization": "Bearer operator-tokeN"}
+        wrong = {"Authorization": "Bearer operator-token-of-the-testS"}
         assert stack.http.request("GET", stack.status_url + path, headers=wrong).status == 401
-        right = {"Authorization": "Bearer operator-token"}
+        right = {"Authorization": "Bearer operator-token-of-the-tests"}
         assert stack.http.request("GET", stack.status_url + path, headers=right).status == 200
     wait_until(
         lambda: stack.http.request("GET", f"{stack.status_url}/health").status == 200,

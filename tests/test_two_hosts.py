@@ -20,7 +20,7 @@ from tests.images import decode, photo, solid
 # Two stacks and SeaweedFS each, and waits of 30 s each: more than the global 120 s.
 pytestmark = pytest.mark.timeout(300)
 
-PURGE_KEY = "purge-secret-for-tests"
+PURGE_KEY = "purge-secret-for-the-two-hosts-tests"
 
 
 @pytest.fixture

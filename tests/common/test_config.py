@@ -65,6 +65,38 @@ def test_defaults_fill_optional_keys() -> None:
         ({**MINIMAL, "seaweedfs_ports": {"master": 1}}, "seaweedfs_ports"),
         ({**MINIMAL, "client_miss_rate_per_s": -1}, "client_miss_rate_per_s"),
         ({**MINIMAL, "source_pause_s": 0}, "source_pause_s"),
+        # Settings that switch a defence off, or cannot hold (hardening, third pass).
+        ({**MINIMAL, "signing_keys": [""]}, "signing_keys[0]"),
+        ({**MINIMAL, "signing_keys": [" " * 40]}, "signing_keys[0]"),
+        ({**MINIMAL, "signing_keys": ["a" * 31]}, "signing_keys[0]"),
+        ({**MINIMAL, "purge_keys": ["short"]}, "purge_keys[0]"),
+        ({**MINIMAL, "pregenerate_keys": ["short"]}, "pregenerate_keys[0]"),
+        ({**MINIMAL, "status_token": " "}, "status_token"),
+        ({**MINIMAL, "status_token": "short"}, "status_token"),
+        ({**MINIMAL, "allowed_private_networks": ["0.0.0.0/0"]}, "allowed_private_networks[0]"),
+        ({**MINIMAL, "allowed_private_networks": ["::/0"]}, "allowed_private_networks[0]"),
+        ({**MINIMAL, "server_port": 99999}, "server_port"),
+        ({**MINIMAL, "server_port": 0}, "server_port"),
+        ({**MINIMAL, "graphite_port": -3}, "graphite_port"),
+        ({**MINIMAL, "status_port": 7000}, "status_port"),  # server_port's
+        ({**MINIMAL, "uploader_health_port": 7000}, "uploader_health_port"),
+        ({**MINIMAL, "resize_deadline_s": 0.001}, "resize_deadline_s"),
+        ({**MINIMAL, "resize_deadline_s": -1}, "resize_deadline_s"),
+        ({**MINIMAL, "job_timeout_s": 1e9}, "job_timeout_s"),
+        ({**MINIMAL, "source_pause_s": 1e9}, "source_pause_s"),
+        ({**MINIMAL, "drain_timeout_s": -1}, "drain_timeout_s"),
+        ({**MINIMAL, "status_interval_s": 0}, "status_interval_s"),
+        ({**MINIMAL, "local_base_path": ""}, "local_base_path"),
+        ({**MINIMAL, "local_base_path": " "}, "local_base_path"),
+        ({**MINIMAL, "local_base_path": "/"}, "local_base_path"),
+        ({**MINIMAL, "local_base_path": "."}, "local_base_path"),  # the checkout
+        ({**MINIMAL, "local_base_path": ".."}, "local_base_path"),  # holds the checkout
+        ({**MINIMAL, "originals_path": "/var"}, "originals_path"),
+        ({**MINIMAL, "originals_path": str(Path.home())}, "originals_path"),
+        ({**MINIMAL, "spill_path": "/home/someone"}, "spill_path"),
+        ({**MINIMAL, "originals_path": "c/originals"}, "originals_path"),  # in the cache
+        ({**MINIMAL, "spill_path": "o"}, "spill_path"),  # the originals'
+        ({**MINIMAL, "storage_path": "c/store"}, "storage_path"),  # the janitor would evict
     ],
 )
 def test_bad_keys_are_named(raw: dict[str, Any], named: str) -> None:
@@ -181,7 +213,7 @@ def test_every_key_can_come_from_the_environment(tmp_path: Path) -> None:
     secret = tmp_path / "secret"
     secret.write_text("from-a-file\n")
     environ = {
-        "IMAGE_SERVER_SIGNING_KEYS": '["k1", "k2"]',  # JSON for a list
+        "IMAGE_SERVER_SIGNING_KEYS": json.dumps(["k1" * 16, "k2" * 16]),  # JSON for a list
         "IMAGE_SERVER_MAXIMUM_WIDTH": "1200",  # the environment before the file
         "IMAGE_SERVER_S3_SECRET_KEY_FILE": str(secret),  # Docker/Kubernetes secrets
         "IMAGE_SERVER_S3_ACCESS_KEY": "[not json]",  # a string key takes the text as it is
@@ -189,7 +221,7 @@ def test_every_key_can_come_from_the_environment(tmp_path: Path) -> None:
         "OTHER_VARIABLE": "x",
     }
     settings, sources = config.load_with_sources("e", tmp_path, environ)
-    assert settings.signing_keys == ["k1", "k2"]
+    assert settings.signing_keys == ["k1" * 16, "k2" * 16]
     assert settings.maximum_width == 1200
     assert settings.s3_secret_key == "from-a-file"
     assert settings.s3_access_key == "[not json]"

@@ -15,7 +15,7 @@ from common.signing import signature, signed_url, verify
 from tests.harness import REPO, Origin, Stack
 from tests.images import decode, photo
 
-OLD, NEW = "old-secret-key", "new-secret-key"
+OLD, NEW = "old-secret-key-of-the-signing-tests", "new-secret-key-of-the-signing-tests"
 
 
 def test_a_signature_verifies_with_its_key_among_several() -> None:
@@ -74,7 +74,7 @@ def test_signed_requests_end_to_end(make_stack: Callable[..., Stack], origin: Or
 def test_signing_cli_prints_a_url_the_server_accepts(tmp_path: Path) -> None:
     (tmp_path / "signed.json").write_text(
         '{"source_domain": "http://127.0.0.1/", "local_base_path": "c", "originals_path": "o",'
-        ' "signing_keys": ["k1", "k0"]}'
+        f' "signing_keys": ["{NEW}", "{OLD}"]}}'
     )
     done = subprocess.run(
         [
@@ -97,4 +97,4 @@ def test_signing_cli_prints_a_url_the_server_accepts(tmp_path: Path) -> None:
     url = urlsplit(done.stdout.strip())
     query = parse_qs(url.query)
     assert url.path == "/a/b/1/w10.jpg"
-    verify(["k1"], url.path, query["source"][0], query["signature"][0])
+    verify([NEW], url.path, query["source"][0], query["signature"][0])

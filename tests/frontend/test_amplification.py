@@ -25,6 +25,7 @@ from tests.harness import REPO, Origin, Stack, wait_until
 from tests.images import animated_gif, decode, photo, smooth
 
 _ids = itertools.count(1)
+SIGN_KEY = "sign-key-of-the-amplification-tests"
 
 
 def new_image(origin: Origin, model: str = "amp/img", body: bytes | None = None) -> str:
@@ -87,13 +88,13 @@ def test_a_cached_output_outside_the_list_is_not_served_either(
 def test_signed_requests_may_ask_any_output_and_unsigned_only_the_allowed(
     make_stack: Callable[..., Stack], origin: Origin
 ) -> None:
-    stack = make_stack(signing_keys=["sign-key"], allowed_outputs=["x50.*"]).start(processors=1)
+    stack = make_stack(signing_keys=[SIGN_KEY], allowed_outputs=["x50.*"]).start(processors=1)
     image = new_image(origin)
     assert stack.get(f"{image}/x50.jpg").status == 200
     assert stack.get(f"{image}/x50.jpg").status == 200  # a hit: the fast path serves it too
     unsigned = stack.get(f"{image}/w300.jpg")
     assert unsigned.status == 403 and b"needs a signed URL" in unsigned.data
-    signed = stack.get(signed_url("sign-key", f"{image}/w300.jpg"))
+    signed = stack.get(signed_url(SIGN_KEY, f"{image}/w300.jpg"))
     assert signed.status == 200 and decode(signed.data).width == 300
     assert stack.get(f"{image}/w300.jpg").status == 403  # cached now, unsigned all the same
 

@@ -27,7 +27,7 @@ POPULAR = {
 }
 
 
-PREGENERATE_KEY = "pregenerate-key"
+PREGENERATE_KEY = "pregenerate-key-of-the-background-tests"
 
 
 def post(
@@ -204,7 +204,7 @@ def test_purging_is_refused_without_purge_keys(stack: Stack, origin: Origin) -> 
     assert origin.hits["cdn/img/6/original.jpg"] == 1
 
 
-PURGE_KEY = "purge-key"
+PURGE_KEY = "purge-key-of-the-background-tests-00"
 
 
 def uploads(stack: Stack, result: str) -> float:
