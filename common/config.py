@@ -557,6 +557,12 @@ class Settings:
     hot_cache_bytes: int = _key(
         16_000_000, "Memory each frontend process keeps of recently read outputs (0: none)."
     )
+    send_timeout_s: float = _key(
+        60.0,
+        "A client that takes no part of an answer for this long is cut off (its connection "
+        "closed), as nginx's send_timeout: a reader that reads nothing holds nothing for long.",
+        check=duration(3600),
+    )
     cache_max_age_s: int = _key(31_536_000, "Cache-Control max-age sent with every image.")
     error_max_age_s: int = _key(
         60,

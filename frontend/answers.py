@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import functools
 import time
+from collections.abc import Iterator
 
-from tornado.httputil import HTTPHeaders
+from tornado.httputil import HTTPConnection, HTTPHeaders
 
 from common.urls import ImageRequest
 from frontend.cache import CachedFile
@@ -18,6 +20,46 @@ NO_SNIFF = ("X-Content-Type-Options", "nosniff")
 # A body larger than this goes out on its own: Tornado copies a body sent with the
 # headers into their buffer, but references a large one sent alone.
 SEPARATE_BODY_BYTES = 65536
+# A large body is handed to Tornado this much at a time, each piece once the one
+# before has left: a client that stops reading holds one piece, not the body.
+SEND_CHUNK_BYTES = 262144
+
+
+def send_body(
+    connection: HTTPConnection, body: bytes | memoryview, timeout_s: float
+) -> asyncio.Future[None]:
+    """Write `body` (after its headers) piece by piece; a piece not taken by the
+    client within `timeout_s` closes the connection (nginx's send_timeout). The
+    future is done when the body has left, or the connection was closed."""
+    sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    pieces = _pieces(body)
+
+    def next_piece(_: object = None) -> None:
+        piece = next(pieces, None)
+        if piece is None or connection.stream.closed():  # type: ignore[attr-defined]
+            if not sent.done():
+                sent.set_result(None)
+            return
+        written = connection.write(piece)  # type: ignore[arg-type]
+        late = asyncio.get_running_loop().call_later(timeout_s, cut_off)
+        written.add_done_callback(lambda _: late.cancel())
+        written.add_done_callback(next_piece)
+
+    def cut_off() -> None:
+        # A closed connection forgets its pending write: it never completes.
+        connection.close()  # type: ignore[attr-defined]
+        if not sent.done():
+            sent.set_result(None)
+
+    next_piece()
+    return sent
+
+
+def _pieces(body: bytes | memoryview) -> Iterator[memoryview]:
+    view = memoryview(body)
+    return (
+        view[start : start + SEND_CHUNK_BYTES] for start in range(0, len(view), SEND_CHUNK_BYTES)
+    )
 
 
 def image_headers(cached: CachedFile, request: ImageRequest, max_age_s: int) -> dict[str, str]:

@@ -18,7 +18,13 @@ from common.messages import PurgeImage
 from common.signing import pregenerate_message, purge_message, verify
 from common.urls import ImageRequest, parse_image_path
 from frontend.accounting import REFUSED, Accounting, Lookup
-from frontend.answers import NO_SNIFF, SEPARATE_BODY_BYTES, image_headers, not_modified
+from frontend.answers import (
+    NO_SNIFF,
+    SEPARATE_BODY_BYTES,
+    image_headers,
+    not_modified,
+    send_body,
+)
 from frontend.clients import Caller, request_id
 from frontend.service import ImageService
 
@@ -106,10 +112,10 @@ class ImageHandler(tornado.web.RequestHandler):
             return
         self.set_header("Content-Length", cached.size)
         if include_body:
-            self._send(cached.data)
             self.body_bytes = cached.size
+            await self._send(cached.data)
 
-    def _send(self, body: bytes | memoryview) -> None:
+    async def _send(self, body: bytes | memoryview) -> None:
         if isinstance(body, bytes) and len(body) <= SEPARATE_BODY_BYTES:
             self.write(body)
             return
@@ -118,7 +124,7 @@ class ImageHandler(tornado.web.RequestHandler):
         self.flush()
         connection = self.request.connection
         assert connection is not None
-        connection.write(body)  # type: ignore[arg-type]
+        await send_body(connection, body, self.config.send_timeout_s)
 
     def _parsed_request(self) -> ImageRequest:
         """This request's output: parsed, allowed (signature or allowed_outputs), negotiated."""

@@ -97,10 +97,21 @@ class OutputCache:
     def write(self, key: str, data: bytes) -> CachedFile:
         """Store `data` as `key`; returns it as a read would have. Kept in memory
         only once read: most new outputs are asked once, and a frontend that
-        kept each one it made would fill its memory with them (bench/TUNING.md)."""
-        stat = write_atomic(self._root / key, data)
+        kept each one it made would fill its memory with them (bench/TUNING.md).
+        A large one is answered from its file, mapped, as a read would: the
+        bytes received go at once, however slowly its clients read."""
+        path = self._root / key
+        stat = write_atomic(path, data)
         self._forget(key)
-        return CachedFile(data, stat.st_size, stat.st_mtime, stat.st_mtime_ns)
+        if self._kept_in_memory(len(data)) or not data:
+            return CachedFile(data, stat.st_size, stat.st_mtime, stat.st_mtime_ns)
+        try:
+            with open(path, "rb") as file:
+                stat = os.fstat(file.fileno())  # replaced since by another frontend: the same
+                mapped = memoryview(mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ))
+        except FileNotFoundError:  # evicted already (the janitor may): the bytes, then
+            return CachedFile(data, stat.st_size, stat.st_mtime, stat.st_mtime_ns)
+        return CachedFile(mapped, stat.st_size, stat.st_mtime, stat.st_mtime_ns)
 
     def lock(self, key: str) -> KeyLock:
         """The host-wide lock that lets one frontend process produce `key`."""

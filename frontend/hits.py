@@ -22,7 +22,13 @@ from common.config import Settings
 from common.errors import ImageServerError
 from common.urls import ImageRequest
 from frontend.accounting import HIT, Accounting
-from frontend.answers import SEPARATE_BODY_BYTES, date_header, image_headers, not_modified
+from frontend.answers import (
+    SEPARATE_BODY_BYTES,
+    date_header,
+    image_headers,
+    not_modified,
+    send_body,
+)
 from frontend.clients import Caller, request_id
 from frontend.service import ImageService
 
@@ -39,6 +45,7 @@ class CacheHitsFirst(httputil.HTTPServerConnectionDelegate):
     ) -> None:
         self.app = app
         self._settings = settings
+        self.send_timeout_s = settings.send_timeout_s
         self.service = service
         self.accounting = accounting
         # Hot paths repeat: parse each once.
@@ -178,7 +185,10 @@ class _HitOrApplication(httputil.HTTPMessageDelegate):
                 # Tornado would copy the body in behind the headers: sent on its own, it
                 # is referenced, not copied (a mapped file stays the page cache's).
                 self._connection.write_headers(answer.start, answer.headers)
-                self._connection.write(answer.body)  # type: ignore[arg-type]
+                timeout_s = self._owner.send_timeout_s
+                sent = send_body(self._connection, answer.body, timeout_s)
+                sent.add_done_callback(lambda _: self._connection.finish())
+                return
             else:  # one send for both
                 body = bytes(answer.body) if answer.body else None  # a small mapped file: copied
                 self._connection.write_headers(answer.start, answer.headers, body)

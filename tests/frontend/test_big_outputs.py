@@ -9,14 +9,14 @@ are the kernel's page cache, shared), where a copy per connection cost 20 x
 
 from __future__ import annotations
 
+import select
 import socket
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pyvips
 
-from tests.harness import Origin, Stack
+from tests.harness import Origin, Stack, wait_until
 from tests.images import decode
 
 CLIENTS = 20
@@ -53,15 +53,60 @@ def test_clients_that_do_not_read_a_big_output_cost_no_copy_of_it(
     assert head.status == 200 and int(head.headers["Content-Length"]) == size and not head.data
     frontend = stack.processes["frontend_0"].pid
     before = anonymous_kib(frontend)
-    clients = []
-    for _ in range(CLIENTS):
-        client = socket.create_connection(("127.0.0.1", stack.config["server_port"]))
-        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # and reads nothing
-        client.sendall(b"GET /big/img/1/full_size.png HTTP/1.1\r\nHost: test\r\n\r\n")
-        clients.append(client)
-    time.sleep(2)  # every answer started, stuck in the frontend's buffers
+    clients = non_reading_clients(stack, "/big/img/1/full_size.png", CLIENTS)
     grown_mib = (anonymous_kib(frontend) - before) / 1024
     for client in clients:
         client.close()
     # A copy each would be CLIENTS x 12 MB = 240 MB; the mapped file costs nothing of its own.
     assert grown_mib < 0.2 * CLIENTS * size / 2**20, f"the frontend grew by {grown_mib:.0f} MiB"
+
+
+def non_reading_clients(stack: Stack, path: str, count: int) -> list[socket.socket]:
+    """`count` connections that ask `path` and read nothing, once every answer has
+    begun (its first bytes wait in each client's buffer)."""
+    clients = []
+    for _ in range(count):
+        client = socket.create_connection(("127.0.0.1", stack.config["server_port"]))
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.sendall(f"GET {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+        clients.append(client)
+
+    def begun() -> bool:
+        readable, _, _ = select.select(clients, [], [], 0)
+        return len(readable) == count
+
+    wait_until(begun, 60, "every answer begun")
+    return clients
+
+
+def test_clients_that_do_not_read_a_fresh_output_cost_no_copy_and_are_cut_off(
+    make_stack: Callable[..., Stack], origin: Origin
+) -> None:
+    """A miss's answer was held whole per slow reader, with no timeout: 16 clients
+    that never read a fresh 8.5 MB output grew the frontends by 147 MB."""
+    stack = make_stack(send_timeout_s=3.0).start(processors=1)
+    origin.add("big/img/2/original.jpg", noise_png(1700), content_type="image/png")
+    frontend = stack.processes["frontend_0"].pid
+    before = anonymous_kib(frontend)
+    clients = non_reading_clients(stack, "/big/img/2/full_size.png", 16)  # one resize
+    grown_mib = (anonymous_kib(frontend) - before) / 1024
+    assert grown_mib < 30, f"the frontend grew by {grown_mib:.0f} MiB"
+    # Reading nothing for send_timeout_s, each connection is closed by the frontend
+    # (its end leaves ESTABLISHED, its FIN queued behind what the client left unread).
+    ports = {client.getsockname()[1] for client in clients}
+    wait_until(lambda: not ports & established_peers(stack.config["server_port"]), 30,
+               "every non-reading client cut off")  # fmt: skip
+    for client in clients:
+        client.close()
+    assert stack.get("/big/img/2/full_size.png").status == 200  # the frontend serves on
+
+
+def established_peers(server_port: int) -> set[int]:
+    """The client ports of the server's ESTABLISHED connections (/proc/net/tcp)."""
+    peers = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local_port = int(fields[1].split(":")[1], 16)
+        if local_port == server_port and fields[3] == "01":  # TCP_ESTABLISHED
+            peers.add(int(fields[2].split(":")[1], 16))
+    return peers
