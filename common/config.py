@@ -768,6 +768,12 @@ def _check_values(settings: Settings) -> None:
             )
     _check_ports_apart(settings)
     _check_cache_paths(settings)
+    largest = max(settings.max_output_bytes, settings.max_source_bytes)
+    if settings.spill_max_bytes < largest:  # such an upload could never be kept on disk
+        raise ConfigError(
+            f"config key 'spill_max_bytes' must hold the largest upload: at least "
+            f"max_output_bytes and max_source_bytes ({largest})"
+        )
     if settings.storage_backend == "s3" and not (settings.s3_access_key and settings.s3_secret_key):
         raise ConfigError(
             "config keys 's3_access_key' and 's3_secret_key' must be set for the s3 backend "

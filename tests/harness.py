@@ -60,10 +60,20 @@ def _is_free(port: int) -> bool:
     return True
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free port of loopback, never one handed out before in this process: two
+    picks in a row may get the same port from the kernel (the storage cluster's
+    gateway once could not bind for it)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def wait_until(condition: Any, timeout_s: float = 15.0, what: str = "condition") -> None:

@@ -43,7 +43,10 @@ def files_under(directory: Path) -> list[Path]:
 def test_trickling_sources_do_not_stall_other_misses(
     make_stack: Callable[..., Stack], origin: Origin
 ) -> None:
-    stack = make_stack(source_download_timeout_s=6.0).start(processors=2)
+    # The job's and the frontend's own deadlines far past the download's: only
+    # source_download_timeout_s can end these downloads at 6 s.
+    timeouts = {"source_download_timeout_s": 6.0, "job_timeout_s": 30.0, "resize_deadline_s": 40.0}
+    stack = make_stack(**timeouts).start(processors=2)
     slow = [new_id(origin, photo()[:30_000], trickle_interval_s=0.2) for _ in range(4)]
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         trickling = [pool.submit(stack.get, f"{prefix}/w100.jpg") for prefix in slow]
@@ -66,6 +69,9 @@ def test_trickling_sources_do_not_stall_other_misses(
     ]
     timed_out = {line["cache_key"] for line in lines if line["outcome"] == "SourceTimeout"}
     assert timed_out == {f"{prefix.lstrip('/')}/w100.jpg" for prefix in slow}, lines
+    # Ended by the download's deadline, not the job's (30 s): the elapsed time says so.
+    took_s = [line["duration_ms"] / 1000 for line in lines if line["outcome"] == "SourceTimeout"]
+    assert all(6.0 <= seconds < 20.0 for seconds in took_s), took_s
 
 
 # --- a bad original is not kept -----------------------------------------------------
@@ -266,3 +272,20 @@ def test_an_output_can_never_take_the_key_of_an_original(
     )
     wait_until(victims.is_file, what="the victim's original")
     assert victims.read_bytes() == photo()
+
+
+def test_a_source_host_past_its_downloads_at_once_answers_503(
+    make_stack: Callable[..., Stack], origin: Origin
+) -> None:
+    stack = make_stack(max_downloads_per_source_host=1, source_download_timeout_s=4.0)
+    stack.start(processors=1)
+    slow = new_id(origin, photo()[:30_000], trickle_interval_s=0.2)
+    other = new_id(origin)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        trickling = pool.submit(stack.get, f"{slow}/w100.jpg")
+        assert origin.started[f"{slow.lstrip('/')}/original.jpg"].wait(10)
+        busy = stack.get(f"{other}/w100.jpg")  # the same origin: its one slot is taken
+        assert busy.status == 503 and b"already in progress" in busy.data
+        assert "Retry-After" in busy.headers
+        assert trickling.result().status == 504
+    assert stack.get(f"{other}/w100.jpg").status == 200  # the slot is free again

@@ -97,6 +97,7 @@ def test_defaults_fill_optional_keys() -> None:
         ({**MINIMAL, "originals_path": "c/originals"}, "originals_path"),  # in the cache
         ({**MINIMAL, "spill_path": "o"}, "spill_path"),  # the originals'
         ({**MINIMAL, "storage_path": "c/store"}, "storage_path"),  # the janitor would evict
+        ({**MINIMAL, "spill_max_bytes": 1_000_000}, "spill_max_bytes"),  # below max_output_bytes
     ],
 )
 def test_bad_keys_are_named(raw: dict[str, Any], named: str) -> None:

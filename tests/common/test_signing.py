@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Callable
@@ -11,7 +12,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from common.errors import BadSignature
-from common.signing import signature, signed_url, verify
+from common.signing import (
+    pregenerate_message,
+    purge_message,
+    signature,
+    signed_url,
+    verify,
+)
+from ops import sign
 from tests.harness import REPO, Origin, Stack
 from tests.images import decode, photo
 
@@ -98,3 +106,53 @@ def test_signing_cli_prints_a_url_the_server_accepts(tmp_path: Path) -> None:
     query = parse_qs(url.query)
     assert url.path == "/a/b/1/w10.jpg"
     verify([NEW], url.path, query["source"][0], query["signature"][0])
+
+
+def signing_config(tmp_path: Path) -> list[str]:
+    """A config of every kind of key; the arguments that name it."""
+    (tmp_path / "keys.json").write_text(
+        json.dumps(
+            {
+                "source_domain": "http://127.0.0.1/",
+                "local_base_path": "c",
+                "originals_path": "o",
+                "signing_keys": [NEW],
+                "purge_keys": [OLD],
+                "pregenerate_keys": [NEW + "-pre"],
+            }
+        )
+    )
+    return ["--config-dir", str(tmp_path), "-e", "keys"]
+
+
+def test_sign_purge_prints_what_a_delete_verifies(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sign.sign_purge_main(
+        [*signing_config(tmp_path), "/a/b/1", "--source", "HTTP://X.example/o.jpg"]
+    )
+    url = urlsplit(capsys.readouterr().out.strip())
+    query = parse_qs(url.query)
+    assert url.path == "/a/b/1" and query["source"] == ["http://x.example/o.jpg"]  # normalised
+    verify([OLD], purge_message(url.path), query["source"][0], query["signature"][0])
+    with pytest.raises(BadSignature):  # an image URL's key cannot purge
+        verify([NEW], purge_message(url.path), query["source"][0], query["signature"][0])
+
+
+def test_sign_pregenerate_signs_its_outputs_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sign.sign_pregenerate_main([*signing_config(tmp_path), "/a/b/1", "x300.jpg,w500.webp"])
+    url = urlsplit(capsys.readouterr().out.strip())
+    query = parse_qs(url.query)
+    assert query["outputs"] == ["x300.jpg,w500.webp"]
+    message = pregenerate_message(url.path, query["outputs"][0])
+    verify([NEW + "-pre"], message, None, query["signature"][0])
+    with pytest.raises(BadSignature):  # not for other outputs
+        verify([NEW + "-pre"], pregenerate_message(url.path, "w1000.png"), None,
+               query["signature"][0])  # fmt: skip
+
+
+def test_signing_refuses_a_source_that_cannot_be_one(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        sign.sign_main([*signing_config(tmp_path), "/a/b/1/w10.jpg", "--source", "ftp://x/o.jpg"])

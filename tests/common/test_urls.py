@@ -155,3 +155,14 @@ def test_a_pad_served_in_another_format_keeps_the_colour_its_format_had() -> Non
     assert negotiate(coloured, "image/webp", ["webp"], defaults).output_name == (
         "300x200-pad-102030.webp"
     )
+
+
+def test_negotiation_keeps_an_explicit_quality() -> None:
+    defaults = {"jpg": 78, "webp": 80}
+    asked = parse_path("/m/t/1/w300-q55.jpg", None, defaults)
+    served = negotiate(asked, "image/webp,*/*", ["webp"], defaults)
+    assert served.output_name == "w300-q55.webp" and served.output.quality == 55
+    plain = negotiate(
+        parse_path("/m/t/1/w300.jpg", None, defaults), "image/webp", ["webp"], defaults
+    )
+    assert plain.output_name == "w300.webp"  # the served format's default quality

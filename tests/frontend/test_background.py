@@ -15,7 +15,7 @@ import urllib3
 
 from common import amqp
 from common.keys import object_key_of
-from common.signing import pregenerate_message, purge_message, signature
+from common.signing import pregenerate_message, purge_message, signature, with_query
 from tests.harness import Origin, Stack, wait_until
 from tests.images import decode, photo, solid
 
@@ -259,3 +259,24 @@ def test_a_pre_generated_output_is_found_before_its_upload_lands(
         assert not stored(stack, f"pre/img/7/{name}").exists()  # its upload still waits
         assert stack.get(f"/pre/img/7/{name}").status == 200
         assert stack.resizes(f"pre/img/7/{name}") == 1  # the request found it: no resize
+
+
+def test_a_purge_with_a_source_removes_that_sources_outputs(
+    make_stack: Callable[..., Stack], origin: Origin
+) -> None:
+    stack = make_stack(purge_keys=[PURGE_KEY]).start(processors=1, uploader=True, status=True)
+    origin.add("purge/src/1/original.jpg", photo())
+    source = origin.add("purge/elsewhere/one.jpg", solid(400, 800, (200, 30, 30), ".jpg"))
+    assert stack.get("/purge/src/1/w100.jpg", fields={"source": source}).status == 200
+    cached = [p for p in (stack.workdir / "cache" / "purge/src/1").rglob("w100.jpg")]
+    assert len(cached) == 1 and "src-" in str(cached[0])  # the source's own output
+    wait_until(lambda: uploads(stack, "stored") >= 1, what="the output stored")
+    signed = signature(PURGE_KEY, purge_message("/purge/src/1"), source)
+    purged = stack.get(with_query("/purge/src/1", signed, source), method="DELETE")
+    assert purged.status == 200, purged.data
+    assert not cached[0].exists()
+    prefix = Path(stack.config["storage_path"]) / stack.settings.storage_key_prefix / "purge"
+    assert [p.name for p in prefix.rglob("w100.jpg")] == []
+    # Made again from the source, not served from anything left behind.
+    assert stack.get("/purge/src/1/w100.jpg", fields={"source": source}).status == 200
+    assert origin.hits["purge/elsewhere/one.jpg"] == 2

@@ -329,3 +329,22 @@ def test_quality_target_gives_easy_pictures_small_files_and_keeps_detail() -> No
     # A stricter target needs more bytes.
     stricter = render(photo(), Rendition(Fit.WIDTH, 300, None, "jpg", 78, quality_target=0.99))
     assert len(stricter) > len(targeted(photo()))
+
+
+@pytest.mark.parametrize(
+    ("fit", "width", "height", "expected"),
+    [
+        (Fit.HEIGHT, 1000, 400, (200, 100)),  # h400 of a 200x100 original
+        (Fit.INSIDE, 600, 600, (200, 100)),  # 600x600-fit
+        (Fit.PAD, 600, 600, (600, 600)),  # 600x600-pad: the box, the image not enlarged
+    ],
+)
+def test_h_fit_and_pad_never_enlarge(
+    fit: Fit, width: int, height: int, expected: tuple[int, int]
+) -> None:
+    original = solid(200, 100, (0, 128, 0))
+    out = decode(render(original, Rendition(fit, width, height, "png", 85)))
+    assert (out.width, out.height) == expected
+    if fit is Fit.PAD:  # the 200x100 picture sits in the middle, unscaled
+        assert abs(out.crop(200, 250, 200, 100).extract_band(1).avg() - 128) < 2
+        assert out.crop(0, 0, 150, 150).extract_band(1).avg() != 128  # padding around it

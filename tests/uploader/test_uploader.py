@@ -377,7 +377,12 @@ def test_a_large_upload_is_dropped_and_counted_when_spill_path_is_full(
 ) -> None:
     """Past spill_max_bytes a large output is answered but not kept: RabbitMQ's
     memory is not for it either. The next miss makes it again."""
-    stack = make_stack(upload_inline_max_bytes=20_000, spill_max_bytes=10_000)
+    limits = {"max_output_bytes": 1_000_000, "max_source_bytes": 2_000_000}
+    stack = make_stack(upload_inline_max_bytes=20_000, spill_max_bytes=2_000_000, **limits)
+    spill_dir = stack.workdir / "spill"
+    spill_dir.mkdir(parents=True)
+    filler = spill_dir / ("0" * 64)  # another upload, waiting: the directory is full
+    filler.write_bytes(b"x" * 1_990_000)
     stack.start(processors=1, uploader=False, status=True)
     origin.add("dropped/img/1/original.jpg", photo())
     large = stack.get("/dropped/img/1/w900.jpg")
@@ -387,7 +392,6 @@ def test_a_large_upload_is_dropped_and_counted_when_spill_path_is_full(
         frozenset(),
     )
     wait_until(lambda: stack.metrics().get(dropped) == 1, what="the dropped upload counted")
-    spill_dir = stack.workdir / "spill"
-    assert [path for path in spill_dir.glob("*") if not path.name.startswith(".")] == []
+    assert [path for path in spill_dir.glob("*") if not path.name.startswith(".")] == [filler]
     assert stack.vhost.message_count(amqp.UPLOAD_QUEUE) == 0
     assert "spill_max_bytes" in stack.log("processor_0")
