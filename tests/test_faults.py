@@ -7,6 +7,7 @@ import json
 import signal
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 
 import pika
@@ -15,7 +16,7 @@ import urllib3
 
 from common import amqp
 from common.messages import ResizeJob
-from tests.harness import Origin, Stack, rabbitmqctl, wait_until
+from tests.harness import Origin, Stack, management, rabbitmqctl, wait_until
 from tests.images import decode, photo
 
 
@@ -335,3 +336,45 @@ def test_processor_killed_under_load(make_stack: Callable[..., Stack], origin: O
     assert victim_answer.status == 200 and decode(victim_answer.data).width == 300
     assert origin.hits[victim] == 2  # the job was redelivered and done again
     assert stack.alive()["processor_1"]
+
+
+def drop_connections(stack: Stack, program: str) -> int:
+    """Close, from RabbitMQ's side, every connection of `program` (frontend_0...) to
+    the stack's vhost; how many there were."""
+    path = f"/vhosts/{urllib.parse.quote(stack.vhost.name, safe='')}/connections"
+
+    def named() -> list[str]:
+        return [
+            connection["name"]
+            for connection in management("GET", path)
+            if connection.get("client_properties", {})
+            .get("connection_name", "")
+            .startswith(program)
+        ]
+
+    wait_until(lambda: bool(named()), what=f"{program}'s connection listed")
+    dropped = named()
+    for name in dropped:
+        management("DELETE", f"/connections/{urllib.parse.quote(name, safe='')}")
+    return len(dropped)
+
+
+def test_misses_in_flight_are_answered_at_once_when_rabbitmq_drops_the_connection(
+    make_stack: Callable[..., Stack], origin: Origin
+) -> None:
+    """Not left to wait for resize_deadline_s: their replies can never come on a
+    new connection (direct reply-to belongs to the lost one)."""
+    long = {"resize_deadline_s": 120.0, "job_timeout_s": 120.0, "source_download_timeout_s": 120.0}
+    stack = make_stack(**long).start(processors=1)
+    path = "dropped/conn/1/original.jpg"
+    origin.add(path, photo()[:30_000], trickle_interval_s=0.2)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(stack.get, "/dropped/conn/1/w100.jpg")  # the client waits 30 s
+        assert origin.started[path].wait(10)
+        assert drop_connections(stack, "frontend_0") == 1
+        answer = waiting.result()
+    assert answer.status == 503 and b"RabbitMQ" in answer.data
+    origin.add("dropped/conn/2/original.jpg", photo())
+    wait_until(
+        lambda: stack.get("/dropped/conn/2/w100.jpg").status == 200, what="the frontend reconnected"
+    )
