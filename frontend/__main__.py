@@ -14,7 +14,7 @@ from common.config import Settings
 from common.graphite import Graphite
 from common.metrics import FrontendFigures
 from common.storage import open_store
-from frontend.accounting import AccessLog, Accounting
+from frontend.accounting import AccessLog, Accounting, MalformedRequests
 from frontend.app import make_app
 from frontend.cache import OutputCache
 from frontend.clients import MissBudget
@@ -118,6 +118,7 @@ async def serve(settings: Settings, process_num: int) -> None:
     access_log = AccessLog(settings.access_log_dir / f"access_frontend_{process_num}.log")
     background.append(asyncio.create_task(flush_access_log(access_log)))
     accounting = Accounting(settings, figures, access_log)
+    MalformedRequests.install(accounting)
     app = make_app(settings, service, Graphite(settings), accounting)
     server = tornado.httpserver.HTTPServer(CacheHitsFirst(app, settings, service, accounting))
     await wait_for_broker(rpc)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import time
 from collections.abc import Mapping
@@ -155,3 +156,35 @@ class Accounting:
             if error is not None:
                 fields["error"] = error
             self._log.add(f"{method} {shown} {status}", fields)
+
+
+# What Tornado logs (tornado.general, INFO) when it refuses a request itself: a
+# malformed request line or headers get its own 400, before any handler.
+_TORNADO_MALFORMED = "Malformed HTTP message from %s: %s"
+
+
+class MalformedRequests(logging.Filter):
+    """Requests Tornado refuses itself are counted and get a request line like any
+    other (Tornado says so only in its log). A filter on Tornado's logger, which
+    then passes on only what the configured log level wants."""
+
+    def __init__(self, accounting: Accounting, level: int) -> None:
+        super().__init__()
+        self._accounting = accounting
+        self._level = level
+
+    @classmethod
+    def install(cls, accounting: Accounting) -> MalformedRequests:
+        logger = logging.getLogger("tornado.general")
+        installed = cls(accounting, logger.getEffectiveLevel())
+        logger.addFilter(installed)
+        logger.setLevel(min(logger.getEffectiveLevel(), logging.INFO))
+        return installed
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == _TORNADO_MALFORMED and isinstance(record.args, tuple):
+            peer, why = record.args
+            caller = Caller(str(peer), "")
+            error = f"malformed request: {why}"
+            self._accounting.answered("-", "-", 400, 0, 0.0, REFUSED, "none", error, caller)
+        return record.levelno >= self._level

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import io
 import itertools
+import json
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import PIL.Image
 import pytest
 
-from tests.harness import Origin, Stack
+from tests.harness import Origin, Stack, wait_until
 from tests.images import (
     animated_gif,
     decode,
@@ -155,3 +157,22 @@ def test_an_animated_original_gives_its_first_frame_only(
     # A black and white GIF may come back one band; Pillow's PNG may carry a tRNS alpha.
     reference = decode(buffer.getvalue())[:3]
     assert mean_abs_difference(ours.colourspace("srgb")[:3], reference) < 1
+
+
+def test_a_request_tornado_refuses_itself_is_logged_and_counted(stack: Stack) -> None:
+    """A malformed request line gets Tornado's own 400, before any handler: it
+    still leaves a request line (and is counted)."""
+    with socket.create_connection(("127.0.0.1", stack.config["server_port"])) as client:
+        client.sendall(b"NOT A REQUEST LINE AT ALL\r\n\r\n")
+        client.settimeout(10)
+        assert client.recv(100).startswith(b"HTTP/1.1 400")
+
+    def logged() -> bool:
+        lines = [
+            json.loads(line) for index in range(2) for line in stack.access_log(index).splitlines()
+        ]
+        return any(
+            line["status"] == 400 and "malformed request" in line.get("error", "") for line in lines
+        )
+
+    wait_until(logged, what="the request line of the malformed request")
