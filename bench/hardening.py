@@ -80,7 +80,7 @@ def scan_bombs(stack: Stack, origin: Origin) -> list[str]:
         f"| scan bomb (7000x7000, {len(bomb) // 1024} KB, 2,648 scans), 4 at once | "
         f"{statuses} | processors' CPU for all of it {spent_s:.2f} s (bombs and 20 misses), "
         f"{took_s:.1f} s in all |",
-        f"| another client's 20 ordinary misses meanwhile | {plain.count(200)} of 20 answered 200 | |",
+        f"| another client's 20 ordinary misses meanwhile | {plain.count(200)} of 20: 200 | |",
     ]
 
 
@@ -107,9 +107,8 @@ def slow_readers(stack: Stack, origin: Origin) -> list[str]:
     grown = sum(rss_mib(pid) for pid in frontends) - before
     for client in clients:
         client.close()
-    return [
-        f"| 16 clients reading nothing of a fresh 8.5 MB output | frontends grew {grown:.1f} MiB (VmRSS) | |"
-    ]
+    scenario = "16 clients reading nothing of a fresh 8.5 MB output"
+    return [f"| {scenario} | frontends grew {grown:.1f} MiB (VmRSS) | |"]
 
 
 def main() -> None:
