@@ -29,6 +29,7 @@ from pathlib import Path
 
 from common import keys
 from common.config import Settings
+from common.file_index import FileIndex
 from common.messages import PurgeImage, UploadJob
 from common.storage import ObjectStore
 
@@ -54,10 +55,17 @@ def purge_store(settings: Settings, store: ObjectStore, purge: PurgeImage) -> in
 def purge_host(settings: Settings, purge: PurgeImage) -> None:
     """Remove the image's files from this host's caches (outputs, originals, masters)."""
     image = keys.ImageRef(purge.model, purge.image_type, purge.id)
+    outputs, originals = FileIndex(settings.cache_dir), FileIndex(settings.originals_dir)
+    masters = FileIndex(keys.masters_dir(settings))
     shutil.rmtree(image.outputs_dir(settings), ignore_errors=True)
+    outputs.removed_under(image.outputs_dir(settings))
     for url in purge.source_urls:
         keys.original_path(settings, url).unlink(missing_ok=True)
+        originals.removed(keys.original_path(settings, url))
         keys.master_path(settings, url).unlink(missing_ok=True)
+        masters.removed(keys.master_path(settings, url))
+    for index in (outputs, originals, masters):
+        index.close()
     log.info("purged %s/%s/%s from this host", purge.model, purge.image_type, purge.id)
 
 

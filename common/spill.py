@@ -8,65 +8,81 @@ removes each file once its object is stored. So the broker's memory stays
 bounded, originals never pile up in it by the gigabyte, nothing is lost (a
 file goes only after its put), and the request path never waits for it.
 
-The directory holds at most `spill_max_bytes`: past it `put` raises DiskFull,
+What the directory holds, and its oldest uploads, are known from its index
+(common/file_index.py), never by listing it: a put and a drain cost the same
+at one file and at a million. The directory holds at most `spill_max_bytes`:
+past it `put` raises DiskFull,
 as a full disk does (the processor then publishes the upload after all, or,
 past upload_inline_max_bytes, drops it and logs it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from common.errors import DiskFull, MessageDecodeError
+from common.file_index import Entry, FileIndex
 from common.files import write_atomic
 from common.keys import sha256_hex
 from common.messages import UploadJob
 
 log = logging.getLogger(__name__)
 
-_RESCAN_S = 1.0  # the directory's size is summed at most once a second per process
-
 
 class Spill:
     def __init__(self, directory: Path, max_bytes: int) -> None:
         self._dir = directory
         self._max_bytes = max_bytes
-        self._held = (0, float("-inf"))  # bytes in the directory, when they were summed
+        self._index = FileIndex(directory)
 
     def put(self, upload: UploadJob) -> None:
         """Keep `upload` on disk (the same key twice keeps the newer bytes);
         DiskFull when that would take the directory past spill_max_bytes."""
         data = upload.encode()
-        held, summed_at = self._held
-        if time.monotonic() - summed_at > _RESCAN_S:
-            held, summed_at = self.bytes_held(), time.monotonic()
+        held = self.bytes_held()
         if held + len(data) > self._max_bytes:
-            self._held = (held, summed_at)
             raise DiskFull(f"{self._dir} holds spill_max_bytes ({held:,} bytes) of uploads")
-        write_atomic(self._dir / sha256_hex(upload.key), data)
-        # Counted until the next sum: other processes of the host put and remove too.
-        self._held = (held + len(data), summed_at)
+        path = self._dir / sha256_hex(upload.key)
+        stat = write_atomic(path, data)
+        self._index.added(path, stat.st_size)
 
     def bytes_held(self) -> int:
-        return sum(entry.stat().st_size for entry in self._entries())
-
-    def oldest(self, limit: int) -> list[Path]:
-        """Up to `limit` spilled uploads, oldest first (no file being written)."""
-        entries = sorted(self._entries(), key=lambda entry: entry.stat().st_mtime)
-        return [Path(entry.path) for entry in entries[:limit]]
+        return self._index.totals()[1]
 
     def count(self) -> int:
-        return len(self._entries())
+        return self._index.totals()[0]
 
-    def _entries(self) -> list[os.DirEntry[str]]:
-        """The spilled uploads (a file being written, or set aside, starts with a dot)."""
+    def oldest(self, limit: int) -> list[Path]:
+        """Up to `limit` spilled uploads, oldest first."""
+        return [self._dir / entry.name for entry in self._index.oldest(limit)]
+
+    def stored(self, path: Path) -> None:
+        """The upload of `path` is stored: its file goes."""
+        path.unlink(missing_ok=True)
+        self._index.removed(path)
+
+    def rebuild_if_needed(self) -> int:
+        """Index the uploads of a spill directory that has no index (one kept by
+        an earlier version, or whose index was lost); how many were added."""
+        if self._index.built():
+            return 0
+        return self._index.rebuilt(self._walked())
+
+    def _walked(self) -> Iterator[Entry]:
         try:
-            return [e for e in os.scandir(self._dir) if not e.name.startswith(".")]
+            entries = list(os.scandir(self._dir))
         except FileNotFoundError:
-            return []
+            return
+        for entry in entries:
+            if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
+                continue  # a file being written, or set aside, starts with a dot
+            with contextlib.suppress(FileNotFoundError):
+                stat = entry.stat(follow_symlinks=False)
+                yield Entry(entry.name, stat.st_size, stat.st_mtime)
 
     def read(self, path: Path) -> UploadJob | None:
         """The upload kept in `path`; None (and the file set aside) when it does not decode."""
@@ -75,6 +91,8 @@ class Spill:
         except MessageDecodeError as exc:
             log.error("spilled upload %s does not decode (%s): set aside", path.name, exc.message)
             path.rename(path.with_name(f".bad-{path.name}"))
+            self._index.removed(path)
             return None
         except FileNotFoundError:
+            self._index.removed(path)
             return None

@@ -20,6 +20,7 @@ import mmap
 import os
 from pathlib import Path
 
+from common.file_index import FileIndex
 from common.files import KeyLock, touch, write_atomic
 
 
@@ -43,6 +44,7 @@ class CachedFile:
 class OutputCache:
     def __init__(self, root: Path, memory_bytes: int = 0) -> None:
         self._root = root
+        self._index = FileIndex(root)  # what the janitor evicts from
         self._lock_dir = root / ".locks"
         self._memory: collections.OrderedDict[str, CachedFile] = collections.OrderedDict()
         self._memory_bytes = 0
@@ -102,6 +104,7 @@ class OutputCache:
         bytes received go at once, however slowly its clients read."""
         path = self._root / key
         stat = write_atomic(path, data)
+        self._index.added(path, stat.st_size)
         self._forget(key)
         if self._kept_in_memory(len(data)) or not data:
             return CachedFile(data, stat.st_size, stat.st_mtime, stat.st_mtime_ns)

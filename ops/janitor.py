@@ -18,13 +18,23 @@ file being written (producers write a hidden temporary file and rename it;
 hidden files and lock directories are not swept), nor one used in the last
 `eviction_min_age_s` (just written, or just read). A reader that opened a
 file before it was removed reads it whole (POSIX keeps an open file until
-it is closed). An evicted output is a miss again: object storage still has
-it. Each sweep's figures (bytes used, files evicted) go to
-`<local_base_path>/.disk-usage.json` for the status page.
+it is closed).
+
+It never walks the directories either, but to rebuild an index: the programs
+that write and remove files keep an index of each directory
+(common/file_index.py), and a sweep reads the bytes used and the least
+recently used files from it, so that its cost follows what it evicts, not
+how many files there are. A file read since it was indexed (a newer access
+time) gets a second chance instead of going. A directory without a built
+index is walked into it once, paced to a quarter of a core. An evicted
+output is a miss again: object storage still has it. Each sweep's figures
+(bytes used, files evicted) go to `<local_base_path>/.disk-usage.json` for
+the status page.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -37,11 +47,15 @@ from pathlib import Path
 from common import keys, program, urls
 from common.config import Settings
 from common.errors import ImageServerError
+from common.file_index import Entry, FileIndex
 from common.files import space_of, write_atomic
 
 log = logging.getLogger("janitor")
 LOW_WATER = 0.9  # a sweep stops this far under the budget, so it does not run on every file
 USAGE_FILE = ".disk-usage.json"
+EVICTION_BATCH = 256
+REBUILD_BATCH = 1000
+REBUILD_BUSY_SHARE = 0.25  # a rebuild's walk takes at most a quarter of a core
 
 
 def is_output(relative: str) -> bool:
@@ -125,50 +139,111 @@ def _files(budget: Budget) -> Iterator[os.DirEntry[str]]:
         top = False
 
 
-def sweep(
-    budget: Budget, usage: Usage, min_age_s: float, now: float | None = None, free_bytes: int = 0
-) -> None:
-    """Bring `budget.directory` under its budget, least recently used first; and
-    evict `free_bytes` more when its disk needs them (however far under budget)."""
-    now = time.time() if now is None else now
-    files = []
+def rebuild(budget: Budget, index: FileIndex, busy_share: float = REBUILD_BUSY_SHARE) -> int:
+    """Walk the budget's directory into its index (the files the index lacks),
+    paced to at most `busy_share` of a core; how many were added."""
+    return index.rebuilt(_paced(_walked(budget), busy_share))
+
+
+def _walked(budget: Budget) -> Iterator[Entry]:
+    start = len(str(budget.directory)) + 1
     for entry in _files(budget):
         try:
             stat = entry.stat(follow_symlinks=False)
         except FileNotFoundError:
             continue  # removed meanwhile
-        files.append((max(stat.st_atime, stat.st_mtime), stat.st_size, entry.path))
-    used = sum(size for _, size, _ in files)
-    usage.files = len(files)
+        yield Entry(entry.path[start:], stat.st_size, max(stat.st_atime, stat.st_mtime))
+
+
+def _paced(entries: Iterator[Entry], busy_share: float) -> Iterator[Entry]:
+    """`entries`, with a pause after each batch as long as it takes for the CPU of
+    this thread (walking, and whatever the consumer does between two entries) to
+    stay under `busy_share` of a core."""
+    batch_started = time.thread_time()
+    for count, entry in enumerate(entries, 1):
+        yield entry
+        if count % REBUILD_BATCH == 0:
+            spent_s = time.thread_time() - batch_started
+            time.sleep(spent_s * (1 / busy_share - 1))
+            batch_started = time.thread_time()
+
+
+def sweep(
+    budget: Budget,
+    index: FileIndex,
+    usage: Usage,
+    min_age_s: float,
+    now: float | None = None,
+    free_bytes: int = 0,
+) -> None:
+    """Bring `budget.directory` under its budget, least recently used first; and
+    evict `free_bytes` more when its disk needs them (however far under budget).
+    Only the index is read: what it costs depends on what is evicted, not on how
+    many files there are."""
+    now = time.time() if now is None else now
+    _, used = index.totals()
     target = budget.max_bytes * LOW_WATER if used > budget.max_bytes else used
     target = min(target, used - free_bytes)
-    if used > target:
-        for used_at, size, path in sorted(files):
+    while used > target:
+        batch = index.oldest(EVICTION_BATCH)
+        if not batch:
+            break
+        for entry in batch:
             if used <= target:
                 break
-            if now - used_at < min_age_s:
-                break  # everything after it is as recent: in use
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                continue
-            used -= size
-            usage.files -= 1
-            usage.evicted_files += 1
-            usage.evicted_bytes += size
-    usage.bytes_used = used
+            outcome = _evict(budget.directory / entry.name, entry, index, now, min_age_s)
+            if outcome == "in use":
+                _counted(index, usage)  # everything after it is as recent
+                return
+
+            if outcome in ("evicted", "gone"):
+                used -= entry.size
+            if outcome == "evicted":
+                usage.evicted_files += 1
+                usage.evicted_bytes += entry.size
+    _counted(index, usage)
+
+
+def _counted(index: FileIndex, usage: Usage) -> None:
+    usage.files, usage.bytes_used = index.totals()
+
+
+def _evict(path: Path, entry: Entry, index: FileIndex, now: float, min_age_s: float) -> str:
+    """Remove the file of `entry` unless it was used since it was indexed (then it
+    gets a second chance: its entry moves) or is in use; what happened."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        index.forget(entry.name)  # removed by other means (a purge, by hand)
+        return "gone"
+    used_at = max(stat.st_atime, stat.st_mtime)
+    if used_at > entry.used_s + 1:
+        index.used_again(entry.name, used_at)
+        return "used again"
+    if now - used_at < min_age_s:
+        return "in use"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    index.forget(entry.name)
+    return "evicted"
 
 
 def run(settings: Settings, stop: threading.Event) -> None:
-    """Sweep every budget, write the figures, wait; until `stop` is set."""
+    """Sweep every budget, write the figures, wait; until `stop` is set. A budget
+    whose index is not built is walked into it first (paced)."""
     usage = {budget.name: Usage() for budget in budgets(settings)}
+    indexes = {budget.name: FileIndex(budget.directory) for budget in budgets(settings)}
     while True:
         report: dict[str, object] = {"updated_epoch_s": time.time()}
         for budget in budgets(settings):
-            figures = usage[budget.name]
+            index, figures = indexes[budget.name], usage[budget.name]
+            if not index.built():
+                log.info("%s: rebuilding the index of %s", budget.name, budget.directory)
+                added = rebuild(budget, index)
+                log.info("%s: index rebuilt, %d files added", budget.name, added)
             before = figures.evicted_files
             free_bytes = to_free(budget.directory, settings.min_free_disk_share)
-            sweep(budget, figures, settings.eviction_min_age_s, free_bytes=free_bytes)
+            sweep(budget, index, figures, settings.eviction_min_age_s, free_bytes=free_bytes)
             if figures.evicted_files > before:
                 log.info("%s: evicted %d files, %d bytes used", budget.name,
                          figures.evicted_files - before, figures.bytes_used)  # fmt: skip

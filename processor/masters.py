@@ -17,6 +17,7 @@ from pathlib import Path
 from common import keys
 from common.config import Settings
 from common.errors import ResizeTimeout
+from common.file_index import FileIndex
 from common.files import KeyLock, touch
 from processor import imaging
 
@@ -25,6 +26,7 @@ class MasterStore:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._long_side = settings.maximum_width
+        self._index = FileIndex(keys.masters_dir(settings))  # what the janitor evicts from
 
     def path(self, source_url: str) -> Path:
         return keys.master_path(self._settings, source_url)
@@ -55,4 +57,9 @@ class MasterStore:
     def make(self, source_url: str, original: bytes, limits: imaging.Limits) -> bool:
         """Make the master of `source_url` from `original` (libvips work: on the
         resize thread); False when the original is no larger than a master would be."""
-        return imaging.make_master(original, self._long_side, limits, self.path(source_url))
+        path = self.path(source_url)
+        made = imaging.make_master(original, self._long_side, limits, path)
+        if made:
+            with contextlib.suppress(FileNotFoundError):  # evicted at once
+                self._index.added(path, path.stat().st_size)
+        return made

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 from common import keys
 from common.config import Settings
 from common.errors import DiskFull, ResizeTimeout, StorageUnavailable
+from common.file_index import FileIndex
 from common.files import KeyLock, touch, write_atomic
 from common.metrics import DownloadFigures
 from common.sources import normalise_host
@@ -52,6 +53,7 @@ class OriginalStore:
         self._settings = settings
         self._shared = shared
         self._dir = settings.originals_dir
+        self._index = FileIndex(self._dir)  # what the janitor evicts from
         self._fetcher = fetcher
         self._downloads = downloads
 
@@ -81,7 +83,7 @@ class OriginalStore:
                 return
             data = self._from_shared_store(shared_key)
             if data is not None:
-                _keep(path, data)
+                self._keep(path, data)
                 yield Original(data, downloaded=False)
                 return
             with self._downloads.measure(normalise_host(urlsplit(url).hostname or "")):
@@ -90,7 +92,7 @@ class OriginalStore:
             self._downloads.sizes.observe(len(data))
             original = Original(data, downloaded=True)
             yield original
-            _keep(path, original.data)  # stored only after it had decoded once
+            self._keep(path, original.data)  # stored only after it had decoded once
         finally:
             # Whoever held the lock last clears the mark: it was meant for this hold.
             self._asked_path(url).unlink(missing_ok=True)
@@ -121,6 +123,15 @@ class OriginalStore:
         """Where the original of `url` is kept on this host's disk."""
         return keys.original_path(self._settings, url)
 
+    def _keep(self, path: Path, data: bytes) -> None:
+        """Keep an original on this host's disk; a full disk only costs the next job a fetch."""
+        try:
+            stat = write_atomic(path, data)
+        except DiskFull as exc:
+            log.error("original not kept: %s", exc.message)
+            return
+        self._index.added(path, stat.st_size)
+
 
 def _read_if_present(path: Path) -> bytes | None:
     try:
@@ -129,11 +140,3 @@ def _read_if_present(path: Path) -> bytes | None:
             return file.read()
     except FileNotFoundError:
         return None
-
-
-def _keep(path: Path, data: bytes) -> None:
-    """Keep an original on this host's disk; a full disk only costs the next job a fetch."""
-    try:
-        write_atomic(path, data)
-    except DiskFull as exc:
-        log.error("original not kept: %s", exc.message)

@@ -38,6 +38,7 @@ from common.errors import (
     MessageDecodeError,
     SourceNotFound,
 )
+from common.file_index import FileIndex
 from common.files import write_atomic
 from common.graphite import Graphite
 from common.keys import ImageRef, OutputRef, object_key_of, original_key_of
@@ -98,6 +99,7 @@ class Processor:
         )
         self._renderer = Renderer(settings, self._originals, graphite, figures)
         self._spill = Spill(settings.spill_dir, settings.spill_max_bytes)
+        self._outputs_index = FileIndex(settings.cache_dir)
         self._backlog = (0, 0.0)  # image.upload's depth, and when it was asked (pika thread)
         # Per connection (set_up), touched by pika's thread only:
         self._in_progress = 0
@@ -300,8 +302,10 @@ class Processor:
         image = dataclasses.replace(output.image, source_tag=None)  # purged with all its sources
         if self._purged_at.get(image, 0.0) >= upload.made_epoch_s:
             return
+        path = output.cache_path(self._settings)
         try:
-            write_atomic(output.cache_path(self._settings), upload.payload)
+            stat = write_atomic(path, upload.payload)
+            self._outputs_index.added(path, stat.st_size)
         except (OSError, DiskFull) as exc:  # the upload still stores it
             log.warning("could not keep %s in this host's cache: %s", job.cache_key, exc)
 

@@ -33,6 +33,9 @@ def drain(
     stop: threading.Event,
 ) -> None:
     spill = Spill(settings.spill_dir, settings.spill_max_bytes)
+    added = spill.rebuild_if_needed()
+    if added:
+        log.info("indexed %d uploads kept on disk before the index existed", added)
     while not stop.is_set():
         health.spilled_uploads = spill.count()
         figures.spilled.set(health.spilled_uploads)
@@ -53,7 +56,7 @@ def drain(
                 log.warning("stored-on-disk upload %s failed (%s): kept", upload.key, exc.message)
                 stop.wait(settings.upload_retry_delays_s[0])
                 break
-            path.unlink(missing_ok=True)
+            spill.stored(path)
             figures.uploads.labels("stored" if kept else "purged").inc()
             if kept:
                 log.info("stored %s (%d bytes, from disk)", upload.key, len(upload.payload))

@@ -13,9 +13,17 @@ import pyvips
 
 from common import keys
 from common.config import Settings, from_mapping
-from ops.janitor import USAGE_FILE, Budget, Usage, budgets, is_output, sweep
+from common.file_index import FileIndex
+from ops.janitor import USAGE_FILE, Budget, Usage, budgets, is_output, rebuild, sweep
 from tests.harness import REPO, Origin, Stack, wait_until
 from tests.images import decode, photo
+
+
+def indexed(budget: Budget) -> FileIndex:
+    """The budget's index, built by the janitor's walk (as at its first start)."""
+    index = FileIndex(budget.directory)
+    rebuild(budget, index)
+    return index
 
 
 def original_name(url: str) -> Path:
@@ -37,7 +45,8 @@ def test_sweep_removes_least_recently_used_files_down_to_the_low_water_mark(
     now = time.time()
     files = [_file(tmp_path / f"m/t/{i}/w1.jpg", 100, now - 1000 + i) for i in range(10)]
     usage = Usage()
-    sweep(Budget("outputs", tmp_path, 500, is_output), usage, min_age_s=60, now=now)
+    budget = Budget("outputs", tmp_path, 500, is_output)
+    sweep(budget, indexed(budget), usage, min_age_s=60, now=now)
     # 1000 bytes against 500: the six oldest go (down to 90% of the budget: 400).
     assert [f.exists() for f in files] == [False] * 6 + [True] * 4
     assert (usage.bytes_used, usage.files, usage.evicted_files, usage.evicted_bytes) == (
@@ -54,7 +63,7 @@ def test_sweep_spares_what_is_in_use_being_written_or_another_budgets(tmp_path: 
     master = _file(tmp_path / "masters" / original_name("m").with_suffix(".v"), 300, now - 1000)
     usage = Usage()
     budget = Budget("originals", tmp_path, 100, keys.is_kept_original, frozenset({"masters"}))
-    sweep(budget, usage, 60, now=now)
+    sweep(budget, indexed(budget), usage, 60, now=now)
     assert not old.exists()
     assert recent.exists() and writing.exists() and lock.exists() and master.exists()
     assert usage.bytes_used == 300  # still over: the rest is in use, and stays
@@ -86,7 +95,7 @@ def test_the_janitor_removes_only_files_its_layout_made(tmp_path: Path) -> None:
     master_name = original_name("http://x/a.jpg").with_suffix("")
     master = _file(originals / "masters" / f"{master_name}-2.v", 100, now - 10_000)
     for budget in budgets(settings):
-        sweep(budget, Usage(), 60, now=now, free_bytes=10**15)
+        sweep(budget, indexed(budget), Usage(), 60, now=now, free_bytes=10**15)
     assert all(path.exists() for path in foreign)
     assert not any(path.exists() for path in (output, sourced, original, master))
 
