@@ -198,7 +198,8 @@ def main() -> None:
             rebuild_s, rebuild_cpu = rebuild_share(settings)
             evict_s, evicted = eviction_pass(settings, files)
             rows.append(
-                f"| {files:,} outputs | {cpu_per_min * 1000:.0f} ms ({cpu_per_min / 60:.3%} of a core) "
+                f"| {files:,} outputs | {cpu_per_min * 1000:.0f} ms "
+                f"({cpu_per_min / 60:.3%} of a core) "
                 f"| {rss:.0f} MiB | {evict_s:.2f} s ({evicted:,} files) "
                 f"| {rebuild_s:.0f} s at {rebuild_cpu:.0%} of a core |"
             )
