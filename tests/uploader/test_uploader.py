@@ -15,7 +15,9 @@ import pytest
 
 from common import amqp
 from common import keys as object_keys
+from common.keys import sha256_hex
 from common.messages import UploadJob
+from common.spill import Spill
 from tests.harness import REPO, Origin, S3Server, Stack, storage_config, wait_until
 from tests.images import photo
 
@@ -310,7 +312,7 @@ def test_past_upload_backlog_max_uploads_wait_on_disk_and_are_stored_from_there(
     )
     for key, data in answers.items():
         assert (root / key).read_bytes() == data
-    wait_until(lambda: not any(spill_dir.iterdir()), what="the disk drained")
+    wait_until(lambda: kept()[1] == 0, what="the disk drained")
     wait_until(lambda: stack.vhost.message_count(amqp.UPLOAD_QUEUE) == 0, what="queue drained")
 
     def backlog_shown() -> tuple[object, ...]:
@@ -380,9 +382,9 @@ def test_a_large_upload_is_dropped_and_counted_when_spill_path_is_full(
     limits = {"max_output_bytes": 1_000_000, "max_source_bytes": 2_000_000}
     stack = make_stack(upload_inline_max_bytes=20_000, spill_max_bytes=2_000_000, **limits)
     spill_dir = stack.workdir / "spill"
-    spill_dir.mkdir(parents=True)
-    filler = spill_dir / ("0" * 64)  # another upload, waiting: the directory is full
-    filler.write_bytes(b"x" * 1_990_000)
+    waiting = UploadJob("other", "image/jpeg", payload=b"x" * 1_990_000)
+    Spill(spill_dir, 2_000_000).put(waiting)  # another upload, waiting: the directory is full
+    filler = spill_dir / sha256_hex("other")
     stack.start(processors=1, uploader=False, status=True)
     origin.add("dropped/img/1/original.jpg", photo())
     large = stack.get("/dropped/img/1/w900.jpg")
