@@ -121,9 +121,9 @@ def test_the_janitor_keeps_the_free_share_past_its_budgets(small_disk: Path) -> 
     needed = to_free(small_disk / "cache", 0.5)
     assert needed > 0
     budget = Budget("outputs", small_disk / "cache", 10**12, is_output)
-    index = FileIndex(budget.directory)
-    rebuild(budget, index)
-    sweep(budget, index, Usage(), 60, free_bytes=needed)
+    outputs = FileIndex(budget.directory)
+    rebuild(budget, outputs)
+    sweep(budget, outputs, Usage(), 60, free_bytes=needed)
     assert space_of(small_disk).free_share >= 0.5
     kept = [path.exists() for path in files]
     assert kept == sorted(kept) and kept[-1]  # the least recently used went, the newest stayed
