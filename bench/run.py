@@ -26,6 +26,7 @@ import pyvips
 
 from bench import load, raw, servers
 from bench.load import LoadResult
+from common import keys
 from testkit import corpus
 
 BENCH = Path(__file__).resolve().parent
@@ -336,7 +337,8 @@ def main() -> None:
         # Baseline: nginx serving the very same 100 output files.
         static_paths = []
         for image, width, _quality in hot if selected(args.only, "7.") else []:
-            cached = ours.work / "cache" / "bench" / "img" / image / f"w{width}.jpg"
+            cache_key = f"bench/img/{image}/w{width}.jpg"
+            cached = keys.OutputRef.from_cache_key(cache_key).path_under(ours.work / "cache")
             target = nginx.docroot / "hot" / image / f"w{width}.jpg"
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(cached, target)

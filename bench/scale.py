@@ -32,6 +32,7 @@ from pathlib import Path
 
 from common import config
 from common.file_index import Entry, FileIndex
+from common.keys import OutputRef
 from common.messages import UploadJob
 from common.metrics import UploaderFigures
 from common.spill import Spill
@@ -64,13 +65,13 @@ def build_tree(cache: Path, files: int) -> None:
     now = time.time()
     batch = []
     for number in range(files):
-        path = cache / "m" / "t" / str(number) / "w500.jpg"
+        path = OutputRef.from_cache_key(f"m/t/{number}/w500.jpg").path_under(cache)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "wb") as file:
             file.truncate(OUTPUT_BYTES)
         used_at = now - files + number  # oldest first
         os.utime(path, (used_at, used_at))
-        batch.append(Entry(f"m/t/{number}/w500.jpg", OUTPUT_BYTES, used_at))
+        batch.append(Entry(path.relative_to(cache).as_posix(), OUTPUT_BYTES, used_at))
     index.rebuilt(batch)
     index.close()
 

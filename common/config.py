@@ -196,7 +196,9 @@ class Settings:
         check=TOKEN,
     )
     local_base_path: str = _key(
-        REQUIRED, "Directory of the local output cache, laid out like the URL path."
+        REQUIRED,
+        "Directory of the local output cache, `<model>/<imageType>/<partition>/<id>/<output>`: "
+        "partitioned as object keys are.",
     )
     originals_path: str = _key(
         REQUIRED, "Directory where processors keep fetched originals (a disk cache)."

@@ -14,6 +14,7 @@ migration (`image-server migrate-keys`).
         .originals/<sha256 of the source= URL>
         .purged/<model>/<imageType>/<id>  (when the image was last purged: common/purge.py)
     on each host:
+        <local_base_path>/<model>/<imageType>/<partition>/<id>[/src-<tag>]/<output>
         <originals_path>/<sha[:2]>/<sha256 of the original's URL>
         <originals_path>/masters/<sha[:2]>/<sha256 of the URL>-2.v
 
@@ -87,7 +88,12 @@ class ImageRef:
 
     def outputs_dir(self, settings: Settings) -> Path:
         """The local cache directory of every output of the image (all its sources)."""
-        return settings.cache_dir / self.model / self.image_type / self.id
+        return self.outputs_dir_under(settings.cache_dir)
+
+    def outputs_dir_under(self, cache_dir: Path) -> Path:
+        """Partitioned as object keys are: one directory holds at most about
+        ids / 4096 images, however many there are of a type."""
+        return cache_dir / self.model / self.image_type / partition(self.id) / self.id
 
     def original_key(self, settings: Settings, source_url: str) -> str:
         """Where the image's original (fetched from `source_url`) is kept."""
@@ -126,7 +132,10 @@ class OutputRef:
 
     def cache_path(self, settings: Settings) -> Path:
         """Where this host's disk cache keeps the output."""
-        return settings.cache_dir / self.cache_key
+        return self.path_under(settings.cache_dir)
+
+    def path_under(self, cache_dir: Path) -> Path:
+        return self.image.outputs_dir_under(cache_dir) / (self.image.source_part + self.name)
 
 
 def cached_output(relative: str) -> OutputRef | None:
@@ -134,9 +143,17 @@ def cached_output(relative: str) -> OutputRef | None:
     for a path this layout never makes (whether its names are in the URL
     grammar is common.urls' to say)."""
     parts = relative.split("/")
-    if len(parts) == 5 and _SOURCE_DIR.fullmatch(parts[3]) or len(parts) == 4:
-        return OutputRef.from_cache_key(relative)
-    return None
+    if len(parts) not in (5, 6) or parts[2] != partition(parts[3]):
+        return None
+    if len(parts) == 6 and not _SOURCE_DIR.fullmatch(parts[4]):
+        return None
+    del parts[2]
+    return OutputRef.from_cache_key("/".join(parts))
+
+
+def is_source_dir(name: str) -> bool:
+    """Whether `name`, under an image's outputs directory, holds an explicit source's outputs."""
+    return _SOURCE_DIR.fullmatch(name) is not None
 
 
 def is_kept_original(relative: str) -> bool:

@@ -1,4 +1,4 @@
-"""The local cache of outputs: files under local_base_path, laid out like the URL path.
+"""The local cache of outputs: files under local_base_path (common/keys.py lays them out).
 
 Recently read files are also kept in memory (up to `memory_bytes`), checked
 against the file's size and mtime on every read: one stat() instead of an
@@ -22,6 +22,7 @@ from pathlib import Path
 
 from common.file_index import FileIndex
 from common.files import KeyLock, touch, write_atomic
+from common.keys import OutputRef
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +53,7 @@ class OutputCache:
 
     def read(self, key: str) -> CachedFile | None:
         """The cached output, or None on a miss."""
-        path = self._root / key
+        path = OutputRef.from_cache_key(key).path_under(self._root)
         try:
             stat = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
@@ -102,7 +103,7 @@ class OutputCache:
         kept each one it made would fill its memory with them (bench/TUNING.md).
         A large one is answered from its file, mapped, as a read would: the
         bytes received go at once, however slowly its clients read."""
-        path = self._root / key
+        path = OutputRef.from_cache_key(key).path_under(self._root)
         stat = write_atomic(path, data)
         self._index.added(path, stat.st_size)
         self._forget(key)

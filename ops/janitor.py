@@ -49,6 +49,7 @@ from common.config import Settings
 from common.errors import ImageServerError
 from common.file_index import Entry, FileIndex
 from common.files import space_of, write_atomic
+from ops import cache_layout
 
 log = logging.getLogger("janitor")
 LOW_WATER = 0.9  # a sweep stops this far under the budget, so it does not run on every file
@@ -231,6 +232,7 @@ def _evict(path: Path, entry: Entry, index: FileIndex, now: float, min_age_s: fl
 def run(settings: Settings, stop: threading.Event) -> None:
     """Sweep every budget, write the figures, wait; until `stop` is set. A budget
     whose index is not built is walked into it first (paced)."""
+    cache_layout.migrate(settings.cache_dir)  # before the index: its names may change
     usage = {budget.name: Usage() for budget in budgets(settings)}
     indexes = {budget.name: FileIndex(budget.directory) for budget in budgets(settings)}
     while True:

@@ -34,7 +34,7 @@ import tornado.netutil
 import tornado.web
 import urllib3
 
-from common import config, metrics
+from common import config, keys, metrics
 from common.config import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -326,6 +326,15 @@ class Stack:
         from common import config
 
         return config.from_mapping(self.config)
+
+    def cached(self, cache_key: str) -> Path:
+        """Where the stack's disk cache keeps the output `cache_key` (common/keys.py)."""
+        return keys.OutputRef.from_cache_key(cache_key).path_under(self.workdir / "cache")
+
+    def image_dir(self, image_path: str) -> Path:
+        """The cache directory of the image `<model>/<imageType>/<id>`."""
+        model, image_type, image_id = image_path.split("/")
+        return keys.ImageRef(model, image_type, image_id).outputs_dir_under(self.workdir / "cache")
 
     def stored_path(self, key: str) -> Path:
         """Where the filesystem backend keeps the object `key`."""

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from common import keys
 from common.file_index import FileIndex
 from common.files import space_of
 from ops.janitor import Budget, Usage, is_output, rebuild, sweep, to_free
@@ -111,7 +112,7 @@ def test_the_janitor_keeps_the_free_share_past_its_budgets(small_disk: Path) -> 
     now = time.time()
     files = []
     for index in range(12):  # 3 MiB of outputs, far under their budget
-        path = small_disk / "cache" / f"m/t/{index}/w1.jpg"
+        path = keys.OutputRef.from_cache_key(f"m/t/{index}/w1.jpg").path_under(small_disk / "cache")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"x" * 262144)
         os.utime(path, (now - 1000 + index, now - 1000 + index))  # oldest first

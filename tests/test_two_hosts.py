@@ -66,7 +66,7 @@ def test_an_output_made_on_one_host_is_served_by_the_other_without_a_resize(
     served = b.get("/two/hosts/1/w300.jpg")
     assert served.status == 200 and served.data == made.data
     assert resizes(hosts, "two/hosts/1/w300.jpg") == 1
-    assert (b.workdir / "cache" / "two" / "hosts" / "1" / "w300.jpg").exists()
+    assert b.cached("two/hosts/1/w300.jpg").exists()
 
 
 def test_a_burst_on_both_hosts_makes_at_most_one_resize_per_host(

@@ -36,7 +36,10 @@ def test_the_layout_as_documented() -> None:
     assert image.original_key(SETTINGS, url) == (
         f"public/images/test/user/avatar/{part}/3589782/original"
     )
-    assert str(image.outputs_dir(SETTINGS)) == "/var/cache/images/user/avatar/3589782"
+    assert str(image.outputs_dir(SETTINGS)) == f"/var/cache/images/user/avatar/{part}/3589782"
+    assert (
+        str(output.cache_path(SETTINGS)) == f"/var/cache/images/user/avatar/{part}/3589782/w500.jpg"
+    )
     assert image.purge_mark_key(SETTINGS) == "public/images/test/.purged/user/avatar/3589782"
     assert str(keys.original_path(SETTINGS, url)) == f"/var/originals/{sha(url)[:2]}/{sha(url)}"
     assert str(keys.master_path(SETTINGS, url)) == (

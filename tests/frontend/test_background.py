@@ -268,7 +268,7 @@ def test_a_purge_with_a_source_removes_that_sources_outputs(
     origin.add("purge/src/1/original.jpg", photo())
     source = origin.add("purge/elsewhere/one.jpg", solid(400, 800, (200, 30, 30), ".jpg"))
     assert stack.get("/purge/src/1/w100.jpg", fields={"source": source}).status == 200
-    cached = [p for p in (stack.workdir / "cache" / "purge/src/1").rglob("w100.jpg")]
+    cached = list(stack.image_dir("purge/src/1").rglob("w100.jpg"))
     assert len(cached) == 1 and "src-" in str(cached[0])  # the source's own output
     wait_until(lambda: uploads(stack, "stored") >= 1, what="the output stored")
     signed = signature(PURGE_KEY, purge_message("/purge/src/1"), source)

@@ -126,7 +126,7 @@ def test_cache_hit_headers_and_conditional_requests(stack: Stack, origin: Origin
     assert stack.resizes(key) == 1
     assert second.headers["Cache-Control"] == "public, max-age=31536000"
     etag = second.headers["ETag"]
-    cached = stack.workdir / "cache" / key
+    cached = stack.cached(key)
     last_modified = email.utils.parsedate_to_datetime(second.headers["Last-Modified"])
     assert last_modified.timestamp() == int(cached.stat().st_mtime)
     by_etag = stack.get(f"{prefix}/w400.jpg", headers={"If-None-Match": etag})

@@ -26,6 +26,11 @@ def indexed(budget: Budget) -> FileIndex:
     return index
 
 
+def output_path(cache: Path, cache_key: str) -> Path:
+    """Where the layout keeps the output `cache_key` under the cache directory `cache`."""
+    return keys.OutputRef.from_cache_key(cache_key).path_under(cache)
+
+
 def original_name(url: str) -> Path:
     """Where the layout keeps the original of `url`, under originals_path."""
     digest = keys.sha256_hex(url)
@@ -43,7 +48,9 @@ def test_sweep_removes_least_recently_used_files_down_to_the_low_water_mark(
     tmp_path: Path,
 ) -> None:
     now = time.time()
-    files = [_file(tmp_path / f"m/t/{i}/w1.jpg", 100, now - 1000 + i) for i in range(10)]
+    files = [
+        _file(output_path(tmp_path, f"m/t/{i}/w1.jpg"), 100, now - 1000 + i) for i in range(10)
+    ]
     usage = Usage()
     budget = Budget("outputs", tmp_path, 500, is_output)
     sweep(budget, indexed(budget), usage, min_age_s=60, now=now)
@@ -89,8 +96,8 @@ def test_the_janitor_removes_only_files_its_layout_made(tmp_path: Path) -> None:
     cache, originals = settings.cache_dir, settings.originals_dir
     foreign = [_file(root / name, 100, now - 10_000) for root in (cache, originals)
                for name in FOREIGN]  # fmt: skip
-    output = _file(cache / "m/t/1/w100.jpg", 100, now - 10_000)
-    sourced = _file(cache / f"m/t/1/src-{'a' * 24}/x50-q60.webp", 100, now - 10_000)
+    output = _file(output_path(cache, "m/t/1/w100.jpg"), 100, now - 10_000)
+    sourced = _file(output_path(cache, f"m/t/1/src-{'a' * 24}/x50-q60.webp"), 100, now - 10_000)
     original = _file(originals / original_name("http://x/a.jpg"), 100, now - 10_000)
     master_name = original_name("http://x/a.jpg").with_suffix("")
     master = _file(originals / "masters" / f"{master_name}-2.v", 100, now - 10_000)
@@ -109,7 +116,7 @@ def settings_for_janitor(root: Path) -> Settings:
 def test_a_read_marks_an_output_as_used(stack: Stack, origin: Origin) -> None:
     origin.add("janitor/touch/1/original.jpg", photo())
     assert stack.get("/janitor/touch/1/w100.jpg").status == 200
-    path = stack.workdir / "cache" / "janitor" / "touch" / "1" / "w100.jpg"
+    path = stack.cached("janitor/touch/1/w100.jpg")
     long_ago = time.time() - 3600
     os.utime(path, (long_ago, path.stat().st_mtime))
     mtime = path.stat().st_mtime_ns
@@ -180,7 +187,7 @@ def test_directories_stay_within_budget_under_a_stream_of_misses(
     assert shown["outputs"]["evicted_files"] >= usage["outputs"]["evicted_files"]
     # An evicted output is simply made again.
     first = f"janitor/img/{first_id}/w300.jpg"
-    assert not (cache / first).exists()  # the oldest went first
+    assert not stack.cached(first).exists()  # the oldest went first
     again = stack.get(f"/{first}")
     assert again.status == 200 and pyvips.Image.new_from_buffer(again.data, "").width == 300
     assert stack.resizes(first) == 2

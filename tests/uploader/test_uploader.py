@@ -93,7 +93,7 @@ def test_results_and_originals_land_and_other_hosts_read_them(
     host_b.start(processors=0)
     again = host_b.get(f"/upload/{backend}/1/w200.webp")
     assert again.status == 200 and again.data == answer.data
-    assert (host_b.workdir / "cache" / f"upload/{backend}/1/w200.webp").exists()
+    assert host_b.cached(f"upload/{backend}/1/w200.webp").exists()
     host_b.start_processor(0)
     assert host_b.get(f"/upload/{backend}/1/w300.jpg").status == 200
     assert origin.hits[f"upload/{backend}/1/original.jpg"] == 1
