@@ -28,6 +28,7 @@ from PIL import Image
 
 from bench import servers
 from common import config
+from common.formats import LOADERS
 from common.urls import Fit, parse_output
 from processor import imaging
 from processor.render import encoding
@@ -78,7 +79,7 @@ def ours(
     rendition = imaging.Rendition(
         spec.fit, spec.width, spec.height, fmt, quality, encoder, quality_target=target
     )
-    limits = imaging.Limits(frozenset(imaging.LOADERS), 10**9, time.monotonic() + 120)
+    limits = imaging.Limits(frozenset(LOADERS), 10**9, time.monotonic() + 120)
     data = original.read_bytes()
     return _timed(lambda: imaging.render(data, rendition, limits))
 

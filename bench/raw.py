@@ -12,6 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from common.formats import LOADERS
 from common.urls import Fit
 from processor import imaging
 
@@ -20,7 +21,7 @@ _LIMITS_S = 3600
 
 
 def _limits() -> imaging.Limits:
-    return imaging.Limits(frozenset(imaging.LOADERS), 10**9, time.monotonic() + _LIMITS_S)
+    return imaging.Limits(frozenset(LOADERS), 10**9, time.monotonic() + _LIMITS_S)
 
 
 def _init(sources: dict[str, bytes | Path]) -> None:

@@ -22,21 +22,17 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import ConfigError
-from common.urls import CONTENT_TYPES, EXTENSION_ALIASES
+from common.formats import (
+    CONTENT_TYPES,
+    DEFAULT_MAX_OUTPUT_PIXELS,
+    EXTENSION_ALIASES,
+    NEGOTIABLE_FORMATS,
+    SOURCE_FORMATS,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_DIR = REPO_ROOT / "config"
 REQUIRED = dataclasses.MISSING
-# Measured in README, Security: about 4 s of encoding at most for each (AVIF ~1 s/MP
-# on a detailed photo, WebP ~0.2 s/MP, PNG and JPEG far less).
-DEFAULT_MAX_OUTPUT_PIXELS = {
-    "jpg": 50_000_000,
-    "png": 16_000_000,
-    "webp": 16_000_000,
-    "gif": 16_000_000,
-    "avif": 4_000_000,
-}
-SOURCE_FORMATS = {"jpeg", "png", "webp", "gif", "heif", "tiff", "svg", "pdf"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -764,7 +760,7 @@ def _check_values(settings: Settings) -> None:
         if complaint:
             raise ConfigError(complaint)
     for fmt in settings.auto_formats:
-        if fmt not in ("webp", "avif") or fmt not in settings.whitelisted_extensions:
+        if fmt not in NEGOTIABLE_FORMATS or fmt not in settings.whitelisted_extensions:
             raise ConfigError(
                 f"config key 'auto_formats': {fmt!r} must be webp or avif and whitelisted"
             )

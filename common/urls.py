@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 
 from common.errors import BadRequest, NotAcceptable, UriTooLong
+from common.formats import CONTENT_TYPES, EXTENSION_ALIASES, FORMATS_WITH_ALPHA, LOSSLESS_FORMATS
 from common.keys import ImageRef, OutputRef
 
 MAX_SEGMENT_CHARS = 128
@@ -44,18 +45,8 @@ _PLACEMENT = (
 )
 OUTPUT = re.compile(rf"{_SHAPE}{_PLACEMENT}?(?:-[qc](?P<q>{_NUMBER}))?\.(?P<ext>[a-z0-9]+)")
 GRAMMAR = "<shape>[-fit|-pad[-<rrggbb>]|-<gravity>|-smart][-q<Q>].<ext>"
-EXTENSION_ALIASES = {"jpeg": "jpg"}
-LOSSLESS_FORMATS = frozenset({"png", "gif"})  # quality means nothing to them
-CONTENT_TYPES = {
-    "jpg": "image/jpeg",
-    "png": "image/png",
-    "webp": "image/webp",
-    "gif": "image/gif",
-    "avif": "image/avif",
-}
 
 
-FORMATS_WITH_ALPHA = frozenset({"png", "webp", "avif", "gif"})  # -pad is transparent in these
 WHITE = "ffffff"
 
 
@@ -249,9 +240,6 @@ def output_matches(name: str, patterns: list[str]) -> bool:
     """True when the canonical output `name` matches one of `patterns`
     (output names where `*` stands for any run of characters)."""
     return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
-
-
-NEGOTIABLE_FORMATS = frozenset({"webp", "avif"})
 
 
 def negotiate(

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pyvips
 
+from common.formats import LOADERS
 from common.urls import Fit, parse_output
 from processor import imaging
 
@@ -38,7 +39,7 @@ def made(original: bytes, shape: str) -> pyvips.Image:
         gravity=spec.gravity,
         background=spec.background,
     )
-    limits = imaging.Limits(frozenset(imaging.LOADERS), 100_000_000, time.monotonic() + 60)
+    limits = imaging.Limits(frozenset(LOADERS), 100_000_000, time.monotonic() + 60)
     return pyvips.Image.new_from_buffer(imaging.render(original, rendition, limits), "")
 
 

@@ -32,6 +32,7 @@ from common import amqp, jobs, program
 from common.config import REPO_ROOT, Settings
 from common.errors import ImageServerError
 from common.files import write_atomic
+from common.formats import CONTENT_TYPES
 from common.keys import (
     ORIGINAL_NAME,
     PARTITIONS,
@@ -42,7 +43,7 @@ from common.keys import (
     partition,
 )
 from common.storage import ObjectStore, open_store
-from common.urls import CONTENT_TYPES, canonical_name, check_allowed, parse_output, parse_path
+from common.urls import canonical_name, check_allowed, parse_output, parse_path
 
 
 @dataclasses.dataclass

@@ -49,6 +49,7 @@ from common.config import Settings
 from common.errors import ImageServerError
 from common.file_index import Entry, FileIndex
 from common.files import space_of, write_atomic
+from common.formats import CONTENT_TYPES
 from ops import cache_layout
 
 log = logging.getLogger("janitor")
@@ -68,7 +69,7 @@ def is_output(relative: str) -> bool:
         request = urls.parse_path(f"/{output.image.kind}/{output.image.id}/{output.name}")
     except ImageServerError:
         return False
-    return request.output.format in urls.CONTENT_TYPES
+    return request.output.format in CONTENT_TYPES
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,22 +29,11 @@ from common.errors import (
     UnsupportedImage,
 )
 from common.files import raise_if_no_space
-from common.urls import CONTENT_TYPES, Fit, Gravity, pad_colour
+from common.formats import ANIMATED_FORMATS, CONTENT_TYPES, LOADERS, TARGETED_FORMATS
+from common.urls import Fit, Gravity, pad_colour
 
 log = logging.getLogger(__name__)
-# allowed_source_formats names -> the libvips loader that reads each.
-LOADERS = {
-    "jpeg": "jpegload_buffer",
-    "png": "pngload_buffer",
-    "webp": "webpload_buffer",
-    "gif": "gifload_buffer",
-    "heif": "heifload_buffer",
-    "tiff": "tiffload_buffer",
-    "svg": "svgload_buffer",
-    "pdf": "pdfload_buffer",
-}
 _KEEP_NO_METADATA = 0  # VIPS_FOREIGN_KEEP_NONE
-ANIMATED_FORMATS = frozenset({"gif", "webp"})  # outputs that keep an original's frames
 # A truncated original is an error (415), not an image padded with grey.
 # thumbnail_buffer ignores its own fail_on: it must reach the loader as an option.
 _FAIL_ON = "truncated"
@@ -637,7 +626,6 @@ def _encode(image: pyvips.Image, rendition: Rendition, lossless: bool) -> bytes:
 
 
 # Per-image quality: the qualities tried, and the SSIM constants of Wang et al.
-TARGETED_FORMATS = frozenset({"jpg", "webp"})  # avif: each encode costs hundreds of ms
 _TARGET_QUALITIES = list(range(30, 96, 5))
 _C1, _C2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
 

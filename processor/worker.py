@@ -40,13 +40,13 @@ from common.errors import (
 )
 from common.file_index import FileIndex
 from common.files import write_atomic
+from common.formats import CONTENT_TYPES
 from common.graphite import Graphite
 from common.keys import ImageRef, OutputRef, object_key_of, original_key_of
 from common.messages import PurgeImage, ResizeJob, ResizeResult, UploadJob
 from common.metrics import ProcessorFigures
 from common.spill import Spill
 from common.storage import ObjectStore
-from common.urls import CONTENT_TYPES
 from processor.fetch import SourceFetcher
 from processor.originals import OriginalStore
 from processor.render import RUNAWAY_GRACE_S, Renderer, ResizeTime

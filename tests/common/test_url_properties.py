@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from common.errors import BadRequest, NotAcceptable
+from common.formats import LOSSLESS_FORMATS
 from common.urls import (
-    LOSSLESS_FORMATS,
     SEGMENT,
     Gravity,
     canonical_name,

@@ -8,8 +8,11 @@ from pathlib import Path
 import pytest
 from tornado.httputil import HTTPHeaders
 
+from common.keys import OutputRef
 from frontend.answers import not_modified
 from frontend.cache import CachedFile, OutputCache
+
+KEY = "a/b/1/w20.jpg"
 
 
 def test_written_outputs_are_read_back(tmp_path: Path) -> None:
@@ -22,38 +25,38 @@ def test_written_outputs_are_read_back(tmp_path: Path) -> None:
 
 def test_memory_never_serves_a_replaced_or_deleted_file(tmp_path: Path) -> None:
     cache = OutputCache(tmp_path, memory_bytes=1000)
-    cache.write("k.jpg", b"first")
-    assert cache.read("k.jpg").data == b"first"  # type: ignore[union-attr]
-    cache.write("k.jpg", b"second!")
-    assert cache.read("k.jpg").data == b"second!"  # type: ignore[union-attr]
-    os.unlink(tmp_path / "k.jpg")
-    assert cache.read("k.jpg") is None
+    cache.write(KEY, b"first")
+    assert cache.read(KEY).data == b"first"  # type: ignore[union-attr]
+    cache.write(KEY, b"second!")
+    assert cache.read(KEY).data == b"second!"  # type: ignore[union-attr]
+    os.unlink(OutputRef.from_cache_key(KEY).path_under(tmp_path))
+    assert cache.read(KEY) is None
 
 
 def test_memory_is_bounded(tmp_path: Path) -> None:
     cache = OutputCache(tmp_path, memory_bytes=800)
     for index in range(50):
-        cache.write(f"k{index}.jpg", bytes(100))
-        cache.read(f"k{index}.jpg")
+        cache.write(f"a/b/{index}/w10.jpg", bytes(100))
+        cache.read(f"a/b/{index}/w10.jpg")
     assert cache._memory_bytes <= 800  # noqa: SLF001
     assert len(cache._memory) == 8  # noqa: SLF001
-    assert all(cache.read(f"k{index}.jpg") is not None for index in range(50))
+    assert all(cache.read(f"a/b/{index}/w10.jpg") is not None for index in range(50))
 
 
 def test_memory_keeps_what_is_read_not_what_is_written(tmp_path: Path) -> None:
     cache = OutputCache(tmp_path, memory_bytes=1000)
-    cache.write("k.jpg", b"made")
+    cache.write(KEY, b"made")
     assert cache._memory_bytes == 0  # noqa: SLF001
-    assert cache.read("k.jpg").data == b"made"  # type: ignore[union-attr]
+    assert cache.read(KEY).data == b"made"  # type: ignore[union-attr]
     assert cache._memory_bytes == 4  # noqa: SLF001
 
 
 def test_etag_changes_with_the_file(tmp_path: Path) -> None:
     cache = OutputCache(tmp_path)
-    cache.write("k.jpg", b"one")
-    before = cache.read("k.jpg").etag  # type: ignore[union-attr]
-    os.utime(tmp_path / "k.jpg", ns=(1, 1))
-    assert cache.read("k.jpg").etag != before  # type: ignore[union-attr]
+    cache.write(KEY, b"one")
+    before = cache.read(KEY).etag  # type: ignore[union-attr]
+    os.utime(OutputRef.from_cache_key(KEY).path_under(tmp_path), ns=(1, 1))
+    assert cache.read(KEY).etag != before  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,7 @@ import numpy
 import pytest
 import pyvips
 
+from common.formats import LOADERS
 from common.urls import Fit, parse_output
 from processor import imaging
 from testkit import recipe
@@ -84,7 +85,7 @@ def _rotated(image: pyvips.Image) -> bytes:
 
 
 def _limits() -> imaging.Limits:
-    return imaging.Limits(frozenset(imaging.LOADERS), 100_000_000, time.monotonic() + 60)
+    return imaging.Limits(frozenset(LOADERS), 100_000_000, time.monotonic() + 60)
 
 
 def _rendition(output: str, fmt: str) -> imaging.Rendition:

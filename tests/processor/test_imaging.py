@@ -8,8 +8,9 @@ import pyvips
 from PIL import Image, ImageCms
 
 from common.errors import ImageTooLarge, UnsupportedImage
+from common.formats import LOADERS
 from common.urls import Fit
-from processor.imaging import LOADERS, Encoding, Limits, Rendition
+from processor.imaging import Encoding, Limits, Rendition
 from processor.imaging import render as render_within
 from testkit.ssim import ssim
 from tests.images import decode, loader, mean_abs_difference, photo, smooth, solid, with_alpha

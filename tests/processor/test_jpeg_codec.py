@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import pyvips
 
+from common.formats import LOADERS
 from common.urls import Fit
 from processor import imaging
 from testkit import corpus
@@ -30,7 +31,7 @@ def jpegs() -> list[Path]:
 
 
 def limits() -> imaging.Limits:
-    return imaging.Limits(frozenset(imaging.LOADERS), 50_000_000, time.monotonic() + 60)
+    return imaging.Limits(frozenset(LOADERS), 50_000_000, time.monotonic() + 60)
 
 
 def by_libvips(original: bytes, fit: Fit, width: int, height: int | None) -> bytes:

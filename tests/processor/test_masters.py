@@ -14,9 +14,9 @@ import PIL.ImageOps
 import pytest
 import pyvips
 
+from common.formats import LOADERS
 from common.urls import Fit
 from processor.imaging import (
-    LOADERS,
     Limits,
     Rendition,
     make_master,

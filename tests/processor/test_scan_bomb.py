@@ -9,9 +9,10 @@ import pytest
 import pyvips
 
 from common.errors import ImageTooLarge
+from common.formats import LOADERS
 from common.urls import Fit
 from processor import imaging
-from processor.imaging import LOADERS, Limits, Rendition
+from processor.imaging import Limits, Rendition
 from testkit.jpeg_bomb import scan_bomb
 from tests.images import decode, photo
 
