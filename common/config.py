@@ -14,7 +14,6 @@ import ipaddress
 import json
 import os
 import re
-import sys
 import typing
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -931,23 +930,3 @@ def masked(name: str, value: Any) -> Any:
             return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
         return value
     return ["***"] * len(value) if isinstance(value, list) else "***"
-
-
-def main(argv: list[str] | None = None, prog: str | None = None) -> None:
-    """Print the effective config of an environment, each key with its source."""
-    from common import program
-
-    parser = program.argument_parser("Check a config and print it, secrets masked", prog)
-    args = parser.parse_args(argv)
-    try:
-        settings, sources = load_with_sources(args.env, args.config_dir)
-    except ConfigError as exc:
-        sys.exit(f"configuration error: {exc.message}")
-    print(f"# environment {args.env!r}, config directory {args.config_dir}")
-    for field in dataclasses.fields(Settings):
-        value = masked(field.name, getattr(settings, field.name))
-        print(f"{field.name} = {json.dumps(value)}  # {sources[field.name]}")
-
-
-if __name__ == "__main__":
-    main()

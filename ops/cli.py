@@ -40,7 +40,7 @@ COMMANDS = {
     "seaweedfs": Command(
         "ops.seaweedfs:main", "the development S3 server (SeaweedFS)", program=True
     ),
-    "config": Command("common.config:main", "check a config and print it, secrets masked"),
+    "config": Command("ops.show_config:main", "check a config and print it, secrets masked"),
     "sign": Command("ops.sign:sign_main", "print a signed image URL path"),
     "sign-purge": Command("ops.sign:sign_purge_main", "print a signed purge (DELETE) path"),
     "sign-pregenerate": Command(

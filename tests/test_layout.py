@@ -62,7 +62,5 @@ def test_every_program_and_tool_of_the_cli_lives_in_its_package() -> None:
             assert package == name, (name, command.target)
         elif name == "replay-uploads":
             assert package == "uploader", command.target  # it works on the uploader's queues
-        elif name == "config":
-            assert package == "common", command.target  # the config's own checker
         else:
             assert package == "ops", (name, command.target)

@@ -255,7 +255,7 @@ def test_bad_variables_are_named(tmp_path: Path, environ: dict[str, str], named:
 def run_config_tool(tmp_path: Path, env: str, **variables: str) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("IMAGE_SERVER_")}
     return subprocess.run(
-        [sys.executable, "-m", "common.config", "-e", env],
+        [sys.executable, "-m", "ops.show_config", "-e", env],
         cwd=REPO,
         capture_output=True,
         text=True,
