@@ -101,12 +101,20 @@ class FileIndex:
             rows = self._connection().execute(query, (after, limit)).fetchall()
         return [Entry(name, size, used_s) for name, size, used_s in rows]
 
-    def used_again(self, name: str, used_s: float) -> None:
-        """The file `name` was read at `used_s`, since it was indexed."""
-        self._change("UPDATE files SET used_s = ? WHERE name = ?", (used_s, name))
-
-    def forget(self, name: str) -> None:
-        self._change("DELETE FROM files WHERE name = ?", (name,))
+    def settle(self, gone: list[str], used_again: list[tuple[str, float]]) -> None:
+        """What a sweep found, in one transaction: the files `gone` (evicted, or
+        removed by other means), and those read since they were indexed (name,
+        when: their rows move)."""
+        try:
+            with self._lock:
+                db = self._connection()
+                db.execute("BEGIN")
+                db.executemany("DELETE FROM files WHERE name = ?", [(name,) for name in gone])
+                moved = [(used_s, name) for name, used_s in used_again]
+                db.executemany("UPDATE files SET used_s = ? WHERE name = ?", moved)
+                db.execute("COMMIT")
+        except (sqlite3.Error, OSError) as exc:
+            self._mark_stale(exc)
 
     # --- rebuilding --------------------------------------------------------------
 
@@ -149,11 +157,14 @@ class FileIndex:
             with self._lock:
                 self._connection().execute(statement, values)
         except (sqlite3.Error, OSError) as exc:
-            log.warning("index of %s not updated (%s): it will be rebuilt", self.directory, exc)
-            try:
-                (self.directory / STALE_NAME).touch()
-            except OSError:
-                pass
+            self._mark_stale(exc)
+
+    def _mark_stale(self, exc: Exception) -> None:
+        log.warning("index of %s not updated (%s): it will be rebuilt", self.directory, exc)
+        try:
+            (self.directory / STALE_NAME).touch()
+        except OSError:
+            pass
 
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:

@@ -186,48 +186,47 @@ def sweep(
     _, used = index.totals()
     target = budget.max_bytes * LOW_WATER if used > budget.max_bytes else used
     target = min(target, used - free_bytes)
-    while used > target:
+    in_use = False
+    while used > target and not in_use:
         batch = index.oldest(EVICTION_BATCH)
         if not batch:
             break
+        gone: list[str] = []
+        used_again: list[tuple[str, float]] = []
         for entry in batch:
             if used <= target:
                 break
-            outcome = _evict(budget.directory / entry.name, entry, index, now, min_age_s)
+            outcome, used_at = _evict(budget.directory / entry.name, entry, now, min_age_s)
             if outcome == "in use":
-                _counted(index, usage)  # everything after it is as recent
-                return
-
-            if outcome in ("evicted", "gone"):
-                used -= entry.size
+                in_use = True  # everything after it is as recent
+                break
+            if outcome == "used again":
+                used_again.append((entry.name, used_at))
+                continue
+            gone.append(entry.name)
+            used -= entry.size
             if outcome == "evicted":
                 usage.evicted_files += 1
                 usage.evicted_bytes += entry.size
-    _counted(index, usage)
-
-
-def _counted(index: FileIndex, usage: Usage) -> None:
+        index.settle(gone, used_again)
     usage.files, usage.bytes_used = index.totals()
 
 
-def _evict(path: Path, entry: Entry, index: FileIndex, now: float, min_age_s: float) -> str:
-    """Remove the file of `entry` unless it was used since it was indexed (then it
-    gets a second chance: its entry moves) or is in use; what happened."""
+def _evict(path: Path, entry: Entry, now: float, min_age_s: float) -> tuple[str, float]:
+    """Remove the file of `entry` unless it was used since it was indexed (it gets
+    a second chance) or is in use; what happened, and when the file was last used."""
     try:
         stat = os.stat(path)
     except FileNotFoundError:
-        index.forget(entry.name)  # removed by other means (a purge, by hand)
-        return "gone"
+        return "gone", 0.0  # removed by other means (a purge, by hand)
     used_at = max(stat.st_atime, stat.st_mtime)
     if used_at > entry.used_s + 1:
-        index.used_again(entry.name, used_at)
-        return "used again"
+        return "used again", used_at
     if now - used_at < min_age_s:
-        return "in use"
+        return "in use", used_at
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    index.forget(entry.name)
-    return "evicted"
+    return "evicted", used_at
 
 
 def run(settings: Settings, stop: threading.Event) -> None:
