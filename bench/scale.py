@@ -95,6 +95,7 @@ def janitor_steady_state(work: Path, settings: config.Settings) -> tuple[float, 
            "originals_path", "spill_path", "storage_path", "metrics_path",
            "janitor_interval_s", "eviction_min_age_s", "min_free_disk_share")}  # fmt: skip
     raw["allow_any_output"] = True  # an environment of its own: not development
+    raw["cache_max_bytes"] = 10**15  # nothing to evict: the steady state
     (work / "config" / "scale.json").write_text(json.dumps(raw))
     command = [
         sys.executable,
@@ -106,10 +107,13 @@ def janitor_steady_state(work: Path, settings: config.Settings) -> tuple[float, 
         str(work / "config"),
     ]
     process = subprocess.Popen(command, cwd=REPO, stderr=subprocess.DEVNULL)
+    usage = settings.cache_dir / janitor.USAGE_FILE
+    usage.unlink(missing_ok=True)
     try:
-        time.sleep(3.0)  # started, first sweep done
-        if process.poll() is not None:
-            raise SystemExit(f"the janitor exited ({process.returncode}): {' '.join(command)}")
+        while not usage.exists():  # its first pass done (the layout looked at once, at start)
+            if process.poll() is not None:
+                raise SystemExit(f"the janitor exited ({process.returncode}): {command}")
+            time.sleep(0.5)
         before, started = cpu_s(process.pid), time.monotonic()
         time.sleep(STEADY_S)
         spent_s, took_s = cpu_s(process.pid) - before, time.monotonic() - started

@@ -3,7 +3,8 @@
 Earlier versions kept an image's outputs in `<model>/<imageType>/<id>/`: every id
 of a type one entry of one directory (twenty million products, twenty million
 entries). common/keys.py now puts them in `<model>/<imageType>/<partition>/<id>/`,
-as object keys are. The janitor runs `migrate` when it starts: each flat image
+as object keys are. The janitor runs `migrate` when it starts, until it has
+looked at the whole cache once (`.layout-partitioned`): each flat image
 directory is renamed under its partition (merged into one the new version has
 begun meanwhile, the newer file kept), paced to a quarter of a core; the
 outputs' index is then rebuilt, its names having changed. Until an image is
@@ -24,11 +25,14 @@ from common.file_index import INDEX_NAME
 
 log = logging.getLogger(__name__)
 _BATCH = 1000
+MIGRATED = ".layout-partitioned"  # the whole cache was looked at once: never again
 
 
 def migrate(cache_dir: Path, busy_share: float = 0.25) -> int:
     """Move every flat image directory under `cache_dir` to its partition; how many
     moved. When any did, the outputs' index goes (the janitor rebuilds it)."""
+    if (cache_dir / MIGRATED).exists():
+        return 0
     moved = 0
     batch_started = time.thread_time()
     for looked, directory in enumerate(_third_level(cache_dir), 1):
@@ -42,6 +46,8 @@ def migrate(cache_dir: Path, busy_share: float = 0.25) -> int:
         log.info("moved %d image directories of %s to the partitioned layout", moved, cache_dir)
         for suffix in ("", "-wal", "-shm"):
             (cache_dir / f"{INDEX_NAME}{suffix}").unlink(missing_ok=True)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    (cache_dir / MIGRATED).touch()
     return moved
 
 

@@ -33,3 +33,6 @@ def test_flat_image_directories_move_under_their_partitions(tmp_path: Path) -> N
     assert not any((tmp_path / "m/t" / image).exists() for image in ("1", "abc", "2"))
     assert not (tmp_path / INDEX_NAME).exists()  # the janitor rebuilds it under the new names
     assert migrate(tmp_path) == 0  # the partitioned layout is left as it is
+    (tmp_path / "m/t/9").mkdir()
+    (tmp_path / "m/t/9/w100.jpg").write_bytes(b"flat")
+    assert migrate(tmp_path) == 0  # once looked at whole, never walked again
