@@ -151,6 +151,7 @@ def rebuild_share(settings: config.Settings) -> tuple[float, float]:
 def spill_figures(settings: config.Settings, uploads: int) -> tuple[float, float, float, float]:
     """With `uploads` waiting: a put's p50 and p99 (ms); the drain's rate and CPU share."""
     spill = Spill(settings.spill_dir, settings.spill_max_bytes)
+    spill.rebuild_if_needed()  # as the uploader does when it starts, the spill empty
     payload = b"x" * 1000
     for number in range(uploads):
         spill.put(UploadJob(key=f"k/{number}", content_type="image/jpeg", payload=payload))
