@@ -11,9 +11,9 @@ file goes only after its put), and the request path never waits for it.
 What the directory holds, and its oldest uploads, are known from its index
 (common/file_index.py), never by listing it: a put and a drain cost the same
 at one file and at a million. The directory holds at most `spill_max_bytes`:
-past it `put` raises DiskFull,
-as a full disk does (the processor then publishes the upload after all, or,
-past upload_inline_max_bytes, drops it and logs it).
+past it `put` raises DiskFull, as a full disk does (the processor then
+publishes the upload after all, or, past upload_inline_max_bytes, drops it
+and logs it).
 """
 
 from __future__ import annotations
