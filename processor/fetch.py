@@ -59,14 +59,19 @@ class SourceFetcher:
         self._allowed_hosts = sources.allowed_hosts(settings)
         self._allowed_ports = sources.allowed_ports(settings)
         self._not_found = NotFoundMemory(settings.source_not_found_ttl_s)
-        self._breakers = HostBreakers(settings.source_failures_to_open, settings.source_pause_s)
+        # A request's own `source=` URLs fail and wait apart from the configured
+        # origin's downloads (keyed by `explicit`): they can pause or fill only each other.
+        self._breakers = {
+            explicit: HostBreakers(settings.source_failures_to_open, settings.source_pause_s)
+            for explicit in (False, True)
+        }
         self._exempt = sources.exempt_networks(settings)
         self._resolve = resolver
         self._connect_timeout_s = settings.source_connect_timeout_s
         self._read_timeout_s = settings.source_read_timeout_s
         self._download_timeout_s = settings.source_download_timeout_s
         self._per_host = settings.max_downloads_per_source_host
-        self._downloading: collections.Counter[str] = collections.Counter()
+        self._downloading: collections.Counter[tuple[str, bool]] = collections.Counter()
         self._lock = threading.Lock()  # fetch() is called from several job threads
         self._pools: dict[tuple[str, str, int, str], urllib3.HTTPConnectionPool] = {}
 
@@ -80,12 +85,9 @@ class SourceFetcher:
         own = time.monotonic() + self._download_timeout_s
         deadline = own if deadline is None else min(deadline, own)
         origin = sources.origin_of(url)
-        # A client's own `source=` URLs fail and wait apart from the configured
-        # origin's downloads: they can pause or fill only each other.
-        origin = f"source= {origin}" if explicit else origin
         self._not_found.check(url)
         # Counted by the origin asked for; each hop is checked in _request.
-        with self._breakers.guard(origin), self._slot(origin):
+        with self._breakers[explicit].guard(origin), self._slot(origin, explicit):
             try:
                 return self._follow(url, deadline)
             except SourceNotFound:
@@ -104,20 +106,21 @@ class SourceFetcher:
         raise SourceUnavailable(f"more than {self._max_redirects} redirects")
 
     @contextlib.contextmanager
-    def _slot(self, origin: str) -> Iterator[None]:
+    def _slot(self, origin: str, explicit: bool) -> Iterator[None]:
+        key = (origin, explicit)
         with self._lock:
-            if self._downloading[origin] >= self._per_host:
+            if self._downloading[key] >= self._per_host:
                 raise SourceBusy(
                     f"{self._per_host} downloads from {origin!r} are already in progress"
                 )
-            self._downloading[origin] += 1
+            self._downloading[key] += 1
         try:
             yield
         finally:
             with self._lock:
-                self._downloading[origin] -= 1
-                if not self._downloading[origin]:
-                    del self._downloading[origin]
+                self._downloading[key] -= 1
+                if not self._downloading[key]:
+                    del self._downloading[key]
 
     def _timeout(self, deadline: float) -> urllib3.Timeout:
         remaining_s = deadline - time.monotonic()
