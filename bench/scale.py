@@ -130,7 +130,7 @@ def eviction_pass(settings: config.Settings, files: int) -> tuple[float, int]:
     budget = janitor.Budget(
         "outputs", settings.cache_dir, int(files * OUTPUT_BYTES / 1.1), janitor.is_output
     )
-    index, usage = FileIndex(settings.cache_dir), janitor.Usage()
+    index, usage = FileIndex(settings.cache_dir, sweeper=True), janitor.Usage()
     started = time.perf_counter()
     janitor.sweep(budget, index, usage, min_age_s=0.0)
     return time.perf_counter() - started, usage.evicted_files

@@ -28,11 +28,16 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 INDEX_NAME = ".index.sqlite3"
 STALE_NAME = ".index-stale"  # a program failed to write a row: rebuild
+SWEEPER_CACHE_KIB = 65536  # the janitor's page cache while it evicts (emptied after)
+SWEEPER_CHECKPOINT_PAGES = 8192  # WAL pages between its checkpoints (32 MiB)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     name TEXT PRIMARY KEY, size INTEGER NOT NULL, used_s REAL NOT NULL
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS files_by_use ON files (used_s);
+-- Covering (a WITHOUT ROWID index holds the key, name): the oldest are read in order
+-- without one lookup of the table per row.
+CREATE INDEX IF NOT EXISTS files_by_age ON files (used_s, size);
+DROP INDEX IF EXISTS files_by_use;
 CREATE TABLE IF NOT EXISTS totals (
     id INTEGER PRIMARY KEY CHECK (id = 0), files INTEGER NOT NULL, bytes INTEGER NOT NULL
 );
@@ -58,8 +63,12 @@ class Entry:
 
 
 class FileIndex:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, sweeper: bool = False) -> None:
+        """`sweeper`: the connection removes rows by the thousand (the janitor):
+        it keeps more pages and checkpoints less often, so a page of the table
+        is written about once for all the rows it loses, not once per batch."""
         self.directory = directory
+        self._sweeper = sweeper
         self._lock = threading.Lock()  # one connection, used by every thread of a process
         self._db: sqlite3.Connection | None = None  # opened at first use
 
@@ -177,9 +186,18 @@ class FileIndex:
             )
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints
+            if self._sweeper:
+                db.execute(f"PRAGMA cache_size=-{SWEEPER_CACHE_KIB}")
+                db.execute(f"PRAGMA wal_autocheckpoint={SWEEPER_CHECKPOINT_PAGES}")
             db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
             self._db = db
         return self._db
+
+    def shrink_memory(self) -> None:
+        """Let the pages this connection keeps go (a sweeper's, after a pass)."""
+        with self._lock:
+            if self._db is not None:
+                self._db.execute("PRAGMA shrink_memory")
 
     def close(self) -> None:
         with self._lock:

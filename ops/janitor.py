@@ -210,6 +210,7 @@ def sweep(
                 usage.evicted_files += 1
                 usage.evicted_bytes += entry.size
         index.settle(gone, used_again)
+    index.shrink_memory()
     usage.files, usage.bytes_used = index.totals()
 
 
@@ -235,7 +236,7 @@ def run(settings: Settings, stop: threading.Event) -> None:
     whose index is not built is walked into it first (paced)."""
     cache_layout.migrate(settings.cache_dir)  # before the index: its names may change
     usage = {budget.name: Usage() for budget in budgets(settings)}
-    indexes = {budget.name: FileIndex(budget.directory) for budget in budgets(settings)}
+    indexes = {b.name: FileIndex(b.directory, sweeper=True) for b in budgets(settings)}
     while True:
         report: dict[str, object] = {"updated_epoch_s": time.time()}
         for budget in budgets(settings):
