@@ -192,7 +192,7 @@ class Settings:
     )
     local_base_path: str = _key(
         REQUIRED,
-        "Directory of the local output cache, `<model>/<imageType>/<partition>/<id>/<output>`: "
+        "Directory of the local output cache, `<model>/<imageType>/<partition>/<id>.<output>`: "
         "partitioned as object keys are.",
     )
     originals_path: str = _key(

@@ -89,11 +89,12 @@ class FileIndex:
     def removed(self, path: Path) -> None:
         self._change("DELETE FROM files WHERE name = ?", (self.name_of(path),))
 
-    def removed_under(self, directory: Path) -> None:
-        """Every file under `directory` (a subdirectory) is gone."""
-        prefix = self.name_of(directory) + "/"
-        # A range on the primary key (not LIKE, which would scan): "/" + 1 is "0".
-        self._change("DELETE FROM files WHERE name >= ? AND name < ?", (prefix, prefix[:-1] + "0"))
+    def removed_starting(self, prefix: str) -> None:
+        """Every file whose name (under the directory) begins with `prefix` is gone."""
+        # A range on the primary key (not LIKE, which would scan): past the prefix,
+        # its last character's successor.
+        past = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        self._change("DELETE FROM files WHERE name >= ? AND name < ?", (prefix, past))
 
     # --- what the janitor and the uploader ask -----------------------------------
 

@@ -14,19 +14,26 @@ migration (`image-server migrate-keys`).
         .originals/<sha256 of the source= URL>
         .purged/<model>/<imageType>/<id>  (when the image was last purged: common/purge.py)
     on each host:
-        <local_base_path>/<model>/<imageType>/<partition>/<id>[/src-<tag>]/<output>
+        <local_base_path>/<model>/<imageType>/<partition>/<id>.[src-<tag>.]<output>
         <originals_path>/<sha[:2]>/<sha256 of the original's URL>
         <originals_path>/masters/<sha[:2]>/<sha256 of the URL>-2.v
 
 `partition` is the first 3 hex digits of the SHA-256 of the image id (it
 spreads one type's images over 4096 prefixes); `tag` the first 24 of the
 SHA-256 of an explicit `source=` URL (another original, other outputs).
+The disk cache keeps an image's outputs as files of its partition's
+directory, not in a directory of the image (nginx's proxy_cache does the
+same): a directory costs a block of the disk and of the kernel's memory
+(4 GB at a million images), which the cache's budget does not count and
+whose absence makes a removal read the disk (bench/SCALE.md). Segments
+never hold a dot, so the first dot of a file's name ends the id.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -43,7 +50,7 @@ PARTITION_CHARS = 3
 PARTITIONS = 16**PARTITION_CHARS
 SOURCE_TAG_CHARS = 24
 _SOURCE_PREFIX = "src-"
-_SOURCE_DIR = re.compile(rf"{_SOURCE_PREFIX}[0-9a-f]{{{SOURCE_TAG_CHARS}}}")
+_SOURCE_PART = re.compile(rf"{_SOURCE_PREFIX}[0-9a-f]{{{SOURCE_TAG_CHARS}}}")
 _ORIGINAL_FILE = re.compile(r"([0-9a-f]{2})/\1[0-9a-f]{62}")
 _MASTER_FILE = re.compile(r"([0-9a-f]{2})/\1[0-9a-f]{62}(?:-2)?\.v")  # older masters too
 
@@ -86,14 +93,25 @@ class ImageRef:
         """The prefix of every object of the image (all its sources), ending with "/"."""
         return f"{settings.storage_key_prefix}/{self.kind}/{partition(self.id)}/{self.id}/"
 
-    def outputs_dir(self, settings: Settings) -> Path:
-        """The local cache directory of every output of the image (all its sources)."""
-        return self.outputs_dir_under(settings.cache_dir)
+    def partition_dir_under(self, cache_dir: Path) -> Path:
+        """The local cache's directory of the image's outputs, shared with the
+        other images of its partition (about ids / 4096 of its type)."""
+        return cache_dir / self.model / self.image_type / partition(self.id)
 
-    def outputs_dir_under(self, cache_dir: Path) -> Path:
-        """Partitioned as object keys are: one directory holds at most about
-        ids / 4096 images, however many there are of a type."""
-        return cache_dir / self.model / self.image_type / partition(self.id) / self.id
+    @property
+    def cached_name_prefix(self) -> str:
+        """How the names of the image's cached outputs (all its sources) begin,
+        under local_base_path."""
+        return f"{self.kind}/{partition(self.id)}/{self.id}."
+
+    def cached_outputs_under(self, cache_dir: Path) -> list[Path]:
+        """The files of the image's outputs in the local cache (all its sources)."""
+        directory = self.partition_dir_under(cache_dir)
+        try:
+            names = os.listdir(directory)
+        except FileNotFoundError:
+            return []
+        return [directory / name for name in names if name.startswith(f"{self.id}.")]
 
     def original_key(self, settings: Settings, source_url: str) -> str:
         """Where the image's original (fetched from `source_url`) is kept."""
@@ -135,7 +153,9 @@ class OutputRef:
         return self.path_under(settings.cache_dir)
 
     def path_under(self, cache_dir: Path) -> Path:
-        return self.image.outputs_dir_under(cache_dir) / (self.image.source_part + self.name)
+        image = self.image
+        source = "" if image.source_tag is None else f"{_SOURCE_PREFIX}{image.source_tag}."
+        return image.partition_dir_under(cache_dir) / f"{image.id}.{source}{self.name}"
 
 
 def cached_output(relative: str) -> OutputRef | None:
@@ -143,17 +163,25 @@ def cached_output(relative: str) -> OutputRef | None:
     for a path this layout never makes (whether its names are in the URL
     grammar is common.urls' to say)."""
     parts = relative.split("/")
-    if len(parts) not in (5, 6) or parts[2] != partition(parts[3]):
+    if len(parts) != 4:
         return None
-    if len(parts) == 6 and not _SOURCE_DIR.fullmatch(parts[4]):
+    model, image_type, part, file_name = parts
+    image_id, _, name = file_name.partition(".")
+    if part != partition(image_id) or not name:
         return None
-    del parts[2]
-    return OutputRef.from_cache_key("/".join(parts))
+    tag = None
+    if name.startswith(_SOURCE_PREFIX):
+        tagged, _, name = name.partition(".")
+        if not _SOURCE_PART.fullmatch(tagged) or not name:
+            return None
+        tag = tagged.removeprefix(_SOURCE_PREFIX)
+    return OutputRef(ImageRef(model, image_type, image_id, tag), name)
 
 
 def is_source_dir(name: str) -> bool:
-    """Whether `name`, under an image's outputs directory, holds an explicit source's outputs."""
-    return _SOURCE_DIR.fullmatch(name) is not None
+    """Whether `name`, under an image's directory of an earlier layout, held an
+    explicit source's outputs."""
+    return _SOURCE_PART.fullmatch(name) is not None
 
 
 def is_kept_original(relative: str) -> bool:

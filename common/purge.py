@@ -23,7 +23,6 @@ after a purge goes too (the next request makes it again).
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from pathlib import Path
 
@@ -57,8 +56,9 @@ def purge_host(settings: Settings, purge: PurgeImage) -> None:
     image = keys.ImageRef(purge.model, purge.image_type, purge.id)
     outputs, originals = FileIndex(settings.cache_dir), FileIndex(settings.originals_dir)
     masters = FileIndex(keys.masters_dir(settings))
-    shutil.rmtree(image.outputs_dir(settings), ignore_errors=True)
-    outputs.removed_under(image.outputs_dir(settings))
+    for path in image.cached_outputs_under(settings.cache_dir):
+        path.unlink(missing_ok=True)
+    outputs.removed_starting(image.cached_name_prefix)
     for url in purge.source_urls:
         keys.original_path(settings, url).unlink(missing_ok=True)
         originals.removed(keys.original_path(settings, url))

@@ -1,14 +1,16 @@
-"""The output cache moved from the flat layout of earlier versions to the partitioned one.
+"""The output cache moves from the layouts of earlier versions to the current one.
 
-Earlier versions kept an image's outputs in `<model>/<imageType>/<id>/`: every id
-of a type one entry of one directory (twenty million products, twenty million
-entries). common/keys.py now puts them in `<model>/<imageType>/<partition>/<id>/`,
-as object keys are. The janitor runs `migrate` when it starts, until it has
-looked at the whole cache once (`.layout-partitioned`): each flat image
-directory is renamed under its partition (merged into one the new version has
-begun meanwhile, the newer file kept), paced to a quarter of a core; the
-outputs' index is then rebuilt, its names having changed. Until an image is
-moved, its outputs are misses, answered from object storage.
+Earlier versions kept an image's outputs in a directory of the image: first
+`<model>/<imageType>/<id>/` (every id of a type one entry of one directory),
+then `<model>/<imageType>/<partition>/<id>/`. common/keys.py now keeps them
+as files of the partition's directory, `<partition>/<id>.<output>` (a
+directory per image cost a block of disk and of memory each: bench/SCALE.md).
+The janitor runs `migrate` when it starts, until it has looked at the whole
+cache once (`.layout-files`): each image directory's files are renamed into
+their partition (a file the new version has written meanwhile is newer: it
+is kept), paced to a quarter of a core; the outputs' index is then rebuilt,
+its names having changed. Until an image is moved, its outputs are misses,
+answered from object storage.
 """
 
 from __future__ import annotations
@@ -25,25 +27,24 @@ from common.file_index import INDEX_NAME
 
 log = logging.getLogger(__name__)
 _BATCH = 1000
-MIGRATED = ".layout-partitioned"  # the whole cache was looked at once: never again
+MIGRATED = ".layout-files"  # the whole cache was looked at once: never again
 
 
 def migrate(cache_dir: Path, busy_share: float = 0.25) -> int:
-    """Move every flat image directory under `cache_dir` to its partition; how many
-    moved. When any did, the outputs' index goes (the janitor rebuilds it)."""
+    """Move the outputs of every image directory under `cache_dir` into their
+    partition; how many images moved. When any did, the outputs' index goes
+    (the janitor rebuilds it)."""
     if (cache_dir / MIGRATED).exists():
         return 0
     moved = 0
     batch_started = time.thread_time()
     for looked, directory in enumerate(_third_level(cache_dir), 1):
-        if _is_flat_image(directory):
-            _move(directory, directory.parent / keys.partition(directory.name) / directory.name)
-            moved += 1
+        moved += _move_images_of(directory, cache_dir)
         if looked % _BATCH == 0:  # paced: the hosts' requests come first
             time.sleep((time.thread_time() - batch_started) * (1 / busy_share - 1))
             batch_started = time.thread_time()
     if moved:
-        log.info("moved %d image directories of %s to the partitioned layout", moved, cache_dir)
+        log.info("moved the outputs of %d images of %s to the current layout", moved, cache_dir)
         for suffix in ("", "-wal", "-shm"):
             (cache_dir / f"{INDEX_NAME}{suffix}").unlink(missing_ok=True)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -52,53 +53,69 @@ def migrate(cache_dir: Path, busy_share: float = 0.25) -> int:
 
 
 def _third_level(cache_dir: Path) -> Iterator[Path]:
-    """`<model>/<imageType>/<x>` directories: image directories of the flat layout,
-    partitions of the new one."""
-    for model in _subdirectories(cache_dir):
-        for image_type in _subdirectories(model):
-            yield from _subdirectories(image_type)
+    """`<model>/<imageType>/<x>` directories: image directories of the first layout,
+    partitions of the others."""
+    for model in _entries(cache_dir, directories=True):
+        for image_type in _entries(model, directories=True):
+            yield from _entries(image_type, directories=True)
 
 
-def _subdirectories(directory: Path) -> list[Path]:
+def _move_images_of(directory: Path, cache_dir: Path) -> int:
+    """Move the images `directory` holds (a partition of the second layout holds
+    image directories) or is (an image of the first layout holds outputs and
+    source directories); how many. A partition of the current layout holds
+    outputs named as it names them: left as they are."""
+    moved, first_layout = 0, False
+    for path in _entries(directory, directories=True):
+        if keys.partition(path.name) == directory.name:
+            _move_image(path, directory)
+            moved += 1
+        elif keys.is_source_dir(path.name):
+            first_layout = True
+    for path in _entries(directory, directories=False):
+        if keys.cached_output(path.relative_to(cache_dir).as_posix()) is None:
+            first_layout = True
+    if first_layout:
+        _move_image(directory, directory.parent / keys.partition(directory.name))
+        moved += 1
+    return moved
+
+
+def _move_image(image_dir: Path, partition_dir: Path) -> None:
+    """Rename the outputs of `image_dir` (and of its source directories) to the
+    files the current layout names in `partition_dir`; remove the emptied
+    directories."""
+    partition_dir.mkdir(parents=True, exist_ok=True)
+    for path in _entries(image_dir, directories=False):
+        _rename(path, partition_dir / f"{image_dir.name}.{path.name}")
+    for source_dir in _entries(image_dir, directories=True):
+        for path in _entries(source_dir, directories=False):
+            _rename(path, partition_dir / f"{image_dir.name}.{source_dir.name}.{path.name}")
+        with contextlib.suppress(OSError):
+            source_dir.rmdir()
+    with contextlib.suppress(OSError):  # a foreign file stays, and its directory
+        image_dir.rmdir()
+
+
+def _rename(path: Path, target: Path) -> None:
+    """Move `path` to `target`, unless the new version has written `target`
+    already (it is newer: kept)."""
+    if target.exists():
+        path.unlink()
+    else:
+        os.rename(path, target)
+
+
+def _entries(directory: Path, directories: bool) -> list[Path]:
+    """The subdirectories (or the files) of `directory`; hidden ones are not ours
+    (temporary files, locks, the index)."""
     try:
         entries = list(os.scandir(directory))
     except (FileNotFoundError, NotADirectoryError):
         return []
+    kind = os.DirEntry.is_dir if directories else os.DirEntry.is_file
     return [
         Path(entry.path)
         for entry in entries
-        if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False)
+        if not entry.name.startswith(".") and kind(entry, follow_symlinks=False)
     ]
-
-
-def _is_flat_image(directory: Path) -> bool:
-    """A flat image directory holds outputs (files) or an explicit source's
-    directory; a partition holds image directories only."""
-    with os.scandir(directory) as entries:
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            if entry.is_file(follow_symlinks=False) or keys.is_source_dir(entry.name):
-                return True
-    return False
-
-
-def _move(source: Path, target: Path) -> None:
-    """Rename `source` to `target`; into it, file by file, when the new version has
-    made `target` already (its files are newer: they are kept)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.rename(source, target)
-        return
-    except OSError:  # target exists and is not empty
-        pass
-    for entry in list(os.scandir(source)):
-        path, there = Path(entry.path), target / entry.name
-        if entry.is_dir(follow_symlinks=False):
-            _move(path, there)
-        elif there.exists():
-            path.unlink()
-        else:
-            os.rename(path, there)
-    with contextlib.suppress(OSError):
-        source.rmdir()

@@ -55,7 +55,7 @@ from ops import cache_layout
 log = logging.getLogger("janitor")
 LOW_WATER = 0.9  # a sweep stops this far under the budget, so it does not run on every file
 USAGE_FILE = ".disk-usage.json"
-EVICTION_BATCH = 2048  # rows read, then settled, in one transaction
+EVICTION_BATCH = 8192  # rows read, then settled, in one transaction (bench/SCALE.md)
 REBUILD_BATCH = 1000
 REBUILD_BUSY_SHARE = 0.25  # a rebuild's walk takes at most a quarter of a core
 

@@ -331,10 +331,11 @@ class Stack:
         """Where the stack's disk cache keeps the output `cache_key` (common/keys.py)."""
         return keys.OutputRef.from_cache_key(cache_key).path_under(self.workdir / "cache")
 
-    def image_dir(self, image_path: str) -> Path:
-        """The cache directory of the image `<model>/<imageType>/<id>`."""
+    def cached_outputs(self, image_path: str) -> list[Path]:
+        """The files of the disk cache's outputs of the image `<model>/<imageType>/<id>`."""
         model, image_type, image_id = image_path.split("/")
-        return keys.ImageRef(model, image_type, image_id).outputs_dir_under(self.workdir / "cache")
+        image = keys.ImageRef(model, image_type, image_id)
+        return image.cached_outputs_under(self.workdir / "cache")
 
     def stored_path(self, key: str) -> Path:
         """Where the filesystem backend keeps the object `key`."""

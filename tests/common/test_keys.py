@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import string
+from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -36,10 +37,10 @@ def test_the_layout_as_documented() -> None:
     assert image.original_key(SETTINGS, url) == (
         f"public/images/test/user/avatar/{part}/3589782/original"
     )
-    assert str(image.outputs_dir(SETTINGS)) == f"/var/cache/images/user/avatar/{part}/3589782"
     assert (
-        str(output.cache_path(SETTINGS)) == f"/var/cache/images/user/avatar/{part}/3589782/w500.jpg"
+        str(output.cache_path(SETTINGS)) == f"/var/cache/images/user/avatar/{part}/3589782.w500.jpg"
     )
+    assert image.cached_name_prefix == f"user/avatar/{part}/3589782."
     assert image.purge_mark_key(SETTINGS) == "public/images/test/.purged/user/avatar/3589782"
     assert str(keys.original_path(SETTINGS, url)) == f"/var/originals/{sha(url)[:2]}/{sha(url)}"
     assert str(keys.master_path(SETTINGS, url)) == (
@@ -57,6 +58,9 @@ def test_an_explicit_source_is_another_original_with_outputs_of_its_own() -> Non
         output.object_key(SETTINGS) == f"public/images/test/a/b/{sha('1')[:3]}/1/src-{tag}/x50.jpg"
     )
     assert image.original_key(SETTINGS, source) == f"public/images/test/.originals/{sha(source)}"
+    assert str(output.cache_path(SETTINGS)) == (
+        f"/var/cache/images/a/b/{sha('1')[:3]}/1.src-{tag}.x50.jpg"
+    )
 
 
 segment = st.text(string.ascii_letters + string.digits + "_-", min_size=1, max_size=20)
@@ -71,6 +75,9 @@ def test_keys_parse_back_to_what_made_them(
 ) -> None:
     output = ImageRef.of(model, image_type, image_id, source).output(name)
     assert OutputRef.from_cache_key(output.cache_key) == output
+    cached = output.path_under(Path("/c")).relative_to("/c").as_posix()
+    assert keys.cached_output(cached) == output
+    assert cached.startswith(output.image.cached_name_prefix)
     parsed = keys.parse_object_key(SETTINGS, output.object_key(SETTINGS))
     assert parsed is not None
     image, rest = parsed

@@ -76,13 +76,15 @@ def test_sweep_spares_what_is_in_use_being_written_or_another_budgets(tmp_path: 
     assert usage.bytes_used == 300  # still over: the rest is in use, and stays
 
 
+P1 = keys.partition("1")
 FOREIGN = [
     "important.txt",
     "docs/thesis.pdf",
-    "m/t/1/notes.txt",  # an output's directory, a name no output has
-    "m/t/1/w100.pdf",  # not an output format
-    "m/t/1/extra/w100.jpg",  # one level too deep
-    "m/t/1/src-nothex/w100.jpg",
+    f"m/t/{P1}/1.notes.txt",  # an image's file, a name no output has
+    f"m/t/{P1}/1.w100.pdf",  # not an output format
+    f"m/t/{P1}/1/w100.jpg",  # one level too deep (an earlier layout's)
+    f"m/t/{P1}/1.src-nothex.w100.jpg",
+    f"m/t/{'abc' if P1 != 'abc' else 'abd'}/1.w100.jpg",  # not its partition
     "ab/not-a-digest",
     "masters/ab/abc-2.v",
 ]
