@@ -26,6 +26,7 @@ import pyvips
 
 from bench import load, raw, servers
 from bench.load import LoadResult
+from bench.profiles import SAMPLES_PER_S, Frame, Profiles
 from common import keys
 from testkit import corpus
 
@@ -192,18 +193,40 @@ def cpu_programs(
     """The processes whose CPU a run of `server` reports, by program."""
     programs: dict[str, Callable[[], list[int]]] = {}
     if isinstance(server, servers.Ours):
-        for name, label in (
-            ("frontend", "frontends"),
-            ("processor", "processors"),
-            ("uploader", "uploader"),
-        ):
-            programs[label] = functools.partial(server.program_pids, name)
+        programs.update(our_programs(server))
         programs["RabbitMQ"] = servers.broker_pids
     else:
         programs["thumbor" if isinstance(server, servers.Thumbor) else "server"] = server.pids
     if not isinstance(server, servers.Nginx):
         programs["nginx (origin)"] = functools.partial(servers.pids_named, "nginx")
     return programs
+
+
+def our_programs(ours: servers.Ours) -> dict[str, Callable[[], list[int]]]:
+    """Our Python programs' processes, by program (as the CPU table names them)."""
+    return {
+        label: functools.partial(ours.program_pids, name)
+        for name, label in (
+            ("frontend", "frontends"),
+            ("processor", "processors"),
+            ("uploader", "uploader"),
+        )
+    }
+
+
+def profile_cold_misses(
+    ours: servers.Ours, nginx: servers.Nginx, jpegs: list[corpus.Original], count: int,
+    seconds: int, work: Path,
+) -> dict[str, list[Frame]]:  # fmt: skip
+    """Our programs sampled by py-spy through a cold JPEG run of their own (new
+    images again): the sampling costs a little, so no figure of the results
+    comes from it."""
+    images = new_images(nginx, jpegs, "profiled", count, 21)
+    paths = [ours.path(*job) for job in one_size_each(images, 21)]
+    servers.wait_until_idle()
+    with Profiles(our_programs(ours), seconds, work) as profiles:
+        load.wrk(servers.OURS_PORT, paths, seconds, MISS_CONNECTIONS, work)
+    return profiles.heaviest()
 
 
 def versions(thumbor_venv: Path) -> dict[str, str]:
@@ -266,6 +289,7 @@ def main() -> None:
     thumbor = servers.Thumbor(args.work, args.thumbor_venv, cores)
     rows: list[Row] = []
     burst_counts: dict[str, str] = {}
+    profiles: dict[str, list[Frame]] = {}
     try:
         (nginx.work / "access.log").unlink(missing_ok=True)  # counts are per run
         nginx.start()
@@ -297,6 +321,9 @@ def main() -> None:
                 same = [(image_id(images[image]), w, q) for image, w, q in jobs]
                 rate = raw.resizes_per_s(files, same, cores, min(args.seconds, 15), False)
                 rows.append(Row(title, f"raw libvips from originals, {cores} workers", rate=rate))
+
+        if selected(args.only, "1."):
+            profiles = profile_cold_misses(ours, nginx, jpegs, cold_count, args.seconds, args.work)
 
         # Warm-up for the scenarios below: every original fetched once by each
         # side (both keep originals on disk; ours also makes masters then).
@@ -379,7 +406,8 @@ def main() -> None:
         ours.stop()
         nginx.stop()
 
-    report = render_report(rows, burst_counts, originals, cores, versions(args.thumbor_venv))
+    found_versions = versions(args.thumbor_venv)
+    report = render_report(rows, burst_counts, profiles, originals, cores, found_versions)
     # Only a full run makes bench/RESULTS.md; a partial one leaves its report in --work.
     (args.work if args.only else BENCH).joinpath("RESULTS.md").write_text(report)
     print(report)
@@ -388,6 +416,7 @@ def main() -> None:
 def render_report(
     rows: list[Row],
     burst_counts: dict[str, str],
+    profiles: dict[str, list[Frame]],
     originals: list[corpus.Original],
     cores: int,
     found_versions: dict[str, str],
@@ -453,12 +482,32 @@ def render_report(
             ]
             lines.append("| " + " | ".join(cells) + " |")
     lines += render_cpu_table(rows)
+    lines += render_profiles(profiles)
     lines += ["", "## Coalescing burst (50 identical new URLs at once)", ""]
     lines += [f"- {name}: {text}" for name, text in burst_counts.items()]
     notes = BENCH / "TUNING.md"
     if notes.exists():
         lines += ["", notes.read_text().strip()]
     return "\n".join(lines) + "\n"
+
+
+def render_profiles(profiles: dict[str, list[Frame]]) -> list[str]:
+    if not profiles:
+        return []
+    lines = [
+        "",
+        "## Where our CPU goes on a cold JPEG miss (py-spy)",
+        "",
+        "A cold JPEG run of its own (new images, not in the tables above), each of our",
+        f"programs sampled {SAMPLES_PER_S} times a second by py-spy (bench/profiles.py): the ten",
+        "frames most often on top of a sampled stack, as a share of the program's samples.",
+        "Time in libvips, the JSON or SQLite module counts on the Python frame that called it.",
+    ]
+    for program, frames in profiles.items():
+        lines += ["", f"**{program}**", ""]
+        lines += ["| share | frame |", "|---|---|"]
+        lines += [f"| {f.share:.1%} | `{f.name}` |" for f in frames]
+    return lines
 
 
 CPU_COLUMNS = (

@@ -16,3 +16,5 @@ if [ ! -x .thumbor-venv/bin/thumbor ]; then
   python3 -m venv .thumbor-venv
   .thumbor-venv/bin/pip install -q "thumbor==7.8.0"
 fi
+# py-spy samples our programs during a cold run (bench/profiles.py).
+[ -x ../.venv/bin/py-spy ] || ../.venv/bin/pip install -q "py-spy==0.4.3"
