@@ -37,7 +37,7 @@ from common.messages import UploadJob
 from common.metrics import UploaderFigures
 from common.spill import Spill
 from common.storage import open_store
-from ops import janitor
+from ops import cache_layout, janitor
 from uploader.health import Health
 from uploader.ratelimit import RateLimiter
 from uploader.spilled import drain
@@ -74,6 +74,7 @@ def build_tree(cache: Path, files: int) -> None:
         batch.append(Entry(path.relative_to(cache).as_posix(), OUTPUT_BYTES, used_at))
     index.rebuilt(batch)
     index.close()
+    (cache / cache_layout.MIGRATED).touch()  # of the current layout: the janitor's start knows
 
 
 def cpu_s(pid: int) -> float:
