@@ -167,6 +167,15 @@ class DiskFull(ImageServerError):
     default_message = "this host's disk is full: retry later"
 
 
+class OutputGone(ImageServerError):
+    """A processor of this host wrote the output to the cache and said so, and it
+    was removed before this frontend could open it (a purge, in between)."""
+
+    status = 503
+    retryable = True
+    default_message = "the output was removed as it was made: retry"
+
+
 class StorageUnavailable(ImageServerError):
     status = 503
     retryable = True

@@ -10,6 +10,7 @@ import logging
 import os
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 from common.errors import DiskFull
@@ -42,6 +43,29 @@ def write_atomic(path: Path, data: bytes) -> os.stat_result:
         if isinstance(exc, OSError):
             raise_if_no_space(exc, path)
         raise
+
+
+CACHE_IDENTITY_NAME = ".cache-identity"
+
+
+def cache_identity(cache_dir: Path) -> str:
+    """A name for the directory `cache_dir` that every process which sees it shares
+    (made by the first that asks, kept in it): a frontend and a processor that
+    name the same one write to the same disk cache, whatever their hostnames."""
+    path = cache_dir / CACHE_IDENTITY_NAME
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    made = cache_dir / f".tmp-identity-{uuid.uuid4().hex}"
+    write_atomic(made, uuid.uuid4().hex.encode())
+    try:
+        os.link(made, path)  # the first one in place is everyone's
+    except FileExistsError:
+        pass
+    finally:
+        made.unlink()
+    return path.read_text().strip()
 
 
 def raise_if_no_space(exc: OSError, path: Path) -> None:

@@ -96,9 +96,14 @@ class ResizeJob(_Message):
     # Where a cover crop is anchored (Gravity); a -pad output's colour (rrggbb, "": default).
     gravity: str = Gravity.CENTRE.value
     background: str = ""
+    # The asking frontend's cache (common.files.cache_identity): a processor
+    # whose local_base_path is that cache writes the output there, and its
+    # reply names it instead of carrying the bytes. "": bytes in the reply.
+    reply_cache: str = ""
 
     def validate(self) -> None:
         Fit(self.fit)
+        _require(isinstance(self.reply_cache, str), "reply_cache")
         Gravity(self.gravity)
         _require(isinstance(self.background, str), "background")
         _require(re.fullmatch(r"(?:[0-9a-f]{6})?", self.background) is not None, "background")
@@ -120,7 +125,9 @@ class ResizeJob(_Message):
 
 @dataclasses.dataclass(frozen=True)
 class ResizeResult(_Message):
-    """Either image bytes with their content type, or an error by class name."""
+    """Either the output (its bytes, or `in_cache`: written to the asking frontend's
+    cache, its bytes no one's to carry) with its content type, or an error by
+    class name."""
 
     kind: ClassVar[str] = "resize_result.v1"
 
@@ -130,10 +137,15 @@ class ResizeResult(_Message):
     payload: bytes = b""
     # Seconds of the processor's resize thread the job took (what the client's miss cost).
     resize_s: float = 0.0
+    in_cache: bool = False
 
     @classmethod
     def success(cls, content_type: str, data: bytes, resize_s: float = 0.0) -> ResizeResult:
         return cls(content_type=content_type, payload=data, resize_s=resize_s)
+
+    def written_to_cache(self) -> ResizeResult:
+        """This success, its output written where the asking frontend's cache keeps it."""
+        return ResizeResult(self.content_type, resize_s=self.resize_s, in_cache=True)
 
     @classmethod
     def failure(cls, error: ImageServerError, resize_s: float = 0.0) -> ResizeResult:
@@ -142,6 +154,8 @@ class ResizeResult(_Message):
     def validate(self) -> None:
         _require(bool(self.content_type) != bool(self.error_name), "content_type xor error")
         _require(isinstance(self.resize_s, (int, float)) and self.resize_s >= 0, "resize_s")
+        _require(isinstance(self.in_cache, bool), "in_cache")
+        _require(not (self.in_cache and (self.payload or self.error_name)), "in_cache: no bytes")
 
     def raise_for_error(self) -> None:
         if self.error_name:

@@ -55,6 +55,7 @@ UPLOADS_IN_PROGRESS = "image_server_uploads_in_progress"
 UPLOAD_SECONDS = "image_server_upload_duration_seconds"
 SPILLED_UPLOADS = "image_server_spilled_uploads"
 DROPPED_UPLOADS = "image_server_dropped_uploads"
+REPLIES = "image_server_replies"
 OUTPUT_BYTES = "image_server_output_bytes"
 ORIGINAL_BYTES = "image_server_original_bytes"
 # Sizes of outputs and originals: from a thumbnail (a few KB) to max_source_bytes.
@@ -261,6 +262,13 @@ class ProcessorFigures(ProcessFigures):
             DROPPED_UPLOADS,
             "Outputs answered but not stored: larger than upload_inline_max_bytes, and "
             "spill_path full (its disk, or spill_max_bytes); the next miss makes them again.",
+            registry=None,
+        )
+        self.replies = Counter(
+            REPLIES,
+            "Outputs answered to a frontend, by what carried them: file (written to the "
+            "asking frontend's cache, on this host) or bytes (in the reply).",
+            ("carried",),
             registry=None,
         )
         self.downloads = DownloadFigures()

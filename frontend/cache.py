@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 
 from common.file_index import FileIndex
-from common.files import KeyLock, touch, write_atomic
+from common.files import KeyLock, cache_identity, touch, write_atomic
 from common.keys import OutputRef
 
 
@@ -50,6 +50,8 @@ class OutputCache:
         self._memory: collections.OrderedDict[str, CachedFile] = collections.OrderedDict()
         self._memory_bytes = 0
         self._memory_limit = memory_bytes
+        # What this cache is called: a processor that writes to it too says so (common.files).
+        self.identity = cache_identity(root)
 
     def read(self, key: str) -> CachedFile | None:
         """The cached output, or None on a miss."""
@@ -64,6 +66,19 @@ class OutputCache:
         if kept is not None and (kept.size, kept.mtime_ns) == (stat.st_size, stat.st_mtime_ns):
             self._memory.move_to_end(key)
             return kept
+        cached = self._open(path)
+        if cached is not None:
+            self._remember(key, cached)
+        return cached
+
+    def written_here(self, key: str) -> CachedFile | None:
+        """The output a processor of this host has just written to this cache (its
+        reply said so), as `write` would return it; None when it is gone already."""
+        self._forget(key)
+        return self._open(OutputRef.from_cache_key(key).path_under(self._root))
+
+    def _open(self, path: Path) -> CachedFile | None:
+        """The file at `path`, read (small) or mapped (large); None when it is gone."""
         try:
             with open(path, "rb") as file:
                 stat = os.fstat(file.fileno())
@@ -73,9 +88,7 @@ class OutputCache:
                     data = memoryview(mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ))
         except FileNotFoundError:
             return None
-        cached = CachedFile(data, stat.st_size, stat.st_mtime, stat.st_mtime_ns)
-        self._remember(key, cached)
-        return cached
+        return CachedFile(data, stat.st_size, stat.st_mtime, stat.st_mtime_ns)
 
     def _kept_in_memory(self, size: int) -> bool:
         """Whether a file of `size` bytes is read into memory (and remembered);
@@ -107,15 +120,12 @@ class OutputCache:
         stat = write_atomic(path, data)
         self._index.added(path, stat.st_size)
         self._forget(key)
+        written = CachedFile(data, stat.st_size, stat.st_mtime, stat.st_mtime_ns)
         if self._kept_in_memory(len(data)) or not data:
-            return CachedFile(data, stat.st_size, stat.st_mtime, stat.st_mtime_ns)
-        try:
-            with open(path, "rb") as file:
-                stat = os.fstat(file.fileno())  # replaced since by another frontend: the same
-                mapped = memoryview(mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ))
-        except FileNotFoundError:  # evicted already (the janitor may): the bytes, then
-            return CachedFile(data, stat.st_size, stat.st_mtime, stat.st_mtime_ns)
-        return CachedFile(mapped, stat.st_size, stat.st_mtime, stat.st_mtime_ns)
+            return written
+        # Mapped (replaced since by another frontend: the same); evicted already (the
+        # janitor may): the bytes, then.
+        return self._open(path) or written
 
     def lock(self, key: str) -> KeyLock:
         """The host-wide lock that lets one frontend process produce `key`."""

@@ -22,6 +22,7 @@ from common.errors import (
     BrokerUnavailable,
     ImageServerError,
     NotAcceptable,
+    OutputGone,
     QueueFull,
     ResizeTimeout,
     StorageUnavailable,
@@ -222,9 +223,19 @@ class ImageService:
             except ImageServerError as exc:
                 self._failures.remember(request.cache_key, exc)
                 raise
-            return self._cache.write(request.cache_key, result.payload), Lookup("miss")
+            return self._made(request.cache_key, result), Lookup("miss")
         finally:
             lock.release()
+
+    def _made(self, key: str, result: ResizeResult) -> CachedFile:
+        """A successful result's output: the file a processor of this host wrote to
+        the cache (the reply names it), or the reply's bytes, written there."""
+        if not result.in_cache:
+            return self._cache.write(key, result.payload)
+        made = self._cache.written_here(key)
+        if made is None:
+            raise OutputGone()
+        return made
 
     def _late_result(self, key: str, client: str | None, result: ResizeResult) -> None:
         """The result of a job whose request timed out: its client pays for the
@@ -240,6 +251,8 @@ class ImageService:
         except ImageServerError as exc:
             self._failures.remember(key, exc)
             return
+        if result.in_cache:
+            return  # kept already, by the processor that made it
         try:
             self._cache.write(key, result.payload)
         except (OSError, ImageServerError) as exc:
@@ -357,4 +370,5 @@ class ImageService:
             return False  # queued: the processor looks again
 
     def job_for(self, request: ImageRequest, timeout_s: float, request_id: str = "") -> ResizeJob:
-        return jobs.resize_job(self._settings, request, timeout_s, request_id=request_id)
+        job = jobs.resize_job(self._settings, request, timeout_s, request_id=request_id)
+        return dataclasses.replace(job, reply_cache=self._cache.identity)

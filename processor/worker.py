@@ -39,7 +39,7 @@ from common.errors import (
     SourceNotFound,
 )
 from common.file_index import FileIndex
-from common.files import write_atomic
+from common.files import cache_identity, write_atomic
 from common.formats import CONTENT_TYPES
 from common.graphite import Graphite
 from common.keys import ImageRef, OutputRef, object_key_of, original_key_of
@@ -100,6 +100,7 @@ class Processor:
         self._renderer = Renderer(settings, self._originals, graphite, figures)
         self._spill = Spill(settings.spill_dir, settings.spill_max_bytes)
         self._outputs_index = FileIndex(settings.cache_dir)
+        self._cache_identity = cache_identity(settings.cache_dir)  # replies name files in it
         self._backlog = (0, 0.0)  # image.upload's depth, and when it was asked (pika thread)
         # Per connection (set_up), touched by pika's thread only:
         self._in_progress = 0
@@ -289,10 +290,26 @@ class Processor:
             outcome = self.process(job, background)
             if background and outcome.upload is not None:
                 self._keep_here(job, outcome.upload)
+            elif not background:
+                outcome = self._reply_with_file(job, outcome)
         if not _on_pika_thread(delivery, functools.partial(self._answer, delivery, outcome)):
             return  # the connection is gone: RabbitMQ redelivers the job
         if outcome.downloaded_original is not None and outcome.upload is not None:
             self._store_original(delivery, job, outcome.downloaded_original, outcome.upload)
+
+    def _reply_with_file(self, job: ResizeJob, outcome: Outcome) -> Outcome:
+        """A frontend whose cache is this host's gets the output as a file of it,
+        not in the reply (bytes cross RabbitMQ only to leave the host); another
+        host's frontend, or a write that fails, gets the bytes."""
+        result = outcome.result
+        if result is None or result.error_name:
+            return outcome
+        same_cache = job.reply_cache == self._cache_identity
+        if not (same_cache and self._kept(job.cache_key, result.payload)):
+            self._figures.replies.labels("bytes").inc()
+            return outcome
+        self._figures.replies.labels("file").inc()
+        return dataclasses.replace(outcome, result=result.written_to_cache())
 
     def _keep_here(self, job: ResizeJob, upload: UploadJob) -> None:
         """A background output goes into this host's disk cache at once: the requests
@@ -300,14 +317,20 @@ class Processor:
         was purged since its job began)."""
         output = OutputRef.from_cache_key(job.cache_key)
         image = dataclasses.replace(output.image, source_tag=None)  # purged with all its sources
-        if self._purged_at.get(image, 0.0) >= upload.made_epoch_s:
-            return
-        path = output.cache_path(self._settings)
+        if self._purged_at.get(image, 0.0) < upload.made_epoch_s:
+            self._kept(job.cache_key, upload.payload)
+
+    def _kept(self, cache_key: str, data: bytes) -> bool:
+        """Whether `data` is now this host's cached output `cache_key` (written whole,
+        then renamed, then indexed for the janitor)."""
+        path = OutputRef.from_cache_key(cache_key).cache_path(self._settings)
         try:
-            stat = write_atomic(path, upload.payload)
-            self._outputs_index.added(path, stat.st_size)
-        except (OSError, DiskFull) as exc:  # the upload still stores it
-            log.warning("could not keep %s in this host's cache: %s", job.cache_key, exc)
+            stat = write_atomic(path, data)
+        except (OSError, DiskFull) as exc:  # the reply or the upload still carries it
+            log.warning("could not keep %s in this host's cache: %s", cache_key, exc)
+            return False
+        self._outputs_index.added(path, stat.st_size)
+        return True
 
     def _already_stored(self, job: ResizeJob) -> bool:
         try:

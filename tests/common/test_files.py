@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import multiprocessing
 import time
 from pathlib import Path
 
-from common.files import KeyLock
+from common.files import KeyLock, cache_identity
 
 
 def _contend(lock_dir: str, inside: str, rounds: int) -> int:
@@ -45,3 +46,16 @@ def test_a_held_lock_is_not_taken_and_comes_free_on_release(tmp_path: Path) -> N
     assert second.try_acquire()
     assert KeyLock(tmp_path, "other key").try_acquire()  # keys are independent
     second.release()
+
+
+def test_every_process_that_sees_a_cache_directory_gives_it_the_same_identity(
+    tmp_path: Path,
+) -> None:
+    """Made once by whichever asks first (here eight at once), then read by all; another
+    directory (another host's cache) has its own."""
+    with concurrent.futures.ProcessPoolExecutor(8) as pool:
+        identities = set(pool.map(cache_identity, [tmp_path / "cache"] * 8))
+    assert len(identities) == 1
+    assert cache_identity(tmp_path / "cache") in identities
+    assert cache_identity(tmp_path / "elsewhere") not in identities
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [".cache-identity"]

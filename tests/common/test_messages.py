@@ -55,3 +55,14 @@ def test_failure_result_raises_the_same_error_class() -> None:
 def test_undecodable_jobs_raise_one_typed_error(body: bytes) -> None:
     with pytest.raises(MessageDecodeError):
         ResizeJob.decode(body)
+
+
+def test_a_result_written_to_the_frontends_cache_carries_no_bytes() -> None:
+    made = ResizeResult.success("image/jpeg", b"\xff\xd8 bytes", resize_s=0.02)
+    named = made.written_to_cache()
+    body = named.encode()
+    assert b"bytes" not in body and ResizeResult.decode(body) == named
+    assert named.in_cache and named.content_type == "image/jpeg" and named.resize_s == 0.02
+    with pytest.raises(MessageDecodeError):
+        ResizeResult.decode(pack({"kind": "resize_result.v1", "content_type": "image/jpeg",
+                                  "in_cache": True}, b"bytes as well"))  # fmt: skip

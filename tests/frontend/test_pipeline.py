@@ -357,3 +357,32 @@ def test_hits_keep_the_connection_alive(stack: Stack, origin: Origin) -> None:
             assert not response.will_close
     finally:
         connection.close()
+
+
+def test_a_processor_writing_to_the_frontends_cache_replies_with_the_file_not_the_bytes(
+    make_stack: Callable[..., Stack], origin: Origin
+) -> None:
+    """Bytes cross RabbitMQ only to leave the host: a processor that shares the
+    frontend's cache writes the output there and names it; one that does not (another
+    host, here a cache identity of its own) sends the bytes."""
+    stack = make_stack(frontends=1).start(processors=1, status=True)
+    same_host = new_image(origin)
+    answer = stack.get(f"{same_host}/w300.jpg")
+    assert answer.status == 200 and decode(answer.data).width == 300
+    assert stack.cached(f"{same_host.lstrip('/')}/w300.jpg").read_bytes() == answer.data
+
+    stack.kill("processor_0")
+    identity = stack.workdir / "cache" / ".cache-identity"
+    identity.write_text("a-cache-on-another-host")  # read by a processor when it starts
+    stack.start_processor(0)
+    other_host = new_image(origin)
+    answer = stack.get(f"{other_host}/w200.jpg")
+    assert answer.status == 200 and decode(answer.data).width == 200
+    assert stack.cached(f"{other_host.lstrip('/')}/w200.jpg").read_bytes() == answer.data
+
+    replies = {
+        dict(labels)["carried"]: value
+        for (name, labels), value in stack.metrics().items()
+        if name == "image_server_replies_total"
+    }
+    assert replies == {"file": 1.0, "bytes": 1.0}
