@@ -18,35 +18,35 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import time
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 from common import keys
 from common.file_index import INDEX_NAME
+from ops.pacing import Pace
 
 log = logging.getLogger(__name__)
-_BATCH = 1000
 MIGRATED = ".layout-files"  # the whole cache was looked at once: never again
 
 
-def migrate(cache_dir: Path, busy_share: float = 0.25) -> int:
+def migrate(cache_dir: Path, busy_share: float = 0.25, stop: threading.Event | None = None) -> int:
     """Move the outputs of every image directory under `cache_dir` into their
-    partition; how many images moved. When any did, the outputs' index goes
-    (the janitor rebuilds it)."""
+    partition, paced (the host's requests come first); how many images moved.
+    When any did, the outputs' index goes (the janitor rebuilds it). Raises
+    ops.pacing.Stopped when `stop` is set meanwhile: the next start goes on."""
     if (cache_dir / MIGRATED).exists():
         return 0
-    moved = 0
-    batch_started = time.thread_time()
-    for looked, directory in enumerate(_third_level(cache_dir), 1):
-        moved += _move_images_of(directory, cache_dir)
-        if looked % _BATCH == 0:  # paced: the hosts' requests come first
-            time.sleep((time.thread_time() - batch_started) * (1 / busy_share - 1))
-            batch_started = time.thread_time()
-    if moved:
-        log.info("moved the outputs of %d images of %s to the current layout", moved, cache_dir)
-        for suffix in ("", "-wal", "-shm"):
-            (cache_dir / f"{INDEX_NAME}{suffix}").unlink(missing_ok=True)
+    moved, pace = 0, Pace(busy_share, stop)
+    try:
+        for directory in _third_level(cache_dir):
+            moved += _move_images_of(directory, cache_dir)
+            pace.step()
+    finally:
+        if moved:
+            log.info("moved the outputs of %d images of %s to the current layout", moved, cache_dir)
+            for suffix in ("", "-wal", "-shm"):
+                (cache_dir / f"{INDEX_NAME}{suffix}").unlink(missing_ok=True)
     cache_dir.mkdir(parents=True, exist_ok=True)
     (cache_dir / MIGRATED).touch()
     return moved

@@ -51,12 +51,12 @@ from common.file_index import Entry, FileIndex
 from common.files import space_of, write_atomic
 from common.formats import CONTENT_TYPES
 from ops import cache_layout
+from ops.pacing import Pace, Stopped
 
 log = logging.getLogger("janitor")
 LOW_WATER = 0.9  # a sweep stops this far under the budget, so it does not run on every file
 USAGE_FILE = ".disk-usage.json"
 EVICTION_BATCH = 8192  # rows read, then settled, in one transaction (bench/SCALE.md)
-REBUILD_BATCH = 1000
 REBUILD_BUSY_SHARE = 0.25  # a rebuild's walk takes at most a quarter of a core
 
 
@@ -141,10 +141,16 @@ def _files(budget: Budget) -> Iterator[os.DirEntry[str]]:
         top = False
 
 
-def rebuild(budget: Budget, index: FileIndex, busy_share: float = REBUILD_BUSY_SHARE) -> int:
+def rebuild(
+    budget: Budget,
+    index: FileIndex,
+    busy_share: float = REBUILD_BUSY_SHARE,
+    stop: threading.Event | None = None,
+) -> int:
     """Walk the budget's directory into its index (the files the index lacks),
-    paced to at most `busy_share` of a core; how many were added."""
-    return index.rebuilt(_paced(_walked(budget), busy_share))
+    paced to at most `busy_share` of a core; how many were added. Raises Stopped
+    when `stop` is set meanwhile (the index stays unbuilt: the next start walks again)."""
+    return index.rebuilt(_paced(_walked(budget), Pace(busy_share, stop)))
 
 
 def _walked(budget: Budget) -> Iterator[Entry]:
@@ -157,17 +163,10 @@ def _walked(budget: Budget) -> Iterator[Entry]:
         yield Entry(entry.path[start:], stat.st_size, max(stat.st_atime, stat.st_mtime))
 
 
-def _paced(entries: Iterator[Entry], busy_share: float) -> Iterator[Entry]:
-    """`entries`, with a pause after each batch as long as it takes for the CPU of
-    this thread (walking, and whatever the consumer does between two entries) to
-    stay under `busy_share` of a core."""
-    batch_started = time.thread_time()
-    for count, entry in enumerate(entries, 1):
+def _paced(entries: Iterator[Entry], pace: Pace) -> Iterator[Entry]:
+    for entry in entries:
         yield entry
-        if count % REBUILD_BATCH == 0:
-            spent_s = time.thread_time() - batch_started
-            time.sleep(spent_s * (1 / busy_share - 1))
-            batch_started = time.thread_time()
+        pace.step()
 
 
 def sweep(
@@ -234,7 +233,14 @@ def _evict(path: str, entry: Entry, now: float, min_age_s: float) -> tuple[str, 
 def run(settings: Settings, stop: threading.Event) -> None:
     """Sweep every budget, write the figures, wait; until `stop` is set. A budget
     whose index is not built is walked into it first (paced)."""
-    cache_layout.migrate(settings.cache_dir)  # before the index: its names may change
+    try:
+        _sweep_until_stopped(settings, stop)
+    except Stopped:
+        log.info("stopped during a walk: it goes on at the next start")
+
+
+def _sweep_until_stopped(settings: Settings, stop: threading.Event) -> None:
+    cache_layout.migrate(settings.cache_dir, stop=stop)  # before the index: its names may change
     usage = {budget.name: Usage() for budget in budgets(settings)}
     indexes = {b.name: FileIndex(b.directory, sweeper=True) for b in budgets(settings)}
     while True:
@@ -243,7 +249,7 @@ def run(settings: Settings, stop: threading.Event) -> None:
             index, figures = indexes[budget.name], usage[budget.name]
             if not index.built():
                 log.info("%s: rebuilding the index of %s", budget.name, budget.directory)
-                added = rebuild(budget, index)
+                added = rebuild(budget, index, stop=stop)
                 log.info("%s: index rebuilt, %d files added", budget.name, added)
             before = figures.evicted_files
             free_bytes = to_free(budget.directory, settings.min_free_disk_share)

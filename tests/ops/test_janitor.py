@@ -5,16 +5,20 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import pyvips
 
 from common import keys
 from common.config import Settings, from_mapping
 from common.file_index import FileIndex
+from ops import cache_layout
 from ops.janitor import USAGE_FILE, Budget, Usage, budgets, is_output, rebuild, sweep
+from ops.pacing import Stopped
 from tests.harness import REPO, Origin, Stack, wait_until
 from tests.images import decode, photo
 
@@ -194,3 +198,27 @@ def test_directories_stay_within_budget_under_a_stream_of_misses(
     assert again.status == 200 and pyvips.Image.new_from_buffer(again.data, "").width == 300
     assert stack.resizes(first) == 2
     assert stack.alive()["janitor"]
+
+
+def test_a_stop_asked_during_a_walk_ends_it_and_the_next_start_goes_on(tmp_path: Path) -> None:
+    """`supervisorctl stop` does not wait for the walk of a whole cache: the rebuild
+    of an index and the move of an earlier layout stop at their next pause, and the
+    next start finishes them."""
+    images = 2500  # more than one batch of paced work
+    cache = tmp_path / "cache"
+    for number in range(images):
+        _file(cache / f"m/t/{number}/w100.jpg", 10, time.time() - 10_000)  # the first layout
+    asked = threading.Event()
+    asked.set()
+    with pytest.raises(Stopped):
+        cache_layout.migrate(cache, stop=asked)
+    assert not (cache / cache_layout.MIGRATED).exists()
+    assert cache_layout.migrate(cache) < images  # the rest, at the next start
+    assert len(list(cache.glob("m/t/*/*.w100.jpg"))) == images
+    budget = Budget("outputs", cache, 10**9, is_output)
+    index = FileIndex(cache)
+    with pytest.raises(Stopped):
+        rebuild(budget, index, stop=asked)
+    assert not index.built()
+    rebuild(budget, index)
+    assert index.built() and index.totals() == (images, images * 10)
