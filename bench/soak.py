@@ -4,7 +4,7 @@ This project (production config, filesystem storage, uploader at
 upload_rate_per_s 20) under a steady mix: misses (a new output of a known
 image each time) paced at --miss-rate per second, about twice the upload rate,
 and cache hits on a hot set as fast as --hit-workers ask. Every 5 s: the depth
-of image.upload, the uploads kept on disk (spill_path) and RabbitMQ's RSS. Per
+of the upload queues, the uploads kept on disk (spill_path) and RabbitMQ's RSS. Per
 minute: misses done, their latency, hits. Writes bench/SOAK.md (or --out).
 `make soak` runs it (about 5 minutes).
 """
@@ -25,6 +25,7 @@ from pathlib import Path
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from bench import servers
+from common import amqp
 from testkit import corpus
 
 BENCH = Path(__file__).resolve().parent
@@ -54,18 +55,21 @@ def _queue_depth() -> int:
         capture_output=True,
         text=True,
     ).stdout
+    depth = 0
     for line in listed.splitlines():
         name, _, count = line.partition("\t")
-        if name == "image.upload":
-            return int(count)
-    return 0
+        if amqp.is_upload_queue(name):  # image.upload and the host's (uploads by reference)
+            depth += int(count)
+    return depth
 
 
 def sample(ours: servers.Ours, started: float, stop: threading.Event, out: list[Sample]) -> None:
     spill = ours.work / "spill"
     while not stop.wait(SAMPLE_S):
         spilled = (
-            sum(1 for p in spill.iterdir() if not p.name.startswith(".")) if spill.exists() else 0
+            sum(1 for p in spill.iterdir() if p.is_file() and not p.name.startswith("."))
+            if spill.exists()
+            else 0
         )
         rss = sum(servers.rss_kib(pid) for pid in servers.broker_pids()) / 1024
         out.append(Sample(time.monotonic() - started, _queue_depth(), spilled, rss))

@@ -37,6 +37,8 @@ UPLOAD_DEAD_QUEUE = "image.upload.dead"
 # image.upload.delay.<ms>ms: left alone, they drain into image.upload by their
 # TTL (`image-server queues` deletes them once empty).
 _UPLOAD_DELAY_PREFIX = "image.upload.retry."
+HOST_UPLOAD_PREFIX = "image.upload.host."
+_HOST_DELAY_INFIX = ".retry."
 OLD_UPLOAD_DELAY_PREFIX = "image.upload.delay."
 UPLOAD_DELIVERY_LIMIT = 5
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
@@ -166,17 +168,35 @@ class NodeRotation:
 _NODES = NodeRotation()
 
 
-def upload_delay_queue(delay_s: float) -> str:
-    """The queue where a failed upload waits `delay_s` before its retry.
+def upload_delay_queue(delay_s: float, host: str = "") -> str:
+    """The queue where a failed upload waits `delay_s` before its retry (an
+    upload by reference: in its host's own, which leads back to its host's queue).
 
     Named by its delay, so a change of upload_retry_delays_s declares new
     queues instead of clashing with the TTL of existing ones.
     """
+    if host:
+        return f"{host_upload_queue(host)}{_HOST_DELAY_INFIX}{round(delay_s * 1000)}ms"
     return f"{_UPLOAD_DELAY_PREFIX}{round(delay_s * 1000)}ms"
 
 
 def is_upload_delay_queue(name: str) -> bool:
-    return name.startswith(_UPLOAD_DELAY_PREFIX)
+    return name.startswith(_UPLOAD_DELAY_PREFIX) or (
+        name.startswith(HOST_UPLOAD_PREFIX) and _HOST_DELAY_INFIX in name
+    )
+
+
+def is_upload_queue(name: str) -> bool:
+    """image.upload, or a host's queue of uploads by reference (not a delay queue)."""
+    return name == UPLOAD_QUEUE or (
+        name.startswith(HOST_UPLOAD_PREFIX) and not is_upload_delay_queue(name)
+    )
+
+
+def host_upload_queue(host: str) -> str:
+    """The uploads by reference of one host (common.spill.HeldUploads.host): each
+    names a file that only that host's uploader can read."""
+    return f"{HOST_UPLOAD_PREFIX}{host}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,12 +217,14 @@ def resize_queues(settings: Settings) -> list[QueueSpec]:
     ]
 
 
-def upload_queues(settings: Settings) -> list[QueueSpec]:
-    """image.upload, its dead-letter queue, and one delay queue per retry.
+def upload_queues(settings: Settings, host: str = "") -> list[QueueSpec]:
+    """image.upload, its dead-letter queue, and one delay queue per retry; and,
+    given a `host`, the same for its uploads by reference (its queue and its
+    delay queues; their dead letters go to image.upload.dead too).
 
     A failed upload is published to the delay queue of its attempt; its TTL
-    expires and RabbitMQ dead-letters it back into image.upload. No consumer
-    sleeps. Delays come from upload_retry_delays_s.
+    expires and RabbitMQ dead-letters it back into the queue it came from. No
+    consumer sleeps. Delays come from upload_retry_delays_s.
     """
     upload_arguments = {
         **REPLICATED,
@@ -210,26 +232,28 @@ def upload_queues(settings: Settings) -> list[QueueSpec]:
         "x-dead-letter-exchange": "",
         "x-dead-letter-routing-key": UPLOAD_DEAD_QUEUE,
     }
-    # Each upload waiting for its retry goes back to image.upload at least once,
+    # Each upload waiting for its retry goes back to its queue at least once,
     # even when a node is lost as its TTL expires (RabbitMQ's at-least-once
     # dead-lettering, which needs reject-publish; nothing bounds these queues).
+    retried_into = {"": UPLOAD_QUEUE} | ({host: host_upload_queue(host)} if host else {})
     delays = [
         QueueSpec(
-            upload_delay_queue(delay_s),
+            upload_delay_queue(delay_s, of_host),
             {
                 **REPLICATED,
                 "x-message-ttl": round(delay_s * 1000),
                 "x-dead-letter-exchange": "",
-                "x-dead-letter-routing-key": UPLOAD_QUEUE,
+                "x-dead-letter-routing-key": queue,
                 "x-dead-letter-strategy": "at-least-once",
                 "x-overflow": "reject-publish",
             },
         )
+        for of_host, queue in retried_into.items()
         for delay_s in settings.upload_retry_delays_s
     ]
     return [
         QueueSpec(UPLOAD_DEAD_QUEUE, REPLICATED),
-        QueueSpec(UPLOAD_QUEUE, upload_arguments),
+        *(QueueSpec(queue, upload_arguments) for queue in retried_into.values()),
         *delays,
     ]
 

@@ -526,22 +526,28 @@ class Settings:
     )
     upload_backlog_max: int = _key(
         2_000,
-        "Messages image.upload may hold; past it processors keep new uploads on disk "
-        "(spill_path) and the uploader of their host stores them from there.",
+        "Messages image.upload and a host's upload queue may hold; past it processors keep new "
+        "uploads on disk without a message (spill_path) and the uploader of their host stores "
+        "them from there.",
         check=POSITIVE,
     )
     upload_inline_max_bytes: int = _key(
         262_144,
-        "An upload larger than this never travels through RabbitMQ: its processor keeps it on "
-        "disk (spill_path) and the uploader of its host stores it from there. RabbitMQ holds "
-        "at most upload_backlog_max times this of uploads.",
+        "An upload larger than this never travels through RabbitMQ with its bytes (uploads "
+        "go by reference; this bounds the fallback when a host's disk cannot hold one): "
+        "RabbitMQ holds at most upload_backlog_max times this of uploads.",
         check=POSITIVE,
     )
-    spill_path: str = _key("var/spill", "Directory of the uploads kept on disk (see above).")
+    spill_path: str = _key(
+        "var/spill",
+        "Directory of the uploads waiting on disk: held/ by reference (a message names each), "
+        "the rest without a message (see above).",
+    )
     spill_max_bytes: int = _key(
         10_000_000_000,
-        "Most bytes of uploads kept on disk (spill_path); past it a new one goes through "
-        "RabbitMQ after all, or, larger than upload_inline_max_bytes, is dropped and logged.",
+        "Most bytes of uploads waiting on disk, in spill_path/held/ and in spill_path each; "
+        "past it a new one goes through RabbitMQ with its bytes after all, or, larger than "
+        "upload_inline_max_bytes, is dropped and logged.",
         check=POSITIVE,
     )
     upload_retry_delays_s: list[float] = _key(

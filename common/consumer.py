@@ -32,11 +32,11 @@ OnMessage = Callable[..., None]  # pika's (channel, method, properties, body)
 
 
 class ConsumerRole(Protocol):
-    queue: str  # the queue consumed
+    queues: tuple[str, ...]  # the queues consumed (each message to the same callback)
 
     def set_up(self, connection: BlockingConnection, channel: BlockingChannel) -> OnMessage:
         """Declare, qos and any channel of the role's own on a new connection;
-        return the callback of each message of `queue`."""
+        return the callback of each message of its `queues`."""
         ...
 
     def between_polls(self, channel: BlockingChannel) -> None:
@@ -70,14 +70,15 @@ class Consumer:
         try:
             channel = connection.channel()
             on_message = self._role.set_up(connection, channel)
-            consumer_tag = channel.basic_consume(self._role.queue, on_message)
-            log.info("consuming %s", self._role.queue)
+            consumer_tags = [channel.basic_consume(q, on_message) for q in self._role.queues]
+            log.info("consuming %s", ", ".join(self._role.queues))
             self._serving.set(1)
             while not self._stop.is_set():
                 connection.process_data_events(time_limit=POLL_S)
                 self._role.between_polls(channel)
             self._serving.set(0)
-            channel.basic_cancel(consumer_tag)
+            for consumer_tag in consumer_tags:
+                channel.basic_cancel(consumer_tag)
             # Graceful stop: the messages in hand finish and are acked.
             give_up = time.monotonic() + STOP_GRACE_S
             while self._role.in_hand() and time.monotonic() < give_up:

@@ -8,6 +8,8 @@ import errno
 import fcntl
 import logging
 import os
+import re
+import socket
 import tempfile
 import time
 import uuid
@@ -20,10 +22,12 @@ log = logging.getLogger(__name__)
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
-def write_atomic(path: Path, data: bytes) -> os.stat_result:
+def write_atomic(path: Path, data: bytes, durable: bool = False) -> os.stat_result:
     """Write `data` to `path` so that readers see either nothing or all of it;
     returns the file's stat (taken before it is in place: it may go at once).
-    Raises DiskFull when the disk (or a quota) has no space left."""
+    `durable`: on the disk before this returns (the file, then its name), for
+    the only copy of something. Raises DiskFull when the disk (or a quota) has
+    no space left."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
@@ -34,9 +38,17 @@ def write_atomic(path: Path, data: bytes) -> os.stat_result:
         with os.fdopen(fd, "wb") as tmp_file:
             tmp_file.write(data)
             tmp_file.flush()
+            if durable:
+                os.fsync(tmp_file.fileno())
             stat = os.fstat(tmp_file.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
+        if durable:
+            directory = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
         return stat
     except BaseException as exc:
         os.unlink(tmp)
@@ -45,20 +57,22 @@ def write_atomic(path: Path, data: bytes) -> os.stat_result:
         raise
 
 
-CACHE_IDENTITY_NAME = ".cache-identity"
+IDENTITY_NAME = ".identity"
 
 
-def cache_identity(cache_dir: Path) -> str:
-    """A name for the directory `cache_dir` that every process which sees it shares
-    (made by the first that asks, kept in it): a frontend and a processor that
-    name the same one write to the same disk cache, whatever their hostnames."""
-    path = cache_dir / CACHE_IDENTITY_NAME
+def directory_identity(directory: Path) -> str:
+    """A name for `directory` that every process which sees it shares (made by the
+    first that asks, kept in it: this host's name and a random part): two
+    processes that give the same name see the same files, whatever their
+    hostnames (containers), and only they do."""
+    path = directory / IDENTITY_NAME
     try:
         return path.read_text().strip()
     except FileNotFoundError:
         pass
-    made = cache_dir / f".tmp-identity-{uuid.uuid4().hex}"
-    write_atomic(made, uuid.uuid4().hex.encode())
+    made = directory / f".tmp-identity-{uuid.uuid4().hex}"
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40]
+    write_atomic(made, f"{host}-{uuid.uuid4().hex[:12]}".encode())
     try:
         os.link(made, path)  # the first one in place is everyone's
     except FileExistsError:

@@ -18,6 +18,7 @@ from common.errors import ImageServerError, MessageDecodeError, from_name
 from common.urls import SEGMENT, Fit, Gravity
 
 _LENGTH = struct.Struct(">I")
+_HELD_FILE = re.compile(r"[0-9a-f]{16}-[0-9a-f]{16}")  # common.spill.HeldUploads names them
 T = TypeVar("T", bound="_Message")
 
 
@@ -96,7 +97,7 @@ class ResizeJob(_Message):
     # Where a cover crop is anchored (Gravity); a -pad output's colour (rrggbb, "": default).
     gravity: str = Gravity.CENTRE.value
     background: str = ""
-    # The asking frontend's cache (common.files.cache_identity): a processor
+    # The asking frontend's cache (common.files.directory_identity): a processor
     # whose local_base_path is that cache writes the output there, and its
     # reply names it instead of carrying the bytes. "": bytes in the reply.
     reply_cache: str = ""
@@ -164,7 +165,13 @@ class ResizeResult(_Message):
 
 @dataclasses.dataclass(frozen=True)
 class UploadJob(_Message):
-    """An object to persist: a resize result, or an original fetched from its source."""
+    """An object to persist: a resize result, or an original fetched from its source.
+
+    By reference (`file`): the bytes wait in a file of the host that made them
+    (common/spill.py, `HeldUploads`), which only that host's uploader reads;
+    the message travels in that host's queue (amqp.host_upload_queue(`host`)).
+    Else the bytes are the payload (a dead letter, a replay, a host whose disk
+    could not hold them)."""
 
     kind: ClassVar[str] = "upload_job.v1"
 
@@ -177,9 +184,15 @@ class UploadJob(_Message):
     # after that undoes the put (common/purge.py). "": not an image's object.
     made_for: str = ""
     made_epoch_s: float = 0.0
+    file: str = ""  # by reference: the file of `host`'s held uploads that holds it
+    host: str = ""
 
     def validate(self) -> None:
         _require(isinstance(self.key, str) and bool(self.key), "key")
+        _require(isinstance(self.file, str) and isinstance(self.host, str), "file, host")
+        _require(self.file == "" or _HELD_FILE.fullmatch(self.file) is not None, "file")
+        _require(bool(self.file) == bool(self.host), "file and host together")
+        _require(not (self.file and self.payload), "by reference: no payload")
         _require(isinstance(self.made_for, str), "made_for")
         _require(isinstance(self.made_epoch_s, (int, float)), "made_epoch_s")
         _require(isinstance(self.content_type, str) and bool(self.content_type), "content_type")

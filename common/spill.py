@@ -19,14 +19,16 @@ and logs it).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 from common.errors import DiskFull, MessageDecodeError
 from common.file_index import Entry, FileIndex
-from common.files import write_atomic
+from common.files import directory_identity, write_atomic
 from common.keys import sha256_hex
 from common.messages import UploadJob
 
@@ -39,16 +41,24 @@ class Spill:
         self._max_bytes = max_bytes
         self._index = FileIndex(directory)
 
-    def put(self, upload: UploadJob) -> None:
-        """Keep `upload` on disk (the same key twice keeps the newer bytes);
-        DiskFull when that would take the directory past spill_max_bytes."""
+    def put(self, upload: UploadJob, name: str | None = None) -> None:
+        """Keep `upload` on disk, durably (the only copy), as `name` (by default its
+        key's digest: the same key twice keeps the newer bytes); DiskFull when
+        that would take the directory past spill_max_bytes."""
         data = upload.encode()
         held = self.bytes_held()
         if held + len(data) > self._max_bytes:
             raise DiskFull(f"{self._dir} holds spill_max_bytes ({held:,} bytes) of uploads")
-        path = self._dir / sha256_hex(upload.key)
-        stat = write_atomic(path, data)
+        path = self._dir / (name or sha256_hex(upload.key))
+        stat = write_atomic(path, data, durable=True)
         self._index.added(path, stat.st_size)
+
+    def adopt(self, path: Path, key: str) -> None:
+        """Take `path` (an upload's file on the same filesystem, its wire format) as
+        the spilled upload of `key`."""
+        target = self._dir / sha256_hex(key)
+        os.replace(path, target)
+        self._index.added(target, target.stat().st_size)
 
     def bytes_held(self) -> int:
         return self._index.totals()[1]
@@ -96,3 +106,55 @@ class Spill:
         except FileNotFoundError:
             self._index.removed(path)
             return None
+
+
+HELD_DIR = "held"
+
+
+def upload_host(spill_dir: Path) -> str:
+    """What names this host's queue of uploads by reference: the identity of the
+    directory that holds their files (every program of the host that sees it)."""
+    return directory_identity(spill_dir / HELD_DIR)
+
+
+class HeldUploads:
+    """Uploads by reference (DESIGN.md: bytes cross RabbitMQ only when they must
+    leave the host): each file of `<spill_path>/held/` holds one UploadJob whole
+    (its wire format, bytes and all), written durably before a small message
+    of this host's upload queue (amqp.host_upload_queue) names it; this host's
+    uploader stores it and removes the file. Bounded by spill_max_bytes, as the
+    spill beside it. A lost host loses these, objects that can be made again.
+    """
+
+    def __init__(self, spill_dir: Path, max_bytes: int) -> None:
+        self._files = Spill(spill_dir / HELD_DIR, max_bytes)
+        self._dir = spill_dir / HELD_DIR
+        self.host = upload_host(spill_dir)
+
+    def hold(self, upload: UploadJob) -> UploadJob:
+        """Keep `upload` on this host's disk; the message that names it. DiskFull
+        past spill_max_bytes, or when the disk is full."""
+        name = f"{sha256_hex(upload.key)[:16]}-{uuid.uuid4().hex[:16]}"
+        self._files.put(upload, name)
+        return dataclasses.replace(upload, payload=b"", file=name, host=self.host)
+
+    def load(self, job: UploadJob) -> UploadJob | None:
+        """The upload `job` names, bytes and all (its attempts are the message's);
+        None when its file is gone or does not decode (set aside)."""
+        kept = self._files.read(self._dir / job.file)
+        return None if kept is None else dataclasses.replace(kept, attempt=job.attempt)
+
+    def release(self, job: UploadJob) -> None:
+        """Stored, or dead-lettered with its bytes: the file of `job` goes."""
+        self._files.stored(self._dir / job.file)
+
+    def spill(self, job: UploadJob, spill: Spill) -> None:
+        """The upload of `job` waits in `spill` instead, without a message."""
+        spill.adopt(self._dir / job.file, job.key)
+        self._files.stored(self._dir / job.file)  # its row: the file is moved already
+
+    def count(self) -> int:
+        return self._files.count()
+
+    def rebuild_if_needed(self) -> int:
+        return self._files.rebuild_if_needed()

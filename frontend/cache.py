@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 
 from common.file_index import FileIndex
-from common.files import KeyLock, cache_identity, touch, write_atomic
+from common.files import KeyLock, directory_identity, touch, write_atomic
 from common.keys import OutputRef
 
 
@@ -51,7 +51,7 @@ class OutputCache:
         self._memory_bytes = 0
         self._memory_limit = memory_bytes
         # What this cache is called: a processor that writes to it too says so (common.files).
-        self.identity = cache_identity(root)
+        self.identity = directory_identity(root)
 
     def read(self, key: str) -> CachedFile | None:
         """The cached output, or None on a miss."""

@@ -31,6 +31,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from common import amqp, metrics
 from common.config import Settings
 from common.files import Space, space_of
+from common.spill import upload_host
 from ops import incidents, queue_stats
 from ops.build_info import Build
 from ops.janitor import USAGE_FILE
@@ -224,14 +225,16 @@ class Queues:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._connection: pika.BlockingConnection | None = None
+        host = upload_host(settings.spill_dir)  # this host's uploads by reference
         names = [
             amqp.RESIZE_QUEUE,
             amqp.BACKGROUND_QUEUE,
             amqp.RESIZE_DEAD_QUEUE,
             amqp.UPLOAD_QUEUE,
+            amqp.host_upload_queue(host),
         ]
         delays = sorted(set(settings.upload_retry_delays_s))
-        names += [amqp.upload_delay_queue(delay) for delay in delays]
+        names += [amqp.upload_delay_queue(delay, of) for of in ("", host) for delay in delays]
         self.names = [*names, amqp.UPLOAD_DEAD_QUEUE]
         self._stats_retry_at = 0.0
         self._stats_problem: str | None = None

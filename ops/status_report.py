@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from common import amqp, metrics
@@ -90,7 +90,7 @@ class Uploads:
     stored: int
     retried: int
     dead_lettered: int
-    queued: int | None  # None: image.upload is not declared yet
+    queued: int | None  # in image.upload and this host's queue (None: neither declared yet)
     waiting_for_retry: int
     kept_on_disk: int
     dropped: int  # too large for RabbitMQ while spill_path was full
@@ -322,7 +322,7 @@ def report(host: HostFigures, settings: Settings) -> Report:
             stored=int(latest.total(metrics.UPLOADS, "stored")),
             retried=int(latest.total(metrics.UPLOADS, "retry")),
             dead_lettered=int(latest.total(metrics.UPLOADS, "dead_lettered")),
-            queued=latest.queue(amqp.UPLOAD_QUEUE).messages,
+            queued=_sum_or_none(q.messages for q in latest.queues if amqp.is_upload_queue(q.name)),
             waiting_for_retry=uploads_pending,
             kept_on_disk=int(latest.gauge(metrics.SPILLED_UPLOADS)),
             dropped=int(latest.total(metrics.DROPPED_UPLOADS)),
@@ -341,6 +341,12 @@ def report(host: HostFigures, settings: Settings) -> Report:
         ],
         charts=charts(host.history),
     )
+
+
+def _sum_or_none(counts: Iterable[int | None]) -> int | None:
+    """The sum of what RabbitMQ told; None when it told nothing."""
+    told = [count for count in counts if count is not None]
+    return sum(told) if told else None
 
 
 def _swept_s_ago(sample: Sample) -> int | None:

@@ -39,13 +39,13 @@ from common.errors import (
     SourceNotFound,
 )
 from common.file_index import FileIndex
-from common.files import cache_identity, write_atomic
+from common.files import directory_identity, write_atomic
 from common.formats import CONTENT_TYPES
 from common.graphite import Graphite
 from common.keys import ImageRef, OutputRef, object_key_of, original_key_of
 from common.messages import PurgeImage, ResizeJob, ResizeResult, UploadJob
 from common.metrics import ProcessorFigures
-from common.spill import Spill
+from common.spill import HeldUploads, Spill
 from common.storage import ObjectStore
 from processor.fetch import SourceFetcher
 from processor.originals import OriginalStore
@@ -78,7 +78,9 @@ class _Delivery:
 
 
 class Processor:
-    queue = amqp.RESIZE_QUEUE  # what the consumer skeleton consumes (common/consumer.py)
+    queues: tuple[str, ...] = (
+        amqp.RESIZE_QUEUE,
+    )  # what the consumer skeleton consumes (common/consumer.py)
 
     def __init__(
         self,
@@ -99,8 +101,11 @@ class Processor:
         )
         self._renderer = Renderer(settings, self._originals, graphite, figures)
         self._spill = Spill(settings.spill_dir, settings.spill_max_bytes)
+        self._held = HeldUploads(settings.spill_dir, settings.spill_max_bytes)
         self._outputs_index = FileIndex(settings.cache_dir)
-        self._cache_identity = cache_identity(settings.cache_dir)  # replies name files in it
+        self._directory_identity = directory_identity(
+            settings.cache_dir
+        )  # replies name files in it
         self._backlog = (0, 0.0)  # image.upload's depth, and when it was asked (pika thread)
         # Per connection (set_up), touched by pika's thread only:
         self._in_progress = 0
@@ -127,7 +132,7 @@ class Processor:
         channel.basic_qos(prefetch_count=self._settings.processor_prefetch)
         # Uploads are confirmed; replies (on the consuming channel) need not be.
         upload_channel = connection.channel()
-        amqp.declare(upload_channel, amqp.upload_queues(self._settings))
+        amqp.declare(upload_channel, amqp.upload_queues(self._settings, self._held.host))
         upload_channel.confirm_delivery()
         channel.basic_consume(amqp.bind_purge_queue(channel), self._on_purge, auto_ack=True)
         on_job = functools.partial(self._on_message, connection, upload_channel, jobs)
@@ -250,8 +255,25 @@ class Processor:
         delivery.channel.basic_ack(delivery.method.delivery_tag)
 
     def _queue_upload(self, delivery: _Delivery, upload: UploadJob) -> None:
-        """Publish `upload` (confirmed), or keep it on disk for this host's uploader
-        when it is larger than upload_inline_max_bytes or image.upload is full."""
+        """Publish `upload` (confirmed): by reference to this host's upload queue
+        (its file written already); with its bytes, when this host's disk could
+        not hold them, to image.upload, unless it is larger than
+        upload_inline_max_bytes or image.upload is full (then kept on disk
+        without a message, for this host's uploader, when the disk allows)."""
+        if upload.file:
+            if self._upload_backlog(delivery) >= self._settings.upload_backlog_max:
+                self._held.spill(upload, self._spill)
+                log.info("upload queues at upload_backlog_max: %s kept on disk", upload.key)
+                return
+            try:
+                delivery.upload_channel.basic_publish(
+                    "", amqp.host_upload_queue(upload.host), upload.encode(), amqp.persistent()
+                )
+            except BaseException:
+                self._held.release(upload)  # never named: the job is made again
+                raise
+            self._backlog = (self._backlog[0] + 1, self._backlog[1])
+            return
         large = len(upload.payload) > self._settings.upload_inline_max_bytes
         if large or self._upload_backlog(delivery) >= self._settings.upload_backlog_max:
             why = "above upload_inline_max_bytes" if large else "image.upload at upload_backlog_max"
@@ -271,11 +293,16 @@ class Processor:
         self._backlog = (self._backlog[0] + 1, self._backlog[1])
 
     def _upload_backlog(self, delivery: _Delivery) -> int:
-        """Messages in image.upload, asked of RabbitMQ at most once a second."""
+        """Messages in image.upload and this host's upload queue, asked of RabbitMQ
+        at most once a second."""
         count, asked_at = self._backlog
         if time.monotonic() - asked_at > _BACKLOG_CHECK_S:
-            declared = delivery.upload_channel.queue_declare(amqp.UPLOAD_QUEUE, passive=True)
-            count, asked_at = int(declared.method.message_count), time.monotonic()
+            queues = (amqp.UPLOAD_QUEUE, amqp.host_upload_queue(self._held.host))
+            count = sum(
+                int(delivery.upload_channel.queue_declare(q, passive=True).method.message_count)
+                for q in queues
+            )
+            asked_at = time.monotonic()
         self._backlog = (count, asked_at)
         return count
 
@@ -292,10 +319,22 @@ class Processor:
                 self._keep_here(job, outcome.upload)
             elif not background:
                 outcome = self._reply_with_file(job, outcome)
+            if outcome.upload is not None:
+                outcome = dataclasses.replace(outcome, upload=self._by_reference(outcome.upload))
         if not _on_pika_thread(delivery, functools.partial(self._answer, delivery, outcome)):
             return  # the connection is gone: RabbitMQ redelivers the job
         if outcome.downloaded_original is not None and outcome.upload is not None:
             self._store_original(delivery, job, outcome.downloaded_original, outcome.upload)
+
+    def _by_reference(self, upload: UploadJob) -> UploadJob:
+        """`upload` held in a file of this host, durably, and the message that names
+        it (bytes cross RabbitMQ only to leave the host); `upload` itself, bytes
+        and all, when this host's disk cannot hold it."""
+        try:
+            return self._held.hold(upload)
+        except (OSError, DiskFull) as exc:
+            log.warning("could not hold the upload of %s on disk (%s): bytes", upload.key, exc)
+            return upload
 
     def _reply_with_file(self, job: ResizeJob, outcome: Outcome) -> Outcome:
         """A frontend whose cache is this host's gets the output as a file of it,
@@ -304,7 +343,7 @@ class Processor:
         result = outcome.result
         if result is None or result.error_name:
             return outcome
-        same_cache = job.reply_cache == self._cache_identity
+        same_cache = job.reply_cache == self._directory_identity
         if not (same_cache and self._kept(job.cache_key, result.payload)):
             self._figures.replies.labels("bytes").inc()
             return outcome
@@ -346,7 +385,13 @@ class Processor:
         output it was downloaded for, a purge of its image since undoes it."""
         key = original_key_of(self._settings, job.cache_key, job.source_url)
         upload = dataclasses.replace(
-            output, key=key, content_type=_ORIGINAL_TYPE, payload=data, request_id=""
+            output,
+            key=key,
+            content_type=_ORIGINAL_TYPE,
+            payload=data,
+            request_id="",
+            file="",
+            host="",
         )
         try:
             purge.put_unless_purged(
@@ -360,7 +405,8 @@ class Processor:
             return
         except ImageServerError as exc:
             log.warning("storing original %s failed (%s): queued for the uploader", key, exc)
-        _on_pika_thread(delivery, functools.partial(self._queue_upload, delivery, upload))
+        held = self._by_reference(upload)
+        _on_pika_thread(delivery, functools.partial(self._queue_upload, delivery, held))
 
     def process(self, job: ResizeJob, background: bool = False) -> Outcome:
         """Make `job`'s output (a background job has background_job_timeout_s)."""

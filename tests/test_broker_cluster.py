@@ -18,6 +18,7 @@ from common import amqp
 from common.errors import BrokerUnavailable, QueueFull, ResizeTimeout
 from common.keys import object_key_of
 from common.messages import ResizeJob
+from common.spill import upload_host
 from frontend.rpc import ResizeClient
 from tests.harness import Origin, Stack, settings_on, wait_until
 from tests.load import Load
@@ -129,14 +130,16 @@ def test_a_node_lost_under_load_loses_no_upload_and_no_program(
     load = Load(stack, origin, "cluster/img")
     assert set(load.make_hits()) == {200}
     connected = sum(cluster.connections(vhost).values())
-    # The leader of image.resize, then image.upload's if another node leads it,
-    # then a node that leads none of the project's queues.
+    # The leader of image.resize, then that of the host's upload queue (its uploads
+    # go by reference) if another node leads it, then a node that leads none of the
+    # project's queues.
+    uploads = amqp.host_upload_queue(upload_host(stack.workdir / "spill"))
     resize_leader = node_named(cluster, leaders(cluster, vhost)[amqp.RESIZE_QUEUE])
     faults = []
     with load:
         faults.append(lose_and_restore(cluster, resize_leader, vhost, load))
-        upload_leader = node_named(cluster, leaders(cluster, vhost)[amqp.UPLOAD_QUEUE])
-        if amqp.UPLOAD_QUEUE not in faults[0].led:
+        upload_leader = node_named(cluster, leaders(cluster, vhost)[uploads])
+        if uploads not in faults[0].led:
             faults.append(lose_and_restore(cluster, upload_leader, vhost, load))
         # A node lost and back is a follower of every queue (the others elected
         # leaders meanwhile): the last one brought back leads nothing.
@@ -148,7 +151,7 @@ def test_a_node_lost_under_load_loses_no_upload_and_no_program(
     answers = load.answers
 
     assert amqp.RESIZE_QUEUE in faults[0].led and faults[-1].led == []
-    assert any(amqp.UPLOAD_QUEUE in fault.led for fault in faults)
+    assert any(uploads in fault.led for fault in faults)
     for fault in faults:
         assert fault.failed_hits == 0, fault  # hits never touch the broker
         assert set(fault.statuses) <= {200, 503}, fault  # a refusal, never an error or a hang

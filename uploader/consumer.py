@@ -1,9 +1,15 @@
 """The uploader's consumer: persists UploadJobs at a bounded rate and concurrency.
 
-pika runs on the main thread only; uploads run on a thread pool and hand
-their outcome back with `add_callback_threadsafe`. A message is acked only
-once its object is stored, or once it has been moved (confirmed) to a delay
-queue for a retry or to the dead-letter queue.
+It consumes image.upload (uploads that carry their bytes) and this host's
+queue of uploads by reference (amqp.host_upload_queue: each names a file of
+this host's held uploads, common/spill.py). pika runs on the main thread
+only; uploads run on a thread pool and hand their outcome back with
+`add_callback_threadsafe`. A message is acked only once its object is
+stored (then its file goes), or once it has been moved (confirmed) to a
+delay queue for a retry (by reference still: its host's own) or to the
+dead-letter queue (with its bytes: the file goes, and a replay may run
+anywhere). A message whose file is gone (its host's disk was replaced) is
+counted `lost` and acked: the object is made again by the next miss.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from common.consumer import Consumer, OnMessage
 from common.errors import ImageServerError, MessageDecodeError
 from common.messages import UploadJob
 from common.metrics import UploaderFigures
+from common.spill import HeldUploads
 from common.storage import ObjectStore
 from uploader.health import Health
 from uploader.ratelimit import RateLimiter
@@ -37,11 +44,10 @@ class _Outcome:
     failure: ImageServerError | None
     kept: bool  # False: stored, then deleted again (its image was purged since)
     counted: bool  # False: storage did not answer at all, the attempt is not spent
+    loaded: UploadJob | None  # the upload with its bytes (None: its file is gone)
 
 
 class Uploader:
-    queue = amqp.UPLOAD_QUEUE  # what the consumer skeleton consumes (common/consumer.py)
-
     def __init__(
         self,
         settings: Settings,
@@ -57,6 +63,9 @@ class Uploader:
         self._store = store
         self._stop = stop
         self._limiter = limiter
+        self._held = HeldUploads(settings.spill_dir, settings.spill_max_bytes)
+        # What the consumer skeleton consumes (common/consumer.py).
+        self.queues: tuple[str, ...] = (amqp.UPLOAD_QUEUE, amqp.host_upload_queue(self._held.host))
         # Per connection (set_up), touched by pika's thread only:
         self._in_progress = 0
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -73,7 +82,7 @@ class Uploader:
         self._in_progress = 0
         pool = concurrent.futures.ThreadPoolExecutor(self._settings.upload_concurrency)
         self._pool = pool
-        amqp.declare(channel, amqp.upload_queues(self._settings))
+        amqp.declare(channel, amqp.upload_queues(self._settings, self._held.host))
         channel.confirm_delivery()
         channel.basic_qos(prefetch_count=self._settings.upload_concurrency)
         self._counted_at = 0.0
@@ -81,8 +90,10 @@ class Uploader:
 
     def between_polls(self, channel: BlockingChannel) -> None:
         if time.monotonic() - self._counted_at >= _COUNT_EVERY_S:  # for /health
-            declared = channel.queue_declare(amqp.UPLOAD_QUEUE, passive=True)
-            self._health.queued_uploads = int(declared.method.message_count)
+            self._health.queued_uploads = sum(
+                int(channel.queue_declare(queue, passive=True).method.message_count)
+                for queue in self.queues
+            )
             self._counted_at = time.monotonic()
 
     def in_hand(self) -> int:
@@ -124,10 +135,12 @@ class Uploader:
         failure: ImageServerError | None = None
         kept, counted = True, True
         known_down = self._health.storage_down()  # before: it may come back meanwhile
+        loaded = self._held.load(job) if job.file else job
         try:
-            with self._figures.storing():
-                kept = purge.store_upload(self._settings, self._store, job)
-            self._health.storage_ok()
+            if loaded is not None:
+                with self._figures.storing():
+                    kept = purge.store_upload(self._settings, self._store, loaded)
+                self._health.storage_ok()
         except ImageServerError as exc:
             failure = exc
             # An attempt made while storage was down is not spent, nor one that
@@ -138,7 +151,7 @@ class Uploader:
         except Exception as exc:  # a bug costs one upload attempt, never the uploader
             log.exception("upload of %s crashed", job.key)
             failure = ImageServerError(f"internal error ({type(exc).__name__})")
-        outcome = _Outcome(failure, kept, counted)
+        outcome = _Outcome(failure, kept, counted, loaded)
         connection.add_callback_threadsafe(
             functools.partial(self._finish, channel, method, job, outcome)
         )
@@ -155,25 +168,40 @@ class Uploader:
         self, channel: BlockingChannel, method: Basic.Deliver, job: UploadJob, outcome: _Outcome
     ) -> None:
         self._in_progress -= 1
-        if outcome.failure is not None:
-            self._retry_or_give_up(channel, job, outcome.failure, outcome.counted)
+        loaded, done_with = outcome.loaded, True  # done with it: its file, if any, goes
+        if loaded is None:
+            self._figures.uploads.labels("lost").inc()
+            log.error("upload of %s lost: its file %s is gone from this host", job.key, job.file)
+        elif outcome.failure is not None:
+            done_with = not self._retried(channel, job, loaded, outcome.failure, outcome.counted)
         elif not outcome.kept:
             self._figures.uploads.labels("purged").inc()
         else:
             self._figures.uploads.labels("stored").inc()
             fields = {"event": "upload", "key": job.key, "request_id": job.request_id}
-            log.info("stored %s (%d bytes)", job.key, len(job.payload), extra={"fields": fields})
+            size = len(loaded.payload)
+            log.info("stored %s (%d bytes)", job.key, size, extra={"fields": fields})
+        if job.file and done_with:
+            self._held.release(job)
         channel.basic_ack(method.delivery_tag)
 
-    def _retry_or_give_up(
-        self, channel: BlockingChannel, job: UploadJob, failure: ImageServerError, counted: bool
-    ) -> None:
-        """Retry after the next delay, or dead-letter once the attempts are spent (an
-        attempt made while storage did not answer at all is not one of them)."""
+    def _retried(
+        self,
+        channel: BlockingChannel,
+        job: UploadJob,
+        loaded: UploadJob,
+        failure: ImageServerError,
+        counted: bool,
+    ) -> bool:
+        """Retry after the next delay (by reference still, for an upload by
+        reference), or dead-letter once the attempts are spent (an attempt made
+        while storage did not answer at all is not one of them), with its bytes;
+        whether it was retried."""
         delays = self._settings.upload_retry_delays_s
-        if failure.retryable and (job.attempt < len(delays) or not counted):
+        retried = failure.retryable and (job.attempt < len(delays) or not counted)
+        if retried:
             delay_s = delays[min(job.attempt, len(delays) - 1)]
-            target = amqp.upload_delay_queue(delay_s)
+            target = amqp.upload_delay_queue(delay_s, job.host)
             self._figures.uploads.labels("retry").inc()
             log.warning(
                 "upload of %s failed (%s); retry %d in %.1f s%s",
@@ -185,6 +213,7 @@ class Uploader:
             )
         else:
             target = amqp.UPLOAD_DEAD_QUEUE
+            job = dataclasses.replace(loaded, file="", host="")  # the file goes after this
             self._figures.uploads.labels("dead_lettered").inc()
             log.error(
                 "upload of %s failed for good after %d attempts (%s); dead-lettered",
@@ -195,3 +224,4 @@ class Uploader:
         retry = dataclasses.replace(job, attempt=job.attempt + (1 if counted else 0))
         # Confirmed publish: only then is the original message acked.
         channel.basic_publish("", target, retry.encode(), amqp.persistent())
+        return retried

@@ -32,12 +32,16 @@ def replay(settings: Settings, limit: int | None = None) -> int:
             method, _properties, body = channel.basic_get(amqp.UPLOAD_DEAD_QUEUE)
             if method is None:
                 break
+            target = amqp.UPLOAD_QUEUE
             try:
                 job = UploadJob.decode(body)
                 body = dataclasses.replace(job, attempt=0).encode()
+                if job.file:  # by reference: only its host's uploader can read the file
+                    target = amqp.host_upload_queue(job.host)
+                    amqp.declare(channel, amqp.upload_queues(settings, job.host))
             except MessageDecodeError:
                 log.warning("replaying an undecodable message as it is")
-            channel.basic_publish("", amqp.UPLOAD_QUEUE, body, amqp.persistent())
+            channel.basic_publish("", target, body, amqp.persistent())
             channel.basic_ack(method.delivery_tag)
             moved += 1
     finally:
@@ -46,7 +50,9 @@ def replay(settings: Settings, limit: int | None = None) -> int:
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> None:
-    parser = program.argument_parser("Put dead-lettered uploads back in image.upload", prog)
+    parser = program.argument_parser(
+        "Put dead-lettered uploads back in image.upload (or in their host's queue)", prog
+    )
     parser.add_argument("--limit", type=int, default=None, help="replay at most this many")
     args = parser.parse_args(argv)
     settings = program.load_settings(args, announce=True)

@@ -7,7 +7,7 @@ import multiprocessing
 import time
 from pathlib import Path
 
-from common.files import KeyLock, cache_identity
+from common.files import KeyLock, directory_identity
 
 
 def _contend(lock_dir: str, inside: str, rounds: int) -> int:
@@ -54,8 +54,8 @@ def test_every_process_that_sees_a_cache_directory_gives_it_the_same_identity(
     """Made once by whichever asks first (here eight at once), then read by all; another
     directory (another host's cache) has its own."""
     with concurrent.futures.ProcessPoolExecutor(8) as pool:
-        identities = set(pool.map(cache_identity, [tmp_path / "cache"] * 8))
+        identities = set(pool.map(directory_identity, [tmp_path / "cache"] * 8))
     assert len(identities) == 1
-    assert cache_identity(tmp_path / "cache") in identities
-    assert cache_identity(tmp_path / "elsewhere") not in identities
-    assert [p.name for p in (tmp_path / "cache").iterdir()] == [".cache-identity"]
+    assert directory_identity(tmp_path / "cache") in identities
+    assert directory_identity(tmp_path / "elsewhere") not in identities
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [".identity"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from common.errors import MessageDecodeError, SourceNotFound
-from common.messages import ResizeJob, ResizeResult, pack
+from common.messages import ResizeJob, ResizeResult, UploadJob, pack
 
 JOB = ResizeJob(
     cache_key="user/avatar/1/w500.jpg",
@@ -66,3 +66,16 @@ def test_a_result_written_to_the_frontends_cache_carries_no_bytes() -> None:
     with pytest.raises(MessageDecodeError):
         ResizeResult.decode(pack({"kind": "resize_result.v1", "content_type": "image/jpeg",
                                   "in_cache": True}, b"bytes as well"))  # fmt: skip
+
+
+def test_an_upload_by_reference_names_its_file_and_host_and_carries_no_bytes() -> None:
+    named = UploadJob("k", "image/jpeg", file="0123456789abcdef-0123456789abcdef", host="h-1")
+    assert UploadJob.decode(named.encode()) == named
+    fields = {"kind": "upload_job.v1", "key": "k", "content_type": "image/jpeg"}
+    for wrong, payload in (
+        ({"file": "0123456789abcdef-0123456789abcdef", "host": "h-1"}, b"bytes as well"),
+        ({"file": "../../etc/passwd", "host": "h-1"}, b""),  # a name of its directory only
+        ({"file": "0123456789abcdef-0123456789abcdef"}, b""),  # whose file?
+    ):
+        with pytest.raises(MessageDecodeError):
+            UploadJob.decode(pack({**fields, **wrong}, payload))

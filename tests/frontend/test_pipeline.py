@@ -372,7 +372,7 @@ def test_a_processor_writing_to_the_frontends_cache_replies_with_the_file_not_th
     assert stack.cached(f"{same_host.lstrip('/')}/w300.jpg").read_bytes() == answer.data
 
     stack.kill("processor_0")
-    identity = stack.workdir / "cache" / ".cache-identity"
+    identity = stack.workdir / "cache" / ".identity"
     identity.write_text("a-cache-on-another-host")  # read by a processor when it starts
     stack.start_processor(0)
     other_host = new_image(origin)

@@ -17,11 +17,22 @@ from common import amqp
 from common import keys as object_keys
 from common.keys import sha256_hex
 from common.messages import UploadJob
-from common.spill import Spill
+from common.spill import HeldUploads, Spill, upload_host
 from tests.harness import REPO, Origin, S3Server, Stack, storage_config, wait_until
 from tests.images import photo
 
 PREFIX = "public/images/test"
+
+
+def queued_uploads(stack: Stack) -> int:
+    """Uploads in image.upload and in the stack's host's queue (by reference)."""
+    host_queue = amqp.host_upload_queue(upload_host(stack.workdir / "spill"))
+    return sum(stack.vhost.message_count(queue) for queue in (amqp.UPLOAD_QUEUE, host_queue))
+
+
+def spilled_files(spill_dir: Path) -> list[Path]:
+    """Uploads kept on disk without a message (not those held by reference)."""
+    return [p for p in spill_dir.iterdir() if p.is_file() and not p.name.startswith(".")]
 
 
 class StoredObjects:
@@ -152,10 +163,13 @@ def test_storage_outage_loses_nothing(
         answers[key] = response.data
     delays = stack.config["upload_retry_delays_s"]
 
-    def waiting_for_retry() -> int:
-        return sum(stack.vhost.message_count(amqp.upload_delay_queue(d)) for d in delays)
+    host = upload_host(stack.workdir / "spill")
 
-    # Failed uploads wait in the delay queues (not in a sleeping consumer).
+    def waiting_for_retry(of: str = host) -> int:
+        return sum(stack.vhost.message_count(amqp.upload_delay_queue(d, of)) for d in delays)
+
+    # Failed uploads wait in the delay queues (not in a sleeping consumer): uploads
+    # by reference in their host's own, which lead back to its queue.
     wait_until(lambda: waiting_for_retry() > 0, what="uploads in a delay queue")
     s3.start()  # a fresh, empty server: the uploader recreates the bucket
     wait_until(
@@ -167,7 +181,11 @@ def test_storage_outage_loses_nothing(
         assert objects.get(key) == data, key
     # A put that timed out on our side may have been stored all the same: its
     # retry stores the same bytes again (idempotent), and then none is left.
-    wait_until(lambda: waiting_for_retry() == 0, timeout_s=60, what="the retries drained")
+    wait_until(
+        lambda: waiting_for_retry() + waiting_for_retry("") == 0,
+        timeout_s=60,
+        what="the retries drained",
+    )
     assert stack.vhost.message_count(amqp.UPLOAD_DEAD_QUEUE) == 0
     for key, data in answers.items():
         assert objects.get(key) == data, key
@@ -295,8 +313,7 @@ def test_past_upload_backlog_max_uploads_wait_on_disk_and_are_stored_from_there(
     spill_dir = stack.workdir / "spill"
 
     def kept() -> tuple[int, int]:
-        spilled = [p for p in spill_dir.iterdir() if not p.name.startswith(".")]
-        return stack.vhost.message_count(amqp.UPLOAD_QUEUE), len(spilled)
+        return queued_uploads(stack), len(spilled_files(spill_dir))
 
     # A processor replies before it queues the upload (and acks only after):
     # the last upload may follow its answer by a moment.
@@ -313,7 +330,7 @@ def test_past_upload_backlog_max_uploads_wait_on_disk_and_are_stored_from_there(
     for key, data in answers.items():
         assert (root / key).read_bytes() == data
     wait_until(lambda: kept()[1] == 0, what="the disk drained")
-    wait_until(lambda: stack.vhost.message_count(amqp.UPLOAD_QUEUE) == 0, what="queue drained")
+    wait_until(lambda: queued_uploads(stack) == 0, what="queues drained")
 
     def backlog_shown() -> tuple[object, ...]:
         report = json.loads(stack.http.request("GET", health).data)
@@ -348,30 +365,56 @@ def test_no_attempt_is_spent_while_storage_is_down(
     assert dead_lettered() == 0
 
 
-def test_a_large_upload_goes_by_disk_not_through_rabbitmq(
+def test_uploads_wait_on_disk_and_rabbitmq_carries_only_their_names(
     make_stack: Callable[..., Stack], origin: Origin
 ) -> None:
+    """Bytes cross RabbitMQ only to leave the host: each upload is a file of its host
+    (written durably first) and a small message in that host's queue; the host's
+    uploader stores it and removes the file. One whose file is gone (a replaced
+    disk) is counted lost, not retried forever."""
     stack = make_stack(upload_inline_max_bytes=20_000)
-    stack.start(processors=1, uploader=False)  # nobody drains anything yet
+    stack.start(processors=1, uploader=False, status=True)  # nobody drains anything yet
     origin.add("inline/img/1/original.jpg", photo())
     small = stack.get("/inline/img/1/w100.jpg").data
     large = stack.get("/inline/img/1/w900.jpg").data
+    lost = stack.get("/inline/img/1/w300.jpg").data
     assert len(small) < 20_000 < len(large)
-    spill_dir = stack.workdir / "spill"
-
-    def spilled() -> int:
-        return sum(1 for path in spill_dir.glob("*") if not path.name.startswith("."))
-
-    wait_until(
-        lambda: (stack.vhost.message_count(amqp.UPLOAD_QUEUE), spilled()) == (1, 1),
-        what="the small one queued, the large one on disk",
-    )
+    host_queue = amqp.host_upload_queue(upload_host(stack.workdir / "spill"))
+    wait_until(lambda: stack.vhost.message_count(host_queue) == 3, what="three uploads queued")
+    assert stack.vhost.message_count(amqp.UPLOAD_QUEUE) == 0
+    held = stack.workdir / "spill" / "held"
+    connection = stack.vhost.connect()
+    try:
+        channel = connection.channel()
+        for _ in range(3):
+            method, _, body = channel.basic_get(host_queue)
+            assert method is not None and len(body) < 1000  # no image in it
+            job = UploadJob.decode(body)
+            assert job.payload == b"" and (held / job.file).exists()
+            if job.key.endswith("/w300.jpg"):
+                (held / job.file).unlink()  # its host's disk lost it
+        channel.basic_nack(multiple=True, requeue=True)
+    finally:
+        connection.close()
     stack.start_uploader()
     root = Path(stack.config["storage_path"])
     for name, data in (("w100.jpg", small), ("w900.jpg", large)):
         key = object_keys.object_key_of(stack.settings, f"inline/img/1/{name}")
         wait_until(lambda: (root / key).exists(), what=name)  # noqa: B023
         assert (root / key).read_bytes() == data
+    wait_until(lambda: stack.vhost.message_count(host_queue) == 0, what="the queue drained")
+    assert (
+        lost
+        and not (root / object_keys.object_key_of(stack.settings, "inline/img/1/w300.jpg")).exists()
+    )
+    assert [path for path in held.iterdir() if not path.name.startswith(".")] == []
+    outcomes = {
+        dict(labels)["outcome"]: value
+        for (name, labels), value in stack.metrics().items()
+        if name == "image_server_uploads_total"
+    }
+    assert outcomes == {"stored": 2.0, "lost": 1.0}
+    assert stack.vhost.message_count(amqp.UPLOAD_DEAD_QUEUE) == 0
 
 
 def test_a_large_upload_is_dropped_and_counted_when_spill_path_is_full(
@@ -383,7 +426,8 @@ def test_a_large_upload_is_dropped_and_counted_when_spill_path_is_full(
     stack = make_stack(upload_inline_max_bytes=20_000, spill_max_bytes=2_000_000, **limits)
     spill_dir = stack.workdir / "spill"
     waiting = UploadJob("other", "image/jpeg", payload=b"x" * 1_990_000)
-    Spill(spill_dir, 2_000_000).put(waiting)  # another upload, waiting: the directory is full
+    Spill(spill_dir, 2_000_000).put(waiting)  # other uploads, waiting: both directories full
+    HeldUploads(spill_dir, 2_000_000).hold(waiting)
     filler = spill_dir / sha256_hex("other")
     stack.start(processors=1, uploader=False, status=True)
     origin.add("dropped/img/1/original.jpg", photo())
@@ -394,6 +438,6 @@ def test_a_large_upload_is_dropped_and_counted_when_spill_path_is_full(
         frozenset(),
     )
     wait_until(lambda: stack.metrics().get(dropped) == 1, what="the dropped upload counted")
-    assert [path for path in spill_dir.glob("*") if not path.name.startswith(".")] == [filler]
-    assert stack.vhost.message_count(amqp.UPLOAD_QUEUE) == 0
+    assert spilled_files(spill_dir) == [filler]
+    assert queued_uploads(stack) == 0
     assert "spill_max_bytes" in stack.log("processor_0")
