@@ -270,7 +270,7 @@ class Processor:
                     "", amqp.host_upload_queue(upload.host), upload.encode(), amqp.persistent()
                 )
             except BaseException:
-                self._held.release(upload)  # never named: the job is made again
+                self._never_queued(upload)
                 raise
             self._backlog = (self._backlog[0] + 1, self._backlog[1])
             return
@@ -322,6 +322,7 @@ class Processor:
             if outcome.upload is not None:
                 outcome = dataclasses.replace(outcome, upload=self._by_reference(outcome.upload))
         if not _on_pika_thread(delivery, functools.partial(self._answer, delivery, outcome)):
+            self._never_queued(outcome.upload)
             return  # the connection is gone: RabbitMQ redelivers the job
         if outcome.downloaded_original is not None and outcome.upload is not None:
             self._store_original(delivery, job, outcome.downloaded_original, outcome.upload)
@@ -335,6 +336,12 @@ class Processor:
         except (OSError, DiskFull) as exc:
             log.warning("could not hold the upload of %s on disk (%s): bytes", upload.key, exc)
             return upload
+
+    def _never_queued(self, upload: UploadJob | None) -> None:
+        """No message will name the held file of `upload` (the connection went
+        first): it goes (the job is redelivered and made again)."""
+        if upload is not None and upload.file:
+            self._held.release(upload)
 
     def _reply_with_file(self, job: ResizeJob, outcome: Outcome) -> Outcome:
         """A frontend whose cache is this host's gets the output as a file of it,
@@ -406,7 +413,8 @@ class Processor:
         except ImageServerError as exc:
             log.warning("storing original %s failed (%s): queued for the uploader", key, exc)
         held = self._by_reference(upload)
-        _on_pika_thread(delivery, functools.partial(self._queue_upload, delivery, held))
+        if not _on_pika_thread(delivery, functools.partial(self._queue_upload, delivery, held)):
+            self._never_queued(held)
 
     def process(self, job: ResizeJob, background: bool = False) -> Outcome:
         """Make `job`'s output (a background job has background_job_timeout_s)."""
