@@ -22,11 +22,20 @@ SAMPLES_PER_S = 100
 PY_SPY = Path(sys.executable).parent / "py-spy"
 
 
+NATIVE = "(a thread with no Python frame: libvips' own worker threads)"
+
+
 @dataclasses.dataclass(frozen=True)
 class Frame:
     name: str  # function (file:line), as py-spy names it
     share: float  # of the program's samples, 0..1
     samples: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    busy_threads: float  # samples per sampling tick: threads active (py-spy judges), on average
+    heaviest: list[Frame]
 
 
 class Profiles:
@@ -61,18 +70,20 @@ class Profiles:
             if recorder.returncode != 0:
                 raise SystemExit(f"py-spy failed: {errors.decode(errors='replace')}")
 
-    def heaviest(self, limit: int = 10) -> dict[str, list[Frame]]:
+    def heaviest(self, limit: int = 10) -> dict[str, Profile]:
         """Each program's `limit` frames most often on top of a sampled stack."""
         on_top: dict[str, Counter[str]] = {}
         for program, output, _ in self._recorders:
             counts = on_top.setdefault(program, Counter())
             for line in output.read_text().splitlines() if output.exists() else []:
                 stack, _, count = line.rpartition(" ")
-                counts[stack.rsplit(";", 1)[-1]] += int(count)
+                counts[stack.rsplit(";", 1)[-1].strip() or NATIVE] += int(count)
         found = {}
         for program, counts in on_top.items():
-            total = sum(counts.values()) or 1
-            found[program] = [
-                Frame(name, samples / total, samples) for name, samples in counts.most_common(limit)
+            total = sum(counts.values())
+            frames = [
+                Frame(name, samples / max(total, 1), samples)
+                for name, samples in counts.most_common(limit)
             ]
+            found[program] = Profile(total / (SAMPLES_PER_S * self._seconds), frames)
         return found

@@ -26,7 +26,7 @@ import pyvips
 
 from bench import load, raw, servers
 from bench.load import LoadResult
-from bench.profiles import SAMPLES_PER_S, Frame, Profiles
+from bench.profiles import SAMPLES_PER_S, Profile, Profiles
 from common import keys
 from testkit import corpus
 
@@ -217,7 +217,7 @@ def our_programs(ours: servers.Ours) -> dict[str, Callable[[], list[int]]]:
 def profile_cold_misses(
     ours: servers.Ours, nginx: servers.Nginx, jpegs: list[corpus.Original], count: int,
     seconds: int, work: Path,
-) -> dict[str, list[Frame]]:  # fmt: skip
+) -> dict[str, Profile]:  # fmt: skip
     """Our programs sampled by py-spy through a cold JPEG run of their own (new
     images again): the sampling costs a little, so no figure of the results
     comes from it."""
@@ -289,7 +289,7 @@ def main() -> None:
     thumbor = servers.Thumbor(args.work, args.thumbor_venv, cores)
     rows: list[Row] = []
     burst_counts: dict[str, str] = {}
-    profiles: dict[str, list[Frame]] = {}
+    profiles: dict[str, Profile] = {}
     try:
         (nginx.work / "access.log").unlink(missing_ok=True)  # counts are per run
         nginx.start()
@@ -416,7 +416,7 @@ def main() -> None:
 def render_report(
     rows: list[Row],
     burst_counts: dict[str, str],
-    profiles: dict[str, list[Frame]],
+    profiles: dict[str, Profile],
     originals: list[corpus.Original],
     cores: int,
     found_versions: dict[str, str],
@@ -491,7 +491,7 @@ def render_report(
     return "\n".join(lines) + "\n"
 
 
-def render_profiles(profiles: dict[str, list[Frame]]) -> list[str]:
+def render_profiles(profiles: dict[str, Profile]) -> list[str]:
     if not profiles:
         return []
     lines = [
@@ -503,10 +503,11 @@ def render_profiles(profiles: dict[str, list[Frame]]) -> list[str]:
         "frames most often on top of a sampled stack, as a share of the program's samples.",
         "Time in libvips, the JSON or SQLite module counts on the Python frame that called it.",
     ]
-    for program, frames in profiles.items():
-        lines += ["", f"**{program}**", ""]
+    for program, profile in profiles.items():
+        busy = f"{profile.busy_threads:.2f} threads active per sample, py-spy judging"
+        lines += ["", f"**{program}** ({busy}, all its processes together)", ""]
         lines += ["| share | frame |", "|---|---|"]
-        lines += [f"| {f.share:.1%} | `{f.name}` |" for f in frames]
+        lines += [f"| {f.share:.1%} | `{f.name}` |" for f in profile.heaviest]
     return lines
 
 
