@@ -65,30 +65,35 @@ def _move_images_of(directory: Path, cache_dir: Path) -> int:
     image directories) or is (an image of the first layout holds outputs and
     source directories); how many. A partition of the current layout holds
     outputs named as it names them: left as they are."""
-    moved, first_layout = 0, False
+    moved = 0
     for path in _entries(directory, directories=True):
         if keys.partition(path.name) == directory.name:
-            _move_image(path, directory)
+            _move_image(path, _entries(path, directories=False), directory)
             moved += 1
-        elif keys.is_source_dir(path.name):
-            first_layout = True
-    for path in _entries(directory, directories=False):
-        if keys.cached_output(path.relative_to(cache_dir).as_posix()) is None:
-            first_layout = True
-    if first_layout:
-        _move_image(directory, directory.parent / keys.partition(directory.name))
+    # An image of the first layout; its directory may be a partition of the
+    # current layout too (an id like "abc"): those files stay.
+    outputs = [
+        path
+        for path in _entries(directory, directories=False)
+        if keys.cached_output(path.relative_to(cache_dir).as_posix()) is None
+    ]
+    sourced = any(keys.is_source_dir(path.name) for path in _entries(directory, directories=True))
+    if outputs or sourced:
+        _move_image(directory, outputs, directory.parent / keys.partition(directory.name))
         moved += 1
     return moved
 
 
-def _move_image(image_dir: Path, partition_dir: Path) -> None:
-    """Rename the outputs of `image_dir` (and of its source directories) to the
-    files the current layout names in `partition_dir`; remove the emptied
+def _move_image(image_dir: Path, outputs: list[Path], partition_dir: Path) -> None:
+    """Rename the `outputs` of `image_dir` (and those of its source directories) to
+    the files the current layout names in `partition_dir`; remove the emptied
     directories."""
     partition_dir.mkdir(parents=True, exist_ok=True)
-    for path in _entries(image_dir, directories=False):
+    for path in outputs:
         _rename(path, partition_dir / f"{image_dir.name}.{path.name}")
     for source_dir in _entries(image_dir, directories=True):
+        if not keys.is_source_dir(source_dir.name):
+            continue
         for path in _entries(source_dir, directories=False):
             _rename(path, partition_dir / f"{image_dir.name}.{source_dir.name}.{path.name}")
         with contextlib.suppress(OSError):

@@ -7,6 +7,7 @@ import email.utils
 import http.client
 import itertools
 import json
+import signal
 import string
 import time
 from collections.abc import Callable
@@ -371,7 +372,7 @@ def test_a_processor_writing_to_the_frontends_cache_replies_with_the_file_not_th
     assert answer.status == 200 and decode(answer.data).width == 300
     assert stack.cached(f"{same_host.lstrip('/')}/w300.jpg").read_bytes() == answer.data
 
-    stack.kill("processor_0")
+    stack.kill("processor_0", signal.SIGTERM)  # its job acked first: not made again
     identity = stack.workdir / "cache" / ".identity"
     identity.write_text("a-cache-on-another-host")  # read by a processor when it starts
     stack.start_processor(0)

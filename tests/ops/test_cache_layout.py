@@ -43,6 +43,11 @@ def test_image_directories_of_both_earlier_layouts_become_files_of_their_partiti
     current = _cached(tmp_path, "m/t/4/w100.jpg")
     current.parent.mkdir(parents=True, exist_ok=True)
     current.write_bytes(b"current")
+    # The first layout's image "abc" is also the current layout's partition "abc":
+    # an image of that partition written there by the new version stays as it is.
+    of_abc = next(str(n) for n in range(100_000) if keys.partition(str(n)) == "abc")
+    sharing = _cached(tmp_path, f"m/t/{of_abc}/w100.jpg")
+    sharing.write_bytes(b"current, in an old image's directory")
     foreign = tmp_path / f"m/t/{part3}/notes/todo.txt"  # not an image of partition part3
     _write(tmp_path, {foreign.relative_to(tmp_path).as_posix(): b"not ours"})
     FileIndex(tmp_path).added(newer, 5)
@@ -56,7 +61,8 @@ def test_image_directories_of_both_earlier_layouts_become_files_of_their_partiti
     assert _cached(tmp_path, "m/t/3/w100.jpg").read_bytes() == b"three"
     assert _cached(tmp_path, f"m/t/3/{TAG}/x50.jpg").read_bytes() == b"three sourced"
     assert current.read_bytes() == b"current" and foreign.read_bytes() == b"not ours"
-    for image in ("1", "abc", "2", f"{part3}/3"):
+    assert sharing.read_bytes() == b"current, in an old image's directory"
+    for image in ("1", "2", f"{part3}/3"):
         assert not (tmp_path / "m/t" / image).exists()
     assert not (tmp_path / INDEX_NAME).exists()  # the janitor rebuilds it under the new names
     assert migrate(tmp_path) == 0  # the current layout is left as it is
