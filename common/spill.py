@@ -41,16 +41,16 @@ class Spill:
         self._max_bytes = max_bytes
         self._index = FileIndex(directory)
 
-    def put(self, upload: UploadJob, name: str | None = None) -> None:
-        """Keep `upload` on disk, durably (the only copy), as `name` (by default its
-        key's digest: the same key twice keeps the newer bytes); DiskFull when
-        that would take the directory past spill_max_bytes."""
+    def put(self, upload: UploadJob, name: str | None = None, durable: bool = False) -> None:
+        """Keep `upload` on disk as `name` (by default its key's digest: the same key
+        twice keeps the newer bytes), `durable`ly (common.files.write_atomic);
+        DiskFull when that would take the directory past spill_max_bytes."""
         data = upload.encode()
         held = self.bytes_held()
         if held + len(data) > self._max_bytes:
             raise DiskFull(f"{self._dir} holds spill_max_bytes ({held:,} bytes) of uploads")
         path = self._dir / (name or sha256_hex(upload.key))
-        stat = write_atomic(path, data, durable=True)
+        stat = write_atomic(path, data, durable=durable)
         self._index.added(path, stat.st_size)
 
     def adopt(self, path: Path, key: str) -> None:
@@ -135,7 +135,7 @@ class HeldUploads:
         """Keep `upload` on this host's disk; the message that names it. DiskFull
         past spill_max_bytes, or when the disk is full."""
         name = f"{sha256_hex(upload.key)[:16]}-{uuid.uuid4().hex[:16]}"
-        self._files.put(upload, name)
+        self._files.put(upload, name, durable=True)  # before a message names it
         return dataclasses.replace(upload, payload=b"", file=name, host=self.host)
 
     def load(self, job: UploadJob) -> UploadJob | None:

@@ -78,9 +78,8 @@ class _Delivery:
 
 
 class Processor:
-    queues: tuple[str, ...] = (
-        amqp.RESIZE_QUEUE,
-    )  # what the consumer skeleton consumes (common/consumer.py)
+    # What the consumer skeleton consumes (common/consumer.py).
+    queues: tuple[str, ...] = (amqp.RESIZE_QUEUE,)
 
     def __init__(
         self,
@@ -103,9 +102,8 @@ class Processor:
         self._spill = Spill(settings.spill_dir, settings.spill_max_bytes)
         self._held = HeldUploads(settings.spill_dir, settings.spill_max_bytes)
         self._outputs_index = FileIndex(settings.cache_dir)
-        self._directory_identity = directory_identity(
-            settings.cache_dir
-        )  # replies name files in it
+        # Replies to a frontend whose cache has this identity name files in it.
+        self._cache_identity = directory_identity(settings.cache_dir)
         self._backlog = (0, 0.0)  # image.upload's depth, and when it was asked (pika thread)
         # Per connection (set_up), touched by pika's thread only:
         self._in_progress = 0
@@ -350,7 +348,7 @@ class Processor:
         result = outcome.result
         if result is None or result.error_name:
             return outcome
-        same_cache = job.reply_cache == self._directory_identity
+        same_cache = job.reply_cache == self._cache_identity
         if not (same_cache and self._kept(job.cache_key, result.payload)):
             self._figures.replies.labels("bytes").inc()
             return outcome

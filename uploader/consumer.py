@@ -44,7 +44,9 @@ class _Outcome:
     failure: ImageServerError | None
     kept: bool  # False: stored, then deleted again (its image was purged since)
     counted: bool  # False: storage did not answer at all, the attempt is not spent
-    loaded: UploadJob | None  # the upload with its bytes (None: its file is gone)
+    # The upload with its bytes; still by reference when its file could not be read
+    # (it stays for a retry); None when its file is gone.
+    loaded: UploadJob | None
 
 
 class Uploader:
@@ -135,8 +137,9 @@ class Uploader:
         failure: ImageServerError | None = None
         kept, counted = True, True
         known_down = self._health.storage_down()  # before: it may come back meanwhile
-        loaded = self._held.load(job) if job.file else job
+        loaded: UploadJob | None = job  # by reference until its file is read
         try:
+            loaded = self._held.load(job) if job.file else job
             if loaded is not None:
                 with self._figures.storing():
                     kept = purge.store_upload(self._settings, self._store, loaded)
@@ -181,7 +184,8 @@ class Uploader:
             fields = {"event": "upload", "key": job.key, "request_id": job.request_id}
             size = len(loaded.payload)
             log.info("stored %s (%d bytes)", job.key, size, extra={"fields": fields})
-        if job.file and done_with:
+        unread = loaded is not None and bool(loaded.file)  # its file stays for another try
+        if job.file and done_with and not unread:
             self._held.release(job)
         channel.basic_ack(method.delivery_tag)
 
@@ -213,7 +217,7 @@ class Uploader:
             )
         else:
             target = amqp.UPLOAD_DEAD_QUEUE
-            job = dataclasses.replace(loaded, file="", host="")  # the file goes after this
+            job = loaded  # with its bytes (its file goes after this), if they could be read
             self._figures.uploads.labels("dead_lettered").inc()
             log.error(
                 "upload of %s failed for good after %d attempts (%s); dead-lettered",
