@@ -153,8 +153,5 @@ class HeldUploads:
         spill.adopt(self._dir / job.file, job.key)
         self._files.stored(self._dir / job.file)  # its row: the file is moved already
 
-    def count(self) -> int:
-        return self._files.count()
-
     def rebuild_if_needed(self) -> int:
         return self._files.rebuild_if_needed()

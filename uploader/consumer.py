@@ -75,6 +75,9 @@ class Uploader:
 
     def run(self) -> None:
         """Consume until asked to stop; reconnect whenever RabbitMQ goes away."""
+        added = self._held.rebuild_if_needed()  # its bound counts files an old index lost
+        if added:
+            log.info("indexed %d uploads held by reference before the index existed", added)
         Consumer(self._settings, self, self._figures.serving, self._stop).run()
 
     # --- the consumer's hooks (common/consumer.py), on pika's thread -------------

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from common.errors import DiskFull
+from common.file_index import INDEX_NAME
 from common.messages import UploadJob
-from common.spill import Spill
+from common.spill import HELD_DIR, HeldUploads, Spill
 
 
 def upload(number: int) -> UploadJob:
@@ -35,3 +36,19 @@ def test_the_spill_directory_never_holds_more_than_spill_max_bytes(tmp_path: Pat
     with pytest.raises(DiskFull):
         spill.put(upload(9))
     assert spill.bytes_held() == 5 * size
+
+
+def test_uploads_held_by_reference_are_counted_again_when_their_index_is_lost(
+    tmp_path: Path,
+) -> None:
+    size = len(upload(0).encode())
+    HeldUploads(tmp_path, max_bytes=3 * size).hold(upload(0))
+    HeldUploads(tmp_path, max_bytes=3 * size).hold(upload(1))
+    for index_file in (tmp_path / HELD_DIR).glob(f"{INDEX_NAME}*"):
+        index_file.unlink()
+    held = HeldUploads(tmp_path, max_bytes=3 * size)
+    assert held.rebuild_if_needed() == 2  # what the uploader does when it starts
+    assert held.rebuild_if_needed() == 0
+    held.hold(upload(2))
+    with pytest.raises(DiskFull, match="spill_max_bytes"):
+        held.hold(upload(3))
