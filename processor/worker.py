@@ -14,7 +14,6 @@ What an output is made from, and the resize thread, are processor/render.py's.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import dataclasses
 import functools
@@ -22,7 +21,6 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
 
 import pika
 import pika.exceptions
@@ -31,7 +29,7 @@ from pika.spec import Basic, BasicProperties
 
 from common import amqp, graphite, purge
 from common.config import Settings
-from common.consumer import Consumer, OnMessage
+from common.consumer import Consumer, ConsumerRole, Delivery, Session
 from common.errors import (
     DiskFull,
     ImageServerError,
@@ -66,20 +64,9 @@ class Outcome:
     downloaded_original: bytes | None = None  # to store once the client has its answer
 
 
-@dataclasses.dataclass(frozen=True)
-class _Delivery:
-    """What pika's thread needs to answer one job."""
-
-    connection: BlockingConnection
-    channel: BlockingChannel
-    upload_channel: BlockingChannel
-    method: Basic.Deliver | Basic.GetOk
-    properties: BasicProperties
-
-
-class Processor:
-    # What the consumer skeleton consumes (common/consumer.py).
-    queues: tuple[str, ...] = (amqp.RESIZE_QUEUE,)
+class Processor(ConsumerRole[ResizeJob, Outcome]):
+    queues = (amqp.RESIZE_QUEUE,)
+    thread_name = "job"
 
     def __init__(
         self,
@@ -94,6 +81,7 @@ class Processor:
         self._stop = stop
         self._graphite = graphite
         self._figures = figures
+        self.concurrency = settings.processor_prefetch
         shared = store if settings.storage_read_enabled else None
         self._originals = OriginalStore(
             settings, shared, SourceFetcher(settings), figures.downloads
@@ -106,9 +94,7 @@ class Processor:
         self._cache_identity = directory_identity(settings.cache_dir)
         self._backlog = (0, 0.0)  # image.upload's depth, and when it was asked (pika thread)
         # Per connection (set_up), touched by pika's thread only:
-        self._in_progress = 0
-        self._jobs: concurrent.futures.ThreadPoolExecutor | None = None
-        self._on_job: OnMessage | None = None
+        self._upload_channel: BlockingChannel | None = None
         self._next_background_look = 0.0
         # When each image was last purged (by the fanout), for background outputs.
         self._purged_at: dict[ImageRef, float] = {}
@@ -122,10 +108,10 @@ class Processor:
 
     # --- the consumer's hooks (common/consumer.py), on pika's thread -------------
 
-    def set_up(self, connection: BlockingConnection, channel: BlockingChannel) -> OnMessage:
-        self._in_progress = 0
-        jobs = concurrent.futures.ThreadPoolExecutor(self._settings.processor_prefetch, "job")
-        self._jobs = jobs
+    def decode(self, body: bytes) -> ResizeJob:
+        return ResizeJob.decode(body)
+
+    def set_up(self, connection: BlockingConnection, channel: BlockingChannel) -> None:
         amqp.declare(channel, amqp.resize_queues(self._settings))
         channel.basic_qos(prefetch_count=self._settings.processor_prefetch)
         # Uploads are confirmed; replies (on the consuming channel) need not be.
@@ -133,23 +119,19 @@ class Processor:
         amqp.declare(upload_channel, amqp.upload_queues(self._settings, self._held.host))
         upload_channel.confirm_delivery()
         channel.basic_consume(amqp.bind_purge_queue(channel), self._on_purge, auto_ack=True)
-        on_job = functools.partial(self._on_message, connection, upload_channel, jobs)
-        self._on_job, self._next_background_look = on_job, 0.0
-        return on_job
+        self._upload_channel, self._next_background_look = upload_channel, 0.0
 
-    def between_polls(self, channel: BlockingChannel) -> None:
+    def between_polls(self, session: Session) -> None:
         if self._renderer.runaway:
-            self._restart(channel)
-        waiting = time.monotonic() < self._next_background_look
-        if self._on_job is None or self._in_progress or waiting:
+            self._restart(session.channel)
+        if session.in_hand or time.monotonic() < self._next_background_look:
             return
-        if not self._take_background_job(channel, self._on_job):
+        # One job of image.resize.background, taken only while no request's job
+        # is in hand: a request waits at most for the one background job running.
+        if not session.take(amqp.BACKGROUND_QUEUE):
             # A get on a quorum queue is a command in its log, even when
             # it finds nothing: an empty queue is asked once a second.
             self._next_background_look = time.monotonic() + _BACKGROUND_LOOK_S
-
-    def in_hand(self) -> int:
-        return self._in_progress
 
     def _restart(self, channel: BlockingChannel) -> None:
         """The resize thread is held by work that cannot be stopped (its job is
@@ -167,9 +149,7 @@ class Processor:
         os._exit(RUNAWAY_EXIT_CODE)
 
     def tear_down(self) -> None:
-        if self._jobs is not None:
-            self._jobs.shutdown(wait=False, cancel_futures=True)
-        self._jobs, self._on_job = None, None
+        self._upload_channel = None
 
     # --- pika's thread ---------------------------------------------------------
 
@@ -194,49 +174,17 @@ class Processor:
         self._purged_at[ImageRef(purged.model, purged.image_type, purged.id)] = now
         purge.purge_host(self._settings, purged)
 
-    def _take_background_job(
-        self, channel: BlockingChannel, on_message: Callable[..., None]
-    ) -> bool:
-        """One job of image.resize.background, taken only while no request's job is
-        in hand: a request waits at most for the one background job running.
-        False when the queue had none."""
-        method, properties, body = channel.basic_get(amqp.BACKGROUND_QUEUE)
-        if method is None:
-            return False
-        on_message(channel, method, properties, body)
-        return True
-
-    def _on_message(
-        self,
-        connection: BlockingConnection,
-        upload_channel: BlockingChannel,
-        jobs: concurrent.futures.ThreadPoolExecutor,
-        channel: BlockingChannel,
-        method: Basic.Deliver,
-        properties: BasicProperties,
-        body: bytes,
-    ) -> None:
-        try:
-            job = ResizeJob.decode(body)
-        except MessageDecodeError as exc:
-            log.error("dead-lettering an undecodable job: %s", exc.message)
-            channel.basic_reject(method.delivery_tag, requeue=False)
-            return
+    def admit(self, job: ResizeJob, delivery: Delivery) -> bool:
         if job.queued_epoch_s:
             self._figures.queue_wait_seconds.observe(max(0.0, time.time() - job.queued_epoch_s))
         if time.time() > job.deadline_epoch_s:
             log.info("dropping %s: its deadline passed before it was started", job.cache_key)
             self._figures.jobs.labels(job.format, "expired").inc()
-            channel.basic_ack(method.delivery_tag)
-            return
-        self._in_progress += 1
+            return False
         self._figures.jobs_in_progress.inc()
-        delivery = _Delivery(connection, channel, upload_channel, method, properties)
-        jobs.submit(self._run_job, delivery, job)
+        return True
 
-    def _answer(self, delivery: _Delivery, outcome: Outcome) -> None:
-        self._in_progress -= 1
-        self._figures.jobs_in_progress.dec()
+    def settle(self, job: ResizeJob, outcome: Outcome, delivery: Delivery) -> None:
         # The reply first: the client does not wait for the upload's confirm.
         # The job is acked only once its upload is queued (confirmed) or spilled:
         # a processor that dies between the two leaves the job to be redelivered,
@@ -249,22 +197,21 @@ class Processor:
                 pika.BasicProperties(correlation_id=delivery.properties.correlation_id),
             )
         if outcome.upload is not None:
-            self._queue_upload(delivery, outcome.upload)
-        delivery.channel.basic_ack(delivery.method.delivery_tag)
+            self._queue_upload(outcome.upload)
 
-    def _queue_upload(self, delivery: _Delivery, upload: UploadJob) -> None:
+    def _queue_upload(self, upload: UploadJob) -> None:
         """Publish `upload` (confirmed): by reference to this host's upload queue
         (its file written already); with its bytes, when this host's disk could
         not hold them, to image.upload, unless it is larger than
         upload_inline_max_bytes or image.upload is full (then kept on disk
         without a message, for this host's uploader, when the disk allows)."""
         if upload.file:
-            if self._upload_backlog(delivery) >= self._settings.upload_backlog_max:
+            if self._upload_backlog() >= self._settings.upload_backlog_max:
                 self._held.spill(upload, self._spill)
                 log.info("upload queues at upload_backlog_max: %s kept on disk", upload.key)
                 return
             try:
-                delivery.upload_channel.basic_publish(
+                self._uploads().basic_publish(
                     "", amqp.host_upload_queue(upload.host), upload.encode(), amqp.persistent()
                 )
             except BaseException:
@@ -273,7 +220,7 @@ class Processor:
             self._backlog = (self._backlog[0] + 1, self._backlog[1])
             return
         large = len(upload.payload) > self._settings.upload_inline_max_bytes
-        if large or self._upload_backlog(delivery) >= self._settings.upload_backlog_max:
+        if large or self._upload_backlog() >= self._settings.upload_backlog_max:
             why = "above upload_inline_max_bytes" if large else "image.upload at upload_backlog_max"
             try:
                 self._spill.put(upload)
@@ -285,19 +232,22 @@ class Processor:
                     self._figures.dropped_uploads.inc()
                     return
                 log.error("%s not kept on disk (%s): queued all the same", upload.key, exc.message)
-        delivery.upload_channel.basic_publish(
-            "", amqp.UPLOAD_QUEUE, upload.encode(), amqp.persistent()
-        )
+        self._uploads().basic_publish("", amqp.UPLOAD_QUEUE, upload.encode(), amqp.persistent())
         self._backlog = (self._backlog[0] + 1, self._backlog[1])
 
-    def _upload_backlog(self, delivery: _Delivery) -> int:
+    def _uploads(self) -> BlockingChannel:
+        """This connection's channel of uploads (confirmed), on pika's thread."""
+        assert self._upload_channel is not None, "used while connected only"
+        return self._upload_channel
+
+    def _upload_backlog(self) -> int:
         """Messages in image.upload and this host's upload queue, asked of RabbitMQ
         at most once a second."""
         count, asked_at = self._backlog
         if time.monotonic() - asked_at > _BACKLOG_CHECK_S:
             queues = (amqp.UPLOAD_QUEUE, amqp.host_upload_queue(self._held.host))
             count = sum(
-                int(delivery.upload_channel.queue_declare(q, passive=True).method.message_count)
+                int(self._uploads().queue_declare(q, passive=True).method.message_count)
                 for q in queues
             )
             asked_at = time.monotonic()
@@ -306,24 +256,29 @@ class Processor:
 
     # --- job threads -------------------------------------------------------------
 
-    def _run_job(self, delivery: _Delivery, job: ResizeJob) -> None:
+    def handle(self, job: ResizeJob, delivery: Delivery) -> Outcome:
         background = delivery.properties.reply_to is None
         if background and not job.replace and self._already_stored(job):
-            outcome = Outcome(None)  # background work another job (or host) has done
             self._figures.jobs.labels(job.format, "already_stored").inc()
-        else:
-            outcome = self.process(job, background)
-            if background and outcome.upload is not None:
-                self._keep_here(job, outcome.upload)
-            elif not background:
-                outcome = self._reply_with_file(job, outcome)
-            if outcome.upload is not None:
-                outcome = dataclasses.replace(outcome, upload=self._by_reference(outcome.upload))
-        if not _on_pika_thread(delivery, functools.partial(self._answer, delivery, outcome)):
+            return Outcome(None)  # background work another job (or host) has done
+        outcome = self.process(job, background)
+        if background and outcome.upload is not None:
+            self._keep_here(job, outcome.upload)
+        elif not background:
+            outcome = self._reply_with_file(job, outcome)
+        if outcome.upload is not None:
+            outcome = dataclasses.replace(outcome, upload=self._by_reference(outcome.upload))
+        return outcome
+
+    def afterwards(
+        self, job: ResizeJob, outcome: Outcome, delivery: Delivery, settling: bool
+    ) -> None:
+        self._figures.jobs_in_progress.dec()
+        if not settling:
             self._never_queued(outcome.upload)
             return  # the connection is gone: RabbitMQ redelivers the job
         if outcome.downloaded_original is not None and outcome.upload is not None:
-            self._store_original(delivery, job, outcome.downloaded_original, outcome.upload)
+            self._store_original(job, outcome.downloaded_original, outcome.upload, delivery)
 
     def _by_reference(self, upload: UploadJob) -> UploadJob:
         """`upload` held in a file of this host, durably, and the message that names
@@ -383,7 +338,7 @@ class Processor:
             return False  # storage down: make it, the uploader retries
 
     def _store_original(
-        self, delivery: _Delivery, job: ResizeJob, data: bytes, output: UploadJob
+        self, job: ResizeJob, data: bytes, output: UploadJob, delivery: Delivery
     ) -> None:
         """Put a new original in object storage, off the resize thread; when
         storage fails, hand it to the uploader (which retries) instead. Like the
@@ -411,7 +366,7 @@ class Processor:
         except ImageServerError as exc:
             log.warning("storing original %s failed (%s): queued for the uploader", key, exc)
         held = self._by_reference(upload)
-        if not _on_pika_thread(delivery, functools.partial(self._queue_upload, delivery, held)):
+        if not delivery.on_pika_thread(functools.partial(self._queue_upload, held)):
             self._never_queued(held)
 
     def process(self, job: ResizeJob, background: bool = False) -> Outcome:
@@ -474,12 +429,3 @@ class Processor:
             detail,
             extra={"fields": fields},
         )
-
-
-def _on_pika_thread(delivery: _Delivery, callback: Callable[[], None]) -> bool:
-    """Schedule `callback` on pika's thread; False when the connection is gone."""
-    try:
-        delivery.connection.add_callback_threadsafe(callback)
-    except pika.exceptions.AMQPError:
-        return False
-    return True

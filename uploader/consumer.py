@@ -2,9 +2,9 @@
 
 It consumes image.upload (uploads that carry their bytes) and this host's
 queue of uploads by reference (amqp.host_upload_queue: each names a file of
-this host's held uploads, common/spill.py). pika runs on the main thread
-only; uploads run on a thread pool and hand their outcome back with
-`add_callback_threadsafe`. A message is acked only once its object is
+this host's held uploads, common/spill.py). Each message's life (decode, a
+thread of the pool, settle and ack on pika's thread) is common/consumer.py's;
+this role stores the object and settles. A message is acked only once its object is
 stored (then its file goes), or once it has been moved (confirmed) to a
 delay queue for a retry (by reference still: its host's own) or to the
 dead-letter queue (with its bytes: the file goes, and a replay may run
@@ -14,20 +14,17 @@ counted `lost` and acked: the object is made again by the next miss.
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
-import functools
 import logging
 import threading
 import time
 
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
-from pika.spec import Basic, BasicProperties
 
 from common import amqp, keys, purge
 from common.config import Settings
-from common.consumer import Consumer, OnMessage
-from common.errors import ImageServerError, MessageDecodeError
+from common.consumer import Consumer, ConsumerRole, Delivery, Session
+from common.errors import ImageServerError
 from common.messages import UploadJob
 from common.metrics import UploaderFigures
 from common.spill import HeldUploads
@@ -49,7 +46,9 @@ class _Outcome:
     loaded: UploadJob | None
 
 
-class Uploader:
+class Uploader(ConsumerRole[UploadJob, _Outcome]):
+    thread_name = "upload"
+
     def __init__(
         self,
         settings: Settings,
@@ -66,12 +65,9 @@ class Uploader:
         self._stop = stop
         self._limiter = limiter
         self._held = HeldUploads(settings.spill_dir, settings.spill_max_bytes)
-        # What the consumer skeleton consumes (common/consumer.py).
-        self.queues: tuple[str, ...] = (amqp.UPLOAD_QUEUE, amqp.host_upload_queue(self._held.host))
-        # Per connection (set_up), touched by pika's thread only:
-        self._in_progress = 0
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self._counted_at = 0.0
+        self.queues = (amqp.UPLOAD_QUEUE, amqp.host_upload_queue(self._held.host))
+        self.concurrency = settings.upload_concurrency
+        self._counted_at = 0.0  # when the queues were last counted (pika's thread)
 
     def run(self) -> None:
         """Consume until asked to stop; reconnect whenever RabbitMQ goes away."""
@@ -82,61 +78,30 @@ class Uploader:
 
     # --- the consumer's hooks (common/consumer.py), on pika's thread -------------
 
-    def set_up(self, connection: BlockingConnection, channel: BlockingChannel) -> OnMessage:
+    def decode(self, body: bytes) -> UploadJob:
+        return UploadJob.decode(body)
+
+    def set_up(self, connection: BlockingConnection, channel: BlockingChannel) -> None:
         self._health.broker_connected = True
-        self._in_progress = 0
-        pool = concurrent.futures.ThreadPoolExecutor(self._settings.upload_concurrency)
-        self._pool = pool
         amqp.declare(channel, amqp.upload_queues(self._settings, self._held.host))
         channel.confirm_delivery()
         channel.basic_qos(prefetch_count=self._settings.upload_concurrency)
         self._counted_at = 0.0
-        return functools.partial(self._on_message, connection, pool)
 
-    def between_polls(self, channel: BlockingChannel) -> None:
+    def between_polls(self, session: Session) -> None:
         if time.monotonic() - self._counted_at >= _COUNT_EVERY_S:  # for /health
             self._health.queued_uploads = sum(
-                int(channel.queue_declare(queue, passive=True).method.message_count)
+                int(session.channel.queue_declare(queue, passive=True).method.message_count)
                 for queue in self.queues
             )
             self._counted_at = time.monotonic()
 
-    def in_hand(self) -> int:
-        return self._in_progress
-
     def tear_down(self) -> None:
         self._health.broker_connected = False
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-        self._pool = None
 
-    def _on_message(
-        self,
-        connection: BlockingConnection,
-        pool: concurrent.futures.ThreadPoolExecutor,
-        channel: BlockingChannel,
-        method: Basic.Deliver,
-        properties: BasicProperties,
-        body: bytes,
-    ) -> None:
-        try:
-            job = UploadJob.decode(body)
-        except MessageDecodeError as exc:
-            log.error("dead-lettering an undecodable upload: %s", exc.message)
-            channel.basic_reject(method.delivery_tag, requeue=False)
-            return
-        self._in_progress += 1
-        start = functools.partial(pool.submit, self._upload, connection, channel, method, job)
-        connection.call_later(self._limiter.reserve(), start)
-
-    def _upload(
-        self,
-        connection: BlockingConnection,
-        channel: BlockingChannel,
-        method: Basic.Deliver,
-        job: UploadJob,
-    ) -> None:
-        """On a pool thread: store the object, then hand the outcome to pika's thread."""
+    def handle(self, job: UploadJob, delivery: Delivery) -> _Outcome:
+        """On a pool thread, at upload_rate_per_s: store the object."""
+        time.sleep(self._limiter.reserve())
         failure: ImageServerError | None = None
         kept, counted = True, True
         known_down = self._health.storage_down()  # before: it may come back meanwhile
@@ -157,10 +122,7 @@ class Uploader:
         except Exception as exc:  # a bug costs one upload attempt, never the uploader
             log.exception("upload of %s crashed", job.key)
             failure = ImageServerError(f"internal error ({type(exc).__name__})")
-        outcome = _Outcome(failure, kept, counted, loaded)
-        connection.add_callback_threadsafe(
-            functools.partial(self._finish, channel, method, job, outcome)
-        )
+        return _Outcome(failure, kept, counted, loaded)
 
     def _storage_takes_writes(self) -> bool:
         """Whether object storage stores anything now (a failed put may be the object's own)."""
@@ -170,16 +132,15 @@ class Uploader:
             return False
         return True
 
-    def _finish(
-        self, channel: BlockingChannel, method: Basic.Deliver, job: UploadJob, outcome: _Outcome
-    ) -> None:
-        self._in_progress -= 1
+    def settle(self, job: UploadJob, outcome: _Outcome, delivery: Delivery) -> None:
         loaded, done_with = outcome.loaded, True  # done with it: its file, if any, goes
         if loaded is None:
             self._figures.uploads.labels("lost").inc()
             log.error("upload of %s lost: its file %s is gone from this host", job.key, job.file)
         elif outcome.failure is not None:
-            done_with = not self._retried(channel, job, loaded, outcome.failure, outcome.counted)
+            done_with = not self._retried(
+                delivery.channel, job, loaded, outcome.failure, outcome.counted
+            )
         elif not outcome.kept:
             self._figures.uploads.labels("purged").inc()
         else:
@@ -190,7 +151,6 @@ class Uploader:
         unread = loaded is not None and bool(loaded.file)  # its file stays for another try
         if job.file and done_with and not unread:
             self._held.release(job)
-        channel.basic_ack(method.delivery_tag)
 
     def _retried(
         self,
