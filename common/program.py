@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from common import config
+from common import amqp, config
 from common.errors import ConfigError
 
 
@@ -45,6 +45,18 @@ def parse_program_args(
         "--process-num", type=int, default=0, help="index of this process (supervisord numprocs)"
     )
     return parser.parse_args(argv)
+
+
+def start(
+    name: str, description: str, argv: list[str] | None, prog: str | None
+) -> tuple[argparse.Namespace, config.Settings]:
+    """A long-running program's first steps: its arguments, its settings, its
+    log lines and its connections' name (`<name>_<N>@<host>`)."""
+    args = parse_program_args(description, argv, prog)
+    settings = load_settings(args)
+    configure_logging(settings, name)
+    amqp.identify(name, args.process_num)
+    return args, settings
 
 
 def load_settings(args: argparse.Namespace, announce: bool = False) -> config.Settings:

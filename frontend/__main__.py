@@ -9,7 +9,7 @@ import signal
 import tornado.httpserver
 import tornado.netutil
 
-from common import amqp, metrics, program
+from common import metrics, program
 from common.config import Settings
 from common.graphite import Graphite
 from common.metrics import FrontendFigures
@@ -141,10 +141,7 @@ async def serve(settings: Settings, process_num: int) -> None:
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> None:
-    args = program.parse_program_args("Image server frontend", argv, prog)
-    settings = program.load_settings(args)
-    program.configure_logging(settings, "frontend")
-    amqp.identify("frontend", args.process_num)
+    args, settings = program.start("frontend", "Image server frontend", argv, prog)
     metrics.enable(settings.metrics_dir)
     asyncio.run(serve(settings, args.process_num))
     log.info("stopped")

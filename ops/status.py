@@ -25,7 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from common import amqp, host_health, program
+from common import host_health, program
 from common.config import Settings
 from frontend.answers import NO_SNIFF
 from ops import build_info, status_page
@@ -252,10 +252,7 @@ async def serve(settings: Settings, environment: str) -> None:
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> None:
-    args = program.parse_program_args("Image server status server", argv, prog)
-    settings = program.load_settings(args)
-    program.configure_logging(settings, "status")
-    amqp.identify("status", args.process_num)
+    args, settings = program.start("status", "Image server status server", argv, prog)
     settings.metrics_dir.mkdir(parents=True, exist_ok=True)
     asyncio.run(serve(settings, args.env))
     log.info("stopped")

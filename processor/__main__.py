@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from common import amqp, metrics, program
+from common import metrics, program
 from common.graphite import Graphite
 from common.metrics import ProcessorFigures
 from common.storage import open_store
@@ -15,10 +15,7 @@ log = logging.getLogger("processor")
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> None:
-    args = program.parse_program_args("Image server processor", argv, prog)
-    settings = program.load_settings(args)
-    program.configure_logging(settings, "processor")
-    amqp.identify("processor", args.process_num)
+    args, settings = program.start("processor", "Image server processor", argv, prog)
     metrics.enable(settings.metrics_dir)
     figures = ProcessorFigures(args.process_num)
     imaging.configure(threads=1)

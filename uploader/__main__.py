@@ -6,7 +6,7 @@ import logging
 import sys
 import threading
 
-from common import amqp, metrics, program
+from common import metrics, program
 from common.errors import StorageRefused, StorageUnavailable
 from common.metrics import UploaderFigures
 from common.storage import open_store
@@ -19,10 +19,7 @@ log = logging.getLogger("uploader")
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> None:
-    args = program.parse_program_args("Image server uploader", argv, prog)
-    settings = program.load_settings(args)
-    program.configure_logging(settings, "uploader")
-    amqp.identify("uploader", args.process_num)
+    _, settings = program.start("uploader", "Image server uploader", argv, prog)
     metrics.enable(settings.metrics_dir)
     figures = UploaderFigures()
     store = open_store(settings)
