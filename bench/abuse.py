@@ -34,6 +34,7 @@ import urllib3
 
 from bench import servers
 from common import config
+from common.settings import Settings
 from common.urls import output_matches, parse_path
 
 BENCH = Path(__file__).resolve().parent
@@ -133,7 +134,7 @@ def costly_requests(ours: servers.Ours, ids: Ids) -> list[dict[str, object]]:
     return rows
 
 
-def distinct_outputs(settings: config.Settings) -> int:
+def distinct_outputs(settings: Settings) -> int:
     """Outputs of one image an unsigned client may have made: every w, x and full_size
     at every quality in every format, and every WxH at the default quality."""
     patterns = settings.allowed_outputs

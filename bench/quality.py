@@ -29,6 +29,7 @@ from PIL import Image
 from bench import servers
 from common import config
 from common.formats import LOADERS
+from common.settings import Settings
 from common.urls import Fit, parse_output
 from processor import imaging
 from processor.render import encoding
@@ -156,7 +157,7 @@ def _rows(labelled: dict[str, Score], baseline: Score, jpeg_baseline: Score) -> 
     return rows
 
 
-def compare(originals: list[corpus.Original], defaults: config.Settings) -> list[str]:
+def compare(originals: list[corpus.Original], defaults: Settings) -> list[str]:
     encoder = encoding(defaults)
     lines = ["| output | tool " + HEADER, RULE]
     recipe_jpeg: dict[str, Score] = {}
@@ -226,7 +227,7 @@ def settings_table(originals: list[corpus.Original]) -> list[str]:
     return ["| format | setting " + HEADER, RULE, *_rows(labelled, recipe_score, recipe_score)]
 
 
-def avif_times(originals: list[corpus.Original], defaults: config.Settings) -> list[str]:
+def avif_times(originals: list[corpus.Original], defaults: Settings) -> list[str]:
     """The slowest format at the largest output: ms per w1000.avif at the default effort."""
     encoder, quality = encoding(defaults), defaults.default_quality["avif"]
     times = [ours(o.path, "w1000", "avif", encoder, quality).ms for o in originals]

@@ -35,6 +35,7 @@ from common.file_index import Entry, FileIndex
 from common.keys import OutputRef
 from common.messages import UploadJob
 from common.metrics import UploaderFigures
+from common.settings import Settings
 from common.spill import Spill
 from common.storage import open_store
 from ops import cache_layout, janitor
@@ -49,7 +50,7 @@ DRAIN_RATE_PER_S = 20.0  # upload_rate_per_s's default
 STEADY_S = 40.0
 
 
-def settings_for(work: Path, **keys: object) -> config.Settings:
+def settings_for(work: Path, **keys: object) -> Settings:
     return config.from_mapping({
         "source_domain": "http://127.0.0.1/", "local_base_path": str(work / "cache"),
         "originals_path": str(work / "originals"), "spill_path": str(work / "spill"),
@@ -89,7 +90,7 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-def janitor_steady_state(work: Path, settings: config.Settings) -> tuple[float, float]:
+def janitor_steady_state(work: Path, settings: Settings) -> tuple[float, float]:
     """The janitor program's CPU per minute at a 30 s interval, and its RSS (MiB)."""
     (work / "config").mkdir(exist_ok=True)
     raw = {f: getattr(settings, f) for f in ("source_domain", "local_base_path",
@@ -126,7 +127,7 @@ def janitor_steady_state(work: Path, settings: config.Settings) -> tuple[float, 
     return spent_s / sweeps * 2, rss  # two sweeps a minute at the default 30 s
 
 
-def eviction_pass(settings: config.Settings, files: int) -> tuple[float, int]:
+def eviction_pass(settings: Settings, files: int) -> tuple[float, int]:
     """One sweep of the outputs at 10% over budget: seconds, files evicted."""
     budget = janitor.Budget(
         "outputs", settings.cache_dir, int(files * OUTPUT_BYTES / 1.1), janitor.is_output
@@ -137,7 +138,7 @@ def eviction_pass(settings: config.Settings, files: int) -> tuple[float, int]:
     return time.perf_counter() - started, usage.evicted_files
 
 
-def rebuild_share(settings: config.Settings) -> tuple[float, float]:
+def rebuild_share(settings: Settings) -> tuple[float, float]:
     """The walk of a deleted index: wall seconds, and the share of a core it took."""
     for suffix in ("", "-wal", "-shm"):
         (settings.cache_dir / f".index.sqlite3{suffix}").unlink(missing_ok=True)
@@ -149,7 +150,7 @@ def rebuild_share(settings: config.Settings) -> tuple[float, float]:
     return took_s, (time.thread_time() - cpu_started) / took_s
 
 
-def spill_figures(settings: config.Settings, uploads: int) -> tuple[float, float, float, float]:
+def spill_figures(settings: Settings, uploads: int) -> tuple[float, float, float, float]:
     """With `uploads` waiting: a put's p50 and p99 (ms); the drain's rate and CPU share."""
     spill = Spill(settings.spill_dir, settings.spill_max_bytes)
     spill.rebuild_if_needed()  # as the uploader does when it starts, the spill empty

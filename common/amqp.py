@@ -20,7 +20,7 @@ from pika.adapters.select_connection import SelectConnection
 from pika.adapters.tornado_connection import TornadoConnection
 from pika.channel import Channel
 
-from common.config import Settings
+from common.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,8 @@ from pika.spec import Basic, BasicProperties
 from prometheus_client import Gauge
 
 from common import amqp
-from common.config import Settings
 from common.errors import MessageDecodeError
+from common.settings import Settings
 
 log = logging.getLogger(__name__)
 POLL_S = 0.2  # how long pika waits for network events between two looks at the role

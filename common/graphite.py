@@ -14,7 +14,7 @@ import time
 
 import graphitesend
 
-from common.config import Settings
+from common.settings import Settings
 
 log = logging.getLogger(__name__)
 _MAX_PENDING = 10_000

@@ -14,8 +14,8 @@ import json
 import time
 from pathlib import Path
 
-from common.config import Settings
 from common.files import write_atomic
+from common.settings import Settings
 
 HEALTH_FILE = "host-health.json"
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-from common.config import Settings
 from common.keys import ImageRef
 from common.messages import ResizeJob
+from common.settings import Settings
 from common.urls import Fit, ImageRequest, effective_quality
 
 

@@ -36,10 +36,8 @@ import hashlib
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # common.config imports the URL grammar, which imports this module
-    from common.config import Settings
+from common.settings import Settings
 
 ORIGINAL_NAME = "original"  # no dot: never an output's name
 # Originals of explicit `source=` URLs: a name no model of the URL grammar can

@@ -15,6 +15,7 @@ from types import FrameType
 
 from common import amqp, config
 from common.errors import ConfigError
+from common.settings import DEFAULT_CONFIG_DIR, Settings
 
 
 def argument_parser(description: str, prog: str | None = None) -> argparse.ArgumentParser:
@@ -30,7 +31,7 @@ def argument_parser(description: str, prog: str | None = None) -> argparse.Argum
     parser.add_argument(
         "--config-dir",
         type=Path,
-        default=Path(os.environ.get("IMAGE_SERVER_CONFIG_DIR", config.DEFAULT_CONFIG_DIR)),
+        default=Path(os.environ.get("IMAGE_SERVER_CONFIG_DIR", DEFAULT_CONFIG_DIR)),
         help="where <env>.json is (default: IMAGE_SERVER_CONFIG_DIR, else the checkout's config/)",
     )
     return parser
@@ -49,7 +50,7 @@ def parse_program_args(
 
 def start(
     name: str, description: str, argv: list[str] | None, prog: str | None
-) -> tuple[argparse.Namespace, config.Settings]:
+) -> tuple[argparse.Namespace, Settings]:
     """A long-running program's first steps: its arguments, its settings, its
     log lines and its connections' name (`<name>_<N>@<host>`)."""
     args = parse_program_args(description, argv, prog)
@@ -59,7 +60,7 @@ def start(
     return args, settings
 
 
-def load_settings(args: argparse.Namespace, announce: bool = False) -> config.Settings:
+def load_settings(args: argparse.Namespace, announce: bool = False) -> Settings:
     """Load the config or stop the program with a message naming the bad key. A tool
     announces which environment it acts on (on stderr) before it changes anything."""
     try:
@@ -98,7 +99,7 @@ class JsonLines(logging.Formatter):
         return json.dumps(line, default=str, ensure_ascii=False)
 
 
-def configure_logging(settings: config.Settings, name: str) -> None:
+def configure_logging(settings: Settings, name: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLines(name))
     logging.basicConfig(level=settings.log_level, handlers=[handler])

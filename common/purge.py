@@ -27,9 +27,9 @@ import time
 from pathlib import Path
 
 from common import keys
-from common.config import Settings
 from common.file_index import FileIndex
 from common.messages import PurgeImage, UploadJob
+from common.settings import Settings
 from common.storage import ObjectStore
 
 log = logging.getLogger(__name__)

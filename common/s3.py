@@ -11,8 +11,8 @@ import minio
 import minio.error
 import urllib3
 
-from common.config import Settings
 from common.errors import StorageRefused, StorageUnavailable
+from common.settings import Settings
 
 log = logging.getLogger(__name__)
 _RETRYABLE_S3_CODES = {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout"}

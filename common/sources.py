@@ -15,8 +15,8 @@ import re
 import string
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from common.config import Settings
 from common.errors import SourceForbidden
+from common.settings import Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 ALLOWED_SCHEMES = ("http", "https")

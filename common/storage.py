@@ -16,9 +16,9 @@ import threading
 from pathlib import Path
 from typing import Protocol
 
-from common.config import REPO_ROOT, Settings
 from common.errors import DiskFull, StorageRefused, StorageUnavailable
 from common.files import write_atomic
+from common.settings import REPO_ROOT, Settings
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ import tornado.httpserver
 import tornado.netutil
 
 from common import metrics, program
-from common.config import Settings
 from common.graphite import Graphite
 from common.metrics import FrontendFigures
+from common.settings import Settings
 from common.storage import open_store
 from frontend.accounting import AccessLog, Accounting, MalformedRequests
 from frontend.app import make_app

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from common.config import Settings
 from common.metrics import FrontendFigures
+from common.settings import Settings
 from frontend.clients import Caller
 
 _MAX_LOGGED_PATH = 2048  # a hostile path of any length must not make a huge line

@@ -11,10 +11,10 @@ from typing import Any
 import tornado.web
 
 from common import graphite, host_health, jobs
-from common.config import Settings
 from common.errors import BadRequest, Forbidden, ImageServerError
 from common.graphite import Graphite
 from common.messages import PurgeImage
+from common.settings import Settings
 from common.signing import pregenerate_message, purge_message, verify
 from common.urls import ImageRequest, parse_image_path
 from frontend.accounting import REFUSED, Accounting, Lookup

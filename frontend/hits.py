@@ -18,8 +18,8 @@ from collections.abc import Awaitable
 import tornado.web
 from tornado import httputil
 
-from common.config import Settings
 from common.errors import ImageServerError
+from common.settings import Settings
 from common.urls import ImageRequest
 from frontend.accounting import HIT, Accounting
 from frontend.answers import (

@@ -22,8 +22,8 @@ import logging
 import socket
 import threading
 
-from common.config import Settings
 from common.errors import ImageServerError
+from common.settings import Settings
 from common.storage import ObjectStore
 from common.urls import ImageRequest
 

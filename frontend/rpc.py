@@ -33,7 +33,6 @@ from pika.channel import Channel
 from pika.spec import Basic, BasicProperties
 
 from common import amqp
-from common.config import Settings
 from common.errors import (
     BrokerBlocked,
     BrokerUnavailable,
@@ -42,6 +41,7 @@ from common.errors import (
     ResizeTimeout,
 )
 from common.messages import PurgeImage, ResizeJob, ResizeResult
+from common.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,6 @@ import time
 import weakref
 
 from common import jobs
-from common.config import Settings
 from common.errors import (
     BadSignature,
     BrokerUnavailable,
@@ -31,6 +30,7 @@ from common.errors import (
 from common.keys import object_key_of
 from common.messages import PurgeImage, ResizeJob, ResizeResult
 from common.purge import purge_host, purge_store
+from common.settings import Settings
 from common.signing import verify
 from common.sources import allowed_hosts, allowed_ports, check_source_url, normalised_source
 from common.storage import ObjectStore, open_store

@@ -29,7 +29,6 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
 from common import amqp, jobs, program
-from common.config import REPO_ROOT, Settings
 from common.errors import ImageServerError
 from common.files import write_atomic
 from common.formats import CONTENT_TYPES
@@ -42,6 +41,7 @@ from common.keys import (
     parse_object_key,
     partition,
 )
+from common.settings import REPO_ROOT, Settings
 from common.storage import ObjectStore, open_store
 from common.urls import canonical_name, check_allowed, parse_output, parse_path
 

@@ -9,7 +9,7 @@ import subprocess
 
 import pyvips
 
-from common.config import REPO_ROOT, Settings
+from common.settings import REPO_ROOT, Settings
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,8 +20,8 @@ from collections.abc import Callable
 
 import pika.exceptions
 
-from common.config import REPO_ROOT
 from common.errors import ImageServerError
+from common.settings import REPO_ROOT
 
 
 @dataclasses.dataclass(frozen=True)

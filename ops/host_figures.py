@@ -29,8 +29,8 @@ from prometheus_client import CollectorRegistry, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from common import amqp, metrics
-from common.config import Settings
 from common.files import Space, space_of
+from common.settings import Settings
 from common.spill import upload_host
 from ops import incidents, queue_stats
 from ops.build_info import Build

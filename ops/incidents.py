@@ -10,7 +10,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from common.config import Settings
+from common.settings import Settings
 
 RECENT_FAILURES = 20
 _TAIL_BYTES = 128 * 1024  # of each request log: its last few hundred lines

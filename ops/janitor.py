@@ -45,11 +45,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from common import keys, program, urls
-from common.config import Settings
 from common.errors import ImageServerError
 from common.file_index import Entry, FileIndex
 from common.files import space_of, write_atomic
 from common.formats import CONTENT_TYPES
+from common.settings import Settings
 from ops import cache_layout
 from ops.pacing import Pace, Stopped
 

@@ -21,7 +21,7 @@ import urllib.request
 from typing import Any
 
 from common import amqp
-from common.config import Settings
+from common.settings import Settings
 
 _COLUMNS = (
     "name,messages_unacknowledged,message_stats.publish_details.rate,message_stats.ack_details.rate"

@@ -22,7 +22,7 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
 from common import amqp, program
-from common.config import Settings
+from common.settings import Settings
 
 MIGRATING_SUFFIX = ".migrating"
 

@@ -22,7 +22,8 @@ from typing import Any
 
 from supervisor.xmlrpc import SupervisorTransport
 
-from common import config, metrics, program
+from common import metrics, program
+from common.settings import REPO_ROOT, Settings
 
 ORDER = ("frontend", "processor", "uploader", "status", "janitor")
 SERVES = {"frontend", "processor", "uploader"}  # report image_server_process_serving
@@ -60,7 +61,7 @@ def program_of(info: dict[str, Any]) -> str:
     return re.sub(r"_\d+$", "", str(info["name"]))
 
 
-def restart(supervisor: Supervisor, settings: config.Settings, timeout_s: float) -> list[str]:
+def restart(supervisor: Supervisor, settings: Settings, timeout_s: float) -> list[str]:
     """Restart every running process of ORDER in turn; the names of those that
     did not come back serving (empty: all did)."""
     running = [
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     parser.add_argument(
         "--socket",
         type=Path,
-        default=config.REPO_ROOT / "var" / "run" / "supervisor.sock",
+        default=REPO_ROOT / "var" / "run" / "supervisor.sock",
         help="supervisord's unix socket",
     )
     parser.add_argument("--timeout", type=float, default=90.0, help="seconds for each to serve")

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from common import program
-from common.config import REPO_ROOT, Settings
+from common.settings import REPO_ROOT, Settings
 
 WEED = Path(sys.executable).parent / "weed"
 _GRPC_OFFSET = 10_000  # SeaweedFS' own convention: each gRPC port is its HTTP port + 10000

@@ -7,8 +7,9 @@ import json
 import sys
 
 from common import program
-from common.config import Settings, load_with_sources, masked
+from common.config import load_with_sources, masked
 from common.errors import ConfigError
+from common.settings import Settings
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> None:

@@ -7,8 +7,8 @@ from __future__ import annotations
 import argparse
 
 from common import program
-from common.config import Settings
 from common.errors import SourceForbidden
+from common.settings import Settings
 from common.signing import pregenerate_message, purge_message, signature, signed_url, with_query
 from common.sources import normalised_source
 

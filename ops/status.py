@@ -26,7 +26,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from common import host_health, program
-from common.config import Settings
+from common.settings import Settings
 from frontend.answers import NO_SNIFF
 from ops import build_info, status_page
 from ops.host_figures import HostFigures

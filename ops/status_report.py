@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from common import amqp, metrics
-from common.config import Settings
 from common.files import Space
+from common.settings import Settings
 from ops.build_info import Build
 from ops.host_figures import (
     CHART_WINDOW_S,

@@ -23,7 +23,6 @@ import certifi
 import urllib3
 
 from common import sources
-from common.config import Settings
 from common.errors import (
     SourceBusy,
     SourceForbidden,
@@ -32,6 +31,7 @@ from common.errors import (
     SourceTooLarge,
     SourceUnavailable,
 )
+from common.settings import Settings
 from processor.source_health import HostBreakers, NotFoundMemory
 
 log = logging.getLogger(__name__)

@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from common import keys
-from common.config import Settings
 from common.errors import ResizeTimeout
 from common.file_index import FileIndex
 from common.files import KeyLock, touch
+from common.settings import Settings
 from processor import imaging
 
 

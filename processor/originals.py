@@ -24,11 +24,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from common import keys
-from common.config import Settings
 from common.errors import DiskFull, ResizeTimeout, StorageUnavailable
 from common.file_index import FileIndex
 from common.files import KeyLock, touch, write_atomic
 from common.metrics import DownloadFigures
+from common.settings import Settings
 from common.sources import normalise_host
 from common.storage import ObjectStore
 from processor.fetch import SourceFetcher

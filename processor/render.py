@@ -28,12 +28,12 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from common import graphite
-from common.config import Settings, output_pixel_limit
 from common.errors import DiskFull, OutputTooLarge, RenderTooSlow, ResizeTimeout
 from common.graphite import Graphite
 from common.keys import OutputRef
 from common.messages import ResizeJob
 from common.metrics import ProcessorFigures
+from common.settings import Settings, output_pixel_limit
 from common.urls import Fit, Gravity
 from processor import imaging
 from processor.masters import MasterStore

@@ -28,7 +28,6 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 from pika.spec import Basic, BasicProperties
 
 from common import amqp, graphite, purge
-from common.config import Settings
 from common.consumer import Consumer, ConsumerRole, Delivery, Session
 from common.errors import (
     DiskFull,
@@ -43,6 +42,7 @@ from common.graphite import Graphite
 from common.keys import ImageRef, OutputRef, object_key_of, original_key_of
 from common.messages import PurgeImage, ResizeJob, ResizeResult, UploadJob
 from common.metrics import ProcessorFigures
+from common.settings import Settings
 from common.spill import HeldUploads, Spill
 from common.storage import ObjectStore
 from processor.fetch import SourceFetcher

@@ -35,7 +35,7 @@ import tornado.web
 import urllib3
 
 from common import config, keys, metrics
-from common.config import Settings
+from common.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 MANAGEMENT = "http://127.0.0.1:15672/api"
@@ -322,7 +322,7 @@ class Stack:
 
     @property
     def settings(self) -> Any:
-        """The stack's config as the programs load it (common.config.Settings)."""
+        """The stack's config as the programs load it (common.settings.Settings)."""
         from common import config
 
         return config.from_mapping(self.config)

@@ -22,11 +22,11 @@ import time
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
 from common import amqp, keys, purge
-from common.config import Settings
 from common.consumer import Consumer, ConsumerRole, Delivery, Session
 from common.errors import ImageServerError
 from common.messages import UploadJob
 from common.metrics import UploaderFigures
+from common.settings import Settings
 from common.spill import HeldUploads
 from common.storage import ObjectStore
 from uploader.health import Health

@@ -13,9 +13,9 @@ import dataclasses
 import logging
 
 from common import amqp, program
-from common.config import Settings
 from common.errors import MessageDecodeError
 from common.messages import UploadJob
+from common.settings import Settings
 
 log = logging.getLogger("uploader.replay")
 

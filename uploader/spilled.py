@@ -11,9 +11,9 @@ import logging
 import threading
 
 from common import purge
-from common.config import Settings
 from common.errors import ImageServerError
 from common.metrics import UploaderFigures
+from common.settings import Settings
 from common.spill import Spill
 from common.storage import ObjectStore
 from uploader.health import Health

@@ -12,6 +12,7 @@ import pytest
 
 from common import config
 from common.errors import ConfigError
+from common.settings import Settings
 from tests.harness import REPO, management
 
 MINIMAL = {"source_domain": "http://127.0.0.1/", "local_base_path": "c", "originals_path": "o"}
@@ -21,7 +22,7 @@ MINIMAL = {"source_domain": "http://127.0.0.1/", "local_base_path": "c", "origin
 PRODUCTION_SECRETS = {"IMAGE_SERVER_S3_ACCESS_KEY": "key", "IMAGE_SERVER_S3_SECRET_KEY": "secret"}
 
 
-def load_shipped(env: str) -> config.Settings:
+def load_shipped(env: str) -> Settings:
     return config.load(env, environ=PRODUCTION_SECRETS if env == "production" else {})
 
 

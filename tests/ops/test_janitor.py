@@ -14,8 +14,9 @@ import pytest
 import pyvips
 
 from common import keys
-from common.config import Settings, from_mapping
+from common.config import from_mapping
 from common.file_index import FileIndex
+from common.settings import Settings
 from ops import cache_layout
 from ops.janitor import USAGE_FILE, Budget, Usage, budgets, is_output, rebuild, sweep
 from ops.pacing import Stopped

@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 from common import sources
-from common.config import Settings, from_mapping
+from common.config import from_mapping
 from common.errors import SourceForbidden, SourceUnavailable
+from common.settings import Settings
 from processor.fetch import SourceFetcher, resolve
 from tests.harness import REPO, Origin, free_port
 from tests.images import photo
