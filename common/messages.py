@@ -85,7 +85,8 @@ class ResizeJob(_Message):
     format: str
     quality: int
     deadline_epoch_s: float
-    # > 0: the encoder picks the lowest quality whose output keeps this SSIM (imaging.py).
+    # > 0: the encoder picks the lowest quality whose output keeps this SSIM
+    # (processor/imaging/encode.py).
     quality_target: float = 0.0
     # When the frontend published it (0: unknown): the processor measures queue wait.
     queued_epoch_s: float = 0.0

@@ -108,7 +108,7 @@ def configure_logging(settings: Settings, name: str) -> None:
     logging.getLogger("pika").setLevel(logging.CRITICAL)
     # libvips reports every resize step at INFO and harmless oddities of
     # originals (an unknown EXIF unit) as warnings; what fails is translated
-    # and logged by processor/imaging.py. Its own words only when debugging.
+    # and logged by processor/imaging/. Its own words only when debugging.
     if settings.log_level != "DEBUG":
         logging.getLogger("pyvips").setLevel(logging.ERROR)
 

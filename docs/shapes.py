@@ -2,7 +2,7 @@
 
     .venv/bin/python -m docs.shapes
 
-Each output is made by the processor's own code (processor/imaging.py) from
+Each output is made by the processor's own code (processor/imaging/) from
 samples/sample/image/3/original.jpg (700x1000, a kite in the upper half) and
 shown at its real size, on a grey card so that a -pad's white is seen, with
 its name under it.

@@ -7,9 +7,8 @@ import dataclasses
 import importlib.metadata
 import subprocess
 
-import pyvips
-
 from common.settings import REPO_ROOT, Settings
+from processor import imaging
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,7 +25,7 @@ def current(settings: Settings, environment: str) -> Build:
     return Build(
         version=_version(),
         commit=_commit(),
-        libvips=".".join(str(pyvips.version(part)) for part in range(3)),
+        libvips=imaging.libvips_version(),
         environment=environment,
         behaviour={
             "signing": "on" if settings.signing_keys else "off",

@@ -41,7 +41,7 @@ from processor.originals import Original, OriginalStore
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-# Past a job's deadline, libvips stops by itself (imaging._abandon_after); work
+# Past a job's deadline, libvips stops by itself (imaging.decode.abandon_after); work
 # still running this long after it is in a codec that cannot be stopped.
 RUNAWAY_GRACE_S = 1.0
 _RUNAWAY_POLL_S = 0.1

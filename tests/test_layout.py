@@ -64,3 +64,16 @@ def test_every_program_and_tool_of_the_cli_lives_in_its_package() -> None:
             assert package == "uploader", command.target  # it works on the uploader's queues
         else:
             assert package == "ops", (name, command.target)
+
+
+def test_only_the_imaging_package_imports_libvips() -> None:
+    """libvips is the processor's imaging package's: every other module of the
+    product asks it (processor/imaging/), so its behaviour lives in one place."""
+    offenders = {
+        str(path.relative_to(REPO))
+        for package in (*REQUEST_PATH, "ops")
+        for path in sorted((REPO / package).rglob("*.py"))
+        if "pyvips" in {m.split(".")[0] for m in imported_modules(path)}
+        and path.parent != REPO / "processor" / "imaging"
+    }
+    assert offenders == set()

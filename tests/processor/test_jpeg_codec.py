@@ -12,6 +12,7 @@ import pyvips
 from common.formats import LOADERS
 from common.urls import Fit
 from processor import imaging
+from processor.imaging.decode import decoded_jpeg
 from testkit import corpus
 from testkit.ssim import ssim
 from tests.harness import REPO
@@ -63,7 +64,7 @@ def test_the_corpus_comes_out_as_libvips_loader_makes_it(jpegs: list[Path]) -> N
     for path in jpegs:
         original = path.read_bytes()
         # The codec is really used (the comparison is not libvips against itself).
-        decoded = imaging._decoded_jpeg(original, decode(original), 8)
+        decoded = decoded_jpeg(original, decode(original), 8)
         assert (decoded is None) == (path.name in NEEDS_LIBVIPS), path.name
         shapes = [(Fit.WIDTH, width, None) for width in WIDTHS] + [(Fit.COVER, 300, 400)]
         for fit, width, height in shapes:
@@ -89,7 +90,7 @@ def test_rotated_and_greyscale_jpegs_take_the_codec_and_come_out_right() -> None
         (bytes(rotated.jpegsave_buffer(Q=90)), image.rot90()),
         (bytes(grey.jpegsave_buffer(Q=90)), grey),
     ):
-        assert imaging._decoded_jpeg(original, decode(original), 2) is not None
+        assert decoded_jpeg(original, decode(original), 2) is not None
         made = imaging.render(
             original, imaging.Rendition(Fit.WIDTH, 400, None, "png", 85), limits()
         )
@@ -106,4 +107,4 @@ def test_jpegs_libjpeg_turbo_should_not_decode_go_to_libvips() -> None:
         bytes(cmyk.copy(interpretation="cmyk").jpegsave_buffer()),
         bytes(p3.jpegsave_buffer(Q=90)),
     ):
-        assert imaging._decoded_jpeg(original, decode(original), 1) is None
+        assert decoded_jpeg(original, decode(original), 1) is None
