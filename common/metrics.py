@@ -1,7 +1,7 @@
 """Prometheus figures of every program of a host (prometheus-client's multiprocess mode).
 
 Each process writes its counters, gauges and histograms to memory-mapped files
-in `metrics_path`, one set per pid; the status server (ops/status.py)
+in `metrics_path`, one set per pid; the status server (ops/status/)
 adds them up for `/metrics`, `/status.json` and its page. Why this mode: a
 figure is written where it happens (a frontend counts its requests, a
 processor its resizes) at the cost of a few memory writes, nothing crosses

@@ -35,7 +35,7 @@ COMMANDS = {
     "frontend": Command("frontend.__main__:main", "serve HTTP on server_port", program=True),
     "processor": Command("processor.__main__:main", "resize jobs from RabbitMQ", program=True),
     "uploader": Command("uploader.__main__:main", "store outputs in object storage", program=True),
-    "status": Command("ops.status:main", "the host's status server", program=True),
+    "status": Command("ops.status.server:main", "the host's status server", program=True),
     "janitor": Command("ops.janitor:main", "keep the disk caches in budget", program=True),
     "seaweedfs": Command(
         "ops.seaweedfs:main", "the development S3 server (SeaweedFS)", program=True

@@ -357,7 +357,7 @@ class Stack:
         wait_until(lambda: self.serving(process), what=f"{name} up")
 
     def start_status(self) -> None:
-        self.spawn("status", "ops.status")
+        self.spawn("status", "ops.status.server")
         wait_until(lambda: self._status_of(f"{self.status_url}/health") in (200, 503),
                    what="the status server answering")  # fmt: skip
 

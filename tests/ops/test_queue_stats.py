@@ -8,7 +8,7 @@ import time
 import pytest
 
 from common import amqp
-from ops.host_figures import QueueFigures, Queues
+from ops.status.host_figures import QueueFigures, Queues
 from tests.harness import Vhost, free_port, settings_on
 
 pytestmark = pytest.mark.stack

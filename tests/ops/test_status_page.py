@@ -22,7 +22,7 @@ from tests.images import photo
 
 ARTIFACTS = REPO / "var" / "test-artifacts"
 CHROMIUM = "chromium-headless-shell"
-REQUESTS_BLUE = (0x1F, 0x77, 0xB4)  # the requests chart's stroke (status_page._COLOURS)
+REQUESTS_BLUE = (0x1F, 0x77, 0xB4)  # the requests chart's stroke (ops/status/page.py, _COLOURS)
 
 
 def fresh_connection_get(stack: Stack, path: str) -> int:

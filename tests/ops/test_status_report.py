@@ -6,8 +6,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from common import metrics
-from ops.host_figures import Sample, summarise
-from ops.status_report import origins
+from ops.status.host_figures import Sample, summarise
+from ops.status.report import origins
 
 
 def sample_of(registry: CollectorRegistry, at: float) -> Sample:

@@ -1,6 +1,6 @@
-"""The status page: the report of status_report.py as one HTML page read at a glance.
+"""The status page: the report of report.py as one HTML page read at a glance.
 
-Rendered from status_page.html by tornado.template, charts as inline SVG: no
+Rendered from page.html by tornado.template, charts as inline SVG: no
 script, no CDN (hosts may have no internet), and it refreshes itself every few
 seconds. Every figure carries a
 `data-figure` attribute naming its place in /status.json, so a test (or a
@@ -17,10 +17,10 @@ from typing import Any
 
 import tornado.template
 
-from ops.status_report import Charts, Report, Series
+from ops.status.report import Charts, Report, Series
 
 _TEMPLATE = tornado.template.Template(
-    Path(__file__).with_name("status_page.html").read_text(), name="status_page.html"
+    Path(__file__).with_name("page.html").read_text(), name="page.html"
 )
 _REFRESH_S = 5
 _CACHES = ("outputs", "originals", "masters")  # the janitor's budgets, in the page's order

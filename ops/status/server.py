@@ -28,9 +28,10 @@ from prometheus_client.registry import Collector
 from common import host_health, program
 from common.settings import Settings
 from frontend.answers import NO_SNIFF
-from ops import build_info, status_page
-from ops.host_figures import HostFigures
-from ops.status_report import health, report
+from ops.status import build_info
+from ops.status import page as status_page
+from ops.status.host_figures import HostFigures
+from ops.status.report import health, report
 
 log = logging.getLogger("status")
 

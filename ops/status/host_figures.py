@@ -32,9 +32,9 @@ from common import amqp, metrics
 from common.files import Space, space_of
 from common.settings import Settings
 from common.spill import upload_host
-from ops import incidents, queue_stats
-from ops.build_info import Build
 from ops.janitor import USAGE_FILE
+from ops.status import incidents, queue_stats
+from ops.status.build_info import Build
 
 log = logging.getLogger(__name__)
 HISTORY_S = 30 * 60  # what the charts show
@@ -80,7 +80,7 @@ class QueueFigures:
     name: str
     messages: int | None  # ready; None: the queue does not exist (yet)
     consumers: int | None
-    # From the management API (ops/queue_stats.py); None: not read.
+    # From the management API (ops/status/queue_stats.py); None: not read.
     unacked: int | None = None
     in_per_s: float | None = None
     out_per_s: float | None = None

@@ -1,7 +1,7 @@
 """The figures of the status page and /status.json, computed from the sampled history.
 
 The report is typed: /status.json is `dataclasses.asdict` of it, and the page
-(ops/status_page.py) reads its fields. Metric and queue names come from their
+(ops/status/page.py) reads its fields. Metric and queue names come from their
 declarations (common/metrics.py, common/amqp.py).
 """
 
@@ -15,8 +15,8 @@ from typing import Any
 from common import amqp, metrics
 from common.files import Space
 from common.settings import Settings
-from ops.build_info import Build
-from ops.host_figures import (
+from ops.status.build_info import Build
+from ops.status.host_figures import (
     CHART_WINDOW_S,
     LATENCY_WINDOW_S,
     RATE_WINDOW_S,
@@ -106,7 +106,9 @@ class Errors:
     server_errors_last_5_min: dict[str, int]
     jobs_failed_last_5_min: dict[str, int]  # by the error's name
     downloads_failed_last_5_min: dict[str, int]
-    recent: list[dict[str, Any]]  # the latest failed requests, newest first (ops/incidents.py)
+    recent: list[
+        dict[str, Any]
+    ]  # the latest failed requests, newest first (ops/status/incidents.py)
 
 
 @dataclasses.dataclass(frozen=True)
