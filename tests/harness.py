@@ -22,6 +22,7 @@ import threading
 import time
 import urllib.parse
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -351,15 +352,20 @@ class Stack:
         return process.pid in metrics.serving_pids(self.workdir / "metrics")
 
     def start_frontend(self, index: int) -> None:
+        self._spawn_frontend(index)()
+
+    def _spawn_frontend(self, index: int) -> Callable[[], None]:
         name = f"frontend_{index}"
         process = self.spawn(name, "frontend", index)
         # It listens once it can publish resize jobs (or after 10 s without RabbitMQ).
-        wait_until(lambda: self.serving(process), what=f"{name} up")
+        return lambda: wait_until(lambda: self.serving(process), what=f"{name} up")
 
-    def start_status(self) -> None:
+    def _spawn_status(self) -> Callable[[], None]:
         self.spawn("status", "ops.status.server")
-        wait_until(lambda: self._status_of(f"{self.status_url}/health") in (200, 503),
-                   what="the status server answering")  # fmt: skip
+        return lambda: wait_until(
+            lambda: self._status_of(f"{self.status_url}/health") in (200, 503),
+            what="the status server answering",
+        )
 
     def metrics(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
         """The status server's /metrics, parsed by prometheus-client's own parser:
@@ -392,23 +398,33 @@ class Stack:
         return body
 
     def start_processor(self, index: int) -> None:
+        self._spawn_processor(index)()
+
+    def _spawn_processor(self, index: int) -> Callable[[], None]:
         name = f"processor_{index}"
         process = self.spawn(name, "processor", index)
-        wait_until(lambda: self.serving(process), what=f"{name} consuming")
+        return lambda: wait_until(lambda: self.serving(process), what=f"{name} consuming")
 
     def start_uploader(self) -> None:
+        self._spawn_uploader()()
+
+    def _spawn_uploader(self) -> Callable[[], None]:
         process = self.spawn("uploader", "uploader")
-        wait_until(lambda: self.serving(process), what="uploader consuming")
+        return lambda: wait_until(lambda: self.serving(process), what="uploader consuming")
+
+    def start_status(self) -> None:
+        self._spawn_status()()
 
     def start(self, processors: int = 2, uploader: bool = False, status: bool = False) -> Stack:
-        if uploader:
-            self.start_uploader()
-        for index in range(processors):
-            self.start_processor(index)
-        for index in range(self._frontends):
-            self.start_frontend(index)
+        """Every program started at once (each declares the queues it uses), then
+        each waited for."""
+        ready = [self._spawn_uploader()] if uploader else []
+        ready += [self._spawn_processor(index) for index in range(processors)]
+        ready += [self._spawn_frontend(index) for index in range(self._frontends)]
         if status:
-            self.start_status()
+            ready.append(self._spawn_status())
+        for wait in ready:
+            wait()
         return self
 
     def _status_of(self, url: str) -> int:
@@ -465,6 +481,9 @@ class Stack:
         return {name: process.poll() is None for name, process in self.processes.items()}
 
     def stop(self) -> None:
+        # The test's connections go first: a frontend that stops gives idle
+        # clients a grace period (frontend/__main__.py, drain).
+        self.http.clear()
         for process in self.processes.values():
             if process.poll() is None:
                 process.terminate()
@@ -474,7 +493,6 @@ class Stack:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        self.http.clear()
 
 
 # --- an S3-compatible server ------------------------------------------------------

@@ -259,6 +259,8 @@ def test_a_pre_generated_output_is_found_before_its_upload_lands(
         assert not stored(stack, f"pre/img/7/{name}").exists()  # its upload still waits
         assert stack.get(f"/pre/img/7/{name}").status == 200
         assert stack.resizes(f"pre/img/7/{name}") == 1  # the request found it: no resize
+    # Its uploads in hand wait their turn at 0.1/s: a graceful stop would wait for them.
+    stack.kill("uploader")
 
 
 def test_a_purge_with_a_source_removes_that_sources_outputs(
