@@ -40,7 +40,7 @@ def resize_job(
     return ResizeJob(
         cache_key=request.cache_key,
         source_url=source_url(settings, request),
-        fit=output.fit.value,
+        fit=output.fit,
         # h<H>: as wide as the aspect ratio makes it, but no wider than maximum_width.
         width=settings.maximum_width if output.fit is Fit.HEIGHT else output.width,
         height=output.height,
@@ -52,6 +52,6 @@ def resize_job(
         queued_epoch_s=0.0 if background else now,
         replace=replace,
         request_id=request_id,
-        gravity=output.gravity.value,
+        gravity=output.gravity,
         background=output.background,
     )

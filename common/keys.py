@@ -192,16 +192,6 @@ def is_master(relative: str) -> bool:
     return _MASTER_FILE.fullmatch(relative) is not None
 
 
-def object_key_of(settings: Settings, cache_key: str) -> str:
-    """The object key of the output whose cache key is `cache_key`."""
-    return OutputRef.from_cache_key(cache_key).object_key(settings)
-
-
-def original_key_of(settings: Settings, cache_key: str, source_url: str) -> str:
-    """Where the original of the output `cache_key` (fetched from `source_url`) is kept."""
-    return OutputRef.from_cache_key(cache_key).image.original_key(settings, source_url)
-
-
 def parse_object_key(settings: Settings, key: str) -> tuple[ImageRef, str] | None:
     """An object key of the partitioned layout, back into its image and the rest
     (an output's name, `src-<tag>/<name>`, or `original`); None for any other key

@@ -9,12 +9,14 @@ dead-letter the message instead of crashing on it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
 import struct
 from typing import Any, ClassVar, TypeVar
 
 from common.errors import ImageServerError, MessageDecodeError, from_name
+from common.keys import ImageRef, OutputRef
 from common.urls import SEGMENT, Fit, Gravity
 
 _LENGTH = struct.Struct(">I")
@@ -79,7 +81,7 @@ class ResizeJob(_Message):
 
     cache_key: str
     source_url: str
-    fit: str
+    fit: Fit
     width: int | None
     height: int | None
     format: str
@@ -96,21 +98,30 @@ class ResizeJob(_Message):
     # The X-Request-ID of the request that asked for it: in the job's and the upload's lines.
     request_id: str = ""
     # Where a cover crop is anchored (Gravity); a -pad output's colour (rrggbb, "": default).
-    gravity: str = Gravity.CENTRE.value
+    gravity: Gravity = Gravity.CENTRE
     background: str = ""
     # The asking frontend's cache (common.files.directory_identity): a processor
     # whose local_base_path is that cache writes the output there, and its
     # reply names it instead of carrying the bytes. "": bytes in the reply.
     reply_cache: str = ""
 
+    def __post_init__(self) -> None:
+        # On the wire they are strings: typed once, here (ValueError: not a job).
+        object.__setattr__(self, "fit", Fit(self.fit))
+        object.__setattr__(self, "gravity", Gravity(self.gravity))
+
+    @functools.cached_property
+    def output(self) -> OutputRef:
+        """The output `cache_key` names, parsed once: when the job is decoded."""
+        return OutputRef.from_cache_key(self.cache_key)
+
     def validate(self) -> None:
-        Fit(self.fit)
         _require(isinstance(self.reply_cache, str), "reply_cache")
-        Gravity(self.gravity)
         _require(isinstance(self.background, str), "background")
         _require(re.fullmatch(r"(?:[0-9a-f]{6})?", self.background) is not None, "background")
         _require(isinstance(self.source_url, str) and bool(self.source_url), "source_url")
         _require(isinstance(self.cache_key, str) and bool(self.cache_key), "cache_key")
+        _require(bool(self.output.name), "cache_key")
         _require(isinstance(self.format, str), "format")
         _require(isinstance(self.quality, int) and 1 <= self.quality <= 100, "quality")
         for side in (self.width, self.height):
@@ -212,6 +223,11 @@ class PurgeImage(_Message):
     id: str
     default_source: str  # the original's URL from source_domain and the template
     explicit_source: str = ""  # a `source=` URL, when that one is purged too
+
+    @property
+    def image(self) -> ImageRef:
+        """The image purged, with all its sources."""
+        return ImageRef(self.model, self.image_type, self.id)
 
     def validate(self) -> None:
         for segment in (self.model, self.image_type, self.id):

@@ -73,16 +73,15 @@ def put_unless_purged(
     settings: Settings,
     store: ObjectStore,
     put: tuple[str, bytes, str],
-    made_for: str,
+    image: keys.ImageRef,
     made_epoch_s: float,
     same_as: Path | None = None,
 ) -> bool:
-    """Put `put` (key, data, content type), made by the job of the output
-    `made_for` (a cache key) that began at `made_epoch_s`; then, if the image
-    was purged since, delete it again. False when the purge won."""
+    """Put `put` (key, data, content type), made by a job for `image` that began
+    at `made_epoch_s`; then, if the image was purged since, delete it again.
+    False when the purge won."""
     key, data, content_type = put
     store.put(key, data, content_type, same_as=same_as)
-    image = keys.OutputRef.from_cache_key(made_for).image
     mark = store.get(image.purge_mark_key(settings))
     if mark is None or made_epoch_s >= float(mark) + PURGE_CLOCK_MARGIN_S:
         return True
@@ -97,4 +96,5 @@ def store_upload(settings: Settings, store: ObjectStore, upload: UploadJob) -> b
     if not upload.made_for:  # not an image's object
         store.put(*put)
         return True
-    return put_unless_purged(settings, store, put, upload.made_for, upload.made_epoch_s)
+    image = keys.OutputRef.from_cache_key(upload.made_for).image
+    return put_unless_purged(settings, store, put, image, upload.made_epoch_s)

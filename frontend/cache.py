@@ -47,15 +47,15 @@ class OutputCache:
         self._root = root
         self._index = FileIndex(root)  # what the janitor evicts from
         self._lock_dir = root / ".locks"
-        self._memory: collections.OrderedDict[str, CachedFile] = collections.OrderedDict()
+        self._memory: collections.OrderedDict[OutputRef, CachedFile] = collections.OrderedDict()
         self._memory_bytes = 0
         self._memory_limit = memory_bytes
         # What this cache is called: a processor that writes to it too says so (common.files).
         self.identity = directory_identity(root)
 
-    def read(self, key: str) -> CachedFile | None:
+    def read(self, key: OutputRef) -> CachedFile | None:
         """The cached output, or None on a miss."""
-        path = OutputRef.from_cache_key(key).path_under(self._root)
+        path = key.path_under(self._root)
         try:
             stat = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
@@ -71,11 +71,11 @@ class OutputCache:
             self._remember(key, cached)
         return cached
 
-    def written_here(self, key: str) -> CachedFile | None:
+    def written_here(self, key: OutputRef) -> CachedFile | None:
         """The output a processor of this host has just written to this cache (its
         reply said so), as `write` would return it; None when it is gone already."""
         self._forget(key)
-        return self._open(OutputRef.from_cache_key(key).path_under(self._root))
+        return self._open(key.path_under(self._root))
 
     def _open(self, path: Path) -> CachedFile | None:
         """The file at `path`, read (small) or mapped (large); None when it is gone."""
@@ -95,7 +95,7 @@ class OutputCache:
         larger ones would push out many small hot ones, and are mapped instead."""
         return size <= self._memory_limit // 8
 
-    def _remember(self, key: str, cached: CachedFile) -> None:
+    def _remember(self, key: OutputRef, cached: CachedFile) -> None:
         self._forget(key)
         if not self._kept_in_memory(cached.size):
             return
@@ -105,18 +105,18 @@ class OutputCache:
             _, evicted = self._memory.popitem(last=False)
             self._memory_bytes -= evicted.size
 
-    def _forget(self, key: str) -> None:
+    def _forget(self, key: OutputRef) -> None:
         dropped = self._memory.pop(key, None)
         if dropped is not None:
             self._memory_bytes -= dropped.size
 
-    def write(self, key: str, data: bytes) -> CachedFile:
+    def write(self, key: OutputRef, data: bytes) -> CachedFile:
         """Store `data` as `key`; returns it as a read would have. Kept in memory
         only once read: most new outputs are asked once, and a frontend that
         kept each one it made would fill its memory with them (bench/TUNING.md).
         A large one is answered from its file, mapped, as a read would: the
         bytes received go at once, however slowly its clients read."""
-        path = OutputRef.from_cache_key(key).path_under(self._root)
+        path = key.path_under(self._root)
         stat = write_atomic(path, data)
         self._index.added(path, stat.st_size)
         self._forget(key)
@@ -127,6 +127,6 @@ class OutputCache:
         # janitor may): the bytes, then.
         return self._open(path) or written
 
-    def lock(self, key: str) -> KeyLock:
+    def lock(self, key: OutputRef) -> KeyLock:
         """The host-wide lock that lets one frontend process produce `key`."""
-        return KeyLock(self._lock_dir, key)
+        return KeyLock(self._lock_dir, key.cache_key)

@@ -94,7 +94,7 @@ class CacheHitsFirst(httputil.HTTPServerConnectionDelegate):
         if request is None:
             return None, None  # the Application answers with the error
         request = self.service.negotiate(request, headers.get("Accept"))
-        cached = self.service.cache_hit(request.cache_key)
+        cached = self.service.cache_hit(request)
         if cached is None:
             return request, None
         answer = httputil.HTTPHeaders(

@@ -27,7 +27,7 @@ from common.errors import (
     StorageUnavailable,
     TooManyMisses,
 )
-from common.keys import object_key_of
+from common.keys import OutputRef
 from common.messages import PurgeImage, ResizeJob, ResizeResult
 from common.purge import purge_host, purge_store
 from common.settings import Settings
@@ -143,9 +143,9 @@ class ImageService:
         settings = self._settings
         return negotiate(request, accept, settings.auto_formats, settings.default_quality)
 
-    def cache_hit(self, key: str) -> CachedFile | None:
+    def cache_hit(self, request: ImageRequest) -> CachedFile | None:
         """The output if the local cache has it."""
-        return self._cache.read(key)
+        return self._cache.read(request.ref)
 
     async def get(
         self, request: ImageRequest, caller: Caller | None = None, known_miss: bool = False
@@ -154,7 +154,7 @@ class ImageService:
         and where it came from (`known_miss`: the cache was just looked at). A
         resize is taken from the caller's budget (none: work a key authorised)."""
         key = request.cache_key
-        cached = None if known_miss else self._cache.read(key)
+        cached = None if known_miss else self._cache.read(request.ref)
         if cached is not None:
             return cached, HIT
         self._failures.raise_if_failed(key)
@@ -192,7 +192,7 @@ class ImageService:
         self, request: ImageRequest, caller: Caller | None
     ) -> tuple[CachedFile, Lookup]:
         deadline = time.monotonic() + self._settings.resize_deadline_s
-        lock = self._cache.lock(request.cache_key)
+        lock = self._cache.lock(request.ref)
         try:
             # Another frontend process of this host may be producing the same
             # output; wait for its lock and then use its file.
@@ -200,17 +200,17 @@ class ImageService:
                 if time.monotonic() > deadline:
                     raise ResizeTimeout()
                 await asyncio.sleep(_LOCK_POLL_S)
-            cached = self._cache.read(request.cache_key)  # made by the lock's last holder
+            cached = self._cache.read(request.ref)  # made by the lock's last holder
             if cached is not None:
                 return cached, Lookup("miss", coalesced=True)
-            cached = await self._fill_from_store(request.cache_key)
+            cached = await self._fill_from_store(request.ref)
             if cached is not None:
                 return cached, Lookup("store")
             client = caller.client if caller is not None else None
             self._take_from_budget(client)
             remaining_s = deadline - time.monotonic()
             job = self.job_for(request, remaining_s, caller.request_id if caller else "")
-            late = functools.partial(self._late_result, request.cache_key, client)
+            late = functools.partial(self._late_result, request.ref, client)
             try:
                 result = await self._rpc.call(job, remaining_s, late)
             except ResizeTimeout as exc:
@@ -223,11 +223,11 @@ class ImageService:
             except ImageServerError as exc:
                 self._failures.remember(request.cache_key, exc)
                 raise
-            return self._made(request.cache_key, result), Lookup("miss")
+            return self._made(request.ref, result), Lookup("miss")
         finally:
             lock.release()
 
-    def _made(self, key: str, result: ResizeResult) -> CachedFile:
+    def _made(self, key: OutputRef, result: ResizeResult) -> CachedFile:
         """A successful result's output: the file a processor of this host wrote to
         the cache (the reply names it), or the reply's bytes, written there."""
         if not result.in_cache:
@@ -237,10 +237,11 @@ class ImageService:
             raise OutputGone()
         return made
 
-    def _late_result(self, key: str, client: str | None, result: ResizeResult) -> None:
+    def _late_result(self, output: OutputRef, client: str | None, result: ResizeResult) -> None:
         """The result of a job whose request timed out: its client pays for the
         processor time all the same, and what it made is kept (a failure
         remembered as any failure is)."""
+        key = output.cache_key
         log.info(
             "late result of %s (%.2f s of resize): charged to its client", key, result.resize_s
         )
@@ -254,7 +255,7 @@ class ImageService:
         if result.in_cache:
             return  # kept already, by the processor that made it
         try:
-            self._cache.write(key, result.payload)
+            self._cache.write(output, result.payload)
         except (OSError, ImageServerError) as exc:
             log.warning("could not keep the late output %s: %s", key, exc)
 
@@ -275,11 +276,11 @@ class ImageService:
         if client is not None and self._budget is not None and extra > 0:
             self._budget.charge(client, extra)
 
-    async def _fill_from_store(self, cache_key: str) -> CachedFile | None:
+    async def _fill_from_store(self, output: OutputRef) -> CachedFile | None:
         """Copy the output from object storage into the local cache, if it is there."""
         if self._store is None:
             return None
-        key = object_key_of(self._settings, cache_key)
+        key = output.object_key(self._settings)
         try:
             if self._store.reads_are_local:
                 data = self._store.get(key)
@@ -291,7 +292,7 @@ class ImageService:
             return None
         if data is None:
             return None
-        return self._cache.write(cache_key, data)
+        return self._cache.write(output, data)
 
     # --- work ahead of requests ---------------------------------------------------
 
@@ -345,7 +346,7 @@ class ImageService:
         queued_at = self._background_queued.get(key)
         if queued_at is not None and now - queued_at < self._settings.background_deadline_s:
             return "existing"
-        if self._cache.read(key) is not None or await self._stored(key):
+        if self._cache.read(request.ref) is not None or await self._stored(request.ref):
             return "existing"
         job = jobs.resize_job(
             self._settings, request, self._settings.background_deadline_s, background=True
@@ -359,10 +360,10 @@ class ImageService:
                 del self._background_queued[old]
         return "queued"
 
-    async def _stored(self, cache_key: str) -> bool:
+    async def _stored(self, output: OutputRef) -> bool:
         if self._store is None:
             return False
-        key = object_key_of(self._settings, cache_key)
+        key = output.object_key(self._settings)
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._store_pool, self._store.exists, key)

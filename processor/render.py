@@ -30,11 +30,10 @@ from typing import TypeVar
 from common import graphite
 from common.errors import DiskFull, OutputTooLarge, RenderTooSlow, ResizeTimeout
 from common.graphite import Graphite
-from common.keys import OutputRef
 from common.messages import ResizeJob
 from common.metrics import ProcessorFigures
 from common.settings import Settings, output_pixel_limit
-from common.urls import Fit, Gravity
+from common.urls import Fit
 from processor import imaging
 from processor.masters import MasterStore
 from processor.originals import Original, OriginalStore
@@ -108,7 +107,7 @@ class Renderer:
             output = resize(lambda: imaging.render_master(master, rendition, limits))
             if output is not None:  # else too small for this output, or evicted since the look
                 return Rendered(output, None, Plan.FROM_MASTER.value)
-        image = OutputRef.from_cache_key(job.cache_key).image
+        image = job.output.image
         shared_key = image.original_key(self._settings, job.source_url)
         explicit = image.source_tag is not None
         opened = self._originals.open(job.source_url, shared_key, limits.deadline, explicit)
@@ -207,7 +206,7 @@ class Renderer:
 
     def _rendition(self, job: ResizeJob) -> imaging.Rendition:
         return imaging.Rendition(
-            Fit(job.fit),
+            job.fit,
             job.width,
             job.height,
             job.format,
@@ -215,7 +214,7 @@ class Renderer:
             self._encoding,
             self._settings.enlarge_width,
             job.quality_target,
-            Gravity(job.gravity),
+            job.gravity,
             job.background,
         )
 

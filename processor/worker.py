@@ -39,7 +39,7 @@ from common.file_index import FileIndex
 from common.files import directory_identity, write_atomic
 from common.formats import CONTENT_TYPES
 from common.graphite import Graphite
-from common.keys import ImageRef, OutputRef, object_key_of, original_key_of
+from common.keys import ImageRef, OutputRef
 from common.messages import PurgeImage, ResizeJob, ResizeResult, UploadJob
 from common.metrics import ProcessorFigures
 from common.settings import Settings
@@ -171,7 +171,7 @@ class Processor(ConsumerRole[ResizeJob, Outcome]):
         self._purged_at = {
             image: at for image, at in self._purged_at.items() if now - at < _PURGE_MEMORY_S
         }
-        self._purged_at[ImageRef(purged.model, purged.image_type, purged.id)] = now
+        self._purged_at[purged.image] = now
         purge.purge_host(self._settings, purged)
 
     def admit(self, job: ResizeJob, delivery: Delivery) -> bool:
@@ -304,7 +304,7 @@ class Processor(ConsumerRole[ResizeJob, Outcome]):
         if result is None or result.error_name:
             return outcome
         same_cache = job.reply_cache == self._cache_identity
-        if not (same_cache and self._kept(job.cache_key, result.payload)):
+        if not (same_cache and self._kept(job.output, result.payload)):
             self._figures.replies.labels("bytes").inc()
             return outcome
         self._figures.replies.labels("file").inc()
@@ -314,26 +314,25 @@ class Processor(ConsumerRole[ResizeJob, Outcome]):
         """A background output goes into this host's disk cache at once: the requests
         it was made for find it while its upload waits its turn (not when its image
         was purged since its job began)."""
-        output = OutputRef.from_cache_key(job.cache_key)
-        image = dataclasses.replace(output.image, source_tag=None)  # purged with all its sources
+        image = dataclasses.replace(job.output.image, source_tag=None)  # purged with all sources
         if self._purged_at.get(image, 0.0) < upload.made_epoch_s:
-            self._kept(job.cache_key, upload.payload)
+            self._kept(job.output, upload.payload)
 
-    def _kept(self, cache_key: str, data: bytes) -> bool:
-        """Whether `data` is now this host's cached output `cache_key` (written whole,
-        then renamed, then indexed for the janitor)."""
-        path = OutputRef.from_cache_key(cache_key).cache_path(self._settings)
+    def _kept(self, output: OutputRef, data: bytes) -> bool:
+        """Whether `data` is now this host's cached `output` (written whole, then
+        renamed, then indexed for the janitor)."""
+        path = output.cache_path(self._settings)
         try:
             stat = write_atomic(path, data)
         except (OSError, DiskFull) as exc:  # the reply or the upload still carries it
-            log.warning("could not keep %s in this host's cache: %s", cache_key, exc)
+            log.warning("could not keep %s in this host's cache: %s", output.cache_key, exc)
             return False
         self._outputs_index.added(path, stat.st_size)
         return True
 
     def _already_stored(self, job: ResizeJob) -> bool:
         try:
-            return self._store.exists(object_key_of(self._settings, job.cache_key))
+            return self._store.exists(job.output.object_key(self._settings))
         except ImageServerError:
             return False  # storage down: make it, the uploader retries
 
@@ -343,7 +342,7 @@ class Processor(ConsumerRole[ResizeJob, Outcome]):
         """Put a new original in object storage, off the resize thread; when
         storage fails, hand it to the uploader (which retries) instead. Like the
         output it was downloaded for, a purge of its image since undoes it."""
-        key = original_key_of(self._settings, job.cache_key, job.source_url)
+        key = job.output.image.original_key(self._settings, job.source_url)
         upload = dataclasses.replace(
             output,
             key=key,
@@ -358,7 +357,7 @@ class Processor(ConsumerRole[ResizeJob, Outcome]):
                 self._settings,
                 self._store,
                 (key, data, _ORIGINAL_TYPE),
-                upload.made_for,
+                job.output.image,
                 upload.made_epoch_s,
                 same_as=self._originals.path(job.source_url),
             )
@@ -389,7 +388,7 @@ class Processor(ConsumerRole[ResizeJob, Outcome]):
         self._job_done(job, started, "ok", len(data), rendered.how)
         self._figures.output_bytes.labels(job.format).observe(len(data))
         content_type = CONTENT_TYPES[job.format]
-        key = object_key_of(self._settings, job.cache_key)
+        key = job.output.object_key(self._settings)
         upload = UploadJob(
             key,
             content_type,

@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from tests.harness import REPO, Origin, S3Server, Stack, Vhost
+from tests.harness import REPO, Origin, S3Server, S3View, Stack, Vhost
 
 
 def starts_programs(fixture: str) -> bool:
     """A test taking this fixture starts the programs (any `*stack`), two hosts, or S3."""
-    return fixture.endswith("stack") or fixture in ("hosts", "s3")
+    return fixture.endswith("stack") or fixture in ("hosts", "s3", "own_s3")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -77,8 +77,23 @@ def make_stack(tmp_path: Path, origin: Origin) -> Iterator[Callable[..., Stack]]
         vhost.delete()
 
 
+@pytest.fixture(scope="session")
+def shared_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    server = S3Server(tmp_path_factory.mktemp("s3"))
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-def s3(tmp_path: Path) -> Iterator[S3Server]:
+def s3(shared_s3: S3Server) -> S3View:
+    """Buckets of the test's own on the session's S3 server."""
+    return S3View(shared_s3)
+
+
+@pytest.fixture
+def own_s3(tmp_path: Path) -> Iterator[S3Server]:
+    """An S3 server of the test's own, for a test that stops it."""
     server = S3Server(tmp_path)
     server.start()
     yield server

@@ -129,6 +129,16 @@ class Vhost:
         management("DELETE", self._path)
 
 
+def object_key_of(settings: Settings, cache_key: str) -> str:
+    """The object key of the output whose cache key is `cache_key`."""
+    return keys.OutputRef.from_cache_key(cache_key).object_key(settings)
+
+
+def original_key_of(settings: Settings, cache_key: str, source_url: str) -> str:
+    """Where the original of the output `cache_key` (fetched from `source_url`) is kept."""
+    return keys.OutputRef.from_cache_key(cache_key).image.original_key(settings, source_url)
+
+
 def settings_on(amqp_url: str, **keys: Any) -> Settings:
     """The settings of a program on `amqp_url`: RabbitMQ's keys, defaults for the rest."""
     return config.from_mapping({
@@ -579,7 +589,30 @@ class S3Server:
         wait_until(lambda: not self._listening(), what="SeaweedFS stopped")
 
 
-def storage_config(backend: str, s3: S3Server | None, directory: Path) -> dict[str, Any]:
+class S3View:
+    """A test's share of the session's SeaweedFS (starting one costs ~3.5 s): its
+    buckets are its own, each name given the test's suffix, so that no test sees
+    another's objects. A test that stops the server has one of its own (`own_s3`)."""
+
+    ACCESS_KEY = S3Server.ACCESS_KEY
+    SECRET_KEY = S3Server.SECRET_KEY
+
+    def __init__(self, server: S3Server) -> None:
+        self._server = server
+        self._suffix = uuid.uuid4().hex[:10]
+
+    @property
+    def endpoint(self) -> str:
+        return self._server.endpoint
+
+    def bucket(self, name: str = "images") -> str:
+        return f"{name}-{self._suffix}"
+
+    def config(self, bucket: str = "images") -> dict[str, Any]:
+        return self._server.config(self.bucket(bucket))
+
+
+def storage_config(backend: str, s3: S3Server | S3View | None, directory: Path) -> dict[str, Any]:
     """Config keys of one storage backend: the S3 server's, or a directory."""
     if backend == "s3":
         assert s3 is not None

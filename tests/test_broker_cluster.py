@@ -16,11 +16,11 @@ import pytest
 
 from common import amqp
 from common.errors import BrokerUnavailable, QueueFull, ResizeTimeout
-from common.keys import object_key_of
 from common.messages import ResizeJob
 from common.spill import upload_host
+from common.urls import Fit
 from frontend.rpc import ResizeClient
-from tests.harness import Origin, Stack, settings_on, wait_until
+from tests.harness import Origin, Stack, object_key_of, settings_on, wait_until
 from tests.load import Load
 from tests.rabbit_cluster import ClusterVhost, Node, RabbitCluster
 
@@ -142,10 +142,13 @@ def test_a_node_lost_under_load_loses_no_upload_and_no_program(
         if uploads not in faults[0].led:
             faults.append(lose_and_restore(cluster, upload_leader, vhost, load))
         # A node lost and back is a follower of every queue (the others elected
-        # leaders meanwhile): the last one brought back leads nothing.
+        # leaders meanwhile): the last one brought back leads nothing, unless an
+        # election under this load (two cores for three nodes and the stack) gave
+        # it a queue back; then another node that leads none.
         led = leaders(cluster, vhost)
-        idle = node_named(cluster, faults[-1].node)
-        assert idle.name not in led.values(), led
+        back = node_named(cluster, faults[-1].node)
+        idle = next((n for n in (back, *cluster.nodes) if n.name not in led.values()), None)
+        assert idle is not None, led
         faults.append(lose_and_restore(cluster, idle, vhost, load))
         time.sleep(2)
     answers = load.answers
@@ -203,7 +206,7 @@ def test_a_frontend_whose_first_publish_meets_a_lost_leader_publishes_again_at_o
     declaring.close()
     assert leaders(cluster, vhost.name)[amqp.RESIZE_QUEUE] == leader.name
     job = ResizeJob(
-        cache_key="k", source_url="http://127.0.0.1:9/a.jpg", fit="width", width=100,
+        cache_key="k/w/1/w100.jpg", source_url="http://127.0.0.1:9/a.jpg", fit=Fit.WIDTH, width=100,
         height=None, format="jpeg", quality=80, deadline_epoch_s=time.time() + 600,
     )  # fmt: skip
 

@@ -16,6 +16,7 @@ import urllib3
 
 from common import amqp
 from common.messages import ResizeJob
+from common.urls import Fit
 from tests.harness import Origin, Stack, management, rabbitmqctl, wait_until
 from tests.images import decode, photo
 
@@ -210,7 +211,7 @@ def test_a_job_that_kills_every_worker_is_dead_lettered(
     """Each delivery ends like a crashed worker (channel gone, no ack); RabbitMQ counts them."""
     stack = make_stack(resize_delivery_limit=2)
     stack.start(processors=0)  # the frontend declares the queue
-    job = ResizeJob("k/w/1/w1.jpg", "http://127.0.0.1/x.jpg", "width", 1, None, "jpg", 80, 1e12)
+    job = ResizeJob("k/w/1/w1.jpg", "http://127.0.0.1/x.jpg", Fit.WIDTH, 1, None, "jpg", 80, 1e12)
     connection = pika.BlockingConnection(pika.URLParameters(stack.vhost.amqp_url))
     try:
         channel = connection.channel()

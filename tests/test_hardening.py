@@ -17,9 +17,8 @@ import pyvips
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.keys import object_key_of, original_key_of
 from common.urls import MAX_PATH_CHARS
-from tests.harness import Origin, Stack, wait_until
+from tests.harness import Origin, Stack, object_key_of, original_key_of, wait_until
 from tests.images import decode, photo
 
 _ids = itertools.count(50_000)

@@ -14,8 +14,7 @@ import pytest
 import urllib3
 
 from common import amqp
-from common.keys import object_key_of
-from tests.harness import Origin, Stack, Vhost, wait_until
+from tests.harness import Origin, Stack, Vhost, object_key_of, wait_until
 from tests.load import Load
 from tests.seaweed_cluster import SeaweedCluster
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import minio
 import pytest
 
-from common.keys import ImageRef, object_key_of
+from common.keys import ImageRef
 from common.signing import purge_message, signature
-from tests.harness import Origin, S3Server, Stack, Vhost, wait_until
+from tests.harness import Origin, S3View, Stack, Vhost, object_key_of, wait_until
 from tests.images import decode, photo, solid
 
 # Two stacks and SeaweedFS each, and waits of 30 s each: more than the global 120 s.
@@ -24,7 +24,7 @@ PURGE_KEY = "purge-secret-for-the-two-hosts-tests"
 
 
 @pytest.fixture
-def hosts(tmp_path: Path, origin: Origin, s3: S3Server) -> Iterator[tuple[Stack, Stack]]:
+def hosts(tmp_path: Path, origin: Origin, s3: S3View) -> Iterator[tuple[Stack, Stack]]:
     vhost = Vhost()
     pair = [
         Stack(tmp_path / name, vhost, origin, purge_keys=[PURGE_KEY], **s3.config())
@@ -46,7 +46,7 @@ def resizes(hosts: tuple[Stack, Stack], cache_key: str) -> int:
 
 
 def test_an_output_made_on_one_host_is_served_by_the_other_without_a_resize(
-    hosts: tuple[Stack, Stack], origin: Origin, s3: S3Server
+    hosts: tuple[Stack, Stack], origin: Origin, s3: S3View
 ) -> None:
     a, b = hosts
     origin.add("two/hosts/1/original.jpg", photo())
@@ -57,7 +57,7 @@ def test_an_output_made_on_one_host_is_served_by_the_other_without_a_resize(
 
     def stored() -> bool:
         try:
-            client.stat_object("images", key)
+            client.stat_object(s3.bucket(), key)
         except minio.error.S3Error:
             return False
         return True
@@ -121,7 +121,7 @@ def test_every_processor_of_one_host_killed_loses_no_request(
 
 
 def test_a_purge_on_one_host_makes_both_hosts_and_the_store_forget_the_image(
-    hosts: tuple[Stack, Stack], origin: Origin, s3: S3Server
+    hosts: tuple[Stack, Stack], origin: Origin, s3: S3View
 ) -> None:
     a, b = hosts
     origin.add("two/purge/1/original.jpg", photo())  # 1600x1000
@@ -129,7 +129,7 @@ def test_a_purge_on_one_host_makes_both_hosts_and_the_store_forget_the_image(
     prefix = ImageRef("two", "purge", "1").object_prefix(a.settings)
 
     def stored_objects() -> list[str]:
-        found = client.list_objects("images", prefix=prefix, recursive=True)
+        found = client.list_objects(s3.bucket(), prefix=prefix, recursive=True)
         return sorted(str(item.object_name) for item in found)
 
     # Each object is put once, and stored before the next request: a put still

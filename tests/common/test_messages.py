@@ -4,11 +4,12 @@ import pytest
 
 from common.errors import MessageDecodeError, SourceNotFound
 from common.messages import ResizeJob, ResizeResult, UploadJob, pack
+from common.urls import Fit
 
 JOB = ResizeJob(
     cache_key="user/avatar/1/w500.jpg",
     source_url="http://127.0.0.1/user/avatar/1/original.jpg",
-    fit="width",
+    fit=Fit.WIDTH,
     width=500,
     height=None,
     format="jpg",

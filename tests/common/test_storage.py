@@ -14,15 +14,15 @@ from common.config import from_mapping
 from common.errors import StorageRefused, StorageUnavailable
 from common.s3 import S3Store
 from common.storage import FilesystemStore, ObjectStore
-from tests.harness import REPO, S3Server
+from tests.harness import REPO, S3Server, S3View
 
 
-def s3_store(server: S3Server, **overrides: object) -> S3Store:
+def s3_store(server: S3Server | S3View, **overrides: object) -> S3Store:
     raw = json.loads((REPO / "config" / "test.json").read_text())
     return S3Store(from_mapping({**raw, **server.config(), **overrides}))
 
 
-def client(server: S3Server) -> minio.Minio:
+def client(server: S3Server | S3View) -> minio.Minio:
     return minio.Minio(
         server.endpoint, S3Server.ACCESS_KEY, S3Server.SECRET_KEY, secure=False, region="us-east-1"
     )
@@ -75,26 +75,26 @@ def test_missing_object_is_none(store: ObjectStore) -> None:
     assert store.get("public/images/test/nothing/here.jpg") is None
 
 
-def test_s3_objects_keep_their_content_type(s3: S3Server) -> None:
+def test_s3_objects_keep_their_content_type(s3: S3View) -> None:
     store = s3_store(s3)
     store.prepare()
     store.put("k/w1.webp", b"RIFF....WEBP", "image/webp")
-    stat = client(s3).stat_object("images", "k/w1.webp")
+    stat = client(s3).stat_object(s3.bucket(), "k/w1.webp")
     assert stat.content_type == "image/webp"
     assert stat.size == 12
 
 
-def test_s3_bucket_is_created_when_allowed_and_refused_otherwise(s3: S3Server) -> None:
-    s3_store(s3, s3_bucket="made-at-start").prepare()
-    assert client(s3).bucket_exists("made-at-start")
+def test_s3_bucket_is_created_when_allowed_and_refused_otherwise(s3: S3View) -> None:
+    s3_store(s3, s3_bucket=s3.bucket("made-at-start")).prepare()
+    assert client(s3).bucket_exists(s3.bucket("made-at-start"))
     with pytest.raises(StorageRefused):
-        s3_store(s3, s3_bucket="not-allowed", s3_create_bucket=False).prepare()
+        s3_store(s3, s3_bucket=s3.bucket("not-allowed"), s3_create_bucket=False).prepare()
 
 
-def test_puts_racing_to_recreate_a_lost_bucket_all_succeed(s3: S3Server) -> None:
+def test_puts_racing_to_recreate_a_lost_bucket_all_succeed(s3: S3View) -> None:
     # As after a fresh store came back: every upload thread finds NoSuchBucket
     # at once, and all but one find the bucket made when they try to make it.
-    store = s3_store(s3, s3_bucket="raced")
+    store = s3_store(s3, s3_bucket=s3.bucket("raced"))
     barrier = threading.Barrier(8)
 
     def put(index: int) -> None:
@@ -107,10 +107,10 @@ def test_puts_racing_to_recreate_a_lost_bucket_all_succeed(s3: S3Server) -> None
     assert all(store.get(f"k/{index}") == b"x" for index in range(8))
 
 
-def test_s3_down_is_unavailable_not_a_crash(s3: S3Server) -> None:
-    store = s3_store(s3)
+def test_s3_down_is_unavailable_not_a_crash(own_s3: S3Server) -> None:
+    store = s3_store(own_s3)
     store.prepare()
-    s3.stop()
+    own_s3.stop()
     with pytest.raises(StorageUnavailable):
         store.put("k/x.jpg", b"x", "image/jpeg")
     with pytest.raises(StorageUnavailable):

@@ -18,10 +18,9 @@ from pathlib import Path
 
 import urllib3
 
-from common.keys import object_key_of
 from common.signing import signed_url
 from common.urls import MAX_SOURCE_CHARS
-from tests.harness import REPO, Origin, Stack, wait_until
+from tests.harness import REPO, Origin, Stack, object_key_of, wait_until
 from tests.images import animated_gif, decode, photo, smooth
 
 _ids = itertools.count(1)

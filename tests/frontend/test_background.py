@@ -14,9 +14,8 @@ from pathlib import Path
 import urllib3
 
 from common import amqp
-from common.keys import object_key_of
 from common.signing import pregenerate_message, purge_message, signature, with_query
-from tests.harness import Origin, Stack, wait_until
+from tests.harness import Origin, Stack, object_key_of, wait_until
 from tests.images import decode, photo, solid
 
 POPULAR = {

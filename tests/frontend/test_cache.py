@@ -12,14 +12,14 @@ from common.keys import OutputRef
 from frontend.answers import not_modified
 from frontend.cache import CachedFile, OutputCache
 
-KEY = "a/b/1/w20.jpg"
+KEY = OutputRef.from_cache_key("a/b/1/w20.jpg")
 
 
 def test_written_outputs_are_read_back(tmp_path: Path) -> None:
     cache = OutputCache(tmp_path, memory_bytes=1000)
-    assert cache.read("a/b/1/w10.jpg") is None
-    cache.write("a/b/1/w10.jpg", b"first")
-    first = cache.read("a/b/1/w10.jpg")
+    assert cache.read(OutputRef.from_cache_key("a/b/1/w10.jpg")) is None
+    cache.write(OutputRef.from_cache_key("a/b/1/w10.jpg"), b"first")
+    first = cache.read(OutputRef.from_cache_key("a/b/1/w10.jpg"))
     assert first is not None and first.data == b"first" and first.size == 5
 
 
@@ -29,18 +29,21 @@ def test_memory_never_serves_a_replaced_or_deleted_file(tmp_path: Path) -> None:
     assert cache.read(KEY).data == b"first"  # type: ignore[union-attr]
     cache.write(KEY, b"second!")
     assert cache.read(KEY).data == b"second!"  # type: ignore[union-attr]
-    os.unlink(OutputRef.from_cache_key(KEY).path_under(tmp_path))
+    os.unlink(KEY.path_under(tmp_path))
     assert cache.read(KEY) is None
 
 
 def test_memory_is_bounded(tmp_path: Path) -> None:
     cache = OutputCache(tmp_path, memory_bytes=800)
     for index in range(50):
-        cache.write(f"a/b/{index}/w10.jpg", bytes(100))
-        cache.read(f"a/b/{index}/w10.jpg")
+        cache.write(OutputRef.from_cache_key(f"a/b/{index}/w10.jpg"), bytes(100))
+        cache.read(OutputRef.from_cache_key(f"a/b/{index}/w10.jpg"))
     assert cache._memory_bytes <= 800  # noqa: SLF001
     assert len(cache._memory) == 8  # noqa: SLF001
-    assert all(cache.read(f"a/b/{index}/w10.jpg") is not None for index in range(50))
+    assert all(
+        cache.read(OutputRef.from_cache_key(f"a/b/{index}/w10.jpg")) is not None
+        for index in range(50)
+    )
 
 
 def test_memory_keeps_what_is_read_not_what_is_written(tmp_path: Path) -> None:
@@ -55,7 +58,7 @@ def test_etag_changes_with_the_file(tmp_path: Path) -> None:
     cache = OutputCache(tmp_path)
     cache.write(KEY, b"one")
     before = cache.read(KEY).etag  # type: ignore[union-attr]
-    os.utime(OutputRef.from_cache_key(KEY).path_under(tmp_path), ns=(1, 1))
+    os.utime(KEY.path_under(tmp_path), ns=(1, 1))
     assert cache.read(KEY).etag != before  # type: ignore[union-attr]
 
 

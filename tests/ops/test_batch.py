@@ -12,9 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from common.keys import explicit_original_key, object_key_of, original_key_of
+from common.keys import explicit_original_key
 from common.storage import ObjectStore, open_store
-from tests.harness import REPO, Origin, Stack, storage_config, wait_until
+from tests.harness import (
+    REPO,
+    Origin,
+    Stack,
+    object_key_of,
+    original_key_of,
+    storage_config,
+    wait_until,
+)
 from tests.images import photo
 
 IMAGES = 10

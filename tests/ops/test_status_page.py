@@ -204,16 +204,16 @@ def test_health_needs_a_consumer_of_image_resize(
 
 
 def test_the_status_page_in_chromium_shows_an_incident(
-    make_stack: Callable[..., Stack], origin: Origin, s3: S3Server
+    make_stack: Callable[..., Stack], origin: Origin, own_s3: S3Server
 ) -> None:
     # The origin fails one image, object storage stops, the janitor dies over a
     # budget the outputs overflow: what the operator on call must see at once.
-    stack = make_stack(janitor_interval_s=0.5, cache_max_bytes=1, **s3.config())
+    stack = make_stack(janitor_interval_s=0.5, cache_max_bytes=1, **own_s3.config())
     stack.start(processors=1, uploader=True, status=True)
     janitor = stack.spawn("janitor", "ops.janitor")
     origin.add("incident/img/1/original.jpg", photo())
     origin.add("incident/img/2/original.jpg", b"down for maintenance", status=500)
-    s3.stop()
+    own_s3.stop()
     assert stack.get("/incident/img/1/w100.jpg").status == 200  # its upload cannot land
     for width in (100, 101, 102):
         assert stack.get(f"/incident/img/2/w{width}.jpg").status == 502
@@ -243,4 +243,4 @@ def test_the_status_page_in_chromium_shows_an_incident(
     assert "the janitor is late" in dom
     outputs = re.search(r"<tr><th>outputs</th><td>([^<]*)</td><td>([^<]*)</td>", dom)
     assert outputs is not None and outputs.group(2) == "1 B"  # over budget: its files are in use
-    s3.start()
+    own_s3.start()

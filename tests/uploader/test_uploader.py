@@ -14,11 +14,20 @@ import pika
 import pytest
 
 from common import amqp
-from common import keys as object_keys
 from common.keys import sha256_hex
 from common.messages import UploadJob
 from common.spill import HeldUploads, Spill, upload_host
-from tests.harness import REPO, Origin, S3Server, Stack, storage_config, wait_until
+from tests.harness import (
+    REPO,
+    Origin,
+    S3Server,
+    S3View,
+    Stack,
+    object_key_of,
+    original_key_of,
+    storage_config,
+    wait_until,
+)
 from tests.images import photo
 
 PREFIX = "public/images/test"
@@ -38,7 +47,7 @@ def spilled_files(spill_dir: Path) -> list[Path]:
 class StoredObjects:
     """Reads what landed in storage, through the backend's own API (S3) or the directory."""
 
-    def __init__(self, config: dict[str, Any], s3: S3Server | None) -> None:
+    def __init__(self, config: dict[str, Any], s3: S3Server | S3View | None) -> None:
         self._root = Path(config["storage_path"])
         self._bucket = config.get("s3_bucket", "images")
         self._client = (
@@ -85,13 +94,11 @@ def test_results_and_originals_land_and_other_hosts_read_them(
 
     answer = host_a.get(f"/upload/{backend}/1/w200.webp")
     assert answer.status == 200
-    output_key = object_keys.object_key_of(host_a.settings, f"upload/{backend}/1/w200.webp")
+    output_key = object_key_of(host_a.settings, f"upload/{backend}/1/w200.webp")
     wait_until(lambda: objects.get(output_key) is not None, what="the output in storage")
     assert objects.get(output_key) == answer.data
     original_url = origin.url(f"upload/{backend}/1/original.jpg")
-    original_key = object_keys.original_key_of(
-        host_a.settings, f"upload/{backend}/1/w200.webp", original_url
-    )
+    original_key = original_key_of(host_a.settings, f"upload/{backend}/1/w200.webp", original_url)
     assert original_key.endswith("/1/original")  # beside its outputs
     wait_until(lambda: objects.get(original_key) is not None, what="the original in storage")
     assert objects.get(original_key) == photo()
@@ -148,18 +155,18 @@ def test_the_rate_limit_holds_over_a_backlog(make_stack: Callable[..., Stack]) -
 
 @pytest.mark.timeout(300)  # its own waits: 90 s for the retries, 60 s to drain, restarts
 def test_storage_outage_loses_nothing(
-    make_stack: Callable[..., Stack], origin: Origin, s3: S3Server
+    make_stack: Callable[..., Stack], origin: Origin, own_s3: S3Server
 ) -> None:
-    stack = make_stack(**s3.config())
+    stack = make_stack(**own_s3.config())
     stack.start(processors=2, uploader=True)
-    objects = StoredObjects(stack.config, s3)
-    origin.add("outage/s3/1/original.jpg", photo())
-    s3.stop()
+    objects = StoredObjects(stack.config, own_s3)
+    origin.add("outage/own_s3/1/original.jpg", photo())
+    own_s3.stop()
     answers = {}
     for width in range(101, 201):
-        response = stack.get(f"/outage/s3/1/w{width}.jpg")
+        response = stack.get(f"/outage/own_s3/1/w{width}.jpg")
         assert response.status == 200
-        key = object_keys.object_key_of(stack.settings, f"outage/s3/1/w{width}.jpg")
+        key = object_key_of(stack.settings, f"outage/own_s3/1/w{width}.jpg")
         answers[key] = response.data
     delays = stack.config["upload_retry_delays_s"]
 
@@ -171,7 +178,7 @@ def test_storage_outage_loses_nothing(
     # Failed uploads wait in the delay queues (not in a sleeping consumer): uploads
     # by reference in their host's own, which lead back to its queue.
     wait_until(lambda: waiting_for_retry() > 0, what="uploads in a delay queue")
-    s3.start()  # a fresh, empty server: the uploader recreates the bucket
+    own_s3.start()  # a fresh, empty server: the uploader recreates the bucket
     wait_until(
         lambda: all(objects.get(key) is not None for key in answers),
         timeout_s=90,
@@ -192,13 +199,14 @@ def test_storage_outage_loses_nothing(
 
 
 def test_refused_uploads_are_dead_lettered_then_replayed(
-    make_stack: Callable[..., Stack], s3: S3Server
+    make_stack: Callable[..., Stack], s3: S3View
 ) -> None:
     admin = minio.Minio(s3.endpoint, s3.ACCESS_KEY, s3.SECRET_KEY, secure=False, region="us-east-1")
-    admin.make_bucket("vanishing")
+    admin.make_bucket(s3.bucket("vanishing"))
     stack = make_stack(**{**s3.config(bucket="vanishing"), "s3_create_bucket": False})
     stack.start(processors=0, uploader=True)
-    admin.remove_bucket("vanishing")  # now every put is refused: NoSuchBucket, may not create
+    # Now every put is refused: NoSuchBucket, may not create.
+    admin.remove_bucket(s3.bucket("vanishing"))
     publish_backlog(stack.vhost.amqp_url, stack.workdir / "config", 3)
     wait_until(
         lambda: stack.vhost.message_count(amqp.UPLOAD_DEAD_QUEUE) == 3,
@@ -208,7 +216,7 @@ def test_refused_uploads_are_dead_lettered_then_replayed(
     assert stack.alive()["uploader"]
     assert "retry" not in stack.log("uploader")  # refusals are permanent: no retries
 
-    admin.make_bucket("vanishing")
+    admin.make_bucket(s3.bucket("vanishing"))
     replay = subprocess.run(
         [
             str(Path(sys.executable).parent / "image-server"),
@@ -269,26 +277,26 @@ def test_undecodable_upload_is_dead_lettered(make_stack: Callable[..., Stack]) -
 
 
 def test_uploader_stops_at_start_when_the_bucket_is_missing_and_may_not_be_made(
-    make_stack: Callable[..., Stack], s3: S3Server
+    make_stack: Callable[..., Stack], s3: S3View
 ) -> None:
     stack = make_stack(**{**s3.config(bucket="absent"), "s3_create_bucket": False})
     process = stack.spawn("uploader", "uploader")
     assert process.wait(30) != 0
-    assert "bucket 'absent' does not exist" in stack.log("uploader")
+    assert f"bucket '{s3.bucket('absent')}' does not exist" in stack.log("uploader")
 
 
 def test_unreachable_storage_is_reported_at_start(
-    make_stack: Callable[..., Stack], s3: S3Server
+    make_stack: Callable[..., Stack], own_s3: S3Server
 ) -> None:
-    s3.stop()
-    stack = make_stack(**s3.config())
+    own_s3.stop()
+    stack = make_stack(**own_s3.config())
     stack.start(processors=0, uploader=True)
     health_url = f"http://127.0.0.1:{stack.config['uploader_health_port']}/health"
     answer = stack.http.request("GET", health_url)
     assert answer.status == 503
     assert json.loads(answer.data)["storage_reachable"] is False
     assert "object storage is not reachable" in stack.log("uploader")
-    s3.start()
+    own_s3.start()
     publish_backlog(stack.vhost.amqp_url, stack.workdir / "config", 1)  # it works again
     wait_until(
         lambda: stack.http.request("GET", health_url).status == 200,
@@ -307,9 +315,7 @@ def test_past_upload_backlog_max_uploads_wait_on_disk_and_are_stored_from_there(
     for width in range(100, 130):
         response = stack.get(f"/spill/img/1/w{width}.jpg")
         assert response.status == 200  # the request path does not wait for any of it
-        answers[object_keys.object_key_of(stack.settings, f"spill/img/1/w{width}.jpg")] = (
-            response.data
-        )
+        answers[object_key_of(stack.settings, f"spill/img/1/w{width}.jpg")] = response.data
     spill_dir = stack.workdir / "spill"
 
     def kept() -> tuple[int, int]:
@@ -340,11 +346,11 @@ def test_past_upload_backlog_max_uploads_wait_on_disk_and_are_stored_from_there(
 
 
 def test_no_attempt_is_spent_while_storage_is_down(
-    make_stack: Callable[..., Stack], s3: S3Server
+    make_stack: Callable[..., Stack], own_s3: S3Server
 ) -> None:
     # Uploads on their last attempt, and storage down from the uploader's start.
-    s3.stop()
-    stack = make_stack(upload_retry_delays_s=[0.2, 0.2], **s3.config())
+    own_s3.stop()
+    stack = make_stack(upload_retry_delays_s=[0.2, 0.2], **own_s3.config())
     publish_backlog(stack.vhost.amqp_url, stack.workdir / "config", 20, attempt=2)
     stack.start(processors=0, uploader=True)
 
@@ -358,8 +364,8 @@ def test_no_attempt_is_spent_while_storage_is_down(
     )
     assert dead_lettered() == 0  # none given up
     assert stack.log("uploader").count("this attempt is not counted") >= 40
-    s3.start()
-    objects = StoredObjects(stack.config, s3)
+    own_s3.start()
+    objects = StoredObjects(stack.config, own_s3)
     keys = [f"{PREFIX}/rate/{index}.png" for index in range(20)]
     wait_until(lambda: all(objects.get(key) for key in keys), timeout_s=60, what="all stored")
     assert dead_lettered() == 0
@@ -399,14 +405,11 @@ def test_uploads_wait_on_disk_and_rabbitmq_carries_only_their_names(
     stack.start_uploader()
     root = Path(stack.config["storage_path"])
     for name, data in (("w100.jpg", small), ("w900.jpg", large)):
-        key = object_keys.object_key_of(stack.settings, f"inline/img/1/{name}")
+        key = object_key_of(stack.settings, f"inline/img/1/{name}")
         wait_until(lambda: (root / key).exists(), what=name)  # noqa: B023
         assert (root / key).read_bytes() == data
     wait_until(lambda: stack.vhost.message_count(host_queue) == 0, what="the queue drained")
-    assert (
-        lost
-        and not (root / object_keys.object_key_of(stack.settings, "inline/img/1/w300.jpg")).exists()
-    )
+    assert lost and not (root / object_key_of(stack.settings, "inline/img/1/w300.jpg")).exists()
     assert [path for path in held.iterdir() if not path.name.startswith(".")] == []
     outcomes = {
         dict(labels)["outcome"]: value
