@@ -14,6 +14,7 @@ import logging
 import math
 import time
 import weakref
+from typing import Protocol
 
 from common import jobs
 from common.errors import (
@@ -47,7 +48,7 @@ from frontend.cache import CachedFile, OutputCache
 from frontend.clients import Caller, MissBudget, client_address, trusted_networks
 from frontend.failures import FailureMemory
 from frontend.popular import Popularity
-from frontend.rpc import ResizeClient
+from frontend.rpc import LateReply
 
 log = logging.getLogger(__name__)
 _LOCK_POLL_S = 0.02
@@ -57,12 +58,32 @@ _STORE_THREADS = 8  # the object store client blocks: a small pool keeps it off 
 RESIZE_S_PER_MISS = 0.25
 
 
+class Resizer(Protocol):
+    """Who makes outputs for the service: frontend/rpc.py's ResizeClient (a job on
+    RabbitMQ for the processors), or, in tests, the processor's own code run in
+    the same process (tests/in_process.py)."""
+
+    async def call(
+        self, job: ResizeJob, timeout_s: float, on_late: LateReply | None = None
+    ) -> ResizeResult:
+        """`job`'s result within `timeout_s` (ResizeTimeout; a later one goes to `on_late`)."""
+        ...
+
+    async def publish_background(self, job: ResizeJob) -> bool:
+        """Queue `job`, nobody waiting for it; False when it could not be queued."""
+        ...
+
+    async def publish_purge(self, purge: PurgeImage) -> bool:
+        """Tell every host of `purge`; False when they could not be told."""
+        ...
+
+
 class ImageService:
     def __init__(
         self,
         settings: Settings,
         cache: OutputCache,
-        rpc: ResizeClient,
+        rpc: Resizer,
         store: ObjectStore | None,
         popularity: Popularity | None = None,
         budget: MissBudget | None = None,

@@ -257,7 +257,12 @@ class Processor(ConsumerRole[ResizeJob, Outcome]):
     # --- job threads -------------------------------------------------------------
 
     def handle(self, job: ResizeJob, delivery: Delivery) -> Outcome:
-        background = delivery.properties.reply_to is None
+        return self.made(job, background=delivery.properties.reply_to is None)
+
+    def made(self, job: ResizeJob, background: bool) -> Outcome:
+        """`job` done: its reply, and its output held for its upload (a background
+        job's kept in this host's cache too); nothing when a background job's
+        output is stored already."""
         if background and not job.replace and self._already_stored(job):
             self._figures.jobs.labels(job.format, "already_stored").inc()
             return Outcome(None)  # background work another job (or host) has done

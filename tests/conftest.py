@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from tests.harness import REPO, Origin, S3Server, S3View, Stack, Vhost
+from tests.in_process import InProcessFrontend
 
 
 def starts_programs(fixture: str) -> bool:
@@ -75,6 +76,22 @@ def make_stack(tmp_path: Path, origin: Origin) -> Iterator[Callable[..., Stack]]
     for built, vhost in made:
         built.stop()
         vhost.delete()
+
+
+@pytest.fixture
+def in_process(tmp_path: Path, origin: Origin) -> Iterator[Callable[..., InProcessFrontend]]:
+    """Builds a frontend of its own in this process, its jobs made in this process
+    too (tests/in_process.py): no RabbitMQ, no subprocess."""
+    made: list[InProcessFrontend] = []
+
+    def build(**overrides: Any) -> InProcessFrontend:
+        frontend = InProcessFrontend(tmp_path / f"frontend{len(made)}", origin, **overrides)
+        made.append(frontend)
+        return frontend.start()
+
+    yield build
+    for frontend in made:
+        frontend.stop()
 
 
 @pytest.fixture(scope="session")

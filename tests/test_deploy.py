@@ -13,6 +13,7 @@ import pytest
 
 from tests.harness import Origin, Stack, wait_until
 from tests.images import photo
+from tests.in_process import InProcessFrontend
 
 
 def listening_addresses(port: int) -> set[str]:
@@ -93,11 +94,10 @@ def test_the_uploader_health_answers_head_and_drops_idle_connections(
 
 
 @pytest.fixture
-def shop(make_stack: Callable[..., Stack], origin: Origin) -> Stack:
+def shop(in_process: Callable[..., InProcessFrontend], origin: Origin) -> InProcessFrontend:
+    """The answers' headers are the frontend's: one in this process (tests/in_process.py)."""
     origin.add("deploy/img/1/original.jpg", photo())
-    return make_stack(error_max_age_s=42, client_miss_rate_per_s=0.001, client_miss_burst=1).start(
-        processors=1
-    )
+    return in_process(error_max_age_s=42, client_miss_rate_per_s=0.001, client_miss_burst=1)
 
 
 @pytest.mark.parametrize(
@@ -109,13 +109,15 @@ def shop(make_stack: Callable[..., Stack], origin: Origin) -> Stack:
         ("/deploy/img/1/w5000.jpg", 406),
     ],
 )
-def test_client_errors_may_be_kept_a_short_while(shop: Stack, path: str, status: int) -> None:
+def test_client_errors_may_be_kept_a_short_while(
+    shop: InProcessFrontend, path: str, status: int
+) -> None:
     answer = shop.get(path)
     assert answer.status == status
     assert answer.headers["Cache-Control"] == "public, max-age=42"
 
 
-def test_a_busy_answer_is_never_kept(shop: Stack) -> None:
+def test_a_busy_answer_is_never_kept(shop: InProcessFrontend) -> None:
     assert shop.get("/deploy/img/1/w100.jpg").status == 200  # the one miss of the budget
     hit = shop.get("/deploy/img/1/w100.jpg")
     assert hit.headers["Cache-Control"] == "public, max-age=31536000"  # the fast path's
@@ -123,8 +125,10 @@ def test_a_busy_answer_is_never_kept(shop: Stack) -> None:
     assert busy.status == 429 and busy.headers["Cache-Control"] == "no-store"
 
 
-def test_a_down_origin_answer_is_not_kept(make_stack: Callable[..., Stack], origin: Origin) -> None:
-    stack = make_stack(error_max_age_s=42).start(processors=1)
+def test_a_down_origin_answer_is_not_kept(
+    in_process: Callable[..., InProcessFrontend], origin: Origin
+) -> None:
+    stack = in_process(error_max_age_s=42)
     origin.add("deploy/img/2/original.jpg", b"", status=500)
     answer = stack.get("/deploy/img/2/w100.jpg")
     assert answer.status == 502
@@ -166,9 +170,9 @@ def test_a_request_id_joins_the_request_its_job_and_its_upload(
 
 
 def test_a_missing_original_is_not_asked_again_for_a_while(
-    make_stack: Callable[..., Stack], origin: Origin
+    in_process: Callable[..., InProcessFrontend], origin: Origin
 ) -> None:
-    stack = make_stack(source_not_found_ttl_s=2.0).start(processors=1)
+    stack = in_process(source_not_found_ttl_s=2.0)
     assert stack.get("/deploy/missing/1/w100.jpg").status == 404
     assert stack.get("/deploy/missing/1/w200.jpg").status == 404  # another output, one URL
     assert origin.hits["deploy/missing/1/original.jpg"] == 1

@@ -38,7 +38,9 @@ def libvips_version() -> str:
 
 def configure(threads: int) -> None:
     """Per-process libvips settings: the processor runs one job at a time and
-    every original is new, so libvips' operation cache only costs memory."""
+    every original is new, so libvips' operation cache only costs memory; and
+    a cached operation would outlive the Python object of its deadline's eval
+    handler (decode.abandon_after): libvips calling it then aborts the process."""
     pyvips.cache_set_max(0)
     pyvips.concurrency_set(threads)
 

@@ -22,6 +22,7 @@ from common.signing import signed_url
 from common.urls import MAX_SOURCE_CHARS
 from tests.harness import REPO, Origin, Stack, object_key_of, wait_until
 from tests.images import animated_gif, decode, photo, smooth
+from tests.in_process import InProcessFrontend
 
 _ids = itertools.count(1)
 SIGN_KEY = "sign-key-of-the-amplification-tests"
@@ -42,12 +43,12 @@ def downloads(origin: Origin, prefix: str) -> int:
 
 
 def test_unsigned_requests_get_only_the_allowed_outputs(
-    make_stack: Callable[..., Stack], origin: Origin
+    in_process: Callable[..., InProcessFrontend], origin: Origin
 ) -> None:
-    stack = make_stack(
+    stack = in_process(
         allowed_outputs=["x50.*", "w500.jpg", "300x200-pad*.jpg"],
         allowed_outputs_by_type={"amp/avatar": ["x100.webp"]},
-    ).start(processors=1)
+    )
     image = new_image(origin)
     refusals = ("w501.jpg", "w500.webp", "x50-q60.jpg", "x100.webp", "full_size.jpg", "x50-n.jpg")
     for refused in (*refusals, "300x200-pad-ff0000.webp", "300x200-fit.jpg", "x50-smart.jpg"):
@@ -72,22 +73,23 @@ def test_unsigned_requests_get_only_the_allowed_outputs(
 
 
 def test_a_cached_output_outside_the_list_is_not_served_either(
-    make_stack: Callable[..., Stack], origin: Origin
+    in_process: Callable[..., InProcessFrontend], origin: Origin
 ) -> None:
     """The cache-hit fast path applies the list too (a file made before the list
     was set, or by a signed request)."""
-    stack = make_stack(allowed_outputs=["x50.*"]).start(processors=1)
+    stack = in_process(allowed_outputs=["x50.*"])
     image = new_image(origin)
-    cached = Path(stack.config["local_base_path"]) / image.lstrip("/") / "w300.jpg"
+    cached = stack.cached(f"{image.lstrip('/')}/w300.jpg")
     cached.parent.mkdir(parents=True)
     cached.write_bytes(photo())
     assert stack.get(f"{image}/w300.jpg").status == 406
+    assert stack.resizer.jobs == {}  # refused before the cache or any job
 
 
 def test_signed_requests_may_ask_any_output_and_unsigned_only_the_allowed(
-    make_stack: Callable[..., Stack], origin: Origin
+    in_process: Callable[..., InProcessFrontend], origin: Origin
 ) -> None:
-    stack = make_stack(signing_keys=[SIGN_KEY], allowed_outputs=["x50.*"]).start(processors=1)
+    stack = in_process(signing_keys=[SIGN_KEY], allowed_outputs=["x50.*"])
     image = new_image(origin)
     assert stack.get(f"{image}/x50.jpg").status == 200
     assert stack.get(f"{image}/x50.jpg").status == 200  # a hit: the fast path serves it too
@@ -119,7 +121,9 @@ def test_a_public_environment_refuses_to_start_open_to_any_output(tmp_path: Path
 # --- the budget of resizes per client ---------------------------------------------
 
 
-def fresh_connection_get(stack: Stack, path: str, client: str) -> urllib3.BaseHTTPResponse:
+def fresh_connection_get(
+    stack: Stack | InProcessFrontend, path: str, client: str
+) -> urllib3.BaseHTTPResponse:
     """One request on a connection of its own: the kernel picks its frontend."""
     headers = {"X-Forwarded-For": client, "Connection": "close"}
     return urllib3.request("GET", stack.base_url + path, headers=headers, retries=False)
@@ -166,9 +170,9 @@ def test_a_client_gets_its_budget_of_resizes_on_the_whole_host(
 
 
 def test_forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy(
-    make_stack: Callable[..., Stack], origin: Origin
+    in_process: Callable[..., InProcessFrontend], origin: Origin
 ) -> None:
-    stack = make_stack(client_miss_rate_per_s=0.01, client_miss_burst=2).start(processors=1)
+    stack = in_process(client_miss_rate_per_s=0.01, client_miss_burst=2)
     image = new_image(origin)
     statuses = [
         fresh_connection_get(stack, f"{image}/w{100 + index}.jpg", f"192.0.2.{index}").status
@@ -202,11 +206,11 @@ def test_an_animation_cannot_be_blown_up_to_many_large_frames(stack: Stack, orig
 
 
 def test_full_size_outputs_are_bounded_per_format(
-    make_stack: Callable[..., Stack], origin: Origin
+    in_process: Callable[..., InProcessFrontend], origin: Origin
 ) -> None:
     """A 5000x4000 original: its full_size JPEG is made, its full_size PNG (20 MP,
     seconds of encoding and too many bytes) and AVIF are refused before decoding."""
-    stack = make_stack(whitelisted_extensions=["jpg", "png", "webp", "avif"]).start(processors=1)
+    stack = in_process(whitelisted_extensions=["jpg", "png", "webp", "avif"])
     image = new_image(origin, body=smooth(5000, 4000))
     for fmt in ("png", "avif", "webp"):
         answer = stack.get(f"{image}/full_size.{fmt}")
@@ -255,12 +259,12 @@ def test_every_spelling_of_one_source_makes_one_original(stack: Stack, origin: O
 
 
 def test_production_can_require_a_signed_source(
-    make_stack: Callable[..., Stack], origin: Origin
+    in_process: Callable[..., InProcessFrontend], origin: Origin
 ) -> None:
     key = "k" * 32
-    stack = make_stack(
+    stack = in_process(
         signing_keys=[key], allowed_outputs=["w100.*"], source_requires_signature=True
-    ).start(processors=1)
+    )
     image = new_image(origin)
     source = origin.url(f"{image.lstrip('/')}/original.jpg")
     assert stack.get(f"{image}/w100.jpg").status == 200  # an allowed output, unsigned

@@ -1,12 +1,14 @@
-"""Content negotiation (auto_formats), end to end: real programs, real RabbitMQ."""
+"""Content negotiation (auto_formats) and per-image quality: one frontend and the
+processor's code in this process (tests/in_process.py); the choice is the frontend's."""
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
 
-from tests.harness import Origin, Stack
+from tests.harness import Origin
 from tests.images import loader, photo, smooth
+from tests.in_process import InProcessFrontend
 
 _ids = itertools.count(70_000)
 ALL_FORMATS = ["jpg", "png", "webp", "avif", "gif"]
@@ -19,9 +21,9 @@ def new_id(origin: Origin) -> str:
 
 
 def test_a_jpg_request_gets_the_best_format_its_accept_header_allows(
-    make_stack: Callable[..., Stack], origin: Origin
+    in_process: Callable[..., InProcessFrontend], origin: Origin
 ) -> None:
-    stack = make_stack(auto_formats=["avif", "webp"], whitelisted_extensions=ALL_FORMATS).start()
+    stack = in_process(auto_formats=["avif", "webp"], whitelisted_extensions=ALL_FORMATS)
     prefix = new_id(origin)
     browsers = {
         "image/avif,image/webp,image/apng,*/*;q=0.8": ("image/avif", "heifload_buffer"),
@@ -41,13 +43,16 @@ def test_a_jpg_request_gets_the_best_format_its_accept_header_allows(
     cached = sorted(p.name.split(".", 1)[1] for p in stack.cached_outputs(key))
     assert cached == ["w200.avif", "w200.jpg", "w200.webp"]  # keyed by the format served
     for name in cached:
-        assert stack.resizes(f"{key}/{name}") == 1
+        assert stack.resizer.jobs[f"{key}/{name}"] == 1
     # Another format asked by name is not negotiated and does not vary.
     png = stack.get(f"{prefix}/w200.png", headers={"Accept": "image/webp"})
     assert png.headers["Content-Type"] == "image/png" and "Vary" not in png.headers
 
 
-def test_without_auto_formats_the_extension_decides(stack: Stack, origin: Origin) -> None:
+def test_without_auto_formats_the_extension_decides(
+    in_process: Callable[..., InProcessFrontend], origin: Origin
+) -> None:
+    stack = in_process()
     prefix = new_id(origin)
     response = stack.get(f"{prefix}/w200.jpg", headers={"Accept": "image/avif,image/webp"})
     assert response.headers["Content-Type"] == "image/jpeg"
@@ -55,9 +60,9 @@ def test_without_auto_formats_the_extension_decides(stack: Stack, origin: Origin
 
 
 def test_quality_target_applies_only_without_an_explicit_quality(
-    make_stack: Callable[..., Stack], origin: Origin
+    in_process: Callable[..., InProcessFrontend], origin: Origin
 ) -> None:
-    stack = make_stack(quality_target=0.95).start()
+    stack = in_process(quality_target=0.95)
     image_id = next(_ids)
     origin.add(f"fmt/img/{image_id}/original.jpg", smooth(800, 500))
     targeted = stack.get(f"/fmt/img/{image_id}/w300.jpg")
