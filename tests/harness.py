@@ -590,9 +590,11 @@ class S3Server:
 
 
 class S3View:
-    """A test's share of the session's SeaweedFS (starting one costs ~3.5 s): its
-    buckets are its own, each name given the test's suffix, so that no test sees
-    another's objects. A test that stops the server has one of its own (`own_s3`)."""
+    """A test's share of the session's SeaweedFS (starting one costs ~3.5 s): in
+    the shared bucket `images`, keys under a prefix of its own; any other bucket
+    its own (the name given the test's suffix). SeaweedFS gives each bucket 7
+    volumes and holds about 70 here: buckets are not made per test. A test that
+    stops the server has one of its own (`own_s3`)."""
 
     ACCESS_KEY = S3Server.ACCESS_KEY
     SECRET_KEY = S3Server.SECRET_KEY
@@ -606,10 +608,11 @@ class S3View:
         return self._server.endpoint
 
     def bucket(self, name: str = "images") -> str:
-        return f"{name}-{self._suffix}"
+        return name if name == "images" else f"{name}-{self._suffix}"
 
     def config(self, bucket: str = "images") -> dict[str, Any]:
-        return self._server.config(self.bucket(bucket))
+        prefix = f"public/images/test-{self._suffix}"
+        return {**self._server.config(self.bucket(bucket)), "storage_key_prefix": prefix}
 
 
 def storage_config(backend: str, s3: S3Server | S3View | None, directory: Path) -> dict[str, Any]:
