@@ -1,6 +1,6 @@
 """The hardening's third pass, measured on real programs (bench/HARDENING.md).
 
-A stack as the tests start it (tests/harness.py: two frontends, two processors, a
+A stack as the tests start it (tests/support/stack.py: two frontends, two processors, a
 real RabbitMQ and a real origin), with the production defences a client meets:
 the miss budget, X-Forwarded-For believed from loopback so that each simulated
 client has an address, and the source breaker at its defaults.
@@ -25,8 +25,11 @@ import urllib3
 
 from testkit.jpeg_bomb import scan_bomb
 from tests.frontend.test_big_outputs import noise_png, non_reading_clients
-from tests.harness import Origin, Stack, Vhost, free_port
-from tests.images import photo
+from tests.support.images import photo
+from tests.support.origin import Origin
+from tests.support.ports import free_port
+from tests.support.rabbitmq import Vhost
+from tests.support.stack import Stack
 
 BENCH = Path(__file__).resolve().parent
 DEFENCES = {

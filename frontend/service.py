@@ -61,7 +61,7 @@ RESIZE_S_PER_MISS = 0.25
 class Resizer(Protocol):
     """Who makes outputs for the service: frontend/rpc.py's ResizeClient (a job on
     RabbitMQ for the processors), or, in tests, the processor's own code run in
-    the same process (tests/in_process.py)."""
+    the same process (tests/support/in_process.py)."""
 
     async def call(
         self, job: ResizeJob, timeout_s: float, on_late: LateReply | None = None

@@ -7,8 +7,12 @@ from typing import Any
 
 import pytest
 
-from tests.harness import REPO, Origin, S3Server, S3View, Stack, Vhost
-from tests.in_process import InProcessFrontend
+from tests.support import REPO
+from tests.support.in_process import InProcessFrontend
+from tests.support.origin import Origin
+from tests.support.rabbitmq import Vhost
+from tests.support.s3 import S3Server, S3View
+from tests.support.stack import Stack
 
 
 def starts_programs(fixture: str) -> bool:
@@ -81,7 +85,7 @@ def make_stack(tmp_path: Path, origin: Origin) -> Iterator[Callable[..., Stack]]
 @pytest.fixture
 def in_process(tmp_path: Path, origin: Origin) -> Iterator[Callable[..., InProcessFrontend]]:
     """Builds a frontend of its own in this process, its jobs made in this process
-    too (tests/in_process.py): no RabbitMQ, no subprocess."""
+    too (tests/support/in_process.py): no RabbitMQ, no subprocess."""
     made: list[InProcessFrontend] = []
 
     def build(**overrides: Any) -> InProcessFrontend:

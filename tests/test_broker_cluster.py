@@ -20,9 +20,12 @@ from common.messages import ResizeJob
 from common.spill import upload_host
 from common.urls import Fit
 from frontend.rpc import ResizeClient
-from tests.harness import Origin, Stack, object_key_of, settings_on, wait_until
-from tests.load import Load
-from tests.rabbit_cluster import ClusterVhost, Node, RabbitCluster
+from tests.support.load import Load
+from tests.support.origin import Origin
+from tests.support.rabbit_cluster import ClusterVhost, Node, RabbitCluster
+from tests.support.settings import configured, object_key_of
+from tests.support.stack import Stack
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(600)]
 
@@ -199,7 +202,7 @@ def test_a_frontend_whose_first_publish_meets_a_lost_leader_publishes_again_at_o
     while the node is still down."""
     vhost = ClusterVhost(cluster)
     leader, other, _ = cluster.nodes
-    settings = settings_on(vhost.amqp_url, amqp_nodes=[other.address])
+    settings = configured(amqp_url=vhost.amqp_url, amqp_nodes=[other.address])
     # A quorum queue's leader is the node of the client that declares it.
     declaring = cluster.connect(vhost.amqp_url, leader)
     amqp.declare(declaring.channel(), amqp.resize_queues(settings))

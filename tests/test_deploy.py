@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Origin, Stack, wait_until
-from tests.images import photo
-from tests.in_process import InProcessFrontend
+from tests.support.images import photo
+from tests.support.in_process import InProcessFrontend
+from tests.support.origin import Origin
+from tests.support.stack import Stack
+from tests.support.waiting import wait_until
 
 
 def listening_addresses(port: int) -> set[str]:
@@ -95,7 +97,7 @@ def test_the_uploader_health_answers_head_and_drops_idle_connections(
 
 @pytest.fixture
 def shop(in_process: Callable[..., InProcessFrontend], origin: Origin) -> InProcessFrontend:
-    """The answers' headers are the frontend's: one in this process (tests/in_process.py)."""
+    """The answers' headers are the frontend's: one in this process (tests/support/)."""
     origin.add("deploy/img/1/original.jpg", photo())
     return in_process(error_max_age_s=42, client_miss_rate_per_s=0.001, client_miss_burst=1)
 

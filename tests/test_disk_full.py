@@ -22,8 +22,10 @@ from common import keys
 from common.file_index import FileIndex
 from common.files import space_of
 from ops.janitor import Budget, Usage, is_output, rebuild, sweep, to_free
-from tests.harness import Origin, Stack, wait_until
-from tests.images import photo
+from tests.support.images import photo
+from tests.support.origin import Origin
+from tests.support.stack import Stack
+from tests.support.waiting import wait_until
 
 DISK_BYTES = 4 * 1024 * 1024
 

@@ -17,8 +17,11 @@ import urllib3
 from common import amqp
 from common.messages import ResizeJob
 from common.urls import Fit
-from tests.harness import Origin, Stack, management, rabbitmqctl, wait_until
-from tests.images import decode, photo
+from tests.support.images import decode, photo
+from tests.support.origin import Origin
+from tests.support.rabbitmq import management, rabbitmqctl
+from tests.support.stack import Stack
+from tests.support.waiting import wait_until
 
 
 def test_a_job_survives_its_processor_being_killed(

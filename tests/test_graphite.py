@@ -8,8 +8,10 @@ import threading
 import time
 from collections.abc import Callable
 
-from tests.harness import Origin, Stack, wait_until
-from tests.images import photo
+from tests.support.images import photo
+from tests.support.origin import Origin
+from tests.support.stack import Stack
+from tests.support.waiting import wait_until
 
 
 class PlaintextListener:

@@ -18,8 +18,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from common.urls import MAX_PATH_CHARS
-from tests.harness import Origin, Stack, object_key_of, original_key_of, wait_until
-from tests.images import decode, photo
+from tests.support.images import decode, photo
+from tests.support.origin import Origin
+from tests.support.settings import object_key_of, original_key_of
+from tests.support.stack import Stack
+from tests.support.waiting import wait_until
 
 _ids = itertools.count(50_000)
 # Every status of the README's error table, and success.

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ops.cli import COMMANDS
-from tests.harness import REPO
+from tests.support import REPO
 
 IMAGE_SERVER = str(Path(sys.executable).parent / "image-server")
 

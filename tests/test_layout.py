@@ -7,7 +7,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from tests.harness import REPO
+from tests.support import REPO
 
 REQUEST_PATH = ("frontend", "processor", "uploader", "common")
 

@@ -4,7 +4,9 @@ import json
 import re
 
 from common.config import describe
-from tests.harness import REPO, Origin, Stack
+from tests.support import REPO
+from tests.support.origin import Origin
+from tests.support.stack import Stack
 
 README = (REPO / "README.md").read_text()
 
@@ -20,8 +22,8 @@ def test_readme_documents_every_config_key_with_its_type_and_default() -> None:
 
 
 def test_readme_lists_the_keys_in_the_groups_and_order_of_the_code() -> None:
-    # Settings (common/config.py) declares its keys in groups; the README's
-    # tables follow the same groups, in the same order.
+    # Settings (common/settings_served.py, then common/settings.py) declares its
+    # keys in groups; the README's tables follow the same groups, in that order.
     section = README.split("\n## Configuration\n")[1].split("\n## ")[0]
     documented = re.findall(r"^\| `(\w+)` \| [^|]+ \| [^|]+ \|", section, re.M)
     assert [name for name, *_ in describe()] == documented

@@ -22,8 +22,11 @@ from pathlib import Path
 import pytest
 
 from common import metrics
-from tests.harness import REPO, Origin, Stack, wait_until
-from tests.images import photo
+from tests.support import REPO
+from tests.support.images import photo
+from tests.support.origin import Origin
+from tests.support.stack import Stack
+from tests.support.waiting import wait_until
 
 IMAGES = 6
 # Mostly hits (the outputs warmed below), and a new width now and then: a miss

@@ -12,7 +12,9 @@ from collections.abc import Callable
 
 from processor.worker import RUNAWAY_EXIT_CODE
 from testkit.jpeg_bomb import scan_bomb
-from tests.harness import Origin, Stack, wait_until
+from tests.support.origin import Origin
+from tests.support.stack import Stack
+from tests.support.waiting import wait_until
 
 # About 5 s of decode for libjpeg-turbo (4000x4000, 2,648 scans): past each deadline below.
 _BOMB_SIDE = 4000

@@ -14,9 +14,13 @@ import pytest
 import urllib3
 
 from common import amqp
-from tests.harness import Origin, Stack, Vhost, object_key_of, wait_until
-from tests.load import Load
-from tests.seaweed_cluster import SeaweedCluster
+from tests.support.load import Load
+from tests.support.origin import Origin
+from tests.support.rabbitmq import Vhost
+from tests.support.seaweed_cluster import SeaweedCluster
+from tests.support.settings import object_key_of
+from tests.support.stack import Stack
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(600)]
 

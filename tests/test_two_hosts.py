@@ -14,8 +14,13 @@ import pytest
 
 from common.keys import ImageRef
 from common.signing import purge_message, signature
-from tests.harness import Origin, S3View, Stack, Vhost, object_key_of, wait_until
-from tests.images import decode, photo, solid
+from tests.support.images import decode, photo, solid
+from tests.support.origin import Origin
+from tests.support.rabbitmq import Vhost
+from tests.support.s3 import S3View
+from tests.support.settings import object_key_of
+from tests.support.stack import Stack
+from tests.support.waiting import wait_until
 
 # Two stacks and SeaweedFS each, and waits of 30 s each: more than the global 120 s.
 pytestmark = pytest.mark.timeout(300)

@@ -11,7 +11,7 @@ import pytest
 
 from common import amqp
 from common.errors import ConfigError
-from tests.harness import settings_on
+from tests.support.settings import configured
 
 URL = "amqp://user:secret@rabbit.internal:5672/image-server-production"
 NODES = ["rabbit-1.internal:5672", "rabbit-2.internal:5673", "[::1]:5674"]
@@ -22,7 +22,7 @@ def addresses(parameters: list[pika.URLParameters]) -> list[tuple[str, int]]:
 
 
 def test_every_node_gets_the_credentials_and_the_vhost_of_amqp_url() -> None:
-    settings = settings_on(URL, amqp_nodes=NODES)
+    settings = configured(amqp_url=URL, amqp_nodes=NODES)
     parameters = amqp.node_parameters(settings)
     assert addresses(parameters) == [
         ("rabbit-1.internal", 5672), ("rabbit-2.internal", 5673), ("::1", 5674)
@@ -34,12 +34,12 @@ def test_every_node_gets_the_credentials_and_the_vhost_of_amqp_url() -> None:
 
 
 def test_without_amqp_nodes_there_is_one_node_amqp_urls() -> None:
-    settings = settings_on(URL)
+    settings = configured(amqp_url=URL)
     assert addresses(amqp.node_parameters(settings)) == [("rabbit.internal", 5672)]
 
 
 def test_a_program_starts_at_its_own_node_then_the_next_one_each_time() -> None:
-    settings = settings_on(URL, amqp_nodes=NODES)
+    settings = configured(amqp_url=URL, amqp_nodes=NODES)
     rotation = amqp.NodeRotation()
     rotation.identify("processor", 1)
     first = (1 + zlib.crc32(socket.gethostname().encode())) % 3
@@ -57,7 +57,7 @@ def test_a_program_starts_at_its_own_node_then_the_next_one_each_time() -> None:
 @pytest.mark.parametrize("node", ["rabbit-1", "rabbit-1:", "amqp://rabbit-1:5672", "a b:1"])
 def test_a_node_that_is_not_host_and_port_is_refused(node: str) -> None:
     with pytest.raises(ConfigError, match=r"amqp_nodes\[0\]"):
-        settings_on(URL, amqp_nodes=[node])
+        configured(amqp_url=URL, amqp_nodes=[node])
 
 
 def test_a_closed_connection_or_a_refused_publish_is_logged_with_what_rabbitmq_said() -> None:

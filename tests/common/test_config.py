@@ -13,7 +13,8 @@ import pytest
 from common import config
 from common.errors import ConfigError
 from common.settings import Settings
-from tests.harness import REPO, management
+from tests.support import REPO
+from tests.support.rabbitmq import management
 
 MINIMAL = {"source_domain": "http://127.0.0.1/", "local_base_path": "c", "originals_path": "o"}
 

@@ -20,8 +20,10 @@ from common.signing import (
     verify,
 )
 from ops import sign
-from tests.harness import REPO, Origin, Stack
-from tests.images import decode, photo
+from tests.support import REPO
+from tests.support.images import decode, photo
+from tests.support.origin import Origin
+from tests.support.stack import Stack
 
 OLD, NEW = "old-secret-key-of-the-signing-tests", "new-secret-key-of-the-signing-tests"
 

@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import threading
 from pathlib import Path
 
 import minio
 import pytest
 
-from common.config import from_mapping
 from common.errors import StorageRefused, StorageUnavailable
 from common.s3 import S3Store
 from common.storage import FilesystemStore, ObjectStore
-from tests.harness import REPO, S3Server, S3View
+from tests.support.s3 import S3Server, S3View
+from tests.support.settings import configured
 
 
 def s3_store(server: S3Server | S3View, **overrides: object) -> S3Store:
-    raw = json.loads((REPO / "config" / "test.json").read_text())
-    return S3Store(from_mapping({**raw, **server.config(), **overrides}))
+    return S3Store(configured(**{**server.config(), **overrides}))
 
 
 def client(server: S3Server | S3View) -> minio.Minio:

@@ -20,9 +20,13 @@ import urllib3
 
 from common.signing import signed_url
 from common.urls import MAX_SOURCE_CHARS
-from tests.harness import REPO, Origin, Stack, object_key_of, wait_until
-from tests.images import animated_gif, decode, photo, smooth
-from tests.in_process import InProcessFrontend
+from tests.support import REPO
+from tests.support.images import animated_gif, decode, photo, smooth
+from tests.support.in_process import InProcessFrontend
+from tests.support.origin import Origin
+from tests.support.settings import object_key_of
+from tests.support.stack import Stack
+from tests.support.waiting import wait_until
 
 _ids = itertools.count(1)
 SIGN_KEY = "sign-key-of-the-amplification-tests"

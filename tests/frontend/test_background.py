@@ -15,8 +15,11 @@ import urllib3
 
 from common import amqp
 from common.signing import pregenerate_message, purge_message, signature, with_query
-from tests.harness import Origin, Stack, object_key_of, wait_until
-from tests.images import decode, photo, solid
+from tests.support.images import decode, photo, solid
+from tests.support.origin import Origin
+from tests.support.settings import object_key_of
+from tests.support.stack import Stack
+from tests.support.waiting import wait_until
 
 POPULAR = {
     "popular_outputs_max": 2,

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pyvips
 
-from tests.harness import Origin, Stack, wait_until
-from tests.images import decode
+from tests.support.images import decode
+from tests.support.origin import Origin
+from tests.support.stack import Stack
+from tests.support.waiting import wait_until
 
 CLIENTS = 20
 

@@ -1,14 +1,14 @@
 """Content negotiation (auto_formats) and per-image quality: one frontend and the
-processor's code in this process (tests/in_process.py); the choice is the frontend's."""
+processor's code in this process (tests/support/in_process.py); the choice is the frontend's."""
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
 
-from tests.harness import Origin
-from tests.images import loader, photo, smooth
-from tests.in_process import InProcessFrontend
+from tests.support.images import loader, photo, smooth
+from tests.support.in_process import InProcessFrontend
+from tests.support.origin import Origin
 
 _ids = itertools.count(70_000)
 ALL_FORMATS = ["jpg", "png", "webp", "avif", "gif"]

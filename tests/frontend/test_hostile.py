@@ -12,8 +12,7 @@ from pathlib import Path
 import PIL.Image
 import pytest
 
-from tests.harness import Origin, Stack, wait_until
-from tests.images import (
+from tests.support.images import (
     animated_gif,
     decode,
     jpeg_bomb,
@@ -23,6 +22,9 @@ from tests.images import (
     quadrants,
     solid,
 )
+from tests.support.origin import Origin
+from tests.support.stack import Stack
+from tests.support.waiting import wait_until
 
 _ids = itertools.count(1)
 SVG = (
@@ -62,7 +64,7 @@ CORPUS: dict[str, tuple[Callable[[], bytes], int]] = {
 
 @pytest.fixture(scope="module")
 def hostile_stack(tmp_path_factory: pytest.TempPathFactory, origin: Origin) -> Iterator[Stack]:
-    from tests.harness import Vhost
+    from tests.support.rabbitmq import Vhost
 
     vhost = Vhost()
     stack = Stack(tmp_path_factory.mktemp("hostile"), vhost, origin)

@@ -17,8 +17,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from common import keys
-from tests.harness import Origin, Stack, free_port, wait_until
-from tests.images import decode, loader, photo, with_alpha
+from tests.support.images import decode, loader, photo, with_alpha
+from tests.support.origin import Origin
+from tests.support.ports import free_port
+from tests.support.stack import Stack
+from tests.support.waiting import wait_until
 
 _ids = itertools.count(1000)
 

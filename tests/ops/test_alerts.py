@@ -13,8 +13,10 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.harness import REPO, Origin, Stack
-from tests.images import photo
+from tests.support import REPO
+from tests.support.images import photo
+from tests.support.origin import Origin
+from tests.support.stack import Stack
 
 RULES = REPO / "deploy" / "alerts.yml"
 DASHBOARD = REPO / "deploy" / "grafana-dashboard.json"

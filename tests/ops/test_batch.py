@@ -14,16 +14,13 @@ import pytest
 
 from common.keys import explicit_original_key
 from common.storage import ObjectStore, open_store
-from tests.harness import (
-    REPO,
-    Origin,
-    Stack,
-    object_key_of,
-    original_key_of,
-    storage_config,
-    wait_until,
-)
-from tests.images import photo
+from tests.support import REPO
+from tests.support.images import photo
+from tests.support.origin import Origin
+from tests.support.s3 import storage_config
+from tests.support.settings import object_key_of, original_key_of
+from tests.support.stack import Stack
+from tests.support.waiting import wait_until
 
 IMAGES = 10
 OUTPUTS = ("x120.jpg", "w200.webp")

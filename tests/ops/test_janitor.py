@@ -14,14 +14,16 @@ import pytest
 import pyvips
 
 from common import keys
-from common.config import from_mapping
 from common.file_index import FileIndex
 from common.settings import Settings
 from ops import cache_layout
 from ops.janitor import USAGE_FILE, Budget, Usage, budgets, is_output, rebuild, sweep
 from ops.pacing import Stopped
-from tests.harness import REPO, Origin, Stack, wait_until
-from tests.images import decode, photo
+from tests.support.images import decode, photo
+from tests.support.origin import Origin
+from tests.support.settings import configured
+from tests.support.stack import Stack
+from tests.support.waiting import wait_until
 
 
 def indexed(budget: Budget) -> FileIndex:
@@ -115,9 +117,8 @@ def test_the_janitor_removes_only_files_its_layout_made(tmp_path: Path) -> None:
 
 
 def settings_for_janitor(root: Path) -> Settings:
-    raw = json.loads((REPO / "config" / "test.json").read_text())
     paths = {"local_base_path": str(root / "cache"), "originals_path": str(root / "originals")}
-    return from_mapping({**raw, **paths, "cache_max_bytes": 1, "originals_max_bytes": 1})
+    return configured(**paths, cache_max_bytes=1, originals_max_bytes=1)
 
 
 def test_a_read_marks_an_output_as_used(stack: Stack, origin: Origin) -> None:

@@ -9,7 +9,9 @@ import pytest
 
 from common import amqp
 from ops.status.host_figures import QueueFigures, Queues
-from tests.harness import Vhost, free_port, settings_on
+from tests.support.ports import free_port
+from tests.support.rabbitmq import Vhost
+from tests.support.settings import configured
 
 pytestmark = pytest.mark.stack
 
@@ -17,7 +19,7 @@ pytestmark = pytest.mark.stack
 def test_unacked_messages_and_rates_in_and_out_come_from_the_management_api(
     vhost: Vhost,
 ) -> None:
-    settings = settings_on(vhost.amqp_url)
+    settings = configured(amqp_url=vhost.amqp_url)
     connection = vhost.connect()
     channel = connection.channel()
     amqp.declare(channel, amqp.upload_queues(settings))
@@ -59,7 +61,7 @@ def test_unacked_messages_and_rates_in_and_out_come_from_the_management_api(
 def test_without_the_management_api_the_counts_remain_and_the_page_says_why(
     vhost: Vhost,
 ) -> None:
-    settings = settings_on(vhost.amqp_url, amqp_management_port=free_port())
+    settings = configured(amqp_url=vhost.amqp_url, amqp_management_port=free_port())
     connection = vhost.connect()
     amqp.declare(connection.channel(), amqp.upload_queues(settings))
     connection.close()

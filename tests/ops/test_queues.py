@@ -10,7 +10,8 @@ import pytest
 
 from common import amqp
 from ops.queues import bring_up_to_date
-from tests.harness import Vhost, management, settings_on
+from tests.support.rabbitmq import Vhost, management
+from tests.support.settings import configured
 
 pytestmark = pytest.mark.stack
 
@@ -32,8 +33,8 @@ def drain(channel: pika.adapters.blocking_connection.BlockingChannel, queue: str
 
 
 def test_an_older_layout_is_rebuilt_and_keeps_every_message(vhost: Vhost) -> None:
-    settings = settings_on(
-        vhost.amqp_url, resize_queue_max_length=500, upload_retry_delays_s=[1, 30]
+    settings = configured(
+        amqp_url=vhost.amqp_url, resize_queue_max_length=500, upload_retry_delays_s=[1, 30]
     )
     connection = pika.BlockingConnection(pika.URLParameters(vhost.amqp_url))
     channel = connection.channel()

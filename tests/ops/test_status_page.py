@@ -17,8 +17,12 @@ from collections.abc import Callable
 import numpy
 from PIL import Image
 
-from tests.harness import REPO, Origin, S3Server, Stack, wait_until
-from tests.images import photo
+from tests.support import REPO
+from tests.support.images import photo
+from tests.support.origin import Origin
+from tests.support.s3 import S3Server
+from tests.support.stack import Stack
+from tests.support.waiting import wait_until
 
 ARTIFACTS = REPO / "var" / "test-artifacts"
 CHROMIUM = "chromium-headless-shell"

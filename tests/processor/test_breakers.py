@@ -7,9 +7,10 @@ import pytest
 
 from common.errors import SourceHostPaused, SourceUnavailable
 from processor.fetch import SourceFetcher
-from tests.harness import Origin, free_port
-from tests.images import photo
 from tests.processor.test_fetch import settings_for
+from tests.support.images import photo
+from tests.support.origin import Origin
+from tests.support.ports import free_port
 
 
 def test_failures_on_another_port_of_the_origins_host_do_not_pause_it(origin: Origin) -> None:

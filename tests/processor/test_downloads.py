@@ -9,9 +9,9 @@ import pytest
 
 from common.errors import SourceBusy, SourceTimeout
 from processor.fetch import SourceFetcher
-from tests.harness import Origin
-from tests.images import photo
 from tests.processor.test_fetch import settings_for
+from tests.support.images import photo
+from tests.support.origin import Origin
 
 
 def test_a_trickling_source_is_cut_off_at_the_download_deadline(origin: Origin) -> None:

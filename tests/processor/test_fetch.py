@@ -8,7 +8,6 @@ on record any connection that arrives.
 from __future__ import annotations
 
 import ipaddress
-import json
 import socket
 import sys
 from collections.abc import Iterator
@@ -17,12 +16,13 @@ from typing import Any
 import pytest
 
 from common import sources
-from common.config import from_mapping
 from common.errors import SourceForbidden, SourceUnavailable
 from common.settings import Settings
 from processor.fetch import SourceFetcher, resolve
-from tests.harness import REPO, Origin, free_port
-from tests.images import photo
+from tests.support.images import photo
+from tests.support.origin import Origin
+from tests.support.ports import free_port
+from tests.support.settings import configured
 
 _connects: list[Any] = []
 
@@ -90,14 +90,9 @@ def trap() -> Iterator[tuple[int, list[Listener]]]:
 
 
 def settings_for(origin: Origin, **overrides: Any) -> Settings:
-    raw = json.loads((REPO / "config" / "test.json").read_text())
-    return from_mapping(
-        {
-            **raw,
-            "source_domain": origin.url(""),
-            "allowed_private_networks": ["127.0.0.1/32"],
-            **overrides,
-        }
+    return configured(
+        **{"source_domain": origin.url(""), "allowed_private_networks": ["127.0.0.1/32"]},
+        **overrides,
     )
 
 

@@ -31,7 +31,7 @@ from common.urls import Fit, parse_output
 from processor import imaging
 from testkit import recipe
 from testkit.ssim import ssim
-from tests.images import decode, photo
+from tests.support.images import decode, photo
 
 OUTPUTS = ["w500", "w999", "x600", "300x400", "301x199", "x37", "1000x100", "full_size"]
 # The shapes added to the original service's, each against its ImageMagick equivalent.

@@ -13,7 +13,15 @@ from common.urls import Fit
 from processor.imaging import Encoding, Limits, Rendition
 from processor.imaging import render as render_within
 from testkit.ssim import ssim
-from tests.images import decode, loader, mean_abs_difference, photo, smooth, solid, with_alpha
+from tests.support.images import (
+    decode,
+    loader,
+    mean_abs_difference,
+    photo,
+    smooth,
+    solid,
+    with_alpha,
+)
 
 
 def render(original: bytes, rendition: Rendition) -> bytes:

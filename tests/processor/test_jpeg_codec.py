@@ -15,8 +15,8 @@ from processor import imaging
 from processor.imaging.decode import decoded_jpeg
 from testkit import corpus
 from testkit.ssim import ssim
-from tests.harness import REPO
-from tests.images import decode, photo
+from tests.support import REPO
+from tests.support.images import decode, photo
 
 WIDTHS = (64, 100, 250, 300, 500, 640, 700, 900, 1000)
 CORPUS_CACHE = REPO / "bench" / ".work" / "debian"  # shared with `make bench`

@@ -22,7 +22,7 @@ from processor.imaging import (
     make_master,
     render_master,
 )
-from tests.images import decode, mean_abs_difference, photo
+from tests.support.images import decode, mean_abs_difference, photo
 
 LIMITS = Limits(frozenset(LOADERS), 50_000_000, time.monotonic() + 600)
 

@@ -14,7 +14,7 @@ from common.urls import Fit
 from processor import imaging
 from processor.imaging import Limits, Rendition
 from testkit.jpeg_bomb import scan_bomb
-from tests.images import decode, photo
+from tests.support.images import decode, photo
 
 W100 = Rendition(Fit.WIDTH, 100, None, "jpg", 80)
 

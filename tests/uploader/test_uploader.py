@@ -17,18 +17,13 @@ from common import amqp
 from common.keys import sha256_hex
 from common.messages import UploadJob
 from common.spill import HeldUploads, Spill, upload_host
-from tests.harness import (
-    REPO,
-    Origin,
-    S3Server,
-    S3View,
-    Stack,
-    object_key_of,
-    original_key_of,
-    storage_config,
-    wait_until,
-)
-from tests.images import photo
+from tests.support import REPO
+from tests.support.images import photo
+from tests.support.origin import Origin
+from tests.support.s3 import S3Server, S3View, storage_config
+from tests.support.settings import object_key_of, original_key_of
+from tests.support.stack import Stack
+from tests.support.waiting import wait_until
 
 PREFIX = "public/images/test"
 

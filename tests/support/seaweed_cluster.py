@@ -15,7 +15,9 @@ from typing import Any
 import urllib3
 
 from ops.seaweedfs import WEED
-from tests.harness import S3Server, _free_port_below, wait_until
+from tests.support.ports import free_port_below
+from tests.support.s3 import S3Server
+from tests.support.waiting import wait_until
 
 REPLICATION = "001"  # one more copy, on another server of the same rack
 GRPC_OFFSET = 10_000  # SeaweedFS' convention: each gRPC port is its HTTP port + 10000
@@ -30,7 +32,7 @@ class SeaweedCluster(S3Server):
         # Distinct ports (a free port stays free until bound: two picks may return the same).
         ports = {self.port}
         while len(ports) < volume_servers + 3:
-            ports.add(_free_port_below(55_000))
+            ports.add(free_port_below(55_000))
         self.master_port, self.filer_port, *self.volume_ports = sorted(ports - {self.port})
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 

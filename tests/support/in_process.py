@@ -7,7 +7,7 @@ through the real `Processor.made` (its Renderer: real libvips; its originals
 from the real HTTP origin), each job and result through their wire format.
 For behaviour of one frontend that a subprocess and a queue prove nothing
 more about: negotiation, failure memory, answers' headers. What needs
-RabbitMQ, several processes or a crash stays end to end (tests/harness.py).
+RabbitMQ, several processes or a crash stays end to end (tests/support/stack.py).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
-import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,6 @@ from typing import Any
 import tornado.httpserver
 import urllib3
 
-from common import config
 from common.errors import ResizeTimeout
 from common.graphite import Graphite
 from common.keys import ImageRef, OutputRef
@@ -40,7 +38,9 @@ from frontend.rpc import LateReply
 from frontend.service import ImageService
 from processor import imaging
 from processor.worker import Processor
-from tests.harness import REPO, Origin, free_port
+from tests.support.origin import Origin
+from tests.support.ports import free_port
+from tests.support.settings import configured
 
 
 class InProcessResizer:
@@ -91,10 +91,8 @@ class InProcessFrontend:
 
     def __init__(self, workdir: Path, origin: Origin, **overrides: Any) -> None:
         self.workdir = workdir
-        base = json.loads((REPO / "config" / "test.json").read_text())
-        self.settings = config.from_mapping(
-            {
-                **base,
+        self.settings = configured(
+            **{
                 "server_port": free_port(),
                 "source_domain": origin.url(""),
                 "local_base_path": str(workdir / "cache"),

@@ -22,7 +22,8 @@ from typing import Any
 
 import pika
 
-from tests.harness import Vhost, free_port
+from tests.support.ports import free_port
+from tests.support.rabbitmq import Vhost
 
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
 # rabbitmqctl's own Erlang distribution listens in this range: a node must not.

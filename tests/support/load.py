@@ -9,8 +9,9 @@ import itertools
 import threading
 import time
 
-from tests.harness import Origin, Stack
-from tests.images import photo
+from tests.support.images import photo
+from tests.support.origin import Origin
+from tests.support.stack import Stack
 
 IMAGES = 40  # 36,000 new outputs (40 images, 100-999 px wide): misses stay misses
 TIMEOUT_S = 60.0

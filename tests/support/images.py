@@ -8,7 +8,7 @@ import zlib
 
 import pyvips
 
-from tests.harness import REPO
+from tests.support import REPO
 
 PHOTO_PATH = REPO / "samples" / "sample" / "image" / "1" / "original.jpg"  # 1600x1000
 
