@@ -75,6 +75,13 @@ class SourceFetcher:
         self._lock = threading.Lock()  # fetch() is called from several job threads
         self._pools: dict[tuple[str, str, int, str], urllib3.HTTPConnectionPool] = {}
 
+    def close(self) -> None:
+        """Close every connection kept to a source."""
+        with self._lock:
+            pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            pool.close()
+
     def fetch(self, url: str, deadline: float | None = None, explicit: bool = False) -> bytes:
         """The body of `url`, following checked redirects; raises an ImageServerError.
 

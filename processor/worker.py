@@ -83,9 +83,8 @@ class Processor(ConsumerRole[ResizeJob, Outcome]):
         self._figures = figures
         self.concurrency = settings.processor_prefetch
         shared = store if settings.storage_read_enabled else None
-        self._originals = OriginalStore(
-            settings, shared, SourceFetcher(settings), figures.downloads
-        )
+        self._fetcher = SourceFetcher(settings)
+        self._originals = OriginalStore(settings, shared, self._fetcher, figures.downloads)
         self._renderer = Renderer(settings, self._originals, graphite, figures)
         self._spill = Spill(settings.spill_dir, settings.spill_max_bytes)
         self._held = HeldUploads(settings.spill_dir, settings.spill_max_bytes)
@@ -104,7 +103,12 @@ class Processor(ConsumerRole[ResizeJob, Outcome]):
         try:
             Consumer(self._settings, self, self._figures.serving, self._stop).run()
         finally:
-            self._renderer.close()
+            self.close()
+
+    def close(self) -> None:
+        """The resize thread and the connections to sources go."""
+        self._renderer.close()
+        self._fetcher.close()
 
     # --- the consumer's hooks (common/consumer.py), on pika's thread -------------
 

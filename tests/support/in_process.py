@@ -84,6 +84,7 @@ class InProcessResizer:
 
     def close(self) -> None:
         self._jobs.shutdown(wait=True, cancel_futures=True)
+        self._processor.close()
 
 
 class InProcessFrontend:
