@@ -39,8 +39,7 @@ from frontend.service import ImageService
 from processor import imaging
 from processor.worker import Processor
 from tests.support.origin import Origin
-from tests.support.ports import free_port
-from tests.support.settings import configured
+from tests.support.settings import configured, host_keys
 
 
 class InProcessResizer:
@@ -92,19 +91,7 @@ class InProcessFrontend:
 
     def __init__(self, workdir: Path, origin: Origin, **overrides: Any) -> None:
         self.workdir = workdir
-        self.settings = configured(
-            **{
-                "server_port": free_port(),
-                "source_domain": origin.url(""),
-                "local_base_path": str(workdir / "cache"),
-                "originals_path": str(workdir / "originals"),
-                "storage_path": str(workdir / "storage"),
-                "spill_path": str(workdir / "spill"),
-                "metrics_path": str(workdir / "metrics"),
-                "access_log_path": str(workdir),
-                **overrides,
-            }
-        )
+        self.settings = configured(**{**host_keys(workdir, origin.url("")), **overrides})
         self.resizer = InProcessResizer(self.settings)
         self.http = urllib3.PoolManager(maxsize=16, retries=False, timeout=30)
         self._loop = asyncio.new_event_loop()

@@ -16,9 +16,8 @@ import urllib3
 from common import config, keys, metrics
 from tests.support import REPO
 from tests.support.origin import Origin
-from tests.support.ports import free_port
 from tests.support.rabbitmq import Vhost
-from tests.support.settings import base_config
+from tests.support.settings import base_config, host_keys
 from tests.support.waiting import wait_until
 
 
@@ -33,16 +32,7 @@ class Stack:
         self.origin = origin
         self.config = {
             **base_config(),
-            "server_port": free_port(),
-            "status_port": free_port(),
-            "uploader_health_port": free_port(),
-            "source_domain": origin.url(""),
-            "local_base_path": str(workdir / "cache"),
-            "originals_path": str(workdir / "originals"),
-            "storage_path": str(workdir / "storage"),
-            "spill_path": str(workdir / "spill"),
-            "metrics_path": str(workdir / "metrics"),
-            "access_log_path": str(workdir),
+            **host_keys(workdir, origin.url("")),
             "amqp_url": vhost.amqp_url,
             **overrides,
         }
