@@ -11,12 +11,12 @@ from pathlib import Path
 
 import minio
 import pytest
-import urllib3
 
 from common import amqp
 from tests.support.load import Load
 from tests.support.origin import Origin
 from tests.support.rabbitmq import Vhost
+from tests.support.s3 import s3_client
 from tests.support.seaweed_cluster import SeaweedCluster
 from tests.support.settings import object_key_of
 from tests.support.stack import Stack
@@ -80,10 +80,7 @@ def test_a_volume_server_lost_under_load_loses_no_object(
     storage: SeaweedCluster, storage_stack: Stack, origin: Origin
 ) -> None:
     stack = storage_stack
-    client = minio.Minio(
-        storage.endpoint, storage.ACCESS_KEY, storage.SECRET_KEY, secure=False,
-        region="us-east-1", http_client=urllib3.PoolManager(retries=False, timeout=10.0),
-    )  # fmt: skip
+    client = s3_client(storage.endpoint, storage.ACCESS_KEY, storage.SECRET_KEY)
     load = Load(stack, origin, "replicated/img")
     assert set(load.make_hits()) == {200}
 

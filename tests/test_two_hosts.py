@@ -17,7 +17,7 @@ from common.signing import purge_message, signature
 from tests.support.images import decode, photo, solid
 from tests.support.origin import Origin
 from tests.support.rabbitmq import Vhost
-from tests.support.s3 import S3View
+from tests.support.s3 import S3View, s3_client
 from tests.support.settings import object_key_of
 from tests.support.stack import Stack
 from tests.support.waiting import wait_until
@@ -58,7 +58,7 @@ def test_an_output_made_on_one_host_is_served_by_the_other_without_a_resize(
     made = a.get("/two/hosts/1/w300.jpg")
     assert made.status == 200
     key = object_key_of(a.settings, "two/hosts/1/w300.jpg")
-    client = minio.Minio(s3.endpoint, s3.ACCESS_KEY, s3.SECRET_KEY, secure=False)
+    client = s3_client(s3.endpoint)
 
     def stored() -> bool:
         try:
@@ -130,7 +130,7 @@ def test_a_purge_on_one_host_makes_both_hosts_and_the_store_forget_the_image(
 ) -> None:
     a, b = hosts
     origin.add("two/purge/1/original.jpg", photo())  # 1600x1000
-    client = minio.Minio(s3.endpoint, s3.ACCESS_KEY, s3.SECRET_KEY, secure=False)
+    client = s3_client(s3.endpoint)
     prefix = ImageRef("two", "purge", "1").object_prefix(a.settings)
 
     def stored_objects() -> list[str]:

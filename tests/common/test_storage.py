@@ -12,7 +12,7 @@ import pytest
 from common.errors import StorageRefused, StorageUnavailable
 from common.s3 import S3Store
 from common.storage import FilesystemStore, ObjectStore
-from tests.support.s3 import S3Server, S3View
+from tests.support.s3 import S3Server, S3View, s3_client
 from tests.support.settings import configured
 
 
@@ -21,9 +21,7 @@ def s3_store(server: S3Server | S3View, **overrides: object) -> S3Store:
 
 
 def client(server: S3Server | S3View) -> minio.Minio:
-    return minio.Minio(
-        server.endpoint, S3Server.ACCESS_KEY, S3Server.SECRET_KEY, secure=False, region="us-east-1"
-    )
+    return s3_client(server.endpoint)
 
 
 @pytest.fixture(params=[pytest.param("s3", marks=pytest.mark.stack), "filesystem"])

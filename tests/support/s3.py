@@ -17,13 +17,29 @@ from tests.support.ports import free_port_below
 from tests.support.settings import configured
 from tests.support.waiting import wait_until
 
+ACCESS_KEY = "testing"
+SECRET_KEY = "testing-secret"
+# The tests' own S3 clients share these connections: a client's pool dropped
+# with its server stopped would close its sockets only when collected, in
+# whichever test runs then (an unclosed socket there is an error of that test).
+_HTTP = urllib3.PoolManager(retries=False, timeout=15.0)
+
+
+def s3_client(
+    endpoint: str, access_key: str = ACCESS_KEY, secret_key: str = SECRET_KEY
+) -> minio.Minio:
+    """A minio client of the tests (not the product's, common/s3.py)."""
+    return minio.Minio(
+        endpoint, access_key, secret_key, secure=False, region="us-east-1", http_client=_HTTP
+    )
+
 
 class S3Server:
     """SeaweedFS' S3 gateway on loopback ports, started by the project's own
     launcher (ops/seaweedfs.py); `start()` after `stop()` is a fresh, empty server."""
 
-    ACCESS_KEY = "testing"
-    SECRET_KEY = "testing-secret"
+    ACCESS_KEY = ACCESS_KEY
+    SECRET_KEY = SECRET_KEY
 
     def __init__(self, workdir: Path) -> None:
         self.port = free_port_below(55_000)
@@ -62,10 +78,7 @@ class S3Server:
         """True once the gateway stores an object. It listens before its filer is
         ready, and the first object ever stored waits ~5 s for the master to grow
         volumes: done here, so that no test's first put runs into its timeout."""
-        client = minio.Minio(
-            self.endpoint, self.ACCESS_KEY, self.SECRET_KEY, secure=False, region="us-east-1",
-            http_client=urllib3.PoolManager(retries=False, timeout=15.0),
-        )  # fmt: skip
+        client = s3_client(self.endpoint)
         try:
             if not client.bucket_exists("harness-warm-up"):
                 client.make_bucket("harness-warm-up")

@@ -20,7 +20,7 @@ from common.spill import HeldUploads, Spill, upload_host
 from tests.support import REPO
 from tests.support.images import photo
 from tests.support.origin import Origin
-from tests.support.s3 import S3Server, S3View, storage_config
+from tests.support.s3 import S3Server, S3View, s3_client, storage_config
 from tests.support.settings import object_key_of, original_key_of
 from tests.support.stack import Stack
 from tests.support.waiting import wait_until
@@ -46,9 +46,7 @@ class StoredObjects:
         self._root = Path(config["storage_path"])
         self._bucket = config.get("s3_bucket", "images")
         self._client = (
-            minio.Minio(s3.endpoint, s3.ACCESS_KEY, s3.SECRET_KEY, secure=False, region="us-east-1")
-            if s3 is not None and config["storage_backend"] == "s3"
-            else None
+            s3_client(s3.endpoint) if s3 is not None and config["storage_backend"] == "s3" else None
         )
 
     def get(self, key: str) -> bytes | None:
@@ -196,7 +194,7 @@ def test_storage_outage_loses_nothing(
 def test_refused_uploads_are_dead_lettered_then_replayed(
     make_stack: Callable[..., Stack], s3: S3View
 ) -> None:
-    admin = minio.Minio(s3.endpoint, s3.ACCESS_KEY, s3.SECRET_KEY, secure=False, region="us-east-1")
+    admin = s3_client(s3.endpoint)
     admin.make_bucket(s3.bucket("vanishing"))
     stack = make_stack(**{**s3.config(bucket="vanishing"), "s3_create_bucket": False})
     stack.start(processors=0, uploader=True)
