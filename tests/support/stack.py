@@ -170,14 +170,14 @@ class Stack:
 
     def start(self, processors: int = 2, uploader: bool = False, status: bool = False) -> Stack:
         """Every program started at once (each declares the queues it uses), then
-        each waited for."""
+        each waited for; the status server last, as an observer of them all."""
         ready = [self._spawn_uploader()] if uploader else []
         ready += [self._spawn_processor(index) for index in range(processors)]
         ready += [self._spawn_frontend(index) for index in range(self._frontends)]
-        if status:
-            ready.append(self._spawn_status())
         for wait in ready:
             wait()
+        if status:
+            self.start_status()
         return self
 
     def _status_of(self, url: str) -> int:
