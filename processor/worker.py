@@ -126,6 +126,8 @@ class Processor(ConsumerRole[ResizeJob, Outcome]):
         self._upload_channel, self._next_background_look = upload_channel, 0.0
 
     def between_polls(self, session: Session) -> None:
+        # The consumer's own count (a job whose handler crashed leaves it too).
+        self._figures.jobs_in_progress.set(session.in_hand)
         if self._renderer.runaway:
             self._restart(session.channel)
         if session.in_hand or time.monotonic() < self._next_background_look:
@@ -154,6 +156,7 @@ class Processor(ConsumerRole[ResizeJob, Outcome]):
 
     def tear_down(self) -> None:
         self._upload_channel = None
+        self._figures.jobs_in_progress.set(0)  # its jobs go back to the queue
 
     # --- pika's thread ---------------------------------------------------------
 
@@ -185,7 +188,6 @@ class Processor(ConsumerRole[ResizeJob, Outcome]):
             log.info("dropping %s: its deadline passed before it was started", job.cache_key)
             self._figures.jobs.labels(job.format, "expired").inc()
             return False
-        self._figures.jobs_in_progress.inc()
         return True
 
     def settle(self, job: ResizeJob, outcome: Outcome, delivery: Delivery) -> None:
@@ -282,7 +284,6 @@ class Processor(ConsumerRole[ResizeJob, Outcome]):
     def afterwards(
         self, job: ResizeJob, outcome: Outcome, delivery: Delivery, settling: bool
     ) -> None:
-        self._figures.jobs_in_progress.dec()
         if not settling:
             self._never_queued(outcome.upload)
             return  # the connection is gone: RabbitMQ redelivers the job
