@@ -36,8 +36,7 @@ import hashlib
 import os
 import re
 from pathlib import Path
-
-from common.settings import Settings
+from typing import Protocol
 
 ORIGINAL_NAME = "original"  # no dot: never an output's name
 # Originals of explicit `source=` URLs: a name no model of the URL grammar can
@@ -51,6 +50,18 @@ _SOURCE_PREFIX = "src-"
 _SOURCE_PART = re.compile(rf"{_SOURCE_PREFIX}[0-9a-f]{{{SOURCE_TAG_CHARS}}}")
 _ORIGINAL_FILE = re.compile(r"([0-9a-f]{2})/\1[0-9a-f]{62}")
 _MASTER_FILE = re.compile(r"([0-9a-f]{2})/\1[0-9a-f]{62}(?:-2)?\.v")  # older masters too
+
+
+class KeyLayout(Protocol):
+    """What the layout depends on: three settings (common.settings.Settings has
+    them; a test can pass any value that has them)."""
+
+    @property
+    def storage_key_prefix(self) -> str: ...
+    @property
+    def cache_dir(self) -> Path: ...
+    @property
+    def originals_dir(self) -> Path: ...
 
 
 def sha256_hex(text: str) -> str:
@@ -87,9 +98,9 @@ class ImageRef:
         """The directory of an explicit source's outputs under the image's, or ""."""
         return "" if self.source_tag is None else f"{_SOURCE_PREFIX}{self.source_tag}/"
 
-    def object_prefix(self, settings: Settings) -> str:
+    def object_prefix(self, layout: KeyLayout) -> str:
         """The prefix of every object of the image (all its sources), ending with "/"."""
-        return f"{settings.storage_key_prefix}/{self.kind}/{partition(self.id)}/{self.id}/"
+        return f"{layout.storage_key_prefix}/{self.kind}/{partition(self.id)}/{self.id}/"
 
     def partition_dir_under(self, cache_dir: Path) -> Path:
         """The local cache's directory of the image's outputs, shared with the
@@ -111,15 +122,15 @@ class ImageRef:
             return []
         return [directory / name for name in names if name.startswith(f"{self.id}.")]
 
-    def original_key(self, settings: Settings, source_url: str) -> str:
+    def original_key(self, layout: KeyLayout, source_url: str) -> str:
         """Where the image's original (fetched from `source_url`) is kept."""
         if self.source_tag is not None:
-            return explicit_original_key(settings, source_url)
-        return self.object_prefix(settings) + ORIGINAL_NAME
+            return explicit_original_key(layout, source_url)
+        return self.object_prefix(layout) + ORIGINAL_NAME
 
-    def purge_mark_key(self, settings: Settings) -> str:
+    def purge_mark_key(self, layout: KeyLayout) -> str:
         """Where the time of the image's last purge is kept (all its sources)."""
-        return f"{settings.storage_key_prefix}/{PURGE_MARKS_DIR}/{self.kind}/{self.id}"
+        return f"{layout.storage_key_prefix}/{PURGE_MARKS_DIR}/{self.kind}/{self.id}"
 
     def output(self, name: str) -> OutputRef:
         return OutputRef(self, name)
@@ -143,12 +154,12 @@ class OutputRef:
         image = self.image
         return f"{image.kind}/{image.id}/{image.source_part}{self.name}"
 
-    def object_key(self, settings: Settings) -> str:
-        return self.image.object_prefix(settings) + self.image.source_part + self.name
+    def object_key(self, layout: KeyLayout) -> str:
+        return self.image.object_prefix(layout) + self.image.source_part + self.name
 
-    def cache_path(self, settings: Settings) -> Path:
+    def cache_path(self, layout: KeyLayout) -> Path:
         """Where this host's disk cache keeps the output."""
-        return self.path_under(settings.cache_dir)
+        return self.path_under(layout.cache_dir)
 
     def path_under(self, cache_dir: Path) -> Path:
         image = self.image
@@ -192,11 +203,11 @@ def is_master(relative: str) -> bool:
     return _MASTER_FILE.fullmatch(relative) is not None
 
 
-def parse_object_key(settings: Settings, key: str) -> tuple[ImageRef, str] | None:
+def parse_object_key(layout: KeyLayout, key: str) -> tuple[ImageRef, str] | None:
     """An object key of the partitioned layout, back into its image and the rest
     (an output's name, `src-<tag>/<name>`, or `original`); None for any other key
     (an explicit source's original, or a key of another layout)."""
-    head = settings.storage_key_prefix + "/"
+    head = layout.storage_key_prefix + "/"
     if not key.startswith(head):
         return None
     parts = key[len(head) :].split("/", 4)
@@ -206,10 +217,10 @@ def parse_object_key(settings: Settings, key: str) -> tuple[ImageRef, str] | Non
     return ImageRef(model, image_type, image_id), rest
 
 
-def parse_flat_object_key(settings: Settings, key: str) -> OutputRef | None:
+def parse_flat_object_key(layout: KeyLayout, key: str) -> OutputRef | None:
     """An output's object key in the flat layout of earlier versions (no partition:
     `<prefix>/<model>/<imageType>/<id>[/src-<tag>]/<output>`), or None."""
-    head = settings.storage_key_prefix + "/"
+    head = layout.storage_key_prefix + "/"
     if not key.startswith(head):
         return None
     parts = key[len(head) :].split("/")
@@ -220,27 +231,27 @@ def parse_flat_object_key(settings: Settings, key: str) -> OutputRef | None:
     return OutputRef.from_cache_key("/".join(parts))
 
 
-def probe_key(settings: Settings) -> str:
+def probe_key(layout: KeyLayout) -> str:
     """An empty object written to learn whether object storage takes writes at all."""
-    return f"{settings.storage_key_prefix}/.probe"
+    return f"{layout.storage_key_prefix}/.probe"
 
 
-def explicit_original_key(settings: Settings, source_url: str) -> str:
+def explicit_original_key(layout: KeyLayout, source_url: str) -> str:
     """The original fetched from a `source=` URL."""
-    return f"{settings.storage_key_prefix}/{ORIGINALS_DIR}/{sha256_hex(source_url)}"
+    return f"{layout.storage_key_prefix}/{ORIGINALS_DIR}/{sha256_hex(source_url)}"
 
 
-def original_path(settings: Settings, source_url: str) -> Path:
+def original_path(layout: KeyLayout, source_url: str) -> Path:
     """Where this host keeps the original fetched from `source_url`."""
     digest = sha256_hex(source_url)
-    return settings.originals_dir / digest[:2] / digest
+    return layout.originals_dir / digest[:2] / digest
 
 
-def masters_dir(settings: Settings) -> Path:
-    return settings.originals_dir / "masters"
+def masters_dir(layout: KeyLayout) -> Path:
+    return layout.originals_dir / "masters"
 
 
-def master_path(settings: Settings, source_url: str) -> Path:
+def master_path(layout: KeyLayout, source_url: str) -> Path:
     digest = sha256_hex(source_url)
     # "-2": masters that remember their original's size (older ones are ignored).
-    return masters_dir(settings) / digest[:2] / f"{digest}-2.v"
+    return masters_dir(layout) / digest[:2] / f"{digest}-2.v"

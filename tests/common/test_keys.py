@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import string
 from pathlib import Path
@@ -12,14 +13,31 @@ from hypothesis import strategies as st
 from common import config, keys
 from common.keys import ImageRef, OutputRef
 
-SETTINGS = config.from_mapping(
-    {
-        "source_domain": "http://origin.test/",
-        "local_base_path": "/var/cache/images",
-        "originals_path": "/var/originals",
-        "storage_key_prefix": "public/images/test",
-    }
-)
+
+@dataclasses.dataclass(frozen=True)
+class Layout:  # keys.KeyLayout: the three settings the layout depends on, and nothing else
+    storage_key_prefix: str = "public/images/test"
+    cache_dir: Path = Path("/var/cache/images")
+    originals_dir: Path = Path("/var/originals")
+
+
+SETTINGS = Layout()
+
+
+def test_the_settings_give_the_same_layout() -> None:
+    settings = config.from_mapping(
+        {
+            "source_domain": "http://origin.test/",
+            "local_base_path": "/var/cache/images",
+            "originals_path": "/var/originals",
+            "storage_key_prefix": "public/images/test",
+        }
+    )
+    output = ImageRef("user", "avatar", "3589782").output("w500.jpg")
+    assert output.object_key(settings) == output.object_key(SETTINGS)
+    assert output.cache_path(settings) == output.cache_path(SETTINGS)
+    url = "http://origin.test/a.jpg"
+    assert keys.master_path(settings, url) == keys.master_path(SETTINGS, url)
 
 
 def sha(text: str) -> str:
