@@ -58,8 +58,11 @@ run: $(VENV)/.installed-$(RUN_LOCK) rabbitmq
 		IMAGE_SERVER_DEV_SERVICES=$(if $(filter development,$(ENV)),true,false) \
 		exec $(VENV)/bin/supervisord -n -c supervisord.conf
 
+# Two workers (pytest-xdist) for every test but those that stop the local RabbitMQ
+# node, which then run alone: a stopped broker would fail the other worker's tests.
 test: $(VENV)/.installed-test test-packages rabbitmq lint
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest --numprocesses 2 -m "not stops_broker"
+	$(VENV)/bin/python -m pytest -m stops_broker
 
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .
