@@ -79,7 +79,8 @@ def _check_values(settings: Settings) -> None:
     """Each key's own rule (declared with it), then the rules across keys."""
     for field in dataclasses.fields(Settings):
         rule = field.metadata.get("check")
-        complaint = rule.broken(field.name, getattr(settings, field.name)) if rule else None
+        value = getattr(settings, field.name)
+        complaint = rule.broken(field.name, value, field.name in SECRETS) if rule else None
         if complaint:
             raise ConfigError(complaint)
     for fmt in settings.auto_formats:

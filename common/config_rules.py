@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import re
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -25,8 +26,9 @@ class Rule:
     says: str
     per: str = ""
 
-    def broken(self, name: str, value: Any) -> str | None:
-        """The complaint about `value` of key `name`, or None when it holds."""
+    def broken(self, name: str, value: Any, secret: bool = False) -> str | None:
+        """The complaint about `value` of key `name`, or None when it holds (a
+        `secret` value is not shown)."""
         if self.per == "item":
             parts = [(f"{name}[{i}]", item, item) for i, item in enumerate(value)]
         elif self.per == "entry":
@@ -35,7 +37,8 @@ class Rule:
             parts = [(name, value, value)]
         for where, checked, shown in parts:
             if not self.holds(checked):
-                return f"config key {where!r} {self.says}, got {shown!r}"
+                got = "(a secret, not shown)" if secret else repr(shown)
+                return f"config key {where!r} {self.says}, got {got}"
         return None
 
 
@@ -108,9 +111,53 @@ def duration_or_off(most_s: float) -> Rule:
     return Rule(lambda seconds: 0 <= seconds <= most_s, f"must be 0 (off) to {most_s:g} s")
 
 
-_HOST_PORT = re.compile(r"([A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\]):[0-9]{1,5}")
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"  # compose names may hold _
+_HOST_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
+
+
+def _address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _host(text: str) -> bool:
+    return _address(text) or (len(text) <= 253 and bool(_HOST_NAME.fullmatch(text)))
+
+
+def url(*schemes: str) -> Rule:
+    """A URL of one of `schemes` that names a host (and, if any, a port in range)."""
+
+    def holds(text: str) -> bool:
+        try:
+            parts = urllib.parse.urlsplit(text)
+            parts.port  # noqa: B018 - raises ValueError when out of range
+        except ValueError:
+            return False
+        return parts.scheme in schemes and _host(parts.hostname or "")
+
+    example = {"amqp": "amqp://user:password@rabbit.internal:5672/vhost"}.get(
+        schemes[0], f"{schemes[0]}://images.example.com/"
+    )
+    kinds = " or ".join(f"{scheme}://" for scheme in schemes)
+    return Rule(holds, f"must be an {kinds} URL with a host ({example})")
+
+
+ADDRESS = Rule(_address, "must be an IP address (0.0.0.0, 127.0.0.1, ::)")
+HOST = Rule(_host, "must be a host name or an IP address")
+SOURCE_HOST = Rule(
+    lambda name: _host(name.removeprefix("*.")),
+    "must be a host name, or *. and a domain (*.example.com)",
+)
+_HOST_PORT = re.compile(r"([A-Za-z0-9._-]+|\[[0-9a-fA-F:]+\]):[0-9]{1,5}")
 HOST_PORT = Rule(
-    lambda node: bool(_HOST_PORT.fullmatch(node)),
+    lambda node: (
+        bool(_HOST_PORT.fullmatch(node))
+        and _host(node.rsplit(":", 1)[0].strip("[]"))
+        and 1 <= int(node.rsplit(":", 1)[1]) <= 65535
+    ),
     "must be host:port (rabbit-1.internal:5672)",
 )
 OUTPUT_FORMAT = Rule(
@@ -118,8 +165,12 @@ OUTPUT_FORMAT = Rule(
     f"must be an output format ({', '.join(sorted(CONTENT_TYPES))})",
 )
 OUTPUT_PATTERN = Rule(
-    lambda pattern: bool(_OUTPUT_PATTERN.fullmatch(pattern)),
-    "must be an output name or pattern (`x50.jpg`, `w*.webp`, `x100.*`)",
+    lambda pattern: (
+        bool(_OUTPUT_PATTERN.fullmatch(pattern))
+        and (pattern.endswith(".*") or OUTPUT_FORMAT.holds(pattern.rsplit(".", 1)[1]))
+    ),
+    "must be an output name or pattern of an output format "
+    f"({', '.join(sorted(CONTENT_TYPES))}): `x50.jpg`, `w*.webp`, `x100.*`",
 )
 OUTPUTS_BY_TYPE = Rule(
     lambda entry: (

@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -20,21 +21,39 @@ from common.settings import DEFAULT_CONFIG_DIR, Settings
 
 def argument_parser(description: str, prog: str | None = None) -> argparse.ArgumentParser:
     """The options every program and tool takes (`prog`: its name in --help, e.g.
-    `image-server regenerate`); each may add its own."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    `image-server regenerate`); each may add its own. Help shows each option's default."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument(
         "-e",
         "--env",
         default=os.environ.get("IMAGE_SERVER_ENV", "development"),
-        help="config/<env>.json to load (default: IMAGE_SERVER_ENV, else development)",
+        help="config/<env>.json to load (IMAGE_SERVER_ENV, else development)",
     )
     parser.add_argument(
         "--config-dir",
         type=Path,
         default=Path(os.environ.get("IMAGE_SERVER_CONFIG_DIR", DEFAULT_CONFIG_DIR)),
-        help="where <env>.json is (default: IMAGE_SERVER_CONFIG_DIR, else the checkout's config/)",
+        help="where <env>.json is (IMAGE_SERVER_CONFIG_DIR, else the checkout's config/)",
     )
     return parser
+
+
+def positive(kind: Callable[[str], float]) -> Callable[[str], float]:
+    """An argparse `type`: a number of `kind` above 0 (a usage error otherwise)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
 
 
 def parse_program_args(

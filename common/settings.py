@@ -7,6 +7,7 @@ import dataclasses
 from pathlib import Path
 
 from common.config_rules import (
+    HOST,
     HOST_PORT,
     PORT,
     POSITIVE,
@@ -18,6 +19,7 @@ from common.config_rules import (
     each,
     key,
     one_of,
+    url,
 )
 from common.formats import DEFAULT_MAX_OUTPUT_PIXELS
 from common.settings_served import ServedKeys
@@ -35,6 +37,7 @@ class Settings(ServedKeys):
         "amqp://guest:guest@127.0.0.1:5672/image-server",
         "RabbitMQ URL (vhost URL-encoded); one vhost per environment, so that nothing "
         "made for one is consumed by another.",
+        check=url("amqp", "amqps"),
     )
     amqp_nodes: list[str] = key(
         [],
@@ -88,7 +91,9 @@ class Settings(ServedKeys):
     storage_timeout_s: float = key(
         5.0, "Connect and read timeout of object storage calls.", check=duration(300)
     )
-    s3_endpoint: str = key("127.0.0.1:9000", "host:port of the S3-compatible endpoint.")
+    s3_endpoint: str = key(
+        "127.0.0.1:9000", "host:port of the S3-compatible endpoint.", check=HOST_PORT
+    )
     s3_bucket: str = key("images", "Bucket of the s3 backend.")
     s3_region: str = key("us-east-1", "Region of the bucket.")
     s3_access_key: str = key("", "S3 access key.")
@@ -240,7 +245,7 @@ class Settings(ServedKeys):
 
     # Graphite (plaintext protocol, via graphitesend).
     graphite_enabled: bool = key(False, "Send events to Graphite.")
-    graphite_host: str = key("127.0.0.1", "Graphite (carbon) host.")
+    graphite_host: str = key("127.0.0.1", "Graphite (carbon) host.", check=HOST)
     graphite_port: int = key(2003, "Graphite plaintext port.", check=PORT)
     graphite_prefix: str = key("stats.image_server", "Prefix of every metric name.")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 from common.config_rules import (
+    ADDRESS,
     EFFORTS,
     NETWORK,
     OFF_OR_POSITIVE,
@@ -19,6 +20,7 @@ from common.config_rules import (
     QUALITY,
     REQUIRED,
     SECRET_KEY,
+    SOURCE_HOST,
     SSIM_OR_OFF,
     TOKEN,
     duration,
@@ -27,6 +29,7 @@ from common.config_rules import (
     key,
     one_of,
     per_format,
+    url,
 )
 from common.formats import DEFAULT_MAX_OUTPUT_PIXELS, SOURCE_FORMATS
 
@@ -35,7 +38,7 @@ from common.formats import DEFAULT_MAX_OUTPUT_PIXELS, SOURCE_FORMATS
 class ServedKeys:
     # Ports and paths.
     server_port: int = key(7000, "Port of the public HTTP frontend.", check=PORT)
-    bind_address: str = key("0.0.0.0", "Address the frontend's ports listen on.")
+    bind_address: str = key("0.0.0.0", "Address the frontend's ports listen on.", check=ADDRESS)
     status_port: int = key(
         7001,
         "Port of the host's status server (program status): page, /status.json, /health, /metrics.",
@@ -45,6 +48,7 @@ class ServedKeys:
         "127.0.0.1",
         "Address the status server and the uploader's /health listen on (operators only; a "
         "load balancer checks GET /health on server_port).",
+        check=ADDRESS,
     )
     status_token: str = key(
         "",
@@ -123,7 +127,9 @@ class ServedKeys:
 
     # Originals: where they come from and how they are fetched.
     source_domain: str = key(
-        REQUIRED, "Base URL of the originals; the source template is joined to it."
+        REQUIRED,
+        "Base URL of the originals; the source template is joined to it.",
+        check=url("http", "https"),
     )
     source_path_template: str = key(
         "{model}/{image_type}/{id}/original.jpg",
@@ -133,6 +139,7 @@ class ServedKeys:
         [],
         "Hosts a `source` URL may name besides the host of source_domain: exact names or "
         "*.example.com (subdomains); compared as strings.",
+        check=each(SOURCE_HOST),
     )
     allowed_private_networks: list[str] = key(
         [],

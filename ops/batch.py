@@ -67,17 +67,17 @@ def original_image(settings: Settings, key: str) -> ImageRef | None:
 
 
 def output_names(settings: Settings, names: str) -> list[str]:
-    """The canonical names of `names` (comma-separated); SystemExit on a bad one."""
+    """The canonical names of `names` (comma-separated); ValueError on a bad one."""
     canonical = []
     for name in filter(None, names.split(",")):
         try:
             spec = parse_output(name)
             check_allowed(spec, settings.whitelisted_extensions, settings.maximum_width)
         except ImageServerError as exc:
-            raise SystemExit(f"output {name!r}: {exc.message}") from exc
+            raise ValueError(f"output {name!r}: {exc.message}") from exc
         canonical.append(canonical_name(spec, settings.default_quality))
     if not canonical:
-        raise SystemExit("name the outputs: --outputs x300.jpg,w500.webp")
+        raise ValueError("name the outputs: --outputs x300.jpg,w500.webp")
     return canonical
 
 
@@ -134,10 +134,11 @@ def regenerate(
     store: ObjectStore,
     channel: BlockingChannel,
     args: argparse.Namespace,
+    outputs: list[str],
     stop: threading.Event,
 ) -> tuple[Summary, bool]:
-    """Queue the jobs; the summary, and whether the whole prefix was done."""
-    outputs = output_names(settings, args.outputs)
+    """Queue the jobs of `outputs` (canonical names); the summary, and whether the
+    whole prefix was done."""
     prefix = f"{settings.storage_key_prefix}/{args.prefix.strip('/')}/"
     run = {"prefix": prefix, "outputs": outputs, "replace": args.replace}
     cursor = Cursor(args.cursor, run)
@@ -220,13 +221,21 @@ def regenerate_main(argv: list[str] | None = None, prog: str | None = None) -> N
     parser.add_argument("--prefix", required=True, help="<model> or <model>/<imageType>")
     parser.add_argument("--outputs", required=True, help="x300.jpg,w500.webp,...")
     parser.add_argument("--replace", action="store_true", help="remake outputs already stored")
-    parser.add_argument("--rate", type=float, default=50.0, help="jobs queued per second, at most")
-    parser.add_argument("--page", type=int, default=1000, help="keys listed per request")
+    parser.add_argument(
+        "--rate", type=program.positive(float), default=50.0, help="jobs queued per second, at most"
+    )
+    parser.add_argument(
+        "--page", type=program.positive(int), default=1000, help="keys listed per request"
+    )
     parser.add_argument(
         "--cursor", type=Path, default=REPO_ROOT / "var" / "regenerate.cursor", help="resume file"
     )
     args = parser.parse_args(argv)
     settings = program.load_settings(args, announce=True)
+    try:  # checked before anything is reached
+        outputs = output_names(settings, args.outputs)
+    except ValueError as exc:
+        parser.error(str(exc))
     store = open_store(settings)
     stop = program.stop_event_on_signals()
     connection = amqp.blocking_connection(settings)
@@ -234,7 +243,7 @@ def regenerate_main(argv: list[str] | None = None, prog: str | None = None) -> N
         channel = connection.channel()
         amqp.declare(channel, amqp.resize_queues(settings))
         channel.confirm_delivery()
-        summary, done = regenerate(settings, store, channel, args, stop)
+        summary, done = regenerate(settings, store, channel, args, outputs, stop)
     finally:
         connection.close()
     if sys.stderr.isatty():

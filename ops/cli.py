@@ -1,12 +1,14 @@
 """`image-server`: every program and every operator's tool behind one command.
 
-    image-server <command> [-e ENV] [--config-dir DIR] [options]
+    image-server [-e ENV] [--config-dir DIR] <command> [options]
     image-server <command> --help
+    image-server --version
 
 The environment is `-e`, else IMAGE_SERVER_ENV, else development; a tool says
-which one it acts on before it changes anything. A tool exits 0 only when it
-did all it was asked; RabbitMQ, object storage or supervisord out of reach is
-one line on stderr, not a traceback.
+which one it acts on before it changes anything. `-e` and `--config-dir` may
+come before the command or after it. A tool exits 0 only when it did all it
+was asked, 2 on a usage error (argparse's habit); RabbitMQ, object storage or
+supervisord out of reach is one line on stderr, not a traceback.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.metadata
+import os
 import subprocess
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 import pika.exceptions
 
@@ -41,6 +45,9 @@ COMMANDS = {
         "ops.seaweedfs:main", "the development S3 server (SeaweedFS)", program=True
     ),
     "config": Command("ops.show_config:main", "check a config and print it, secrets masked"),
+    "doctor": Command(
+        "ops.doctor:main", "check the config, RabbitMQ, storage, source, disks and ports"
+    ),
     "sign": Command("ops.sign:sign_main", "print a signed image URL path"),
     "sign-purge": Command("ops.sign:sign_purge_main", "print a signed purge (DELETE) path"),
     "sign-pregenerate": Command(
@@ -57,8 +64,10 @@ COMMANDS = {
     ),
     "replay-uploads": Command("uploader.replay:main", "put dead-lettered uploads back"),
     "restart": Command("ops.restart:main", "restart every process, one at a time"),
-    "version": Command("ops.cli:version", "print the version and commit"),
+    "version": Command("ops.cli:version", "print the version and commit (also --version)"),
 }
+# The options every command takes, which may also come before the command's name.
+SHARED_OPTIONS = ("-e", "--env", "--config-dir")
 
 
 def usage() -> str:
@@ -67,8 +76,9 @@ def usage() -> str:
     tools = [f"  {n:<{width}}  {c.summary}" for n, c in COMMANDS.items() if not c.program]
     return "\n".join(
         [
-            "usage: image-server <command> [-e ENV] [--config-dir DIR] [options]",
+            "usage: image-server [-e ENV] [--config-dir DIR] <command> [options]",
             "       image-server <command> --help",
+            "       image-server --version",
             "",
             "operator's commands:",
             *tools,
@@ -98,15 +108,44 @@ def _function(target: str) -> Callable[[list[str], str], None]:
     return function
 
 
+def _shared_options_first(argv: list[str]) -> tuple[list[str], list[str]]:
+    """The shared options before the command's name, and what follows them."""
+    leading: list[str] = []
+    while argv and argv[0].split("=", 1)[0] in SHARED_OPTIONS:
+        taken = 1 if "=" in argv[0] else 2
+        leading, argv = leading + argv[:taken], argv[taken:]
+    return leading, argv
+
+
+def _usage_error(message: str) -> NoReturn:
+    print(f"image-server: {message}\n\n{usage()}", file=sys.stderr)
+    sys.exit(2)
+
+
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help", "help"):
+    try:
+        try:
+            _main(sys.argv[1:] if argv is None else argv)
+        finally:
+            sys.stdout.flush()  # here, not at exit, where a closed pipe is a traceback
+    except BrokenPipeError:  # `image-server --help | head`: the reader left, not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
+
+
+def _main(argv: list[str]) -> None:
+    leading, argv = _shared_options_first(argv)
+    if argv and argv[0] in ("-V", "--version"):
+        argv = ["version", *argv[1:]]
+    if argv and argv[0] in ("-h", "--help", "help"):
         print(usage())
-        sys.exit(0 if argv else 2)
-    name, rest = argv[0], argv[1:]
+        sys.exit(0)
+    if not argv:
+        _usage_error("name a command" if leading else "no command given")
+    name, rest = argv[0], argv[1:] + leading
     command = COMMANDS.get(name)
     if command is None:
-        sys.exit(f"image-server: no command {name!r}\n\n{usage()}")
+        _usage_error(f"no command {name!r}")
     prog = f"image-server {name}"
     run = _function(command.target)
     if command.program:

@@ -99,9 +99,13 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         default=REPO_ROOT / "var" / "run" / "supervisor.sock",
         help="supervisord's unix socket",
     )
-    parser.add_argument("--timeout", type=float, default=90.0, help="seconds for each to serve")
+    parser.add_argument(
+        "--timeout", type=program.positive(float), default=90.0, help="seconds for each to serve"
+    )
     args = parser.parse_args(argv)
     settings = program.load_settings(args, announce=True)
+    if not args.socket.is_socket():
+        sys.exit(f"no supervisord socket at {args.socket}: is supervisord running (make run)?")
     failed = restart(Supervisor(args.socket), settings, args.timeout)
     if failed:
         sys.exit(f"stopped the rolling restart: {', '.join(failed)} did not come back serving")

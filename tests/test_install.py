@@ -12,18 +12,11 @@ from tests.support import REPO
 IMAGE_SERVER = str(Path(sys.executable).parent / "image-server")
 
 
-def test_the_command_lists_every_subcommand_and_each_has_help() -> None:
+def test_the_installed_command_lists_every_subcommand() -> None:
+    """The entry point `pip install` made (each command's help: tests/ops/test_cli.py)."""
     listed = subprocess.run([IMAGE_SERVER, "--help"], capture_output=True, text=True, check=True)
     for name in COMMANDS:
         assert f"\n  {name} " in listed.stdout, name
-        if name == "version":  # takes no options
-            continue
-        helped = subprocess.run(
-            [IMAGE_SERVER, name, "--help"], capture_output=True, text=True, timeout=60
-        )
-        assert helped.returncode == 0, name + helped.stderr
-        assert helped.stdout.startswith(f"usage: image-server {name} "), helped.stdout
-        assert ("--process-num" in helped.stdout) == COMMANDS[name].program, name
 
 
 def test_an_unreachable_broker_is_one_line_not_a_traceback(tmp_path: Path) -> None:

@@ -100,11 +100,54 @@ def test_defaults_fill_optional_keys() -> None:
         ({**MINIMAL, "spill_path": "o"}, "spill_path"),  # the originals'
         ({**MINIMAL, "storage_path": "c/store"}, "storage_path"),  # the janitor would evict
         ({**MINIMAL, "spill_max_bytes": 1_000_000}, "spill_max_bytes"),  # below max_output_bytes
+        # Values of the right type that mean nothing (operator's guard rails).
+        ({**MINIMAL, "amqp_url": "notaurl"}, "amqp_url"),
+        ({**MINIMAL, "amqp_url": "http://127.0.0.1:5672/vhost"}, "amqp_url"),
+        ({**MINIMAL, "amqp_url": "amqp://127.0.0.1:99999/vhost"}, "amqp_url"),
+        ({**MINIMAL, "source_domain": "ftp://x"}, "source_domain"),
+        ({**MINIMAL, "source_domain": "images.example.com"}, "source_domain"),
+        ({**MINIMAL, "s3_endpoint": "https://s3.example.com"}, "s3_endpoint"),
+        ({**MINIMAL, "s3_endpoint": "s3.example.com"}, "s3_endpoint"),
+        ({**MINIMAL, "s3_endpoint": "s3.example.com:70000"}, "s3_endpoint"),
+        ({**MINIMAL, "amqp_nodes": ["rabbit-1:5672", "rabbit 2:5672"]}, r"amqp_nodes[1]"),
+        ({**MINIMAL, "bind_address": "notanip"}, "bind_address"),
+        ({**MINIMAL, "status_bind_address": "localhost:7001"}, "status_bind_address"),
+        ({**MINIMAL, "graphite_host": "graphite host"}, "graphite_host"),
+        ({**MINIMAL, "allowed_sources": ["https://cdn.example.com/"]}, "allowed_sources[0]"),
+        ({**MINIMAL, "allowed_outputs": ["w500.pdf"]}, "allowed_outputs[0]"),
+        ({**MINIMAL, "allowed_outputs_by_type": {"a/b": ["x50.bmp"]}}, "allowed_outputs_by_type"),
     ],
 )
 def test_bad_keys_are_named(raw: dict[str, Any], named: str) -> None:
     with pytest.raises(ConfigError, match=named.replace("[", r"\[").replace("]", r"\]")):
         config.from_mapping(raw)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("amqp_url", "amqps://user:p%40ss@rabbit.internal:5671/image%2Dserver"),
+        ("amqp_url", "amqp://[::1]:5672/x"),
+        ("source_domain", "https://images.example.com/base/"),
+        ("s3_endpoint", "seaweedfs:8333"),  # a compose service's name
+        ("s3_endpoint", "[::1]:9000"),
+        ("bind_address", "::"),
+        ("graphite_host", "10.0.0.7"),
+        ("allowed_sources", ["cdn.example.com", "*.example.org"]),
+        ("allowed_outputs", ["x50.*", "w*.webp", "w500.jpeg"]),
+    ],
+)
+def test_values_of_each_kind_are_accepted(name: str, value: Any) -> None:
+    assert getattr(config.from_mapping({**MINIMAL, name: value}), name) == value
+
+
+def test_a_bad_secret_is_named_but_not_shown() -> None:
+    with pytest.raises(ConfigError, match="amqp_url") as refused:
+        config.from_mapping({**MINIMAL, "amqp_url": "amqp//guest:hunter2@rabbit"})
+    assert "hunter2" not in str(refused.value)
+    with pytest.raises(ConfigError, match=r"signing_keys\[0\]") as refused:
+        config.from_mapping({**MINIMAL, "signing_keys": ["hunter2-is-too-short"]})
+    assert "hunter2" not in str(refused.value)
 
 
 def test_ints_are_accepted_for_floats() -> None:
