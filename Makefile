@@ -12,11 +12,14 @@ RUN_LOCK := $(if $(filter development,$(ENV)),development,runtime)
 .PHONY: run restart test lint bench quality soak abuse lock rabbitmq system-packages \
 	test-packages python-version install status clean
 
-$(VENV)/.installed-%: requirements/%.txt pyproject.toml | system-packages python-version
+# pip and the build backend come from their own lock (requirements/bootstrap.txt), hashes
+# checked too: `pip install -e .` then builds with that setuptools, nothing fetched unpinned.
+$(VENV)/.installed-%: requirements/%.txt requirements/bootstrap.txt pyproject.toml | \
+		system-packages python-version
 	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q --require-hashes -r requirements/bootstrap.txt
 	$(VENV)/bin/pip install -q --require-hashes --no-deps -r requirements/$*.txt
-	$(VENV)/bin/pip install -q --no-deps -e .
+	$(VENV)/bin/pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
 python-version:
@@ -34,6 +37,8 @@ lock: python-version
 			--no-emit-index-url --no-emit-find-links $${lock#*:} \
 			-o requirements/$${lock%%:*}.txt pyproject.toml || exit 1; \
 	done
+	var/lock-tools/bin/pip-compile -q --generate-hashes --allow-unsafe --no-emit-index-url \
+		--no-emit-find-links -o requirements/bootstrap.txt requirements/bootstrap.in
 
 system-packages:
 	scripts/install-system-packages.sh
@@ -42,6 +47,7 @@ test-packages:
 	scripts/install-system-packages.sh test
 
 rabbitmq: system-packages
+	scripts/install-system-packages.sh rabbitmq
 	scripts/ensure-rabbitmq.sh
 
 # Two frontends at least: a rolling restart needs one serving while another restarts.
@@ -60,8 +66,9 @@ run: $(VENV)/.installed-$(RUN_LOCK) rabbitmq
 
 # Two workers (pytest-xdist) for every test but those that stop the local RabbitMQ
 # node, which then run alone: a stopped broker would fail the other worker's tests.
+# loadgroup: the tests of one xdist_group (the two clusters) share a worker.
 test: $(VENV)/.installed-test test-packages rabbitmq lint
-	$(VENV)/bin/python -m pytest --numprocesses 2 -m "not stops_broker"
+	$(VENV)/bin/python -m pytest --numprocesses 2 --dist loadgroup -m "not stops_broker"
 	$(VENV)/bin/python -m pytest -m stops_broker
 
 lint: $(VENV)/.installed-test

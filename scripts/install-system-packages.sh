@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the project needs from the distribution's packages, only when
-# it is missing: python3-venv and RabbitMQ; with the argument `test`, also
-# ImageMagick (the tests compare our geometry with the original service's
+# it is missing: python3-venv; with the argument `rabbitmq`, RabbitMQ (an
+# application host of a production deploy has none: its broker is elsewhere);
+# with the argument `test`, also ImageMagick (the tests compare our geometry with the original service's
 # ImageMagick recipe), headless Chromium (the status page is loaded in it),
 # wrk (load during the rolling-restart test) and Prometheus (its promtool checks
 # the alert rules). Idempotent.
@@ -9,8 +10,16 @@ set -euo pipefail
 
 missing=()
 python3 -c "import ensurepip, venv" 2>/dev/null || missing+=(python3-venv)
-command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/sbin/rabbitmq-server ] || missing+=(rabbitmq-server)
-if [ "${1:-}" = test ]; then
+for wanted in "$@"; do
+  case "$wanted" in
+    rabbitmq|test) ;;
+    *) echo "install-system-packages.sh: unknown argument $wanted (rabbitmq, test)" >&2; exit 2 ;;
+  esac
+done
+if [[ " $* " == *" rabbitmq "* ]]; then
+  command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/sbin/rabbitmq-server ] || missing+=(rabbitmq-server)
+fi
+if [[ " $* " == *" test "* ]]; then
   # `convert -version` names ImageMagick only when it is the real one.
   convert -version 2>/dev/null | grep -q ImageMagick || missing+=(imagemagick)
   command -v chromium-headless-shell >/dev/null 2>&1 || missing+=(chromium-headless-shell)

@@ -21,16 +21,18 @@ def starts_programs(fixture: str) -> bool:
     return fixture.endswith("stack") or fixture in ("hosts", "s3", "own_s3")
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests that start programs are marked `stack` (by their fixtures, or by hand);
-    tests that stop the whole RabbitMQ node run last: if one fails and leaves the
-    broker down, every other result has been taken already. They are skipped on the
-    workers of pytest-xdist, whose other tests the stopped broker would fail (`make
-    test` runs them alone)."""
+    tests marked `long` run first; tests that stop the whole RabbitMQ node run last:
+    if one fails and leaves the broker down, every other result has been taken
+    already. They are skipped on the workers of pytest-xdist, whose other tests the
+    stopped broker would fail (`make test` runs them alone)."""
     for item in items:
         if any(starts_programs(name) for name in getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.stack)
-    items.sort(key=lambda item: item.get_closest_marker("stops_broker") is not None)
+    # The long ones first: on two workers (make test), one of them last would run alone.
+    items.sort(key=lambda item: (bool(item.get_closest_marker("stops_broker")),
+                                 not item.get_closest_marker("long")))  # fmt: skip
     if os.environ.get("PYTEST_XDIST_WORKER"):
         alone = pytest.mark.skip(reason="stops RabbitMQ: run alone, `pytest -m stops_broker`")
         for item in items:

@@ -22,7 +22,13 @@ from tests.support.settings import object_key_of
 from tests.support.stack import Stack
 from tests.support.waiting import wait_until
 
-pytestmark = [pytest.mark.stack, pytest.mark.timeout(600)]
+# One worker runs both clusters (make test: --dist loadgroup), never two at once.
+pytestmark = [
+    pytest.mark.stack,
+    pytest.mark.long,
+    pytest.mark.xdist_group("clusters"),
+    pytest.mark.timeout(600),
+]
 
 DOWN_S = 15.0
 BUCKET = "images"
