@@ -4,8 +4,9 @@
 # application host of a production deploy has none: its broker is elsewhere);
 # with the argument `test`, also ImageMagick (the tests compare our geometry with the original service's
 # ImageMagick recipe), headless Chromium (the status page is loaded in it),
-# wrk (load during the rolling-restart test) and Prometheus (its promtool checks
-# the alert rules). Idempotent.
+# wrk (load during the rolling-restart test), Prometheus (its promtool checks
+# the alert rules) and HAProxy (the example front is run in front of a stack).
+# Idempotent.
 set -euo pipefail
 
 missing=()
@@ -25,6 +26,7 @@ if [[ " $* " == *" test "* ]]; then
   command -v chromium-headless-shell >/dev/null 2>&1 || missing+=(chromium-headless-shell)
   command -v wrk >/dev/null 2>&1 || missing+=(wrk)
   command -v promtool >/dev/null 2>&1 || missing+=(prometheus)  # checks deploy/alerts.yml
+  command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)  # deploy/examples/haproxy.cfg
 fi
 
 if ((${#missing[@]})); then

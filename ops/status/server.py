@@ -39,8 +39,9 @@ log = logging.getLogger("status")
 class SampledFigures(Collector):
     """Queue and disk figures of the last sample, as Prometheus gauges."""
 
-    def __init__(self, host: HostFigures) -> None:
+    def __init__(self, host: HostFigures, settings: Settings) -> None:
         self._host = host
+        self._settings = settings
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         sample = self._host.latest
@@ -87,6 +88,11 @@ class SampledFigures(Collector):
             "image_server_broker_reachable", "1 when the status server reaches RabbitMQ."
         )
         up.add_metric([], 1 if sample.broker_problem is None else 0)
+        yield GaugeMetricFamily(
+            "image_server_healthy",
+            "1 when /health answers 200: the verdict a load balancer acts on (0: 503).",
+            value=1 if health(sample, time.time(), self._settings) is None else 0,
+        )
         free = GaugeMetricFamily(
             "image_server_filesystem_free_share",
             "Free share (bytes or inodes, the smaller) of each filesystem the host writes to.",
@@ -213,7 +219,7 @@ class MetricsHandler(_Handler):
 def make_app(settings: Settings, host: HostFigures) -> tornado.web.Application:
     registry = CollectorRegistry()
     MultiProcessCollector(registry, str(settings.metrics_dir))
-    registry.register(SampledFigures(host))
+    registry.register(SampledFigures(host, settings))
     rendered = Rendered(host, settings)
     args = {"settings": settings, "host": host, "registry": registry, "rendered": rendered}
     return tornado.web.Application(

@@ -31,7 +31,23 @@ def test_promtool_accepts_the_alert_rules() -> None:
         [promtool, "check", "rules", str(RULES)], capture_output=True, text=True
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 8 rules found" in checked.stdout
+    assert "SUCCESS: 11 rules found" in checked.stdout
+
+
+def test_every_alert_says_what_to_do() -> None:
+    rules = RULES.read_text().split("- alert: ")[1:]
+    assert len(rules) == 11
+    for rule in rules:
+        assert "\n          runbook: " in rule, rule.splitlines()[0]
+
+
+def test_every_dashboard_panel_can_be_narrowed_to_a_host() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert "instance" in [variable["name"] for variable in dashboard["templating"]["list"]]
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            uses = re.findall(r"\bimage_server_[a-z_]+(\{[^}]*\})?", target["expr"])
+            assert uses and all('instance=~"$instance"' in braces for braces in uses), target
 
 
 def named_metrics() -> set[str]:
