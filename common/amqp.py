@@ -299,7 +299,7 @@ def why_closed(exc: BaseException) -> str:
     """What RabbitMQ said, and for a queue declared differently what to run."""
     if isinstance(exc, pika.exceptions.ChannelClosedByBroker):
         if exc.reply_code == PRECONDITION_FAILED:
-            return f"{exc.reply_text}: run `image-server queues` (README, Upgrading)"
+            return f"{exc.reply_text}: run `image-server queues` (docs/operations.md, Upgrading)"
         return str(exc.reply_text)
     if isinstance(exc, pika.exceptions.ConnectionClosedByBroker):
         return f"closed by RabbitMQ: {exc.reply_code} {exc.reply_text}"

@@ -21,7 +21,7 @@ FORMATS_WITH_ALPHA = frozenset({"png", "webp", "avif", "gif"})  # -pad is transp
 NEGOTIABLE_FORMATS = frozenset({"webp", "avif"})  # what auto_formats may serve a jpg request in
 ANIMATED_FORMATS = frozenset({"gif", "webp"})  # outputs that keep an original's frames
 TARGETED_FORMATS = frozenset({"jpg", "webp"})  # quality_target: avif encodes cost too much
-# Measured in README, Security: about 4 s of encoding at most for each (AVIF ~1 s/MP
+# Measured in docs/security.md: about 4 s of encoding at most for each (AVIF ~1 s/MP
 # on a detailed photo, WebP ~0.2 s/MP, PNG and JPEG far less).
 DEFAULT_MAX_OUTPUT_PIXELS = {
     "jpg": 50_000_000,

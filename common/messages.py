@@ -191,7 +191,7 @@ class UploadJob(_Message):
     content_type: str
     attempt: int = 0  # failed uploads so far; picks the next retry delay
     payload: bytes = b""
-    request_id: str = ""  # of the request whose job made it (README, Logs)
+    request_id: str = ""  # of the request whose job made it (docs/metrics-and-logs.md, Logs)
     # The output whose job made it, and when that job began: a purge of its image
     # after that undoes the put (common/purge.py). "": not an image's object.
     made_for: str = ""

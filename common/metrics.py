@@ -12,7 +12,7 @@ removed by the status server (`forget_dead_processes`). `make run` empties
 the directory when the host starts: a counter reset, as Prometheus expects
 of a restart.
 
-Every figure is declared here, once; README "Metrics" lists them.
+Every figure is declared here, once; docs/metrics-and-logs.md lists them.
 """
 
 from __future__ import annotations

@@ -195,13 +195,14 @@ class Settings(ServedKeys):
     )
     min_free_disk_share: float = key(
         0.05,
-        "Share of each filesystem the caches are on that the janitor keeps free, evicting past "
-        "the budgets (outputs first, then masters, then originals); /health answers 503 when a "
-        "filesystem the host writes to has less than half of it free. 0: off.",
+        "Share of each filesystem the caches are on that the janitor keeps free (bytes and "
+        "inodes), evicting past the budgets: outputs first, then masters, then originals; "
+        "`/health` answers 503 when a filesystem the host writes to has less than half of it "
+        "free. 0: off.",
         check=SHARE_OR_OFF,
     )
 
-    # Work ahead of requests (README, "Work ahead of requests").
+    # Work ahead of requests (see operations.md).
     popular_outputs_max: int = key(
         0,
         "When a new image of a type is resized for a request, up to this many other popular "
@@ -256,7 +257,7 @@ class Settings(ServedKeys):
         check=one_of("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
     )
     access_log: bool = key(
-        True, "Frontends log one JSON line per request (README, Logs); false: none."
+        True, "Frontends log one JSON line per request (metrics-and-logs.md, Logs); false: none."
     )
     access_log_path: str = key(
         "var/log",

@@ -37,7 +37,9 @@ from common.formats import DEFAULT_MAX_OUTPUT_PIXELS, SOURCE_FORMATS
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ServedKeys:
     # Ports and paths.
-    server_port: int = key(7000, "Port of the public HTTP frontend.", check=PORT)
+    server_port: int = key(
+        7000, "Port of the public HTTP frontend (shared by every frontend process).", check=PORT
+    )
     bind_address: str = key("0.0.0.0", "Address the frontend's ports listen on.", check=ADDRESS)
     status_port: int = key(
         7001,
@@ -138,7 +140,7 @@ class ServedKeys:
     allowed_sources: list[str] = key(
         [],
         "Hosts a `source` URL may name besides the host of source_domain: exact names or "
-        "*.example.com (subdomains); compared as strings.",
+        "`*.example.com` (subdomains); compared as strings.",
         check=each(SOURCE_HOST),
     )
     allowed_private_networks: list[str] = key(
@@ -165,7 +167,8 @@ class ServedKeys:
     )
     source_download_timeout_s: float = key(
         8.0,
-        "Longest a whole download of an original may take (never past job_timeout_s); past it 504.",
+        "Longest a whole download of an original may take (connect, headers, body, redirects; "
+        "never past `job_timeout_s`); past it 504.",
         check=duration(600),
     )
     max_downloads_per_source_host: int = key(
@@ -194,10 +197,10 @@ class ServedKeys:
     masters_enabled: bool = key(
         True,
         "Make every output but full_size from a pre-shrunk master of the original "
-        "(short side maximum_width), kept beside the originals.",
+        "(long side maximum_width), kept beside the originals.",
     )
 
-    # What one request may cost (README, Security).
+    # What one request may cost (see security.md).
     allowed_source_formats: list[str] = key(
         ["jpeg", "png", "webp", "gif", "heif"],
         "Formats accepted as originals (jpeg, png, webp, gif, heif, tiff, svg, pdf); others 415.",
@@ -255,7 +258,7 @@ class ServedKeys:
         check=POSITIVE,
     )
 
-    # Who may ask for what (README, Security).
+    # Who may ask for what (see security.md).
     signing_keys: list[str] = key(
         [],
         "HMAC-SHA256 keys; when any is set every request must be signed (several: rotation), "

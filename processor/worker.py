@@ -415,7 +415,7 @@ class Processor(ConsumerRole[ResizeJob, Outcome]):
     def _job_done(
         self, job: ResizeJob, started: float, outcome: str, size: int, detail: str
     ) -> None:
-        """Count the job and write its log line (README, Logs)."""
+        """Count the job and write its log line (docs/metrics-and-logs.md, Logs)."""
         duration_s = time.perf_counter() - started
         self._figures.job_seconds.observe(duration_s)
         self._figures.jobs.labels(job.format, outcome).inc()

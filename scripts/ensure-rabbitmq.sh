@@ -8,8 +8,8 @@ sudo_cmd=()
 
 # The broker setting the project relies on: quorum queues keep their write-ahead
 # log in memory up to raft.wal_max_size_bytes (512 MiB by default), which is most
-# of a busy node's growth; 64 MiB bounds it (README, "Object storage and the
-# uploader"; bench/SOAK.md). Read when the node starts.
+# of a busy node's growth; 64 MiB bounds it (docs/storage.md; bench/SOAK.md).
+# Read when the node starts.
 conf=/etc/rabbitmq/conf.d/50-image-server.conf
 if [ ! -f "$conf" ]; then
   "${sudo_cmd[@]}" mkdir -p /etc/rabbitmq/conf.d

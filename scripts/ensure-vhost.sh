@@ -7,7 +7,7 @@
 # ones included, through its management API when RABBITMQ_MANAGEMENT_URL names
 # it with an administrator's credentials:
 #   RABBITMQ_MANAGEMENT_URL=http://admin:secret@rabbit.internal:15672 scripts/ensure-vhost.sh production
-# (the user of amqp_url must exist: `rabbitmqctl add_user`, README "Running it in production").
+# (the user of amqp_url must exist: `rabbitmqctl add_user`, docs/operations.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/sbin"
