@@ -37,7 +37,7 @@ lock: python-version
 			--no-emit-index-url --no-emit-find-links $${lock#*:} \
 			-o requirements/$${lock%%:*}.txt pyproject.toml || exit 1; \
 	done
-	var/lock-tools/bin/pip-compile -q --generate-hashes --allow-unsafe --no-emit-index-url \
+	var/lock-tools/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
 		--no-emit-find-links -o requirements/bootstrap.txt requirements/bootstrap.in
 
 system-packages:

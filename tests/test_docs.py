@@ -5,6 +5,8 @@ docs/configuration.md are the declarations' own; the README stays short."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from ops import config_reference
@@ -37,6 +39,18 @@ def test_every_link_of_the_manual_leads_somewhere() -> None:
             elif anchor and linked.suffix == ".md" and anchor not in anchors(linked):
                 broken.append(f"{document.name}: {target} (no such heading)")
     assert broken == []
+
+
+def test_mkdocs_builds_the_manual_strictly(tmp_path: Path) -> None:
+    """A site of docs/ (mkdocs.yml): a warning, such as a link to a heading that
+    does not exist, fails the build."""
+    built = subprocess.run(
+        [str(Path(sys.executable).parent / "mkdocs"), "build", "--strict", "-d", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr[-2000:]
+    assert "WARNING" not in built.stderr, built.stderr[-2000:]
+    assert (tmp_path / "configuration" / "index.html").exists()
 
 
 def test_the_configuration_reference_is_made_from_the_declarations() -> None:
