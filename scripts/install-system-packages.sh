@@ -25,6 +25,7 @@ if [[ " $* " == *" test "* ]]; then
   convert -version 2>/dev/null | grep -q ImageMagick || missing+=(imagemagick)
   command -v chromium-headless-shell >/dev/null 2>&1 || missing+=(chromium-headless-shell)
   command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+  command -v curl >/dev/null 2>&1 || missing+=(curl)  # the README's commands, as typed
   command -v promtool >/dev/null 2>&1 || missing+=(prometheus)  # checks deploy/alerts.yml
   command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)  # deploy/examples/haproxy.cfg
 fi

@@ -9,12 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from ops import config_reference
+from ops.cli import COMMANDS, main
 from tests.support import REPO
 
 MANUAL = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
-FENCE = re.compile(r"^```.*?^```", re.M | re.S)
+FENCE = re.compile(r"^ *```.*?^ *```", re.M | re.S)
 
 
 def anchors(document: Path) -> set[str]:
@@ -39,6 +42,43 @@ def test_every_link_of_the_manual_leads_somewhere() -> None:
             elif anchor and linked.suffix == ".md" and anchor not in anchors(linked):
                 broken.append(f"{document.name}: {target} (no such heading)")
     assert broken == []
+
+
+# `image-server <command> ...` where the manual tells an operator to type it: a line of a
+# code block, or a code span (`.venv/bin/image-server ...`, `image-server ...`).
+TYPED = re.compile(r"(?:^|bin/|`)image-server ([a-z][a-z-]*)([^`|#)\n]*)", re.M)
+
+
+def typed_commands() -> list[tuple[str, str, list[str]]]:
+    """(document, command, its options) of every command the manual shows."""
+    found = []
+    for document in MANUAL:
+        if document.name == "ARCHITECTURE.md":  # names modules, shows no command to type
+            continue
+        text = document.read_text().replace("\\\n", " ")  # a command continued on the next line
+        code = "\n".join(block.strip(" `") for block in FENCE.findall(text))
+        spans = "\n".join(re.findall(r"`([^`\n]+)`", FENCE.sub("", text)))
+        for command, rest in TYPED.findall(code + "\n" + spans):
+            options = re.findall(r"(?<!\S)(--?[a-zA-Z][a-z-]*)", rest)
+            found.append((document.name, command, options))
+    return found
+
+
+def test_every_command_the_manual_shows_exists_with_its_options(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    shown = typed_commands()
+    assert len(shown) >= 20
+    wrong = []
+    for document, command, options in shown:
+        if command not in COMMANDS:
+            wrong.append(f"{document}: image-server {command}: no such command")
+            continue
+        with pytest.raises(SystemExit):
+            main([command, "--help"] if command != "version" else ["--help"])
+        helped = capsys.readouterr().out
+        wrong += [f"{document}: image-server {command} {o}" for o in options if o not in helped]
+    assert wrong == []
 
 
 def test_mkdocs_builds_the_manual_strictly(tmp_path: Path) -> None:
