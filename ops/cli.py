@@ -64,6 +64,7 @@ COMMANDS = {
     ),
     "replay-uploads": Command("uploader.replay:main", "put dead-lettered uploads back"),
     "restart": Command("ops.restart:main", "restart every process, one at a time"),
+    "host": Command("ops.host:main", "run one host's programs under supervisord (containers)"),
     "version": Command("ops.cli:version", "print the version and commit (also --version)"),
 }
 # The options every command takes, which may also come before the command's name.
