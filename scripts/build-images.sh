@@ -12,7 +12,8 @@ base=docker.io/library/debian:bookworm-slim
 if ! podman image exists "$base"; then
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
-  mmdebstrap --quiet --variant=minbase \
+  # merged-usr: /usr merged by the hook, not by the usrmerge package (and the perl it needs).
+  mmdebstrap --quiet --variant=minbase --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
     --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
     bookworm "$work/rootfs.tar"

@@ -97,6 +97,19 @@ def composed(images: None) -> Iterator[tuple[str, int]]:
                        capture_output=True, timeout=300, check=False)  # fmt: skip
 
 
+def containers_told(project: str) -> str:
+    """What each container of the project said last, and how each stands: for a failure."""
+    listed = run("podman", "ps", "-a", "--filter", f"name={project}", "--format",
+                 "{{.Names}} {{.Status}}")  # fmt: skip
+    told = [listed]
+    for name in listed.split("\n"):
+        if name.strip():
+            logs = subprocess.run(["podman", "logs", "--tail", "30", name.split()[0]],
+                                  capture_output=True, text=True, check=False)  # fmt: skip
+            told.append(f"--- {name}\n{logs.stdout}{logs.stderr}")
+    return "\n".join(told)
+
+
 def stored_keys(project: str) -> set[str]:
     """The objects in the compose file's SeaweedFS, as the service's container sees them."""
     listing = (
@@ -113,7 +126,14 @@ def test_compose_serves_stores_and_stops_without_losing_anything(
     composed: tuple[str, int],
 ) -> None:
     project, port = composed
-    base = f"http://127.0.0.1:{port}"
+    try:
+        serve_store_and_stop(project, f"http://127.0.0.1:{port}")
+    except BaseException:
+        print(containers_told(project))  # what each container said, for the failure
+        raise
+
+
+def serve_store_and_stop(project: str, base: str) -> None:
     started = time.monotonic()
     wait_until(lambda: status(f"{base}/health") == 200, timeout_s=180, what="/health 200")
     print(f"\ncompose: /health 200 {time.monotonic() - started:.1f} s after `up` returned")
