@@ -30,7 +30,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if any(starts_programs(name) for name in getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.stack)
-    # The long ones first: on two workers (make test), one of them last would run alone.
+    # The long ones first: on two workers (make test), one of them last would run
+    # alone; first, they are all in the run of tests the first worker starts with.
     items.sort(key=lambda item: (bool(item.get_closest_marker("stops_broker")),
                                  not item.get_closest_marker("long")))  # fmt: skip
     if os.environ.get("PYTEST_XDIST_WORKER"):

@@ -27,13 +27,7 @@ from tests.support.settings import configured, object_key_of
 from tests.support.stack import Stack
 from tests.support.waiting import wait_until
 
-# One worker runs both clusters (make test: --dist loadgroup), never two at once.
-pytestmark = [
-    pytest.mark.stack,
-    pytest.mark.long,
-    pytest.mark.xdist_group("clusters"),
-    pytest.mark.timeout(600),
-]
+pytestmark = [pytest.mark.stack, pytest.mark.long, pytest.mark.timeout(600)]
 
 DEADLINE_S = 30.0  # resize_deadline_s: a call failed "at once" is far below it
 RECOVERED_WITHIN_S = 10.0  # after a node is lost, every program is connected again by then

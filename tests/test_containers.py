@@ -35,7 +35,6 @@ pytestmark = [
     pytest.mark.containers,
     pytest.mark.stack,
     pytest.mark.long,
-    pytest.mark.xdist_group("clusters"),  # never beside the clusters' load
     pytest.mark.timeout(900),
 ]
 
@@ -52,16 +51,9 @@ def run(*args: str, timeout_s: float = 600, **kwargs: Any) -> str:
 
 
 @pytest.fixture(scope="module")
-def images() -> Iterator[None]:
-    """The three images, built from this checkout (the base image once per machine);
-    afterwards, the volumes the module's containers left (the images' anonymous
-    /app/var and /data) are removed, and only those."""
-    before = set(run("podman", "volume", "ls", "-q").split())
+def images() -> None:
+    """The three images, built from this checkout (the base image once per machine)."""
     run(str(REPO / "scripts" / "build-images.sh"), timeout_s=900)
-    yield
-    left = set(run("podman", "volume", "ls", "-q").split()) - before
-    if left:
-        subprocess.run(["podman", "volume", "rm", "-f", *left], capture_output=True, check=False)
 
 
 REFUSED = -1  # no connection: nothing listens (a request that was never taken)

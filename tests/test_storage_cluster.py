@@ -22,13 +22,7 @@ from tests.support.settings import object_key_of
 from tests.support.stack import Stack
 from tests.support.waiting import wait_until
 
-# One worker runs both clusters (make test: --dist loadgroup), never two at once.
-pytestmark = [
-    pytest.mark.stack,
-    pytest.mark.long,
-    pytest.mark.xdist_group("clusters"),
-    pytest.mark.timeout(600),
-]
+pytestmark = [pytest.mark.stack, pytest.mark.long, pytest.mark.timeout(600)]
 
 DOWN_S = 15.0
 BUCKET = "images"
