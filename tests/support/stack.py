@@ -20,6 +20,8 @@ from tests.support.rabbitmq import Vhost
 from tests.support.settings import base_config, host_keys
 from tests.support.waiting import wait_until
 
+STARTUP_S = 60.0  # a program's start, at most (Stack._started)
+
 
 class Stack:
     """Frontends and processors of one config, started as real subprocesses."""
@@ -111,7 +113,7 @@ class Stack:
         name = f"frontend_{index}"
         process = self.spawn(name, "frontend", index)
         # It listens once it can publish resize jobs (or after 10 s without RabbitMQ).
-        return lambda: wait_until(lambda: self.serving(process), what=f"{name} up")
+        return lambda: self._started(process, f"{name} up")
 
     def _spawn_status(self) -> Callable[[], None]:
         self.spawn("status", "ops.status.server")
@@ -156,14 +158,25 @@ class Stack:
     def _spawn_processor(self, index: int) -> Callable[[], None]:
         name = f"processor_{index}"
         process = self.spawn(name, "processor", index)
-        return lambda: wait_until(lambda: self.serving(process), what=f"{name} consuming")
+        return lambda: self._started(process, f"{name} consuming")
 
     def start_uploader(self) -> None:
         self._spawn_uploader()()
 
     def _spawn_uploader(self) -> Callable[[], None]:
         process = self.spawn("uploader", "uploader")
-        return lambda: wait_until(lambda: self.serving(process), what="uploader consuming")
+        return lambda: self._started(process, "uploader consuming")
+
+    def _started(self, process: subprocess.Popen[bytes], what: str) -> None:
+        """Wait for `process` to serve; its exit ends the wait at once. The bound is wide:
+        on two loaded workers (container images building beside them) an uploader once
+        took more than 15 s to start."""
+
+        def serving() -> bool:
+            assert process.poll() is None, f"{what}: exited with {process.returncode}"
+            return self.serving(process)
+
+        wait_until(serving, timeout_s=STARTUP_S, what=what)
 
     def start_status(self) -> None:
         self._spawn_status()()
