@@ -17,7 +17,6 @@ import dataclasses
 import importlib
 import importlib.metadata
 import os
-import subprocess
 import sys
 from collections.abc import Callable
 from typing import NoReturn
@@ -25,7 +24,6 @@ from typing import NoReturn
 import pika.exceptions
 
 from common.errors import ImageServerError
-from common.settings import REPO_ROOT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,13 +92,9 @@ def version(argv: list[str] | None = None, prog: str | None = None) -> None:
     """The package's version, and the commit of the checkout it runs from."""
     if argv:
         sys.exit(f"{prog}: takes no arguments")
-    commit = subprocess.run(
-        ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
-    print(f"image-server {importlib.metadata.version('image-server')} ({commit or 'no git'})")
+    from ops.status.build_info import commit
+
+    print(f"image-server {importlib.metadata.version('image-server')} ({commit()})")
 
 
 def _function(target: str) -> Callable[[list[str], str], None]:

@@ -20,7 +20,7 @@ if ! podman image exists "$base"; then
   podman import --quiet "$work/rootfs.tar" "$base" >/dev/null
 fi
 
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 # pip in the builds trusts what pip trusts here (a TLS proxy's CA, say): the
 # bundle is mounted for the build steps only, never copied into an image.

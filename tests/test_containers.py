@@ -6,6 +6,7 @@ RabbitMQ, S3 server and origin. `pytest -m containers` runs them alone."""
 from __future__ import annotations
 
 import base64
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -54,6 +55,15 @@ def run(*args: str, timeout_s: float = 600, **kwargs: Any) -> str:
 def images() -> None:
     """The three images, built from this checkout (the base image once per machine)."""
     run(str(REPO / "scripts" / "build-images.sh"), timeout_s=900)
+
+
+def test_the_image_says_what_it_was_built_from(images: None) -> None:
+    commit = run("git", "rev-parse", "--short=12", "HEAD").strip()
+    said = run("podman", "run", "--rm", "localhost/image-server:latest", "--version")
+    assert said.strip() == f"image-server {importlib.metadata.version('image-server')} ({commit})"
+    labels = run("podman", "image", "inspect", "--format",
+                 "{{json .Labels}}", "localhost/image-server:latest")  # fmt: skip
+    assert json.loads(labels)["org.opencontainers.image.revision"] == commit
 
 
 REFUSED = -1  # no connection: nothing listens (a request that was never taken)

@@ -24,7 +24,7 @@ class Build:
 def current(settings: Settings, environment: str) -> Build:
     return Build(
         version=_version(),
-        commit=_commit(),
+        commit=commit(),
         libvips=imaging.libvips_version(),
         environment=environment,
         behaviour={
@@ -46,7 +46,9 @@ def _version() -> str:
         return "unknown"
 
 
-def _commit() -> str:
+def commit() -> str:
+    """The checkout's commit; in a container image (no git), the one it was built from
+    (the file COMMIT the Containerfile writes)."""
     try:
         found = subprocess.run(
             ["git", "-C", str(REPO_ROOT), "rev-parse", "--short=12", "HEAD"],
@@ -54,6 +56,9 @@ def _commit() -> str:
             text=True,
             timeout=10,
         )
+        if found.returncode == 0:
+            return found.stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return found.stdout.strip() if found.returncode == 0 else "unknown"
+        pass
+    built_from = REPO_ROOT / "COMMIT"
+    return built_from.read_text().strip() if built_from.exists() else "unknown"
