@@ -50,19 +50,13 @@ rabbitmq: system-packages
 	scripts/install-system-packages.sh rabbitmq
 	scripts/ensure-rabbitmq.sh
 
-# Two frontends at least: a rolling restart needs one serving while another restarts.
-FRONTENDS := $(shell n=$(NPROC); echo $$(( n < 2 ? 2 : n )))
-
+# One host's programs under supervisord, as a container runs them (ops/host.py: the
+# queues brought up to date, then one frontend per core, two at least, and one
+# processor per core); development adds its S3 server and sample origin.
 run: $(VENV)/.installed-$(RUN_LOCK) rabbitmq
 	scripts/ensure-vhost.sh $(ENV)
-	IMAGE_SERVER_CONFIG_DIR=$(CURDIR)/config $(VENV)/bin/image-server queues -e $(ENV)
-	mkdir -p var/run var/log
-	# Prometheus figures start afresh with the host (a counter reset).
-	rm -rf var/metrics
-	IMAGE_SERVER_ENV=$(ENV) IMAGE_SERVER_CONFIG_DIR=$(CURDIR)/config \
-		IMAGE_SERVER_FRONTENDS=$(FRONTENDS) IMAGE_SERVER_PROCESSORS=$(NPROC) \
-		IMAGE_SERVER_DEV_SERVICES=$(if $(filter development,$(ENV)),true,false) \
-		exec $(VENV)/bin/supervisord -n -c supervisord.conf
+	exec $(VENV)/bin/image-server host -e $(ENV) --config-dir $(CURDIR)/config \
+		$(if $(filter development,$(ENV)),--dev-services,)
 
 # Two workers (pytest-xdist) for every test but those that stop the local RabbitMQ
 # node, which then run alone: a stopped broker would fail the other worker's tests.

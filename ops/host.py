@@ -1,5 +1,5 @@
 """`image-server host`: every program of one host under supervisord, in the
-foreground (a container's command; `make run` does the same from a checkout).
+foreground (a container's command, and `make run`'s).
 
 Processes: `IMAGE_SERVER_FRONTENDS` (default: one per core, two at least, so
 that a rolling restart has one serving) and `IMAGE_SERVER_PROCESSORS` (one per
@@ -47,6 +47,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         "--no-queues", action="store_true", help="start without declaring the queues first"
     )
     parser.add_argument(
+        "--dev-services", action="store_true",
+        help="start the development S3 server and sample origin too (`make run`)",
+    )  # fmt: skip
+    parser.add_argument(
         "--broker-wait", type=program.positive(float), default=120.0,
         help="seconds to wait for RabbitMQ before giving up",
     )  # fmt: skip
@@ -61,7 +65,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         "IMAGE_SERVER_CONFIG_DIR": str(Path(args.config_dir).resolve()),
         "IMAGE_SERVER_FRONTENDS": os.environ.get("IMAGE_SERVER_FRONTENDS", str(max(2, cores))),
         "IMAGE_SERVER_PROCESSORS": os.environ.get("IMAGE_SERVER_PROCESSORS", str(cores)),
-        "IMAGE_SERVER_DEV_SERVICES": "false",
+        "IMAGE_SERVER_DEV_SERVICES": "true" if args.dev_services else "false",
     }
     for directory in ("run", "log"):
         (REPO_ROOT / "var" / directory).mkdir(parents=True, exist_ok=True)

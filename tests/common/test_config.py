@@ -227,11 +227,13 @@ def autostarts(tmp_path: Path, dev_services: str) -> dict[str, bool]:
 
 
 def test_the_sample_origin_and_seaweedfs_start_only_in_development(tmp_path: Path) -> None:
-    for env, expected in (("development", "true"), ("production", "false")):
+    for env, dev_services in (("development", True), ("production", False)):
         dry_run = subprocess.run(
             ["make", "-n", "run", f"ENV={env}"], cwd=REPO, capture_output=True, text=True
         ).stdout
-        assert f"IMAGE_SERVER_DEV_SERVICES={expected}" in dry_run
+        # `image-server host --dev-services` sets IMAGE_SERVER_DEV_SERVICES=true (ops/host.py).
+        assert f"image-server host -e {env}" in dry_run
+        assert ("--dev-services" in dry_run) is dev_services
     for program in ("sample-origin", "seaweedfs"):
         assert autostarts(tmp_path, "false")[program] is False
         assert autostarts(tmp_path, "true")[program] is True
