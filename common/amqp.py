@@ -236,6 +236,9 @@ def upload_queues(settings: Settings, host: str = "") -> list[QueueSpec]:
     # even when a node is lost as its TTL expires (RabbitMQ's at-least-once
     # dead-lettering, which needs reject-publish; nothing bounds these queues).
     retried_into = {"": UPLOAD_QUEUE} | ({host: host_upload_queue(host)} if host else {})
+    # A host's queues go once unused for upload_host_queue_expiry_s: its uploader
+    # consumes from one and declares them all again now and then.
+    expiry = {"x-expires": round(settings.upload_host_queue_expiry_s * 1000)}
     delays = [
         QueueSpec(
             upload_delay_queue(delay_s, of_host),
@@ -246,6 +249,7 @@ def upload_queues(settings: Settings, host: str = "") -> list[QueueSpec]:
                 "x-dead-letter-routing-key": queue,
                 "x-dead-letter-strategy": "at-least-once",
                 "x-overflow": "reject-publish",
+                **(expiry if of_host else {}),
             },
         )
         for of_host, queue in retried_into.items()
@@ -253,7 +257,10 @@ def upload_queues(settings: Settings, host: str = "") -> list[QueueSpec]:
     ]
     return [
         QueueSpec(UPLOAD_DEAD_QUEUE, REPLICATED),
-        *(QueueSpec(queue, upload_arguments) for queue in retried_into.values()),
+        *(
+            QueueSpec(queue, upload_arguments | (expiry if of_host else {}))
+            for of_host, queue in retried_into.items()
+        ),
         *delays,
     ]
 

@@ -20,7 +20,7 @@ from common.keys import ImageRef, OutputRef
 from common.urls import SEGMENT, Fit, Gravity
 
 _LENGTH = struct.Struct(">I")
-_HELD_FILE = re.compile(r"[0-9a-f]{16}-[0-9a-f]{16}")  # common.spill.HeldUploads names them
+HELD_FILE_NAME = re.compile(r"[0-9a-f]{16}-[0-9a-f]{16}")  # common.spill.HeldUploads names them
 T = TypeVar("T", bound="_Message")
 
 
@@ -202,7 +202,7 @@ class UploadJob(_Message):
     def validate(self) -> None:
         _require(isinstance(self.key, str) and bool(self.key), "key")
         _require(isinstance(self.file, str) and isinstance(self.host, str), "file, host")
-        _require(self.file == "" or _HELD_FILE.fullmatch(self.file) is not None, "file")
+        _require(self.file == "" or HELD_FILE_NAME.fullmatch(self.file) is not None, "file")
         _require(bool(self.file) == bool(self.host), "file and host together")
         _require(not (self.file and self.payload), "by reference: no payload")
         _require(isinstance(self.made_for, str), "made_for")

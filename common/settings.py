@@ -155,6 +155,13 @@ class Settings(ServedKeys):
         "Delay before each retry of a failed upload; when all are spent it is dead-lettered.",
         check=each(POSITIVE),
     )
+    upload_host_queue_expiry_s: float = key(
+        172_800.0,
+        "RabbitMQ deletes a host's queue of uploads by reference, and its retry queues, once no "
+        "uploader has used them for this long (a host gone for good leaves nothing behind); "
+        "uploads a host holds longer than this, should it come back, are stored from its spill.",
+        check=POSITIVE,
+    )
 
     # HTTP answers.
     hot_cache_bytes: int = key(

@@ -29,8 +29,9 @@ from pathlib import Path
 from common.errors import DiskFull, MessageDecodeError
 from common.file_index import Entry, FileIndex
 from common.files import directory_identity, write_atomic
+from common.held_journal import HeldJournal, pending_of_gone_processes
 from common.keys import sha256_hex
-from common.messages import UploadJob
+from common.messages import HELD_FILE_NAME, UploadJob
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +67,9 @@ class Spill:
     def count(self) -> int:
         return self._index.totals()[0]
 
-    def oldest(self, limit: int) -> list[Path]:
-        """Up to `limit` spilled uploads, oldest first."""
-        return [self._dir / entry.name for entry in self._index.oldest(limit)]
+    def oldest(self, limit: int, before: float = float("inf")) -> list[Path]:
+        """Up to `limit` spilled uploads, oldest first (put before `before`, epoch seconds)."""
+        return [self._dir / e.name for e in self._index.oldest(limit) if e.used_s < before]
 
     def stored(self, path: Path) -> None:
         """The upload of `path` is stored: its file goes."""
@@ -129,14 +130,40 @@ class HeldUploads:
     def __init__(self, spill_dir: Path, max_bytes: int) -> None:
         self._files = Spill(spill_dir / HELD_DIR, max_bytes)
         self._dir = spill_dir / HELD_DIR
+        self._journal = HeldJournal(self._dir)  # what this process has not published yet
         self.host = upload_host(spill_dir)
 
     def hold(self, upload: UploadJob) -> UploadJob:
-        """Keep `upload` on this host's disk; the message that names it. DiskFull
-        past spill_max_bytes, or when the disk is full."""
+        """Keep `upload` on this host's disk; the message that names it, to be
+        published, then `published()`. DiskFull past spill_max_bytes, or when
+        the disk is full."""
         name = f"{sha256_hex(upload.key)[:16]}-{uuid.uuid4().hex[:16]}"
-        self._files.put(upload, name, durable=True)  # before a message names it
+        self._journal.writing(name)
+        try:
+            self._files.put(upload, name, durable=True)  # before a message names it
+        except BaseException:
+            self._journal.settled(name)
+            raise
         return dataclasses.replace(upload, payload=b"", file=name, host=self.host)
+
+    def published(self, job: UploadJob) -> None:
+        """RabbitMQ confirmed the message `job` that names its file."""
+        self._journal.settled(job.file)
+
+    def close(self) -> None:
+        self._journal.close()
+
+    def reclaim_unpublished(self) -> int:
+        """Remove the files that processes gone since (killed between a file's
+        write and its message's confirm) left without a message; how many.
+        Their jobs were not acked: they are made again."""
+        removed = 0
+        for pending in pending_of_gone_processes(self._dir):
+            for name in pending:
+                if HELD_FILE_NAME.fullmatch(name):
+                    self._files.stored(self._dir / name)
+                    removed += 1
+        return removed
 
     def load(self, job: UploadJob) -> UploadJob | None:
         """The upload `job` names, bytes and all (its attempts are the message's);
@@ -145,13 +172,28 @@ class HeldUploads:
         return None if kept is None else dataclasses.replace(kept, attempt=job.attempt)
 
     def release(self, job: UploadJob) -> None:
-        """Stored, or dead-lettered with its bytes: the file of `job` goes."""
+        """Stored, or dead-lettered with its bytes, or never published: the file
+        of `job` goes."""
         self._files.stored(self._dir / job.file)
+        self._journal.settled(job.file)
 
     def spill(self, job: UploadJob, spill: Spill) -> None:
         """The upload of `job` waits in `spill` instead, without a message."""
         spill.adopt(self._dir / job.file, job.key)
         self._files.stored(self._dir / job.file)  # its row: the file is moved already
+        self._journal.settled(job.file)
+
+    def spill_older_than(self, before: float, spill: Spill, limit: int) -> int:
+        """Up to `limit` uploads held since before `before` (epoch seconds) move
+        to `spill`, without a message; how many."""
+        moved = 0
+        for path in self._files.oldest(limit, before):
+            upload = self._files.read(path)
+            if upload is not None:
+                spill.adopt(path, upload.key)
+                self._files.stored(path)  # its row: the file is moved already
+                moved += 1
+        return moved
 
     def rebuild_if_needed(self) -> int:
         return self._files.rebuild_if_needed()

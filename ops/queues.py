@@ -4,7 +4,8 @@
 
 RabbitMQ refuses to change a queue's type or arguments in place: a program that
 declares a queue differently from the one the broker has cannot start (406
-PRECONDITION_FAILED). This tool declares each queue as the programs do; a queue
+PRECONDITION_FAILED). This tool declares each queue as the programs of this host
+do (its own queue of uploads by reference included); a queue
 that differs is rebuilt with its messages: each is moved (confirmed, then
 acked) to `<name>.migrating`, the queue is deleted and declared again, and the
 messages move back. A crash midway loses nothing (`<name>.migrating` keeps
@@ -23,16 +24,20 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 
 from common import amqp, program
 from common.settings import Settings
+from common.spill import upload_host
 
 MIGRATING_SUFFIX = ".migrating"
 
 
 def bring_up_to_date(settings: Settings) -> list[str]:
     """Declare every queue, rebuilding those that differ; what was done, one line each."""
+    this_host = upload_host(settings.spill_dir)
     connection = amqp.blocking_connection(settings)
     done: list[str] = []
     try:
-        queues = {q.name: q for q in [*amqp.resize_queues(settings), *amqp.upload_queues(settings)]}
+        # This host's queues of uploads by reference too (another host's are its own to bring).
+        declared = [*amqp.resize_queues(settings), *amqp.upload_queues(settings, this_host)]
+        queues = {q.name: q for q in declared}
         for queue in queues.values():
             if not _declares(connection, queue):
                 kept = _rebuild(connection, queue)

@@ -106,9 +106,10 @@ class Processor(ConsumerRole[ResizeJob, Outcome]):
             self.close()
 
     def close(self) -> None:
-        """The resize thread and the connections to sources go."""
+        """The resize thread, the connections to sources and the journal of held uploads go."""
         self._renderer.close()
         self._fetcher.close()
+        self._held.close()
 
     # --- the consumer's hooks (common/consumer.py), on pika's thread -------------
 
@@ -223,6 +224,7 @@ class Processor(ConsumerRole[ResizeJob, Outcome]):
             except BaseException:
                 self._never_queued(upload)
                 raise
+            self._held.published(upload)
             self._backlog = (self._backlog[0] + 1, self._backlog[1])
             return
         large = len(upload.payload) > self._settings.upload_inline_max_bytes

@@ -34,6 +34,7 @@ from uploader.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 _COUNT_EVERY_S = 1.0
+_DECLARE_EVERY_S = 3600.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +69,8 @@ class Uploader(ConsumerRole[UploadJob, _Outcome]):
         self.queues = (amqp.UPLOAD_QUEUE, amqp.host_upload_queue(self._held.host))
         self.concurrency = settings.upload_concurrency
         self._counted_at = 0.0  # when the queues were last counted (pika's thread)
+        self._declare_every_s = min(settings.upload_host_queue_expiry_s / 4, _DECLARE_EVERY_S)
+        self._declare_again_at = time.monotonic() + self._declare_every_s
 
     def run(self) -> None:
         """Consume until asked to stop; reconnect whenever RabbitMQ goes away."""
@@ -89,6 +92,11 @@ class Uploader(ConsumerRole[UploadJob, _Outcome]):
         self._counted_at = 0.0
 
     def between_polls(self, session: Session) -> None:
+        if time.monotonic() >= self._declare_again_at:
+            # A delay queue has no consumer: declared again, it is used, so it does
+            # not expire while this host lives (upload_host_queue_expiry_s).
+            amqp.declare(session.channel, amqp.upload_queues(self._settings, self._held.host))
+            self._declare_again_at = time.monotonic() + self._declare_every_s
         if time.monotonic() - self._counted_at >= _COUNT_EVERY_S:  # for /health
             self._health.queued_uploads = sum(
                 int(session.channel.queue_declare(queue, passive=True).method.message_count)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import minio
 import pika
+import pika.exceptions
 import pytest
 
 from common import amqp
@@ -21,7 +23,7 @@ from tests.support import REPO
 from tests.support.images import photo
 from tests.support.origin import Origin
 from tests.support.s3 import S3Server, S3View, s3_client, storage_config
-from tests.support.settings import object_key_of, original_key_of
+from tests.support.settings import configured, object_key_of, original_key_of
 from tests.support.stack import Stack
 from tests.support.waiting import wait_until
 
@@ -437,3 +439,39 @@ def test_a_large_upload_is_dropped_and_counted_when_spill_path_is_full(
     assert spilled_files(spill_dir) == [filler]
     assert queued_uploads(stack) == 0
     assert "spill_max_bytes" in stack.log("processor_0")
+
+
+def test_a_gone_hosts_queues_expire_and_a_living_hosts_stay(
+    make_stack: Callable[..., Stack],
+) -> None:
+    stack = make_stack(upload_host_queue_expiry_s=2.0)
+    stack.start_uploader()
+    settings = configured(amqp_url=stack.vhost.amqp_url, upload_host_queue_expiry_s=2.0)
+    this_host = upload_host(stack.workdir / "spill")
+    connection = stack.vhost.connect()
+    try:
+        channel = connection.channel()
+        amqp.declare(channel, amqp.upload_queues(settings, "0123456789abcdef0123"))
+        channel.basic_publish("", amqp.host_upload_queue("0123456789abcdef0123"), b"gone")
+    finally:
+        connection.close()
+    host_queues = [q.name for q in amqp.upload_queues(settings, this_host) if this_host in q.name]
+    gone_queues = [
+        q.name for q in amqp.upload_queues(settings, "0123456789abcdef0123") if "0123" in q.name
+    ]
+    assert len(host_queues) == len(gone_queues) == 1 + len(settings.upload_retry_delays_s)
+
+    def exists(queue: str) -> bool:
+        try:
+            stack.vhost.message_count(queue)
+        except pika.exceptions.ChannelClosedByBroker:
+            return False
+        return True
+
+    wait_until(
+        lambda: not any(exists(q) for q in gone_queues), 30, "the gone host's queues expired"
+    )
+    # Three expiries on: the uploader consumes from its queue and declares the
+    # delay queues again (nothing consumes them), so none of this host's went.
+    time.sleep(3 * 2.0)
+    assert all(exists(queue) for queue in [amqp.UPLOAD_QUEUE, *host_queues])
