@@ -36,6 +36,8 @@ QUALITIES = range(80, 90)
 MISS_CONNECTIONS = 8
 HIT_CONNECTIONS = 32
 BURST = 50
+PRODUCTION_COLD = "9. production-like (S3): cold miss, JPEG originals"
+PRODUCTION_KNOWN = "10. production-like (S3): new size of a known image, JPEG"
 FOUR_SIZES = (100, 300, 640, 1000)
 
 
@@ -161,12 +163,13 @@ def run_misses(
     jobs: list[Job],
     seconds: int,
     work: Path,
+    s3: servers.SeaweedS3 | None = None,
 ) -> None:
     """Both sides, one after the other, the same URLs in the same order."""
     for name, server, port in contenders:
         paths = [server.path(*job) for job in jobs]
         with servers.PeakRss(servers.broker_pids) as broker:
-            result, peak, cpu = measure(port, paths, seconds, MISS_CONNECTIONS, work, server)
+            result, peak, cpu = measure(port, paths, seconds, MISS_CONNECTIONS, work, server, s3)
         assert result.requests <= len(paths), "the URL list wrapped: hits in a miss run"
         broker_mib = broker.peak_kib / 1024 if name == "ours" else None
         rows.append(Row(title, name, result, peak, broker_rss_mib=broker_mib, cpu=cpu))
@@ -179,10 +182,12 @@ def measure(
     connections: int,
     work: Path,
     server: servers.Ours | servers.Thumbor | servers.Nginx,
+    s3: servers.SeaweedS3 | None = None,
 ) -> tuple[LoadResult, float, CpuUse]:
     servers.wait_until_idle()
     ours = server if isinstance(server, servers.Ours) else None
-    with servers.PeakRss(server.pids) as rss, CpuMeter(cpu_programs(server), ours) as cpu:
+    programs = cpu_programs(server) | ({"SeaweedFS": s3.pids} if s3 is not None else {})
+    with servers.PeakRss(server.pids) as rss, CpuMeter(programs, ours) as cpu:
         result = load.wrk(port, paths, seconds, connections, work)
     return result, rss.peak_kib / 1024, cpu.use(result.requests, os.cpu_count() or 1)
 
@@ -229,6 +234,54 @@ def profile_cold_misses(
     return profiles.heaviest()
 
 
+def warm_up(
+    server: servers.Ours | servers.Thumbor, port: int, originals: list[corpus.Original]
+) -> None:
+    """Every original fetched once (both sides keep it; ours also makes its master
+    on the second size)."""
+    for original in originals:
+        for width in (64, 96):
+            status, _ = load.fetch(
+                f"http://127.0.0.1:{port}{server.path(image_id(original), width)}"
+            )
+            assert status == 200, (server, original.name, status)
+
+
+def production_like(
+    rows: list[Row], nginx: servers.Nginx, jpegs: list[corpus.Original], cores: int,
+    args: argparse.Namespace, cold_count: int,
+) -> None:  # fmt: skip
+    """Both sides storing originals and results in the same SeaweedFS over S3 (ours as
+    production ships it, thumbor with thumbor-aws): a cold JPEG run, then new sizes of
+    known JPEGs, each side on fresh caches."""
+    s3 = servers.SeaweedS3(args.work)
+    ours = servers.Ours(args.work, cores, **s3.ours_config("ours"))
+    thumbor = servers.Thumbor(args.work, args.thumbor_venv, cores, s3=s3)
+    try:
+        s3.start()
+        ours.start()
+        thumbor.start()
+        contenders: list[tuple[str, servers.Ours | servers.Thumbor, int]] = [
+            ("ours", ours, servers.OURS_PORT),
+            ("thumbor", thumbor, servers.THUMBOR_PORT),
+        ]
+        images = new_images(nginx, jpegs, "s3cold", cold_count, 91)
+        run_misses(rows, PRODUCTION_COLD, contenders, one_size_each(images, 91), args.seconds,
+                   args.work, s3)  # fmt: skip
+        for _name, server, port in contenders:
+            warm_up(server, port, jpegs)
+        run_misses(rows, PRODUCTION_KNOWN, contenders, jobs_for(jpegs, 92), args.seconds,
+                   args.work, s3)  # fmt: skip
+        servers.wait_until_idle()  # the uploads of the last run stored
+        for bucket in ("ours", "thumbor"):
+            if not s3.objects(bucket):
+                raise RuntimeError(f"nothing was stored in SeaweedFS' bucket {bucket}")
+    finally:
+        thumbor.stop()
+        ours.stop()
+        s3.stop()
+
+
 def versions(thumbor_venv: Path) -> dict[str, str]:
     def run(*command: str) -> str:
         # Some tools (wrk -v) print their version and exit 1: the text is what counts.
@@ -247,6 +300,7 @@ def versions(thumbor_venv: Path) -> dict[str, str]:
         "python": platform.python_version(),
         "libvips": f"{pyvips.version(0)}.{pyvips.version(1)}.{pyvips.version(2)}",
         "thumbor": pins.get("thumbor", "?"),
+        "thumbor-aws": pins.get("thumbor-aws", pins.get("thumbor_aws", "?")),
         "Pillow": pins.get("pillow", pins.get("Pillow", "?")),
         "nginx": run("nginx", "-v"),
         "wrk": run("wrk", "-v"),
@@ -328,12 +382,7 @@ def main() -> None:
         # Warm-up for the scenarios below: every original fetched once by each
         # side (both keep originals on disk; ours also makes masters then).
         for _name, server, port in contenders:
-            for original in originals:
-                for width in (64, 96):  # a second size: ours makes the master
-                    status, _ = load.fetch(
-                        f"http://127.0.0.1:{port}{server.path(image_id(original), width)}"
-                    )
-                    assert status == 200, (server, original.name, status)
+            warm_up(server, port, originals)
 
         known_scenarios = [
             ("4. new size of a known image, JPEG", jpegs, 1),
@@ -401,6 +450,10 @@ def main() -> None:
             burst_counts[name] = (
                 f"{ok}/{BURST} answered 200; {resizes}; original fetched {fetched} time(s)"
             )
+        thumbor.stop()
+        ours.stop()
+        if selected(args.only, PRODUCTION_COLD) or selected(args.only, PRODUCTION_KNOWN):
+            production_like(rows, nginx, jpegs, cores, args, cold_count)
     finally:
         thumbor.stop()
         ours.stop()
@@ -442,6 +495,9 @@ def render_report(
         "- 4-6 are new sizes (width 100-1000 x quality 80-89) of images each side has seen: a",
         "  warm-up asked w64 and w96 of every original first, so both keep the originals on",
         "  disk and ours has made its pre-shrunk masters (thumbor has no such thing).",
+        "- 9-10 are 1 and 4 again with both sides storing originals and results in the same",
+        "  SeaweedFS over S3 on loopback (its CPU in its own column): ours as production ships",
+        "  it (`storage_backend` s3), thumbor with thumbor-aws' storage and result storage.",
         "",
         "## Corpus",
         "",
@@ -516,6 +572,7 @@ CPU_COLUMNS = (
     "processors",
     "uploader",
     "RabbitMQ",
+    "SeaweedFS",
     "thumbor",
     "server",
     "nginx (origin)",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -13,6 +14,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import minio
+
 from common import config as settings_config
 from common import metrics
 
@@ -20,6 +23,9 @@ REPO = Path(__file__).resolve().parent.parent
 ORIGIN_PORT = 7400
 OURS_PORT = 7200
 THUMBOR_PORT = 7300
+S3_PORT = 7500  # SeaweedFS' S3 gateway; its master, volume and filer take the next three
+S3_ACCESS_KEY = "bench"
+S3_SECRET_KEY = "bench-secret"
 JPEG_QUALITY = 85
 
 
@@ -193,8 +199,78 @@ http {{
             self.process.wait(15)
 
 
+class SeaweedS3:
+    """SeaweedFS (master, volume, filer, S3 gateway in one process) on loopback,
+    started by the project's own launcher (ops/seaweedfs.py): the production-like
+    row's object storage, one bucket for each side."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work / "seaweedfs"
+        self.endpoint = f"127.0.0.1:{S3_PORT}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        from ops import seaweedfs
+
+        if self.work.exists():
+            shutil.rmtree(self.work)
+        self.work.mkdir(parents=True)
+        ports = {"master": S3_PORT + 1, "volume": S3_PORT + 2, "filer": S3_PORT + 3}
+        settings = settings_config.from_mapping(
+            {
+                **self.ours_config("images"),
+                # What it needs of the settings: the S3 identity, its directory and ports.
+                "local_base_path": str(self.work / "unused"),
+                "originals_path": str(self.work / "unused-originals"),
+                "source_domain": f"http://127.0.0.1:{ORIGIN_PORT}/",
+                "seaweedfs_dir": str(self.work),
+                "seaweedfs_ports": ports,
+            }
+        )
+        log = open(self.work / "seaweedfs.log", "ab")  # noqa: SIM115
+        self.process = subprocess.Popen(seaweedfs.command(settings), stdout=log, stderr=log)
+        client = self.client()
+        give_up = time.monotonic() + 90
+        while True:  # its first object waits for the master to grow volumes: done here
+            try:
+                for bucket in ("ours", "thumbor", "warm-up"):
+                    if not client.bucket_exists(bucket):
+                        client.make_bucket(bucket)
+                client.put_object("warm-up", "ready", io.BytesIO(b"ready"), 5)
+                return
+            except Exception:
+                if time.monotonic() > give_up or self.process.poll() is not None:
+                    raise RuntimeError(f"SeaweedFS did not start: {self.work}/seaweedfs.log")
+                time.sleep(0.5)
+
+    def ours_config(self, bucket: str) -> dict[str, object]:
+        return {
+            "storage_backend": "s3",
+            "s3_endpoint": self.endpoint,
+            "s3_bucket": bucket,
+            "s3_access_key": S3_ACCESS_KEY,
+            "s3_secret_key": S3_SECRET_KEY,
+            "s3_secure": False,
+        }
+
+    def client(self) -> minio.Minio:
+        return minio.Minio(self.endpoint, S3_ACCESS_KEY, S3_SECRET_KEY, secure=False)
+
+    def objects(self, bucket: str) -> int:
+        return sum(1 for _ in self.client().list_objects(bucket, recursive=True))
+
+    def pids(self) -> list[int]:
+        return process_tree(self.process.pid) if self.process is not None else []
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(15)
+
+
 class Ours:
-    """This project under its own supervisord, production-like: filesystem store, uploader on."""
+    """This project under its own supervisord, uploader on: a filesystem store, or
+    the object storage `overrides` name."""
 
     def __init__(self, work: Path, processes: int, **overrides: object) -> None:
         self.work = work / "ours"
@@ -332,13 +408,41 @@ serverurl=unix://{self.work}/supervisor.sock
 
 
 class Thumbor:
-    """thumbor from PyPI in its own venv: Pillow engine, HTTP loader, file result storage."""
+    """thumbor from PyPI in its own venv: Pillow engine, HTTP loader, file storage
+    and result storage; or, given `s3`, thumbor-aws' storage and result storage."""
 
-    def __init__(self, work: Path, venv: Path, processes: int) -> None:
+    def __init__(self, work: Path, venv: Path, processes: int, s3: SeaweedS3 | None = None) -> None:
         self.work = work / "thumbor"
         self.venv = venv
         self.processes = processes
+        self.s3 = s3
         self.process: subprocess.Popen[bytes] | None = None
+
+    def storage_conf(self) -> str:
+        if self.s3 is None:
+            return f"""
+STORAGE = 'thumbor.storages.file_storage'
+FILE_STORAGE_ROOT_PATH = '{self.work}/storage'
+RESULT_STORAGE = 'thumbor.result_storages.file_storage'
+RESULT_STORAGE_FILE_STORAGE_ROOT_PATH = '{self.work}/result'
+"""
+        lines = [
+            "STORAGE = 'thumbor_aws.storage'",
+            "RESULT_STORAGE = 'thumbor_aws.result_storage'",
+            # Not its "image ids" lookup: SeaweedFS answers for a directory (a URL's first
+            # 32 characters, ".../Autumn/") where S3 would say there is no such key.
+            "MAX_ID_LENGTH = 0",
+        ]
+        for part, root in (("STORAGE", "/originals"), ("RESULT_STORAGE", "/results")):
+            lines += [
+                f"AWS_{part}_REGION_NAME = 'us-east-1'",
+                f"AWS_{part}_BUCKET_NAME = 'thumbor'",
+                f"AWS_{part}_S3_ENDPOINT_URL = 'http://{self.s3.endpoint}'",
+                f"AWS_{part}_S3_ACCESS_KEY_ID = '{S3_ACCESS_KEY}'",
+                f"AWS_{part}_S3_SECRET_ACCESS_KEY = '{S3_SECRET_KEY}'",
+                f"AWS_{part}_ROOT_PATH = '{root}'",
+            ]
+        return "\n".join(lines) + "\n"
 
     def start(self) -> None:
         if self.work.exists():
@@ -349,10 +453,7 @@ class Thumbor:
             f"""
 LOADER = 'thumbor.loaders.http_loader'
 ENGINE = 'thumbor.engines.pil'
-STORAGE = 'thumbor.storages.file_storage'
-FILE_STORAGE_ROOT_PATH = '{self.work}/storage'
-RESULT_STORAGE = 'thumbor.result_storages.file_storage'
-RESULT_STORAGE_FILE_STORAGE_ROOT_PATH = '{self.work}/result'
+{self.storage_conf()}
 RESULT_STORAGE_STORES_UNSAFE = True
 ALLOW_UNSAFE_URL = True
 QUALITY = {JPEG_QUALITY}
@@ -378,6 +479,13 @@ MAX_AGE = 31536000
             ],
             stdout=log,
             stderr=log,
+            # botocore >= 1.36 sends bodies aws-chunked with a trailing checksum by
+            # default, which SeaweedFS stores as they came (framing and all).
+            env={
+                **os.environ,
+                "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
+                "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
+            },
         )
         wait_for_port(THUMBOR_PORT)
         time.sleep(1.0)  # the forked workers

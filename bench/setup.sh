@@ -16,5 +16,9 @@ if [ ! -x .thumbor-venv/bin/thumbor ]; then
   python3 -m venv .thumbor-venv
   .thumbor-venv/bin/pip install -q "thumbor==7.8.0"
 fi
+# The production-like rows store thumbor's originals and results in S3 (bench/run.py).
+if [ ! -d .thumbor-venv/lib/python3*/site-packages/thumbor_aws ]; then
+  .thumbor-venv/bin/pip install -q "thumbor-aws==1.1.0"
+fi
 # py-spy samples our programs during a cold run (bench/profiles.py).
 [ -x ../.venv/bin/py-spy ] || ../.venv/bin/pip install -q "py-spy==0.4.3"
