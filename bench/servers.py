@@ -238,9 +238,10 @@ class SeaweedS3:
                         client.make_bucket(bucket)
                 client.put_object("warm-up", "ready", io.BytesIO(b"ready"), 5)
                 return
-            except Exception:
+            except Exception as exc:
                 if time.monotonic() > give_up or self.process.poll() is not None:
-                    raise RuntimeError(f"SeaweedFS did not start: {self.work}/seaweedfs.log")
+                    where = self.work / "seaweedfs.log"
+                    raise RuntimeError(f"SeaweedFS did not start: {where}") from exc
                 time.sleep(0.5)
 
     def ours_config(self, bucket: str) -> dict[str, object]:
