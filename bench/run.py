@@ -36,6 +36,9 @@ QUALITIES = range(80, 90)
 MISS_CONNECTIONS = 8
 HIT_CONNECTIONS = 32
 BURST = 50
+COLD_JPEG = "1. cold miss, JPEG originals"
+KNOWN_JPEG = "4. new size of a known image, JPEG"
+HITS = "7. cache hit, 100 hot outputs"
 PRODUCTION_COLD = "9. production-like (S3): cold miss, JPEG originals"
 PRODUCTION_KNOWN = "10. production-like (S3): new size of a known image, JPEG"
 FOUR_SIZES = (100, 300, 640, 1000)
@@ -359,7 +362,7 @@ def main() -> None:
         # nginx's docroot to a corpus file), the same list for both sides.
         cold_count = max(2000, 150 * args.seconds)
         cold_scenarios = [
-            ("1. cold miss, JPEG originals", jpegs, 11, False),
+            (COLD_JPEG, jpegs, 11, False),
             ("2. cold miss, mixed originals", originals, 12, False),
             ("3. new image, then w100, w300, w640, w1000 of it", jpegs, 13, True),
         ]
@@ -385,7 +388,7 @@ def main() -> None:
             warm_up(server, port, originals)
 
         known_scenarios = [
-            ("4. new size of a known image, JPEG", jpegs, 1),
+            (KNOWN_JPEG, jpegs, 1),
             ("5. new size of a known image, mixed", originals, 2),
             ("6. new size of a known image, 5120x2880 only", big, 5),
         ]
@@ -409,7 +412,7 @@ def main() -> None:
             result, peak, cpu = measure(
                 port, paths * 50, args.seconds, HIT_CONNECTIONS, args.work, server
             )
-            rows.append(Row("7. cache hit, 100 hot outputs", name, result, peak, cpu=cpu))
+            rows.append(Row(HITS, name, result, peak, cpu=cpu))
         # Baseline: nginx serving the very same 100 output files.
         static_paths = []
         for image, width, _quality in hot if selected(args.only, "7.") else []:
@@ -428,9 +431,7 @@ def main() -> None:
                 args.work,
                 nginx,
             )
-            rows.append(
-                Row("7. cache hit, 100 hot outputs", "nginx static files", result, peak, cpu=cpu)
-            )
+            rows.append(Row(HITS, "nginx static files", result, peak, cpu=cpu))
 
         # 8. A burst of 50 identical new URLs.
         for name, server, port in contenders if selected(args.only, "8.") else []:
@@ -537,6 +538,7 @@ def render_report(
                 f"{ours.rps / row.rps:.2f}" if row is not ours and row.rps else "",
             ]
             lines.append("| " + " | ".join(cells) + " |")
+    lines += render_goals(rows, cores)
     lines += render_cpu_table(rows)
     lines += render_profiles(profiles)
     lines += ["", "## Coalescing burst (50 identical new URLs at once)", ""]
@@ -579,6 +581,56 @@ CPU_COLUMNS = (
     "wrk",
     "whole machine",
 )
+
+
+def render_goals(rows: list[Row], cores: int) -> list[str]:
+    """This run against the goals of issue 35 (the pipeline's tax), each said met or not."""
+    found = {(row.scenario, row.server.split(",")[0]): row for row in rows}
+
+    def ratio(scenario: str, other: str) -> float | None:
+        ours, them = found.get((scenario, "ours")), found.get((scenario, other))
+        return ours.rps / them.rps if ours and them and them.rps else None
+
+    cold = found.get((COLD_JPEG, "ours"))
+    cold_cpu = cold.cpu.ms_per_request if cold and cold.cpu else {}
+    raw = found.get((COLD_JPEG, "raw libvips from originals"))
+    # What the same resize costs raw libvips: its workers keep every core busy.
+    raw_ms = cores * 1000 / raw.rps if raw and raw.rps else None
+    goals: list[tuple[str, float | None, str, bool | None]] = []
+
+    def at_least(what: str, value: float | None, bound: float) -> None:
+        shown = f">= {bound:g}"
+        goals.append((what, value, shown, None if value is None else value >= bound))
+
+    def at_most(what: str, value: float | None, bound: float | None, shown: str) -> None:
+        met = None if value is None or bound is None else value <= bound
+        goals.append((what, value, shown, met))
+
+    at_least("cold JPEG, ours / thumbor", ratio(COLD_JPEG, "thumbor"), 1.2)
+    at_least("cold JPEG, ours / raw libvips", ratio(COLD_JPEG, "raw libvips from originals"), 0.8)
+    at_least("new size of a known JPEG, ours / thumbor", ratio(KNOWN_JPEG, "thumbor"), 2.5)
+    from_masters = ratio(KNOWN_JPEG, "raw libvips from masters")
+    at_least("new size of a known JPEG, ours / raw libvips from masters", from_masters, 0.7)
+    for program, bound in (("frontends", 1.2), ("RabbitMQ", 1.6), ("uploader", 0.3)):
+        at_most(f"cold JPEG, {program} ms per miss", cold_cpu.get(program), bound, f"<= {bound}")
+    processors_bound = raw_ms + 1.5 if raw_ms is not None else None
+    shown = f"<= raw {raw_ms:.1f} + 1.5" if raw_ms is not None else "<= raw + 1.5"
+    at_most(
+        "cold JPEG, processors ms per miss", cold_cpu.get("processors"), processors_bound, shown
+    )
+    at_least("cache hits, ours / thumbor", ratio(HITS, "thumbor"), 4.0)
+    lines = [
+        "",
+        "## The pipeline's tax: issue 35's goals in this run",
+        "",
+        "| goal | this run | bound | met |",
+        "|---|---|---|---|",
+    ]
+    for what, value, bound_text, met in goals:
+        shown_value = "" if value is None else f"{value:.2f}"
+        verdict = "" if met is None else ("yes" if met else "no")
+        lines.append(f"| {what} | {shown_value} | {bound_text} | {verdict} |")
+    return lines
 
 
 def render_cpu_table(rows: list[Row]) -> list[str]:
