@@ -91,14 +91,10 @@ class FileIndex:
 
     def removed_starting(self, prefix: str) -> None:
         """Every file whose name (under the directory) begins with `prefix` is gone."""
-        self._change("DELETE FROM files WHERE name >= ? AND name < ?", _name_range(prefix))
-
-    def starting(self, prefix: str) -> list[str]:
-        """The names (under the directory) of the files that begin with `prefix`."""
-        query = "SELECT name FROM files WHERE name >= ? AND name < ?"
-        with self._lock:
-            rows = self._connection().execute(query, _name_range(prefix)).fetchall()
-        return [name for (name,) in rows]
+        # A range on the primary key (not LIKE, which would scan): past the prefix,
+        # its last character's successor.
+        past = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        self._change("DELETE FROM files WHERE name >= ? AND name < ?", (prefix, past))
 
     # --- what the janitor and the uploader ask -----------------------------------
 
@@ -209,9 +205,3 @@ class FileIndex:
             if self._db is not None:
                 self._db.close()
                 self._db = None
-
-
-def _name_range(prefix: str) -> tuple[str, str]:
-    """The names that begin with `prefix`, as a range on the primary key (not LIKE,
-    which would scan): from the prefix to its last character's successor."""
-    return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
