@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import secrets
 import tempfile
@@ -26,6 +27,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+log = logging.getLogger(__name__)
 JOURNALS_DIR = ".journals"
 COMPACT_LINES = 10_000
 _TEMPORARY = ".tmp-"
@@ -43,17 +45,28 @@ class HeldJournal:
         self._lock = threading.Lock()  # job threads write, pika's thread settles
 
     def writing(self, name: str) -> None:
-        """The file `name` is about to be written: pending until settled."""
+        """The file `name` is about to be written: pending until settled. OSError
+        when the journal cannot say so (then the file must not be written)."""
         with self._lock:
             self._pending.add(name)
-            self._append(f"+{name}\n")
+            try:
+                self._append(f"+{name}\n")
+            except OSError:
+                self._pending.discard(name)
+                raise
 
     def settled(self, name: str) -> None:
-        """The file `name` is named by a confirmed message, or gone, or moved."""
+        """The file `name` is named by a confirmed message, or gone, or moved.
+        Never raises: a line that cannot be written (a full disk) costs at most
+        that file, removed if this process dies before its journal is rewritten
+        (its message then finds it gone, and the next miss makes it again)."""
         with self._lock:
             if name in self._pending:
                 self._pending.remove(name)
-                self._append(f"-{name}\n")
+                try:
+                    self._append(f"-{name}\n")
+                except OSError as exc:
+                    log.warning("the journal of held uploads could not settle %s: %s", name, exc)
 
     def close(self) -> None:
         """This process stops: its journal goes when nothing is pending (else
@@ -78,9 +91,15 @@ class HeldJournal:
         name appears, so nobody ever finds it unlocked while this process lives."""
         self._path.parent.mkdir(parents=True, exist_ok=True)
         fd, temporary = tempfile.mkstemp(dir=self._path.parent, prefix=_TEMPORARY)
-        fcntl.flock(fd, fcntl.LOCK_EX)  # never waits: nobody else knows its name
-        os.write(fd, "".join(f"+{name}\n" for name in self._pending).encode())
-        os.replace(temporary, self._path)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # never waits: nobody else knows its name
+            os.write(fd, "".join(f"+{name}\n" for name in self._pending).encode())
+            os.replace(temporary, self._path)
+        except OSError:
+            os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+            raise
         if self._fd is not None:
             os.close(self._fd)
         self._fd, self._lines = fd, len(self._pending)

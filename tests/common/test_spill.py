@@ -4,6 +4,7 @@ of the host that puts into the directory; none stays that no message will name."
 from __future__ import annotations
 
 import dataclasses
+import os
 import signal
 import subprocess
 import sys
@@ -138,3 +139,16 @@ def test_uploads_held_longer_than_their_queue_lives_are_stored_from_the_spill(
         "out/2.jpg",
     ]
     assert spill.read(spill.oldest(1)[0]).payload == bytes(10_000)  # type: ignore[union-attr]
+
+
+def test_a_journal_that_cannot_be_written_never_fails_a_settled_upload(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    held = HeldUploads(tmp_path, max_bytes=10**9)
+    job = held.hold(upload(0))
+    (journal,) = (tmp_path / HELD_DIR / JOURNALS_DIR).iterdir()
+    journal_fd = os.open(journal, os.O_RDONLY)  # the journal's own descriptor, made read-only:
+    os.dup2(journal_fd, held._journal._fd)  # type: ignore[arg-type]  # its next write fails
+    os.close(journal_fd)
+    held.published(job)  # on pika's thread: must not raise
+    assert "could not settle" in caplog.text
