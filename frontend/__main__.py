@@ -77,6 +77,7 @@ async def drain(
     connections to the other frontends (they share the port). Clients that
     stay idle are closed after _IDLE_GRACE_S without requests in flight.
     """
+    accept_waiting(server)
     server.stop()
     server.conn_params.no_keep_alive = True  # read by every connection at its next request
     loop = asyncio.get_running_loop()
@@ -90,6 +91,22 @@ async def drain(
             break
         await asyncio.sleep(_POLL_S)
     await server.close_all_connections()
+
+
+def accept_waiting(server: tornado.httpserver.HTTPServer) -> None:
+    """Take the connections the kernel has already queued for the listening
+    sockets: closing a listening socket resets them, so their clients would
+    lose a request they were promised (their handshake was done)."""
+    # HTTPServer keeps its listening sockets in _sockets (Tornado 6.x).
+    for listening in list(server._sockets.values()):
+        while True:
+            try:
+                connection, address = listening.accept()
+            except (BlockingIOError, InterruptedError):
+                break  # none left: the close that follows resets nothing
+            except OSError:
+                break  # a connection aborted before it was taken, or the socket gone
+            server._handle_connection(connection, address)
 
 
 def miss_budget(settings: Settings) -> MissBudget | None:
