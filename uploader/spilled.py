@@ -65,7 +65,10 @@ def drain(
     tidy_at = 0.0
     while not stop.is_set():
         if time.monotonic() >= tidy_at:
-            tidy_held(held, spill, settings.upload_host_queue_expiry_s)
+            try:
+                tidy_held(held, spill, settings.upload_host_queue_expiry_s)
+            except Exception:  # housekeeping: it must never stop the spill's drain
+                log.exception("tidying the held uploads failed; tried again in a minute")
             tidy_at = time.monotonic() + _TIDY_EVERY_S
         health.spilled_uploads = spill.count()
         figures.spilled.set(health.spilled_uploads)
