@@ -110,6 +110,7 @@ def image_id(original: corpus.Original) -> str:
 
 
 Job = tuple[str, int, int]  # image id, width, JPEG quality
+Contender = tuple[str, servers.Ours | servers.Thumbor, int]  # name, server, port
 
 
 def jobs_for(
@@ -162,7 +163,7 @@ def four_sizes_each(images: dict[str, corpus.Original]) -> list[Job]:
 def run_misses(
     rows: list[Row],
     title: str,
-    contenders: list[tuple[str, servers.Ours | servers.Thumbor, int]],
+    contenders: list[Contender],
     jobs: list[Job],
     seconds: int,
     work: Path,
@@ -237,6 +238,10 @@ def profile_cold_misses(
     return profiles.heaviest()
 
 
+def both_sides(ours: servers.Ours, thumbor: servers.Thumbor) -> list[Contender]:
+    return [("ours", ours, servers.OURS_PORT), ("thumbor", thumbor, servers.THUMBOR_PORT)]
+
+
 def warm_up(
     server: servers.Ours | servers.Thumbor, port: int, originals: list[corpus.Original]
 ) -> None:
@@ -264,10 +269,7 @@ def production_like(
         s3.start()
         ours.start()
         thumbor.start()
-        contenders: list[tuple[str, servers.Ours | servers.Thumbor, int]] = [
-            ("ours", ours, servers.OURS_PORT),
-            ("thumbor", thumbor, servers.THUMBOR_PORT),
-        ]
+        contenders = both_sides(ours, thumbor)
         images = new_images(nginx, jpegs, "s3cold", cold_count, 91)
         run_misses(rows, PRODUCTION_COLD, contenders, one_size_each(images, 91), args.seconds,
                    args.work, s3)  # fmt: skip
@@ -352,10 +354,7 @@ def main() -> None:
         nginx.start()
         ours.start()
         thumbor.start()
-        contenders: list[tuple[str, servers.Ours | servers.Thumbor, int]] = [
-            ("ours", ours, servers.OURS_PORT),
-            ("thumbor", thumbor, servers.THUMBOR_PORT),
-        ]
+        contenders = both_sides(ours, thumbor)
 
         # Cold scenarios first, before either side has seen any original: every
         # request names an image id nobody asked for before (each id a link in

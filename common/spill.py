@@ -179,9 +179,12 @@ class HeldUploads:
 
     def spill(self, job: UploadJob, spill: Spill) -> None:
         """The upload of `job` waits in `spill` instead, without a message."""
-        spill.adopt(self._dir / job.file, job.key)
-        self._files.stored(self._dir / job.file)  # its row: the file is moved already
+        self._move(self._dir / job.file, job.key, spill)
         self._journal.settled(job.file)
+
+    def _move(self, path: Path, key: str, spill: Spill) -> None:
+        spill.adopt(path, key)
+        self._files.stored(path)  # its row: the file is moved already
 
     def spill_older_than(self, before: float, spill: Spill, limit: int) -> int:
         """Up to `limit` uploads held since before `before` (epoch seconds) move
@@ -190,8 +193,7 @@ class HeldUploads:
         for path in self._files.oldest(limit, before):
             upload = self._files.read(path)
             if upload is not None:
-                spill.adopt(path, upload.key)
-                self._files.stored(path)  # its row: the file is moved already
+                self._move(path, upload.key, spill)
                 moved += 1
         return moved
 
